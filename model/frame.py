@@ -1,0 +1,106 @@
+"""One frame, as pure functions: engine buffers to network inputs, and inputs + state to output.
+
+`prepare_frame` turns a frame's raw planes (per the session's layout) into the network's inputs:
+normalised conditioning at latent resolution, the full-resolution guide for the decoder, and the
+depth and motion the warp needs, point-sampled at latent-pixel centres. `stylize_frame` is the whole
+per-frame computation: warp, per-token noise levels, 1-4 DiT steps, decode. It takes the session's
+state and returns the next one; the service, evaluation and training all call this same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels.gbuffer_pack import pack_gbuffers
+from ..kernels.warp import warp_previous
+from .config import ModelConfig
+from .layout import GBufferLayout
+from .network import StreamStyleModel
+from .sampler import MAX_STEPS, flow_sample, initial_latent, start_levels
+from .state import TemporalState
+
+
+@dataclass(frozen=True)
+class FrameParams:
+    steps: int = 2  # DiT steps this frame, 1 to 4
+    strength: float = 0.5  # noise level history restarts from; 1.0 ignores history
+    reset: bool = False  # a camera cut: forget the temporal state before this frame
+
+    def validate(self) -> "FrameParams":
+        from .errors import InputError
+
+        if not (isinstance(self.steps, int) and not isinstance(self.steps, bool) and 1 <= self.steps <= MAX_STEPS):
+            raise InputError(f"steps must be an integer from 1 to {MAX_STEPS}, got {self.steps!r}")
+        if not (isinstance(self.strength, (int, float)) and 0.0 <= float(self.strength) <= 1.0):
+            raise InputError(f"strength must be a number in [0, 1], got {self.strength!r}")
+        return self
+
+
+@dataclass
+class FrameInputs:
+    cond: torch.Tensor  # [B, Ccond, h, w] normalised G-buffers at latent resolution
+    guide: torch.Tensor  # [B, Cguide, H, W] normalised G-buffers at full resolution
+    depth: torch.Tensor  # [B, 1, h, w] linear depth at latent-pixel centres
+    motion: torch.Tensor  # [B, 2, h, w] current-to-previous offset, in latent pixels
+
+
+@dataclass
+class PromptContext:
+    tokens: torch.Tensor  # [B, L, Dt] token states of every blend part, padded
+    bias: torch.Tensor  # [B, L] log(weight) on real tokens, -inf on padding
+    pooled: torch.Tensor  # [B, Dt] blended sentence embedding
+
+
+def prepare_frame(config: ModelConfig, layout: GBufferLayout, planes: dict[str, torch.Tensor],
+                  width: int, height: int) -> FrameInputs:
+    """planes: {channel: [B, H, W, format components]} in the engine's dtypes (see
+    `GBufferLayout.view`; a leading batch dim is required here)."""
+    names = list(config.cond_channels) + [n for n in config.guide_channels if n not in config.cond_channels]
+    specs = layout.pack_specs(names)
+    s = config.latent_stride
+    full, low = pack_gbuffers([planes[n] for n in names], specs, s)
+    ncond = sum(spec.count for spec in specs[:len(config.cond_channels)])
+    offsets, at = {}, 0
+    for name, spec in zip(names, specs):
+        offsets[name] = (at, at + spec.count)
+        at += spec.count
+    guide = torch.cat([full[:, slice(*offsets[n])] for n in config.guide_channels], dim=1)
+    c = s // 2  # latent-pixel centre inside each s x s block
+    dch, mch = layout["depth"], layout["motion"]
+    depth = planes["depth"][:, c::s, c::s, dch.first:dch.first + 1].permute(0, 3, 1, 2).float()
+    sx, sy = layout.motion_scale(width, height)
+    raw = planes["motion"][:, c::s, c::s, mch.first:mch.first + 2].permute(0, 3, 1, 2).float()
+    scale = torch.tensor([sx / s, sy / s], device=raw.device).view(1, 2, 1, 1)
+    return FrameInputs(cond=low[:, :ncond], guide=guide, depth=depth, motion=raw * scale)
+
+
+def stylize_frame(model: StreamStyleModel, inputs: FrameInputs, prompt: PromptContext,
+                  state: TemporalState, noise: torch.Tensor,
+                  params: FrameParams) -> tuple[torch.Tensor, TemporalState]:
+    """Stylize one frame. noise [B, C, h, w] standard normal. Returns RGB [B, 3, H, W] in [0, 1]
+    and the next state (new tensors; `state` is not modified)."""
+    cfg = model.config
+    lp = cfg.latent_patch
+    _, _, h, w = noise.shape
+    grid = (h // lp, w // lp)
+    if params.reset:
+        state = TemporalState(kv=torch.zeros_like(state.kv), ks=torch.zeros_like(state.ks),
+                              latent=state.latent, depth=state.depth, valid=torch.zeros_like(state.valid))
+    g = model.dit.embed_gbuffers(inputs.cond)  # [B, T, D], once per frame
+    warped, valid = warp_previous(state.latent, state.depth, inputs.motion, inputs.depth,
+                                  cfg.disocclusion_tolerance)
+    t0 = start_levels(valid, state.valid, params.strength, lp)  # [B, T]
+    x = initial_latent(warped, t0, noise, grid, lp)
+
+    def denoise(x: torch.Tensor, t: torch.Tensor):
+        v, kv, ks = model.dit(x, t, g, prompt.tokens, prompt.bias, prompt.pooled, state.kv, state.ks)
+        return v, (kv, ks)
+
+    x0, (kv, ks) = flow_sample(denoise, x, t0, params.steps, grid, lp)
+    x0 = x0.clamp(-1.0, 1.0)
+    rgb = model.decoder(x0, inputs.guide)
+    nxt = TemporalState(kv=kv, ks=ks, latent=x0.float(), depth=inputs.depth.float(),
+                        valid=torch.ones_like(state.valid))
+    return rgb, nxt

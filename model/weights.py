@@ -1,0 +1,112 @@
+"""Weights I/O: safetensors plus a JSON config; pickle is never loaded.
+
+A checkpoint is a folder holding `model.safetensors` and `config.json`; the config is also stored in
+the safetensors metadata, so the `.safetensors` file alone is enough to load. Loading checks the
+tensors against the config and names every missing, unexpected or mis-shaped tensor.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .errors import CheckpointError, ConfigError
+from .network import StreamStyleModel
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
+
+
+def save_weights(model: StreamStyleModel, path: str | Path) -> Path:
+    """Write `path/model.safetensors` and `path/config.json`; returns the folder."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    config_json = model.config.to_json()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"streamstyle_config": config_json})
+    (folder / CONFIG_FILE).write_text(config_json + "\n")
+    return folder
+
+
+def _refuse_pickle(file: Path) -> None:
+    head = file.open("rb").read(8) if file.is_file() else b""
+    if file.suffix.lower() in PICKLE_SUFFIXES or head[:1] == b"\x80" or head[:2] == b"PK":
+        raise CheckpointError(f"{file} is a pickle-based checkpoint (torch.save); StreamStyle loads "
+                              "safetensors only, since unpickling can run arbitrary code. Convert it "
+                              "with safetensors.torch.save_file in a trusted environment.")
+
+
+def _locate(path: Path) -> tuple[Path, Path | None]:
+    if path.is_dir():
+        weights = path / WEIGHTS_FILE
+        if not weights.exists():
+            pickles = [p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+            if pickles:
+                _refuse_pickle(path / pickles[0])
+            raise CheckpointError(f"{path} holds no {WEIGHTS_FILE}")
+        return weights, path / CONFIG_FILE
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    _refuse_pickle(path)
+    sibling = path.with_name(CONFIG_FILE)
+    return path, sibling if sibling.exists() else None
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> StreamStyleModel:
+    """Load a checkpoint folder or `.safetensors` file onto `device`, in eval mode."""
+    weights, config_file = _locate(Path(path))
+    try:
+        tensors = load_file(str(weights))
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types, which vary by version
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
+    text = config_file.read_text() if config_file is not None else metadata.get("streamstyle_config")
+    if text is None:
+        raise CheckpointError(f"{weights} has no config: neither {CONFIG_FILE} beside it nor one in its metadata")
+    try:
+        config = ModelConfig.from_json(text)
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint config is invalid: {exc}") from None
+    model = StreamStyleModel(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs config {tuple(expected[k].shape)}"
+              for k in sorted(set(expected) & set(tensors)) if tensors[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        def few(items):
+            return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing tensors: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected tensors: {few(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches: {few(shapes)}")
+        raise CheckpointError(f"checkpoint {weights} does not match its config "
+                              f"({config.name!r}): " + "; ".join(parts))
+    model.load_state_dict(tensors)
+    return model.to(device).eval()
+
+
+def read_config(path: str | Path) -> ModelConfig:
+    """The config of a checkpoint without loading its tensors."""
+    weights, config_file = _locate(Path(path))
+    if config_file is not None:
+        return ModelConfig.from_json(config_file.read_text())
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        return ModelConfig.from_json((f.metadata() or {}).get("streamstyle_config", "null"))
+
+
+def dump_config(config: ModelConfig) -> dict:
+    return json.loads(config.to_json())

@@ -1,0 +1,87 @@
+"""The `streamstyle` command: one entry point, one subcommand per job.
+
+Each subcommand parses its own flags, imports what it needs lazily (so `--help` is instant), and
+turns this package's typed errors into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..model.errors import StreamStyleError
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1920x1080' -> (1920, 1080); also the names 720p, 1080p, 1440p, 2160p/4k."""
+    named = {"720p": (1280, 720), "1080p": (1920, 1080), "1440p": (2560, 1440), "2160p": (3840, 2160),
+             "4k": (3840, 2160)}
+    key = text.strip().lower()
+    if key in named:
+        return named[key]
+    try:
+        w, h = key.split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1920x1080 or 1080p, not {text!r}") from None
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from ..model.config import preset
+    from ..model.info import format_info, model_info
+    from ..model.weights import read_config
+
+    config = read_config(args.weights) if args.weights else preset(args.preset)
+    infos = []
+    for w, h in args.size:
+        # A size the stride does not divide is reported at the nearest larger one, said so.
+        pw, ph = -(-w // config.patch) * config.patch, -(-h // config.patch) * config.patch
+        info = model_info(config, pw, ph, steps=args.steps)
+        if (pw, ph) != (w, h):
+            info["note"] = f"{w}x{h} padded to {pw}x{ph} (token stride {config.patch})"
+        infos.append(info)
+    if args.json:
+        print(json.dumps(infos if len(infos) > 1 else infos[0], indent=2))
+    else:
+        for info in infos:
+            print(format_info(info))
+            if "note" in info:
+                print(f"note: {info['note']}")
+            print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="streamstyle", description="Real-time neural post-processing for games.")
+    parser.add_argument("--version", action="version", version=f"streamstyle {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("model-info", help="parameters, tokens, FLOPs, bytes and state of a model at a frame size")
+    p.add_argument("--preset", default="default", help="tiny, default or large (default: default)")
+    p.add_argument("--weights", help="read the config of this checkpoint instead of a preset")
+    p.add_argument("--size", type=parse_size, action="append",
+                   help="frame size WxH or 720p/1080p/2160p; repeatable (default: 1280x720 and 1920x1080)")
+    p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4], help="DiT steps per frame (default 2)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_model_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "size", "unset") is None:
+        args.size = [(1280, 720), (1920, 1080)]
+    try:
+        return args.func(args)
+    except StreamStyleError as exc:
+        print(f"streamstyle: error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
