@@ -162,7 +162,7 @@ class HybridDiT(nn.Module):
         n, _, h, w = x.shape
         grid = (h // lp, w // lp)
         tok = self.x_embed(x).flatten(2).transpose(1, 2) + g  # [N, T, D]
-        c = self.t_mlp(timestep_embedding(t, self.t_freq)) + g + self.text_pool(pooled).unsqueeze(1)
+        c = self.t_mlp(timestep_embedding(t, self.t_freq).to(tok.dtype)) + g + self.text_pool(pooled).unsqueeze(1)
         mod = self.mod(c).view(n, -1, 6, cfg.width)  # [N, T, 6, D]
         new_kv, new_ks = [], []
         for i, block in enumerate(self.blocks):

@@ -1,0 +1,120 @@
+"""The Hybrid DiT and the per-frame function."""
+
+import pytest
+import torch
+
+from streamstyle.model.config import preset
+from streamstyle.model.dit import cond_channel_count
+from streamstyle.model.frame import FrameParams, prepare_frame, stylize_frame
+from streamstyle.model.layout import reference_layout
+from streamstyle.model.network import StreamStyleModel
+from streamstyle.model.state import StateSpec
+from streamstyle.model.stylizer import null_context
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def dit_inputs(cfg, b, h, w, gen):
+    lp = cfg.latent_patch
+    t_count = (h // lp) * (w // lp)
+    x = torch.randn(b, cfg.latent_channels, h, w, generator=gen)
+    t = torch.rand(b, t_count, generator=gen)
+    g = torch.randn(b, t_count, cfg.width, generator=gen)
+    ctx = torch.randn(b, cfg.context_tokens, cfg.text_dim, generator=gen)
+    bias = torch.full((b, cfg.context_tokens), float("-inf"))
+    bias[:, :5] = -0.3
+    bias[:, cfg.max_prompt_tokens:cfg.max_prompt_tokens + 3] = -1.2
+    pooled = torch.randn(b, cfg.text_dim, generator=gen)
+    return x, t, g, ctx, bias, pooled
+
+
+def test_streaming_equals_the_causal_sequence_form(tiny_model, gen):
+    """Frames one at a time with carried state == the whole sequence at once (causal reference)."""
+    cfg = tiny_model.config
+    b, f, h, w = 2, 6, 6, 10  # latent 6x10 -> 3x5 tokens
+    spec = StateSpec(cfg, w * cfg.latent_stride, h * cfg.latent_stride, batch=b)
+    s0 = spec.zeros()
+    s0.kv.uniform_(0, 1, generator=gen)
+    s0.ks.uniform_(0, 1, generator=gen)
+    seq = [dit_inputs(cfg, b, h, w, gen) for _ in range(f)]
+    with torch.no_grad():
+        kv, ks, outs = s0.kv, s0.ks, []
+        for x, t, g, ctx, bias, pooled in seq:
+            v, kv, ks = tiny_model.dit(x, t, g, ctx, bias, pooled, kv, ks)
+            outs.append(v)
+        # [B*F, ...] with frames of one sequence adjacent
+        cat = [torch.stack([s[i] for s in seq], dim=1).flatten(0, 1) for i in range(6)]
+        v_seq, kv_seq, ks_seq = tiny_model.dit(*cat, s0.kv, s0.ks, frames=f)
+    v_steps = torch.stack(outs, dim=1).flatten(0, 1)
+    assert rel_err(v_steps, v_seq) < 1e-5
+    assert rel_err(kv, kv_seq) < 1e-5 and rel_err(ks, ks_seq) < 1e-5
+    assert v_steps.std() > 0.1  # a live output, not a constant
+
+
+def test_state_changes_the_output(tiny_model, gen):
+    """Temporal state is used: the same frame with another history gives another velocity."""
+    cfg = tiny_model.config
+    spec = StateSpec(cfg, 32, 32)
+    inputs = dit_inputs(cfg, 1, 8, 8, gen)
+    a = spec.zeros()
+    b = spec.zeros()
+    b.kv.uniform_(0, 3, generator=gen)
+    b.ks.uniform_(0, 3, generator=gen)
+    with torch.no_grad():
+        va, _, _ = tiny_model.dit(*inputs, a.kv, a.ks)
+        vb, _, _ = tiny_model.dit(*inputs, b.kv, b.ks)
+    assert rel_err(va, vb) > 1e-3
+
+
+@pytest.mark.parametrize("w, h", [(64, 64), (96, 32), (32, 104), (8, 8)])
+def test_any_aspect_ratio_the_stride_divides(tiny_model, frame_factory, gen, w, h):
+    cfg = tiny_model.config
+    layout = reference_layout(w, h)
+    planes = {k: v.unsqueeze(0) for k, v in frame_factory(w, h, layout).items()}
+    inputs = prepare_frame(cfg, layout, planes, w, h)
+    assert inputs.cond.shape == (1, cond_channel_count(cfg), h // 4, w // 4)
+    state = StateSpec(cfg, w, h).zeros()
+    noise = torch.randn(state.latent.shape, generator=gen)
+    with torch.no_grad():
+        rgb, nxt = stylize_frame(tiny_model, inputs, null_context(tiny_model, torch.device("cpu")),
+                                 state, noise, FrameParams(steps=2))
+    assert rgb.shape == (1, 3, h, w)
+    assert torch.isfinite(rgb).all() and rgb.min() >= 0 and rgb.max() <= 1
+    assert nxt.valid.item() == 1.0 and state.valid.item() == 0.0  # the input state is not modified
+    assert torch.equal(nxt.depth, inputs.depth)
+
+
+def test_history_is_kept_where_valid_and_ignored_at_strength_one(tiny_model, frame_factory, gen):
+    """With strength 0 and a static scene, the network starts from the previous latent itself;
+    at strength 1 the previous frame cannot matter except through the attention sums."""
+    cfg = tiny_model.config
+    w, h = 32, 32
+    layout = reference_layout(w, h)
+    planes = {k: v.unsqueeze(0) for k, v in frame_factory(w, h, layout).items()}
+    inputs = prepare_frame(cfg, layout, planes, w, h)
+    ctx = null_context(tiny_model, torch.device("cpu"))
+    spec = StateSpec(cfg, w, h)
+    s1, s2 = spec.zeros(), spec.zeros()
+    for s in (s1, s2):
+        s.valid.fill_(1.0)
+        s.depth.copy_(inputs.depth)
+    s1.latent.uniform_(-1, 1, generator=gen)
+    s2.latent.uniform_(-1, 1, generator=gen)
+    noise = torch.randn(s1.latent.shape, generator=gen)
+    with torch.no_grad():
+        outs = {p: [stylize_frame(tiny_model, inputs, ctx, s, noise, FrameParams(steps=1, strength=p))[0]
+                    for s in (s1, s2)] for p in (0.0, 1.0)}
+    assert rel_err(outs[0.0][0], outs[0.0][1]) > 1e-2  # history matters
+    assert torch.allclose(outs[1.0][0], outs[1.0][1])  # history ignored at full noise
+
+
+def test_mixed_precision_forward_runs_in_bfloat16(gen, frame_factory):
+    model = StreamStyleModel(preset("tiny")).to(torch.bfloat16)
+    cfg = model.config
+    x, t, g, ctx, bias, pooled = dit_inputs(cfg, 1, 4, 4, gen)
+    s = StateSpec(cfg, 16, 16).zeros()
+    with torch.no_grad():
+        v, kv, _ = model.dit(x.bfloat16(), t, g.bfloat16(), ctx.bfloat16(), bias, pooled.bfloat16(), s.kv, s.ks)
+    assert v.dtype == torch.bfloat16 and kv.dtype == torch.float32 and torch.isfinite(v.float()).all()

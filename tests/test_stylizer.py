@@ -1,0 +1,182 @@
+"""The per-frame entry point: sessions through the paged cache, and every rejection leaving all
+sessions as they were."""
+
+import pytest
+import torch
+
+from streamstyle.model.cache import CacheConfig
+from streamstyle.model.errors import (CacheFullError, InputError, LayoutError, ResolutionError,
+                                      SessionError, SessionEvictedError)
+from streamstyle.model.frame import FrameParams, prepare_frame, stylize_frame
+from streamstyle.model.layout import Channel, GBufferLayout, reference_layout
+from streamstyle.model.state import StateSpec
+from streamstyle.model.stylizer import Stylizer, null_context
+
+
+def pan_sequence(frame_factory, w, h, n, gen):
+    """n frames of a static random scene under a 4-pixel-per-frame horizontal pan."""
+    base = frame_factory(w + 4 * n, h)
+    frames = []
+    for i in range(n):
+        f = {k: v[:, 4 * i:4 * i + w].contiguous() for k, v in base.items()}
+        motion = torch.zeros(h, w, 2, dtype=torch.float16)
+        motion[..., 0] = 4.0 if i else 0.0
+        f["motion"] = motion
+        frames.append(f)
+    return frames
+
+
+def test_frames_through_the_paged_cache_equal_the_state_threaded_by_hand(tiny_model, frame_factory, gen):
+    w, h = 48, 32
+    frames = pan_sequence(frame_factory, w, h, 5, gen)
+    layout = reference_layout(w, h)
+    sty = Stylizer(tiny_model, cache=CacheConfig(num_pages=8, page_elems=500))
+    other = sty.open_session(32, 32, reference_layout(32, 32), seed=1)  # a neighbour in the pool
+    s = sty.open_session(w, h, layout, seed=7)
+    assert sty.pages_in_use(s) > 1  # the state really spans several pages
+    got = [sty.step(s, f, FrameParams(steps=2, strength=0.4)) for f in frames]
+
+    cfg = tiny_model.config
+    state = StateSpec(cfg, w, h).zeros()
+    g = torch.Generator().manual_seed(7)
+    ctx = null_context(tiny_model, torch.device("cpu"))
+    with torch.no_grad():
+        for f, out in zip(frames, got):
+            inputs = prepare_frame(cfg, layout, {k: v.unsqueeze(0) for k, v in f.items()}, w, h)
+            noise = torch.randn(state.latent.shape, generator=g)
+            rgb, state = stylize_frame(tiny_model, inputs, ctx, state, noise, FrameParams(steps=2, strength=0.4))
+            assert torch.allclose(out, rgb[0], atol=1e-6)
+    assert not torch.allclose(got[0], got[1])
+    sty.close_session(other)
+
+
+def test_memory_per_session_is_constant(tiny_model, frame_factory, gen):
+    sty = Stylizer(tiny_model, cache=CacheConfig(num_pages=16, page_elems=256))
+    frame = frame_factory(32, 32)
+    s = sty.open_session(32, 32, reference_layout(32, 32))
+    for _ in range(3):
+        sty.step(s, frame, FrameParams(steps=1))
+    pages3, free3 = sty.cache.pages_of(s.id), sty.cache.blocks.num_free
+    for _ in range(297):
+        sty.step(s, frame, FrameParams(steps=1))
+    assert sty.cache.pages_of(s.id) == pages3 and sty.cache.blocks.num_free == free3
+
+
+def test_same_seed_same_frames_is_deterministic_and_seed_matters(tiny_model, frame_factory, gen):
+    frames = pan_sequence(frame_factory, 32, 24, 3, gen)
+    layout = reference_layout(32, 24)
+
+    def run(seed):
+        sty = Stylizer(tiny_model)
+        s = sty.open_session(32, 24, layout, seed=seed)
+        return [sty.step(s, f) for f in frames]
+
+    a, b, c = run(3), run(3), run(4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.allclose(a[0], c[0])
+
+
+def test_slot_bytes_and_channel_tensors_give_the_same_frame(tiny_model, frame_factory, gen):
+    w, h = 32, 16
+    layout = reference_layout(w, h)
+    frame = frame_factory(w, h, layout)
+    slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8)
+    for name, view in layout.view(slot, w, h).items():
+        view.copy_(frame[name])
+    a, b = Stylizer(tiny_model), Stylizer(tiny_model)
+    sa, sb = a.open_session(w, h, layout), b.open_session(w, h, layout)
+    assert torch.equal(a.step(sa, slot), b.step(sb, frame))
+
+
+@pytest.mark.parametrize("w, h, words", [
+    (100, 64, "width 100 is not a multiple of the token stride 8 \\(nearest sizes: 96 or 104\\)"),
+    (64, 4, "height 4 is outside 8..4320"),
+    (64.0, 64, "width must be an integer"),
+    (64, 8000, "outside"),
+])
+def test_sizes_the_stride_does_not_divide_are_refused(tiny_model, w, h, words):
+    sty = Stylizer(tiny_model)
+    with pytest.raises(ResolutionError, match=words):
+        sty.open_session(w, h, reference_layout(64, 64))
+    assert sty.cache.used_pages == 0
+
+
+def test_layout_missing_a_needed_channel_is_refused_at_open(tiny_model):
+    sty = Stylizer(tiny_model)
+    partial = GBufferLayout((Channel("color", "rgba16f"), Channel("depth", "r32f", offset=65536),
+                             Channel("motion", "rg16f", offset=131072)))
+    with pytest.raises(LayoutError, match="normals, albedo, roughness, metallic"):
+        sty.open_session(64, 64, partial)
+    assert sty.cache.used_pages == 0 and sty.cache.sessions == []
+
+
+def _bad_frames(good):
+    nan_depth = dict(good, depth=good["depth"].clone())
+    nan_depth["depth"][3, 5, 0] = float("nan")
+    inf_color = dict(good, color=good["color"].clone())
+    inf_color["color"][0, 0, 1] = float("inf")
+    missing = {k: v for k, v in good.items() if k != "albedo"}
+    return [
+        (nan_depth, InputError, "NaN or infinite values in: depth"),
+        (inf_color, InputError, "color"),
+        (dict(good, depth=good["depth"].double()), InputError, "torch.float64; the layout says torch.float32"),
+        (dict(good, normals=good["normals"][:, :-1]), InputError, "has shape"),
+        (missing, InputError, "lacks channel 'albedo'"),
+        (dict(good, color=good["color"].tolist()), InputError, "must be a tensor"),
+        ("frame", InputError, "a frame is a slot tensor or a mapping"),
+        (torch.zeros(100, dtype=torch.uint8), InputError, "holds 100 bytes"),
+    ]
+
+
+def test_each_rejected_frame_leaves_every_session_untouched(tiny_model, frame_factory, gen):
+    w, h = 32, 24
+    frames = pan_sequence(frame_factory, w, h, 3, gen)
+    layout = reference_layout(w, h)
+    sty, twin = Stylizer(tiny_model), Stylizer(tiny_model)
+    s, neighbour = sty.open_session(w, h, layout, seed=5), sty.open_session(w, h, layout, seed=6)
+    t = twin.open_session(w, h, layout, seed=5)
+    sty.step(s, frames[0])
+    sty.step(neighbour, frames[0])
+    twin.step(t, frames[0])
+    pool_before = sty.cache.pool.clone()
+    for bad, error, words in _bad_frames(frames[1]):
+        with pytest.raises(error, match=words):
+            sty.step(s, bad)
+    for params, words in [(FrameParams(steps=5), "steps"), (FrameParams(strength=1.5), "strength"),
+                          (FrameParams(steps=True), "steps")]:
+        with pytest.raises(InputError, match=words):
+            sty.step(s, frames[1], params)
+    assert torch.equal(sty.cache.pool, pool_before)
+    # The session goes on exactly as its twin, which saw no bad input.
+    for f in frames[1:]:
+        assert torch.equal(sty.step(s, f), twin.step(t, f))
+
+
+def test_closed_unknown_and_evicted_sessions_are_refused(tiny_model, frame_factory):
+    class Clock:
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+    layout = reference_layout(32, 32)
+    sty = Stylizer(tiny_model, cache=CacheConfig(num_pages=3, page_elems=1 << 14, evict_idle_after_s=30),
+                   clock=clock)
+    frame = frame_factory(32, 32)
+    a = sty.open_session(32, 32, layout)
+    b = sty.open_session(32, 32, layout)
+    with pytest.raises(CacheFullError):
+        sty.open_session(32, 32, layout)  # nobody idle long enough yet
+    clock.now = 40.0
+    sty.step(b, frame)
+    c = sty.open_session(32, 32, layout)  # evicts a, idle for 40 s
+    with pytest.raises(SessionEvictedError, match="evicted"):
+        sty.step(a, frame)
+    sty.step(c, frame)
+    sty.close_session(c)
+    with pytest.raises(SessionError, match="unknown or closed"):
+        sty.step(c, frame)
+    with pytest.raises(SessionError):
+        sty.close_session(c)
+    assert sty.cache.used_pages == 1
