@@ -88,19 +88,23 @@ def stylize_frame(model: StreamStyleModel, inputs: FrameInputs, prompt: PromptCo
     if params.reset:
         state = TemporalState(kv=torch.zeros_like(state.kv), ks=torch.zeros_like(state.ks),
                               latent=state.latent, depth=state.depth, valid=torch.zeros_like(state.valid))
-    g = model.dit.embed_gbuffers(inputs.cond)  # [B, T, D], once per frame
+    # The network runs in its parameters' dtype (bf16 on a GPU); the sampler integrates, and the
+    # state is kept, in float32.
+    dt = next(model.parameters()).dtype
+    g = model.dit.embed_gbuffers(inputs.cond.to(dt))  # [B, T, D], once per frame
+    ctx, pooled = prompt.tokens.to(dt), prompt.pooled.to(dt)
     warped, valid = warp_previous(state.latent, state.depth, inputs.motion, inputs.depth,
                                   cfg.disocclusion_tolerance)
     t0 = start_levels(valid, state.valid, params.strength, lp)  # [B, T]
     x = initial_latent(warped, t0, noise, grid, lp)
 
     def denoise(x: torch.Tensor, t: torch.Tensor):
-        v, kv, ks = model.dit(x, t, g, prompt.tokens, prompt.bias, prompt.pooled, state.kv, state.ks)
-        return v, (kv, ks)
+        v, kv, ks = model.dit(x.to(dt), t, g, ctx, prompt.bias, pooled, state.kv, state.ks)
+        return v.float(), (kv, ks)
 
     x0, (kv, ks) = flow_sample(denoise, x, t0, params.steps, grid, lp)
     x0 = x0.clamp(-1.0, 1.0)
-    rgb = model.decoder(x0, inputs.guide)
+    rgb = model.decoder(x0.to(dt), inputs.guide.to(dt)).float()
     nxt = TemporalState(kv=kv, ks=ks, latent=x0.float(), depth=inputs.depth.float(),
                         valid=torch.ones_like(state.valid))
     return rgb, nxt

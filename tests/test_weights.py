@@ -1,0 +1,72 @@
+import pickle
+
+import pytest
+import torch
+
+from streamstyle.model.config import preset
+from streamstyle.model.errors import CheckpointError
+from streamstyle.model.network import StreamStyleModel
+from streamstyle.model.weights import load_weights, read_config, save_weights
+
+
+def test_save_and_load_round_trip(tmp_path, tiny_model):
+    folder = save_weights(tiny_model, tmp_path / "ckpt")
+    loaded = load_weights(folder)
+    assert loaded.config == tiny_model.config
+    for (k, a), (_, b) in zip(tiny_model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    # The safetensors file alone carries its config.
+    (folder / "config.json").unlink()
+    alone = load_weights(folder / "model.safetensors")
+    assert alone.config == tiny_model.config
+    assert read_config(folder / "model.safetensors") == tiny_model.config
+
+
+def test_pickle_files_are_refused_before_reading(tmp_path, tiny_model):
+    pt = tmp_path / "model.pt"
+    torch.save(tiny_model.state_dict(), pt)
+    with pytest.raises(CheckpointError, match="pickle-based checkpoint"):
+        load_weights(pt)
+    raw = tmp_path / "weights.safetensors"  # a pickle under an innocent name
+    raw.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CheckpointError, match="pickle-based"):
+        load_weights(raw)
+    folder = tmp_path / "old"
+    folder.mkdir()
+    torch.save({}, folder / "model.ckpt")
+    with pytest.raises(CheckpointError, match="pickle-based"):
+        load_weights(folder)
+
+
+def test_config_that_does_not_match_the_tensors_is_named(tmp_path, tiny_model):
+    folder = save_weights(tiny_model, tmp_path / "ckpt")
+    wider = preset("tiny").__class__(**{**preset("tiny").__dict__, "width": 48, "heads": 2})
+    (folder / "config.json").write_text(wider.to_json())
+    with pytest.raises(CheckpointError, match=r"shape mismatches: .*checkpoint \(32.*vs config \(48"):
+        load_weights(folder)
+    deeper = preset("tiny").__class__(**{**preset("tiny").__dict__, "depth": 3})
+    (folder / "config.json").write_text(deeper.to_json())
+    with pytest.raises(CheckpointError, match=r"missing tensors: dit\.blocks\.2\."):
+        load_weights(folder)
+
+
+def test_truncated_or_garbage_files_are_refused(tmp_path, tiny_model):
+    folder = save_weights(tiny_model, tmp_path / "ckpt")
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_weights(folder)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_weights(tmp_path / "nowhere.safetensors")
+    (folder / "config.json").write_text("{not json")
+    (folder / "model.safetensors").write_bytes(data)
+    with pytest.raises(CheckpointError, match="config is invalid"):
+        load_weights(folder)
+
+
+def test_loaded_model_computes_the_same_function(tmp_path, gen):
+    model = StreamStyleModel(preset("tiny")).eval()
+    loaded = load_weights(save_weights(model, tmp_path / "m"))
+    x = torch.randn(1, 3, 16, 16, generator=gen)
+    guide = torch.randn(1, 10, 64, 64, generator=gen)
+    assert torch.equal(model.decoder(x, guide), loaded.decoder(x, guide))
