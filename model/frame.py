@@ -16,6 +16,7 @@ import torch
 from ..kernels.gbuffer_pack import pack_gbuffers
 from ..kernels.warp import warp_previous
 from .config import ModelConfig
+from .errors import InputError
 from .layout import GBufferLayout
 from .network import StreamStyleModel
 from .sampler import MAX_STEPS, flow_sample, initial_latent, start_levels
@@ -29,8 +30,6 @@ class FrameParams:
     reset: bool = False  # a camera cut: forget the temporal state before this frame
 
     def validate(self) -> "FrameParams":
-        from .errors import InputError
-
         if not (isinstance(self.steps, int) and not isinstance(self.steps, bool) and 1 <= self.steps <= MAX_STEPS):
             raise InputError(f"steps must be an integer from 1 to {MAX_STEPS}, got {self.steps!r}")
         if not (isinstance(self.strength, (int, float)) and 0.0 <= float(self.strength) <= 1.0):

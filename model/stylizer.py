@@ -22,7 +22,8 @@ from typing import Callable, Mapping
 import torch
 
 from .cache import CacheConfig, PagedStateCache
-from .errors import InputError, LayoutError, ResolutionError, SessionError, SessionEvictedError
+from .errors import (InputError, LayoutError, PromptError, ResolutionError, SessionError,
+                     SessionEvictedError)
 from .frame import FrameParams, PromptContext, prepare_frame, stylize_frame
 from .layout import FORMATS, REQUIRED_FOR_WARP, GBufferLayout
 from .network import StreamStyleModel
@@ -64,6 +65,9 @@ class Stylizer:
     def __init__(self, model: StreamStyleModel, prompts: PromptEncoder | None = None,
                  cache: CacheConfig = CacheConfig(), device: str | torch.device | None = None,
                  check_finite: bool = True, clock: Callable[[], float] = time.monotonic):
+        """`check_finite` rejects frames holding NaN or infinity before they reach the state; it
+        costs one device-to-host sync per frame, which a latency-critical caller that validates
+        upstream may turn off. `clock` times idleness for cache eviction."""
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.config = model.config
@@ -132,8 +136,6 @@ class Stylizer:
             rec.prompt = self._null
             return
         if self.prompts is None:
-            from .errors import PromptError
-
             raise PromptError("this stylizer has no prompt encoder")
         rec.prompt = self.prompts.context(prompt, self.config.max_prompts, self.config.max_prompt_tokens)
 

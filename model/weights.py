@@ -7,10 +7,10 @@ tensors against the config and names every missing, unexpected or mis-shaped ten
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig
@@ -62,8 +62,6 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> Stream
     weights, config_file = _locate(Path(path))
     try:
         tensors = load_file(str(weights))
-        from safetensors import safe_open
-
         with safe_open(str(weights), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types, which vary by version
@@ -100,13 +98,18 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> Stream
 def read_config(path: str | Path) -> ModelConfig:
     """The config of a checkpoint without loading its tensors."""
     weights, config_file = _locate(Path(path))
-    if config_file is not None:
-        return ModelConfig.from_json(config_file.read_text())
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="pt") as f:
-        return ModelConfig.from_json((f.metadata() or {}).get("streamstyle_config", "null"))
-
-
-def dump_config(config: ModelConfig) -> dict:
-    return json.loads(config.to_json())
+    try:
+        if config_file is not None:
+            return ModelConfig.from_json(config_file.read_text())
+        with safe_open(str(weights), framework="pt") as f:
+            text = (f.metadata() or {}).get("streamstyle_config")
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint config is invalid: {exc}") from None
+    except Exception as exc:  # safetensors' own error types vary by version
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
+    if text is None:
+        raise CheckpointError(f"{weights} has no config: neither {CONFIG_FILE} beside it nor one in its metadata")
+    try:
+        return ModelConfig.from_json(text)
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint config is invalid: {exc}") from None

@@ -70,3 +70,14 @@ def test_loaded_model_computes_the_same_function(tmp_path, gen):
     x = torch.randn(1, 3, 16, 16, generator=gen)
     guide = torch.randn(1, 10, 64, 64, generator=gen)
     assert torch.equal(model.decoder(x, guide), loaded.decoder(x, guide))
+
+
+def test_model_info_reads_a_checkpoints_config(tmp_path, tiny_model, capsys):
+    from streamstyle.service.cli import main
+
+    folder = save_weights(tiny_model, tmp_path / "ckpt")
+    assert main(["model-info", "--weights", str(folder), "--size", "64x64", "--json"]) == 0
+    assert '"preset": "tiny"' in capsys.readouterr().out
+    (folder / "config.json").write_text("[]")
+    assert main(["model-info", "--weights", str(folder)]) == 2
+    assert "bad_checkpoint" in capsys.readouterr().err
