@@ -110,6 +110,10 @@ class PagedStateCache:
     def __contains__(self, sid: Hashable) -> bool:
         return sid in self._tables
 
+    def was_evicted(self, sid: Hashable) -> bool:
+        """True if `sid` lost its pages to eviction (and was not opened again since)."""
+        return sid in self._evicted
+
     @property
     def sessions(self) -> list[Hashable]:
         return list(self._tables)

@@ -75,7 +75,6 @@ class Stylizer:
         self.cache = PagedStateCache(cache, self.device, clock=clock)
         self.check_finite = check_finite
         self._records: dict[int, _Record] = {}
-        self._evicted: set[int] = set()
         self._ids = itertools.count(1)
         self._null = null_context(model, self.device)
 
@@ -106,7 +105,6 @@ class Stylizer:
         evicted = self.cache.open(sid, spec.numel)
         for gone in evicted:
             self._records.pop(gone, None)
-            self._evicted.add(gone)
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed)
         session = Session(sid, width, height, layout)
@@ -117,7 +115,7 @@ class Stylizer:
         sid = session.id if isinstance(session, Session) else session
         rec = self._records.get(sid)
         if rec is None:
-            if sid in self._evicted:
+            if self.cache.was_evicted(sid):
                 raise SessionEvictedError(f"session {sid} was evicted from the temporal cache after "
                                           "being idle; open a new session")
             raise SessionError(f"unknown or closed session {sid!r}")
