@@ -159,6 +159,7 @@ class Renderer:
         self.width, self.height, self.fps = width, height, fps
         self._kinds = [k for k in (SPHERE, BOX, CYLINDER, CAPSULE) if bool((scene.shape == k).any())]
         self._bound = bounding_radius(self.scene.shape, self.scene.size)  # [P]
+        self._ground_r2 = (4.0 * scene.extent) ** 2
         self.proj = camera.projection_matrix(width, height).to(self.device)
         j = torch.arange(width, device=self.device, dtype=torch.float32)
         i = torch.arange(height, device=self.device, dtype=torch.float32)
@@ -172,7 +173,8 @@ class Renderer:
         best_p = torch.full((n,), SKY, dtype=torch.int64, device=o.device)
         if with_ground:
             tg = torch.where(d[:, 1] < -1e-9, -o[:, 1] / d[:, 1].clamp(max=-1e-9), torch.full_like(best_t, INF))
-            tg = torch.where(tg > eps, tg, INF)
+            gx, gz = o[:, 0] + tg * d[:, 0], o[:, 2] + tg * d[:, 2]
+            tg = torch.where((tg > eps) & (gx * gx + gz * gz < self._ground_r2), tg, INF)  # a finite disc
             best_p = torch.where(tg < best_t, GROUND, best_p)
             best_t = torch.minimum(tg, best_t)
         ray, prim = pairs
