@@ -52,6 +52,37 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from ..engine_plugins.capture import CaptureError
+    from ..engine_plugins.reference_engine.record import render_capture
+
+    w, h = args.size
+    try:
+        out = render_capture(args.seed, args.frames, w, h, args.out, styles=args.styles, fps=args.fps,
+                             camera=args.camera, device=args.device, objects=args.objects,
+                             chunk_frames=args.chunk_frames, progress=not args.quiet)
+    except CaptureError:
+        raise
+    except ValueError as exc:
+        print(f"streamstyle: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.frames} frames of seed {args.seed} at {w}x{h} to {out}")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from ..engine_plugins.reference_engine.preview import contact_sheet
+
+    frames = [int(x) for x in args.frames.split(",")] if args.frames else None
+    try:
+        out = contact_sheet(args.capture, args.out, frames=frames, tile_width=args.tile_width)
+    except (ValueError, IndexError) as exc:
+        print(f"streamstyle: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"contact sheet: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -68,6 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4], help="DiT steps per frame (default 2)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_model_info)
+
+    from ..engine_plugins.reference_engine.camera import CAMERA_KINDS
+
+    p = sub.add_parser("render", help="render a procedural scene with the reference engine into a capture")
+    p.add_argument("--seed", type=int, required=True, help="scene seed (seeds from 1000000 on are held out for evaluation)")
+    p.add_argument("--frames", type=int, required=True)
+    p.add_argument("--size", type=parse_size, required=True, help="WxH, e.g. 256x256 or 1080p")
+    p.add_argument("--out", required=True, help="a new folder for the capture")
+    p.add_argument("--styles", default="all", help="all, none, or a comma list of style names")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--camera", default="orbit", choices=CAMERA_KINDS)
+    p.add_argument("--objects", type=int, help="number of primitives (default: from the seed, 5..40)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--chunk-frames", type=int, help="frames per chunk file (default: about 64 MiB per chunk)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("preview", help="a contact sheet (G-buffers, motion, style targets) of a capture")
+    p.add_argument("capture", help="a capture folder")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--frames", help="comma list of frame indices (default: first, middle, last)")
+    p.add_argument("--tile-width", type=int, default=192)
+    p.set_defaults(func=cmd_preview)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Camera paths: orbit, dolly, strafe, handheld shake, and hard cuts, as closed-form functions of
+"""Camera paths: orbit, dolly, strafe, handheld shake, hard cuts, and a static camera, as closed-form functions of
 time; view and projection matrices in OpenGL's conventions.
 
 Conventions: right-handed world, y up; the camera looks down its -z axis; NDC x right, y up, in
@@ -15,7 +15,7 @@ import torch
 
 from .mathutil import normalize
 
-CAMERA_KINDS = ("orbit", "dolly", "strafe", "handheld", "cuts")
+CAMERA_KINDS = ("orbit", "dolly", "strafe", "handheld", "cuts", "static")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,10 @@ class CameraPath:
         t = (frame - first) / fps if self.kind == "cuts" else frame / fps
         e = self.extent
         target = torch.tensor([0.0, 0.8, 0.0])
-        if kind in ("orbit", "handheld"):
+        if kind == "static":
+            theta = 2 * math.pi * r[2]
+            eye = torch.tensor([e * 1.1 * math.cos(theta), 2.0 + 3.0 * r[1], e * 1.1 * math.sin(theta)])
+        elif kind in ("orbit", "handheld"):
             radius, height = e * (0.9 + 0.5 * r[0]), 2.0 + 3.0 * r[1]
             theta = 2 * math.pi * r[2] + (0.15 + 0.2 * r[3]) * t * (1 if r[4] < 0.5 else -1)
             eye = torch.tensor([radius * math.cos(theta), height, radius * math.sin(theta)])

@@ -309,6 +309,24 @@ class Renderer:
             world_pos=img(world, 3), surface_pos=img(surface, 3), sun=img(ndl, 1),
             view=view, proj=self.proj, prev_view=prev_view)
 
+    @torch.no_grad()
+    def visible(self, index: int, points: torch.Tensor, rel_tol: float = 1e-3) -> torch.Tensor:
+        """Ground truth for tests: is each world point [N, 3] the first thing the camera sees along
+        its ray at frame `index`, and inside the frame? Tests every primitive (no culling)."""
+        rot_c, eye = (x.to(self.device) for x in self.camera.pose(index, self.fps))
+        rot, pos = self.scene.poses(index / self.fps)
+        to_p = points - eye
+        dist = to_p.norm(dim=-1)
+        d = to_p / dist.clamp_min(1e-9).unsqueeze(-1)
+        n, p = points.shape[0], self.scene.count
+        ray = torch.arange(n, device=self.device).repeat_interleave(p)
+        prim = torch.arange(p, device=self.device).repeat(n)
+        t, _ = self._cast(eye.expand_as(d), d, rot, pos, True, (ray, prim))
+        view = self.camera.view_matrix(index, self.fps).to(self.device)
+        pix = self._project(view, points, 1.0)
+        inside = (pix[:, 0] > -0.5) & (pix[:, 0] < self.width - 0.5) & (pix[:, 1] > -0.5) & (pix[:, 1] < self.height - 0.5)
+        return inside & (t >= dist * (1 - rel_tol))
+
     def _normals(self, p, pi):
         """Analytic normals in each hit primitive's frame. p [N, 3] local hit points."""
         sc = self.scene
