@@ -245,7 +245,8 @@ def style_names(spec: str = "all") -> list[str]:
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in STYLES]
     if unknown or not names:
-        raise ValueError(f"unknown style(s) {', '.join(unknown) or spec!r}; known: {', '.join(STYLES)}")
+        shown = ", ".join(unknown) if unknown else repr(spec)
+        raise ValueError(f"unknown style(s) {shown}; known: {', '.join(STYLES)}")
     return names
 
 
