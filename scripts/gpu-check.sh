@@ -21,4 +21,6 @@ python3 benchmarks/bench_step.py --preset default --size 720p --size 1080p --siz
   --dtype fp32,bf16 --frames 30 --json "$out/bench-default.json" 2>&1 | tee "$out/bench-default.log" || status=1
 python3 benchmarks/bench_step.py --preset large --size 1080p --steps 2 --dtype bf16 --frames 10 \
   --json "$out/bench-large.json" 2>&1 | tee "$out/bench-large.log" || status=1
+python3 benchmarks/bench_render.py --size 720p --size 1080p --size 2160p --seeds 1,2,3 --reps 20 \
+  --json "$out/bench-render.json" 2>&1 | tee "$out/bench-render.log" || status=1
 exit $status
