@@ -205,3 +205,12 @@ def test_frames_feed_the_model_in_engine_formats(tiny_model):
         raw = to_planes(f, alt)["motion"]
         sx, sy = alt.motion_scale(64, 48)
         assert torch.allclose(raw * torch.tensor([sx, sy]), f.motion, atol=1e-4)
+
+
+def test_oracles_keep_to_the_frames_device():
+    """Every constant an oracle makes lives on the frame's device: run them on the meta device,
+    where any CPU tensor mixed in raises (what would fail on a GPU, caught without one)."""
+    f = renderer(2, "orbit", size=(32, 24)).render(1)
+    meta = type(f)(**{k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in f.__dict__.items()})
+    for name, oracle in STYLES.items():
+        assert oracle(meta).shape == (24, 32, 3), name

@@ -107,8 +107,10 @@ def cel(f: RenderedFrame) -> torch.Tensor:
     band = torch.where(light < 0.12, 0.42, torch.where(light < 0.55, 0.72, 1.0))
     base = f.albedo.clamp(0, 1) ** (1 / 2.2) * band.unsqueeze(-1) * 1.15
     sky_l = luminance(f.color)
-    sky = torch.where((sky_l > 0.8).unsqueeze(-1), torch.tensor([0.75, 0.88, 1.0]), torch.tensor([0.45, 0.65, 0.95]))
-    out = torch.where(_sky(f).unsqueeze(-1), sky.to(base.device), base)
+    dev = base.device
+    sky = torch.where((sky_l > 0.8).unsqueeze(-1), torch.tensor([0.75, 0.88, 1.0], device=dev),
+                      torch.tensor([0.45, 0.65, 0.95], device=dev))
+    out = torch.where(_sky(f).unsqueeze(-1), sky, base)
     return (out * (1 - edges(f)).unsqueeze(-1)).clamp(0, 1)
 
 
