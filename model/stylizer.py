@@ -137,6 +137,24 @@ class Stylizer:
             raise PromptError("this stylizer has no prompt encoder")
         rec.prompt = self.prompts.context(prompt, self.config.max_prompts, self.config.max_prompt_tokens)
 
+    def prompts_ready(self, prompt: PromptLike) -> None:
+        """Encode (and cache) a prompt or blend now, so that a later switch costs nothing and a bad
+        prompt fails here. Raises PromptError."""
+        if self.prompts is None:
+            raise PromptError("this stylizer has no prompt encoder")
+        self.prompts.context(prompt, self.config.max_prompts, self.config.max_prompt_tokens)
+
+    def reseed(self, session: Session, seed: int) -> None:
+        """Restart the session's noise sequence from `seed`."""
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise InputError(f"seed must be an integer, got {seed!r}")
+        self._record(session).generator.manual_seed(seed)
+
+    def sync(self) -> None:
+        """Wait for this stylizer's device work (before memory it used may be released)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def pages_in_use(self, session: Session) -> int:
         return len(self.cache.pages_of(self._record(session).session.id))
 

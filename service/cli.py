@@ -83,6 +83,32 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from .config import ServiceConfig
+    from .loader import build_stylizer
+    from .server import Service
+
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
+                                preset=args.preset, deadline_ms=args.deadline_ms)
+    stylizer, trained = build_stylizer(config, prompts=not args.no_prompts)
+    if not trained:
+        logging.getLogger("streamstyle.service").warning(
+            "no --weights given: serving the %r preset with UNTRAINED random weights (output is not a style yet)",
+            config.preset)
+    service = Service(config, stylizer)
+    if args.ready_file:  # lets a parent process wait for the bound address
+        from pathlib import Path
+
+        Path(args.ready_file).write_text(service.address)
+    print(f"streamstyle service {service.address} ({stylizer.device}, {stylizer.config.name} model)", flush=True)
+    service.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -101,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model_info)
 
     from ..engine_plugins.reference_engine.camera import CAMERA_KINDS
+
+    p = sub.add_parser("serve", help="run the resident service")
+    p.add_argument("--bind", help="ipc:///path, tcp://127.0.0.1:PORT (default: ipc in the user's runtime folder)")
+    p.add_argument("--device", help="cpu or cuda (default cpu)")
+    p.add_argument("--weights", help="a checkpoint folder or .safetensors file (default: untrained preset)")
+    p.add_argument("--preset", help="the preset for untrained weights (default: default)")
+    p.add_argument("--config", help="a JSON file of service settings (see docs/protocol.md)")
+    p.add_argument("--deadline-ms", type=float, help="frames not served within this are late (default: 100 GPU, 5000 CPU)")
+    p.add_argument("--no-prompts", action="store_true", help="no prompt encoder (prompts are refused)")
+    p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("render", help="render a procedural scene with the reference engine into a capture")
     p.add_argument("--seed", type=int, required=True, help="scene seed (seeds from 1000000 on are held out for evaluation)")

@@ -1,0 +1,227 @@
+"""The `shm` ring backend: one POSIX shared-memory segment holding the signals and every slot.
+
+Segment layout (little-endian):
+    0    magic b"SSRING01"
+    8    u32 version (1), u32 slots
+    16   u64 input slot bytes, u64 output slot bytes
+    64   u64 ready[slots], u64 released[slots], u64 done[slots]     (the signals)
+    ...  input slots, then output slots, each starting on a 4096-byte boundary
+
+Signals are monotonic sequence numbers: a slot's counter holds the last frame that reached that
+state. Aligned 8-byte stores are single writes on the CPUs we run on, and each side writes a
+counter only after the data it guards, so a reader that sees the new value sees the data.
+
+The service attaches without taking ownership: Python's resource tracker would otherwise unlink
+the engine's segment when the service exits. A segment is never unmapped while a tensor still
+views it (`close` leaves the mapping to the last view and says so).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from multiprocessing import shared_memory
+
+import numpy as np
+import torch
+
+from .errors import RingError
+
+MAGIC = b"SSRING01"
+VERSION = 1
+SIGNALS = 64
+PAGE = 4096
+
+
+def _align(n: int, a: int = PAGE) -> int:
+    return (n + a - 1) // a * a
+
+
+def _layout(slots: int, input_bytes: int, output_bytes: int) -> tuple[int, list[int], list[int], int]:
+    first = _align(SIGNALS + 3 * 8 * slots)
+    ins = [first + i * _align(input_bytes) for i in range(slots)]
+    out0 = first + slots * _align(input_bytes)
+    outs = [out0 + i * _align(output_bytes) for i in range(slots)]
+    return first, ins, outs, out0 + slots * _align(output_bytes)
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    """Open an existing segment without registering it with this process's resource tracker."""
+    try:
+        return shared_memory.SharedMemory(name=name, create=False, track=False)  # Python 3.13+
+    except TypeError:
+        pass
+    from multiprocessing import resource_tracker
+
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args, **kwargs: None  # this attach is not ours to unlink
+    try:
+        return shared_memory.SharedMemory(name=name, create=False)
+    finally:
+        resource_tracker.register = register
+
+
+class _Signals:
+    def __init__(self, buf, offset: int, slots: int):
+        self.array = np.ndarray((3, slots), dtype="<u8", buffer=buf, offset=offset)
+        self.ready, self.released, self.done = self.array[0], self.array[1], self.array[2]
+
+
+class ShmRing:
+    """The engine side: owns the segment and unlinks it on close."""
+
+    backend = "shm"
+
+    def __init__(self, shm: shared_memory.SharedMemory, slots: int, input_bytes: int, output_bytes: int):
+        self.shm, self.slots = shm, slots
+        self.input_bytes, self.output_bytes = input_bytes, output_bytes
+        _, self._ins, self._outs, _ = _layout(slots, input_bytes, output_bytes)
+        self.signals = _Signals(shm.buf, SIGNALS, slots)
+        self._inputs = [torch.frombuffer(shm.buf, dtype=torch.uint8, count=input_bytes, offset=o) for o in self._ins]
+        self._outputs = [torch.frombuffer(shm.buf, dtype=torch.uint8, count=output_bytes, offset=o) for o in self._outs]
+
+    @classmethod
+    def create(cls, slots: int, input_bytes: int, output_bytes: int) -> "ShmRing":
+        if slots < 3:
+            raise RingError(f"a ring needs at least 3 slots, got {slots}")
+        if input_bytes < 1 or output_bytes < 1:
+            raise RingError("slot sizes must be positive")
+        _, _, _, total = _layout(slots, input_bytes, output_bytes)
+        shm = shared_memory.SharedMemory(create=True, size=total)
+        shm.buf[:SIGNALS] = struct.pack("<8sIIQQ", MAGIC, VERSION, slots, input_bytes, output_bytes).ljust(SIGNALS, b"\0")
+        ring = cls(shm, slots, input_bytes, output_bytes)
+        ring.signals.array[:] = 0
+        return ring
+
+    def input(self, slot: int) -> torch.Tensor:
+        return self._inputs[slot]
+
+    def output(self, slot: int) -> torch.Tensor:
+        return self._outputs[slot]
+
+    def mark_ready(self, slot: int, seq: int) -> None:
+        self.signals.ready[slot] = seq
+
+    def is_released(self, slot: int, seq: int) -> bool:
+        """True once the service no longer reads the frame `seq` (or any later one) in `slot`."""
+        return int(self.signals.released[slot]) >= seq
+
+    def wait_released(self, slot: int, seq: int, timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        while not self.is_released(slot, seq):
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.0002)
+        return True
+
+    def is_done(self, slot: int, seq: int) -> bool:
+        return int(self.signals.done[slot]) == seq
+
+    def describe(self, output_format: str = "rgba8") -> dict:
+        name = self.shm.name
+        return {"backend": "shm", "slots": self.slots, "output_format": output_format,
+                "inputs": [{"handle": name, "offset": o, "size": self.input_bytes, "device": -1} for o in self._ins],
+                "outputs": [{"handle": name, "offset": o, "size": self.output_bytes, "device": -1} for o in self._outs],
+                "sync": {"handle": name, "offset": SIGNALS}}
+
+    def close(self) -> None:
+        self._inputs, self._outputs, self.signals = [], [], None
+        try:
+            self.shm.close()
+        except BufferError:
+            pass  # a caller still holds a view: the mapping lives until it goes
+        try:
+            self.shm.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class ImportedShmRing:
+    """The service side of a `shm` ring."""
+
+    backend = "shm"
+
+    def __init__(self, segments, signals, inputs, outputs, slots):
+        self._segments, self.signals = segments, signals
+        self._inputs, self._outputs, self.slots = inputs, outputs, slots
+
+    @classmethod
+    def open(cls, desc: dict, input_bytes: int, output_bytes: int) -> "ImportedShmRing":
+        segments: dict[str, shared_memory.SharedMemory] = {}
+
+        def segment(name: str) -> shared_memory.SharedMemory:
+            if name not in segments:
+                if "/" in name or not name:
+                    raise RingError(f"shared-memory name {name!r} is not valid")
+                try:
+                    segments[name] = _attach(name)
+                except FileNotFoundError:
+                    raise RingError(f"no shared-memory segment named {name!r}") from None
+                except OSError as exc:
+                    raise RingError(f"cannot open shared memory {name!r}: {exc.strerror}") from None
+            return segments[name]
+
+        def real_size(shm) -> int:
+            try:
+                return os.fstat(shm._fd).st_size
+            except (AttributeError, OSError):
+                return shm.size
+
+        def region(r: dict, need: int, what: str) -> torch.Tensor:
+            shm = segment(r["handle"])
+            off, size, total = r["offset"], r["size"], real_size(shm)
+            if size < need:
+                raise RingError(f"{what} holds {size} bytes; this session needs {need}")
+            if off < 0 or off > total or size > total - off:  # written so that nothing overflows
+                raise RingError(f"{what} (offset {off}, size {size}) runs past its segment of {total} bytes")
+            return torch.frombuffer(shm.buf, dtype=torch.uint8, count=need, offset=off)
+
+        try:
+            slots = desc["slots"]
+            sync = desc["sync"]
+            shm = segment(sync["handle"])
+            if sync["offset"] + 3 * 8 * slots > real_size(shm) or sync["offset"] % 8:
+                raise RingError("the signal block runs past its segment or is misaligned")
+            magic, version, nslots, _, _ = struct.unpack_from("<8sIIQQ", shm.buf, 0)
+            if magic != MAGIC or version != VERSION or nslots != slots:
+                raise RingError("the sync segment is not a version-1 StreamStyle ring of this many slots")
+            signals = _Signals(shm.buf, sync["offset"], slots)
+            inputs = [region(r, input_bytes, f"input slot {i}") for i, r in enumerate(desc["inputs"])]
+            outputs = [region(r, output_bytes, f"output slot {i}") for i, r in enumerate(desc["outputs"])]
+        except Exception:
+            for s in segments.values():
+                try:
+                    s.close()
+                except BufferError:
+                    pass
+            raise
+        return cls(list(segments.values()), signals, inputs, outputs, slots)
+
+    def input(self, slot: int) -> torch.Tensor:
+        return self._inputs[slot]
+
+    def output(self, slot: int) -> torch.Tensor:
+        return self._outputs[slot]
+
+    def is_ready(self, slot: int, seq: int) -> bool:
+        return int(self.signals.ready[slot]) == seq
+
+    def mark_released(self, slot: int, seq: int) -> None:
+        self.signals.released[slot] = seq
+
+    def mark_done(self, slot: int, seq: int) -> None:
+        self.signals.done[slot] = seq
+
+    def close(self) -> bool:
+        """Unmap everything this side opened. Returns False if a view outlived the ring (its
+        mapping then stays until that view is dropped)."""
+        self._inputs, self._outputs, self.signals = [], [], None
+        clean = True
+        for s in self._segments:
+            try:
+                s.close()
+            except BufferError:
+                clean = False
+        self._segments = []
+        return clean

@@ -1,0 +1,336 @@
+"""The Python client: what an engine links to talk to the service. The reference for the C client
+and the Unreal and Unity plugins.
+
+It owns the frame ring, opens sessions, submits frames and collects their outcome without ever
+blocking on the service: `poll()` returns whatever "done" and "late" notices have arrived, sends
+heartbeats, and when the service has been silent past its reap time (killed, restarting) it
+reconnects and reopens every session on the same ring, answering in-flight frames as late with
+reason "service_restarted". Meanwhile the game shows its raw or previous frame.
+
+    client = Client("ipc:///run/user/1000/streamstyle.sock")
+    session = client.open_session(1280, 720, layout, prompt="watercolor")
+    slot = session.acquire_slot()
+    write_gbuffers(session.planes(slot))          # engine copies its render targets here
+    seq = session.submit(slot, view=view, proj=proj)
+    for event in client.poll():
+        if event.status == "done": show(event.session.output(event.slot))
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import zmq
+
+from ..interop import create_ring
+from ..model.layout import GBufferLayout
+from . import protocol as P
+from .config import default_bind
+from .server import output_bytes
+
+
+class ServiceError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(f"[{code}] {message}")
+        self.code, self.message = code, message
+
+
+class ServiceUnavailable(ServiceError):
+    def __init__(self, message: str):
+        super().__init__("unavailable", message)
+
+
+@dataclass
+class FrameEvent:
+    session: "ClientSession"
+    seq: int
+    slot: int
+    status: str  # "done", "late" or "error"
+    late: bool = False
+    reason: str | None = None  # late: dropped, deadline, service_restarted; error: the code
+    message: str | None = None
+    timings: dict | None = None
+
+
+class ClientSession:
+    def __init__(self, client: "Client", width: int, height: int, layout: GBufferLayout, ring, output_format: str,
+                 prompt: Any, params: dict | None, seed: int):
+        self.client, self.width, self.height, self.layout = client, width, height, layout
+        self.ring, self.output_format = ring, output_format
+        self.prompt, self.params, self.seed = prompt, dict(params or {}), seed
+        self.id = 0
+        self.slots = ring.slots
+        self._seq = 0
+        self._next_slot = 0
+        self._slot_seq = [0] * ring.slots  # the last frame submitted in each slot
+        self.in_flight: dict[int, int] = {}  # seq -> slot
+
+    def _open_message(self) -> dict:
+        msg = {"type": "open", "width": self.width, "height": self.height, "layout": self.layout.to_dict(),
+               "ring": self.ring.describe(self.output_format), "seed": self.seed}
+        if self.prompt is not None:
+            msg["prompt"] = self.prompt if isinstance(self.prompt, str) else [list(p) for p in self.prompt]
+        if self.params:
+            msg["params"] = self.params
+        return msg
+
+    def planes(self, slot: int) -> dict[str, torch.Tensor]:
+        """Per-channel views of input slot `slot`, to write this frame's G-buffers into."""
+        return self.layout.view(self.ring.input(slot), self.width, self.height)
+
+    def acquire_slot(self, timeout_s: float = 1.0) -> int:
+        """The next slot to write, once the service has released its previous frame. Raises
+        TimeoutError if the service still reads it (the engine then skips stylizing a frame)."""
+        slot = self._next_slot
+        if not self.ring.wait_released(slot, self._slot_seq[slot], timeout_s):
+            if self._slot_seq[slot] not in self.in_flight:  # answered already (e.g. late before reading)
+                return self._take(slot)
+            raise TimeoutError(f"slot {slot} is still in use by the service")
+        return self._take(slot)
+
+    def _take(self, slot: int) -> int:
+        self._next_slot = (slot + 1) % self.slots
+        return slot
+
+    def submit(self, slot: int, view=None, proj=None, jitter=None, dt: float | None = None,
+               params: dict | None = None) -> int:
+        """Signal the slot ready and send the frame. Returns its sequence number."""
+        self._seq += 1
+        seq = self._seq
+        self.ring.mark_ready(slot, seq)
+        self._slot_seq[slot] = seq
+        msg = {"type": "frame", "session": self.id, "seq": seq, "slot": slot}
+        for key, value in (("view", view), ("proj", proj), ("jitter", jitter)):
+            if value is not None:
+                msg[key] = [float(x) for x in torch.as_tensor(value).reshape(-1).tolist()]
+        if dt is not None:
+            msg["dt"] = float(dt)
+        if params:
+            msg["params"] = params
+        self.in_flight[seq] = slot
+        self.client._send(msg)
+        return seq
+
+    def output(self, slot: int) -> torch.Tensor:
+        """The stylized frame in output slot `slot`: [H, W, 4] uint8 (rgba8) or float16 (rgba16f)."""
+        h, w = self.height, self.width
+        raw = self.ring.output(slot)[: output_bytes(w, h, self.output_format)]
+        return raw.view(h, w, 4) if self.output_format == "rgba8" else raw.view(torch.float16).view(h, w, 4)
+
+    def set_prompt(self, prompt, blend_frames: int = 0) -> None:
+        wire = prompt if isinstance(prompt, str) else [list(p) for p in prompt]
+        msg = {"type": "prompt", "session": self.id, "prompt": wire}
+        if blend_frames:
+            msg["blend_frames"] = blend_frames
+        self.client.request(msg)
+        self.prompt = prompt
+
+    def set_params(self, **params) -> None:
+        self.client.request({"type": "params", "session": self.id, "params": params})
+        self.params.update(params)
+
+    def stats(self) -> dict:
+        return self.client.request({"type": "stats", "session": self.id})["sessions"][0]
+
+    def close(self) -> None:
+        try:
+            if self.client.connected:
+                self.client.request({"type": "close", "session": self.id})
+        except ServiceError:
+            pass
+        finally:
+            self.client._sessions.pop(id(self), None)
+            self.ring.close()
+
+
+class Client:
+    def __init__(self, address: str | None = None, name: str = "streamstyle-python", timeout_s: float = 10.0,
+                 curve_server_key: str | None = None, connect: bool = True):
+        self.address = address or default_bind()
+        self.name, self.timeout_s, self.curve_server_key = name, timeout_s, curve_server_key
+        self._ctx = zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._sessions: dict[int, ClientSession] = {}
+        self._by_id: dict[int, ClientSession] = {}
+        self._req = itertools.count(1)
+        self._events: deque[FrameEvent] = deque()
+        self.heartbeat_ms = 500
+        self.reap_after_ms = 2000
+        self.welcome: dict = {}
+        self.reconnects = 0
+        self.connected = False
+        if connect:
+            self.connect()
+
+    # --- connection ------------------------------------------------------------------------
+
+    def _new_socket(self) -> zmq.Socket:
+        s = self._ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
+        s.setsockopt(zmq.SNDHWM, 1000)
+        s.setsockopt(zmq.RCVHWM, 1000)
+        if self.curve_server_key:
+            public, secret = zmq.curve_keypair()
+            s.curve_serverkey = self.curve_server_key.encode()
+            s.curve_publickey, s.curve_secretkey = public, secret
+        s.connect(self.address)
+        return s
+
+    def connect(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._sock = self._new_socket()
+        self.connected = True
+        try:
+            self.welcome = self.request({"type": "hello", "protocol": P.PROTOCOL_VERSION, "client": self.name})
+        except ServiceError:
+            self.connected = False
+            raise
+        self.heartbeat_ms = self.welcome["heartbeat_ms"]
+        self.reap_after_ms = self.welcome["reap_after_ms"]
+        self._last_heard = self._last_sent = time.monotonic()
+
+    def reconnect(self) -> None:
+        """Connect afresh and reopen every session on its ring. In-flight frames become late."""
+        self.connect()
+        self.reconnects += 1
+        self._by_id.clear()
+        for session in list(self._sessions.values()):
+            for seq, slot in session.in_flight.items():
+                self._events.append(FrameEvent(session, seq, slot, "late", late=True, reason="service_restarted"))
+            session.in_flight.clear()
+            session._slot_seq = [0] * session.slots
+            reply = self.request(session._open_message())
+            session.id = reply["session"]
+            self._by_id[session.id] = session
+
+    def close(self) -> None:
+        for session in list(self._sessions.values()):
+            session.close()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        self.connected = False
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- messages --------------------------------------------------------------------------
+
+    def _send(self, msg: dict) -> None:
+        try:
+            self._sock.send(P.encode(msg), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            raise ServiceUnavailable("the service is not taking messages (its queue is full)") from None
+        self._last_sent = time.monotonic()
+
+    def _recv(self, timeout_ms: int) -> dict | None:
+        if not self._sock.poll(timeout_ms, zmq.POLLIN):
+            return None
+        data = self._sock.recv()
+        self._last_heard = time.monotonic()
+        try:
+            return P.decode_raw(data)
+        except P.ProtocolError:
+            return None  # not from a service we understand; ignore
+
+    def request(self, msg: dict, timeout_s: float | None = None) -> dict:
+        """Send a request and wait for its reply; frame notices arriving meanwhile are kept for
+        `poll`. Raises ServiceError for an error reply, ServiceUnavailable on timeout."""
+        req = next(self._req)
+        self._send({**msg, "req": req})
+        end = time.monotonic() + (timeout_s or self.timeout_s)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise ServiceUnavailable(f"no answer to {msg['type']!r} from {self.address} within {timeout_s or self.timeout_s} s")
+            reply = self._recv(int(left * 1000) + 1)
+            if reply is None:
+                continue
+            if reply.get("req") == req:
+                if reply["type"] == "error":
+                    raise ServiceError(reply.get("code", "internal"), reply.get("message", ""))
+                return reply
+            self._dispatch(reply)
+
+    def _dispatch(self, msg: dict) -> None:
+        kind = msg.get("type")
+        if kind in ("done", "late") or (kind == "error" and "seq" in msg):
+            session = self._by_id.get(msg.get("session"))
+            if session is None:
+                return
+            slot = session.in_flight.pop(msg.get("seq"), msg.get("slot", -1))
+            if kind == "done":
+                self._events.append(FrameEvent(session, msg["seq"], slot, "done", late=bool(msg.get("late")),
+                                               timings=msg.get("timings")))
+            elif kind == "late":
+                self._events.append(FrameEvent(session, msg["seq"], slot, "late", late=True, reason=msg.get("reason")))
+            else:
+                self._events.append(FrameEvent(session, msg["seq"], slot, "error", reason=msg.get("code"),
+                                               message=msg.get("message")))
+        elif kind == "bye":
+            self._last_heard = 0.0  # the service is going away: reconnect at the next poll
+
+    def poll(self, timeout_ms: int = 0) -> list[FrameEvent]:
+        """Everything that has arrived, never blocking longer than `timeout_ms`. Sends heartbeats;
+        reconnects (and reopens sessions) when the service has gone silent."""
+        end = time.monotonic() + timeout_ms / 1000
+        while True:
+            msg = self._recv(max(0, int((end - time.monotonic()) * 1000)) if not self._events else 0)
+            if msg is None:
+                break
+            self._dispatch(msg)
+        now = time.monotonic()
+        if now - self._last_sent > self.heartbeat_ms / 1000:
+            self._send({"type": "heartbeat", "time": time.time()})
+        if now - self._last_heard > self.reap_after_ms / 1000:
+            try:
+                self.reconnect()
+            except ServiceError:
+                self.connected = False
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def wait(self, session: ClientSession, seq: int, timeout_s: float = 30.0) -> FrameEvent:
+        """Block until frame `seq` is answered (for tools and tests; an engine uses poll)."""
+        end = time.monotonic() + timeout_s
+        held = []
+        try:
+            while time.monotonic() < end:
+                for ev in self.poll(timeout_ms=10):
+                    if ev.session is session and ev.seq == seq:
+                        return ev
+                    held.append(ev)
+            raise ServiceUnavailable(f"frame {seq} was not answered within {timeout_s} s")
+        finally:
+            self._events.extendleft(reversed(held))
+
+    def open_session(self, width: int, height: int, layout: GBufferLayout, backend: str = "shm", slots: int = 3,
+                     output_format: str = "rgba8", prompt: Any = None, params: dict | None = None, seed: int = 0,
+                     device: int = 0) -> ClientSession:
+        """Allocate a ring and open a session on it. Raises ServiceError with the service's code."""
+        in_bytes = layout.slot_bytes(width, height)
+        ring = create_ring(backend, slots, in_bytes, output_bytes(width, height, output_format), device=device)
+        session = ClientSession(self, width, height, layout, ring, output_format, prompt, params, seed)
+        try:
+            reply = self.request(session._open_message())
+        except BaseException:
+            ring.close()
+            raise
+        session.id = reply["session"]
+        self._sessions[id(session)] = session
+        self._by_id[session.id] = session
+        return session
+
+    def stats(self) -> dict:
+        return self.request({"type": "stats"})

@@ -1,0 +1,62 @@
+"""Build the service's Stylizer from its config: weights (or an untrained preset), device, dtype,
+prompt encoder, cache."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..model.cache import CacheConfig
+from ..model.config import preset
+from ..model.errors import ConfigError
+from ..model.network import StreamStyleModel
+from ..model.stylizer import Stylizer
+from ..model.text import PromptEncoder
+from ..model.weights import load_weights
+from .config import ServiceConfig
+
+log = logging.getLogger("streamstyle.service")
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_stylizer(config: ServiceConfig, prompts: bool = True) -> tuple[Stylizer, bool]:
+    """Returns the stylizer and whether its weights are trained (loaded from a checkpoint)."""
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but no CUDA device is available")
+    if config.weights:
+        model = load_weights(config.weights, device=device)
+        trained = True
+    else:
+        torch.manual_seed(config.seed)
+        model = StreamStyleModel(preset(config.preset)).to(device).eval()
+        trained = False
+    dtype = config.dtype
+    if dtype == "auto":
+        dtype = "bf16" if device.type == "cuda" else "fp32"
+    model = model.to(DTYPES[dtype])
+    encoder = PromptEncoder(device=device, max_tokens=model.config.max_prompt_tokens) if prompts else None
+    cache = CacheConfig(num_pages=config.cache_pages, page_elems=config.cache_page_elems,
+                        evict_idle_after_s=config.evict_idle_after_s)
+    stylizer = Stylizer(model, encoder, cache=cache, device=device)
+    warm_up(stylizer)
+    return stylizer, trained
+
+
+def warm_up(stylizer: Stylizer) -> None:
+    """One small frame through the whole path, so the first client frame pays no lazy start-up
+    (kernel selection, allocator growth); then every trace of it is closed."""
+    from ..model.layout import reference_layout
+
+    size = stylizer.config.patch * 4
+    layout = reference_layout(size, size)
+    session = stylizer.open_session(size, size, layout)
+    try:
+        slot = torch.zeros(layout.slot_bytes(size, size), dtype=torch.uint8, device=stylizer.device)
+        layout.view(slot, size, size)["depth"].fill_(10.0)
+        stylizer.step(session, slot)
+        stylizer.sync()
+    finally:
+        stylizer.close_session(session)

@@ -1,0 +1,328 @@
+"""The wire protocol between an engine (ZeroMQ DEALER) and the service (ROUTER), version 1.
+
+Every message is one msgpack map with a "type" key. Decoding is bounded (message size, msgpack
+lengths, string map keys only) and every message is validated here, at the edge, into a frozen
+dataclass: required fields present, types and ranges right, no unknown fields. Past this module
+the service trusts its inputs. A message that fails becomes a `ProtocolError` whose `code` goes
+back to the peer in an "error" reply. docs/protocol.md is the specification.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 1 << 20  # the largest message is an "open" with its layout and handles
+MAX_SLOTS = 8
+MIN_SLOTS = 3
+OUTPUT_FORMATS = ("rgba8", "rgba16f")
+BACKENDS = ("shm", "cuda-ipc")
+
+
+class ErrorCode:
+    BAD_MESSAGE = "bad_message"  # not msgpack, not a map, too large
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_FIELD = "bad_field"  # missing, wrong type, out of range, or unknown field
+    PROTOCOL_MISMATCH = "protocol_mismatch"
+    HELLO_FIRST = "hello_first"
+    UNKNOWN_SESSION = "unknown_session"
+    BAD_RING = "bad_ring"  # a handle that cannot be opened, or a region that does not fit
+    BAD_SLOT = "bad_slot"
+    BAD_SEQUENCE = "bad_sequence"
+    NOT_READY = "not_ready"  # the slot's ready signal does not show this frame
+    SESSION_LIMIT = "session_limit"
+    CACHE_FULL = "cache_full"
+    BAD_LAYOUT = "bad_layout"
+    BAD_RESOLUTION = "bad_resolution"
+    BAD_PROMPT = "bad_prompt"
+    BAD_INPUT = "bad_input"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def encode(msg: Mapping[str, Any]) -> bytes:
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def decode_raw(data: bytes) -> dict:
+    """Bytes -> a map with a string "type", or ProtocolError(bad_message)."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=MAX_MESSAGE_BYTES)
+    try:
+        unpacker.feed(data)
+        obj = unpacker.unpack()
+    except Exception as exc:  # msgpack raises several unrelated types for malformed input
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"not a msgpack message: {type(exc).__name__}") from None
+    try:
+        unpacker.unpack()
+    except msgpack.OutOfData:
+        pass
+    else:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "trailing data after the message")
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a map")
+    if not isinstance(obj.get("type"), str):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message needs a string 'type'")
+    return obj
+
+
+# --- field checks ---------------------------------------------------------------------------
+
+def _int(v, name, lo=None, hi=None):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be an integer")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be in {lo}..{hi}, got {v}")
+    return v
+
+
+def _num(v, name, lo=None, hi=None):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a finite number")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be in {lo}..{hi}, got {v}")
+    return float(v)
+
+
+def _str(v, name, max_len=256, choices=None):
+    if not isinstance(v, str) or len(v) > max_len:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a string of at most {max_len} characters")
+    if choices is not None and v not in choices:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be one of {', '.join(choices)}, got {v!r}")
+    return v
+
+
+def _floats(v, name, n):
+    if not isinstance(v, (list, tuple)) or len(v) != n:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a list of {n} numbers")
+    return tuple(_num(x, f"{name}[{i}]") for i, x in enumerate(v))
+
+
+def _map(v, name):
+    if not isinstance(v, dict):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a map")
+    return v
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Message:
+    TYPE: ClassVar[str] = ""
+    # name -> (required, checker(value, name) -> value)
+    FIELDS: ClassVar[dict] = {}
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]):
+        unknown = sorted(set(raw) - set(cls.FIELDS) - {"type"})
+        if unknown:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"{cls.TYPE}: unknown field(s) {', '.join(unknown)}")
+        kwargs = {}
+        for name, (required, check) in cls.FIELDS.items():
+            if name not in raw or raw[name] is None:
+                if required:
+                    raise ProtocolError(ErrorCode.BAD_FIELD, f"{cls.TYPE}: missing field {name!r}")
+                continue
+            kwargs[name] = check(raw[name], f"{cls.TYPE}.{name}")
+        return cls(**kwargs)
+
+    def wire(self) -> dict:
+        out = {"type": self.TYPE}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+def _prompt(v, name):
+    """A string, or [[text, weight], ...]."""
+    if isinstance(v, str):
+        return _str(v, name, 2000)
+    if isinstance(v, list) and 1 <= len(v) <= 8:
+        out = []
+        for i, part in enumerate(v):
+            if not (isinstance(part, (list, tuple)) and len(part) == 2):
+                raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}[{i}] must be [text, weight]")
+            out.append((_str(part[0], f"{name}[{i}].text", 2000), _num(part[1], f"{name}[{i}].weight", 0.0)))
+        return tuple(out)
+    raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a string or a list of [text, weight]")
+
+
+def _params(v, name):
+    v = _map(v, name)
+    allowed = {"steps": lambda x, n: _int(x, n, 1, 4), "strength": lambda x, n: _num(x, n, 0.0, 1.0),
+               "reset": lambda x, n: bool(x) if isinstance(x, bool) else _int(x, n, 0, 1) == 1,
+               "seed": lambda x, n: _int(x, n, 0, 2 ** 63 - 1), "deadline_ms": lambda x, n: _num(x, n, 0.1, 60000.0)}
+    unknown = sorted(set(v) - set(allowed))
+    if unknown:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}: unknown parameter(s) {', '.join(map(str, unknown))}")
+    return {k: allowed[k](x, f"{name}.{k}") for k, x in v.items()}
+
+
+def _region(v, name, backend):
+    v = _map(v, name)
+    unknown = sorted(set(v) - {"handle", "offset", "size", "device"})
+    if unknown:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}: unknown field(s) {', '.join(map(str, unknown))}")
+    handle = v.get("handle")
+    if backend == "shm":
+        handle = _str(handle, f"{name}.handle", 250)
+    elif not (isinstance(handle, bytes) and len(handle) == 64):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}.handle must be the 64 bytes of a CUDA IPC memory handle")
+    return {"handle": handle, "offset": _int(v.get("offset"), f"{name}.offset", 0, 2 ** 62),
+            "size": _int(v.get("size"), f"{name}.size", 1, 2 ** 62),
+            "device": _int(v.get("device", -1), f"{name}.device", -1, 64)}
+
+
+def _ring(v, name):
+    v = _map(v, name)
+    unknown = sorted(set(v) - {"backend", "slots", "inputs", "outputs", "sync", "output_format"})
+    if unknown:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}: unknown field(s) {', '.join(map(str, unknown))}")
+    backend = _str(v.get("backend"), f"{name}.backend", choices=BACKENDS)
+    slots = _int(v.get("slots"), f"{name}.slots", MIN_SLOTS, MAX_SLOTS)
+    regions = {}
+    for side in ("inputs", "outputs"):
+        items = v.get(side)
+        if not isinstance(items, list) or len(items) != slots:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}.{side} must list one region per slot ({slots})")
+        regions[side] = [_region(x, f"{name}.{side}[{i}]", backend) for i, x in enumerate(items)]
+    sync = _map(v.get("sync"), f"{name}.sync")
+    if backend == "shm":
+        if set(sync) != {"handle", "offset"}:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}.sync must have exactly handle and offset for shm")
+        sync = {"handle": _str(sync["handle"], f"{name}.sync.handle", 250),
+                "offset": _int(sync["offset"], f"{name}.sync.offset", 0, 2 ** 62)}
+    else:
+        if set(sync) != {"ready", "done", "released"}:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}.sync must have ready, done and released event lists")
+        for k in ("ready", "done", "released"):
+            evs = sync[k]
+            if not (isinstance(evs, list) and len(evs) == slots and all(isinstance(e, bytes) and len(e) == 64 for e in evs)):
+                raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}.sync.{k} must list one 64-byte event handle per slot")
+    fmt = _str(v.get("output_format", "rgba8"), f"{name}.output_format", choices=OUTPUT_FORMATS)
+    return {"backend": backend, "slots": slots, "inputs": regions["inputs"], "outputs": regions["outputs"],
+            "sync": sync, "output_format": fmt}
+
+
+def _req(v, name):
+    return _int(v, name, 0, 2 ** 63 - 1)
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    TYPE: ClassVar[str] = "hello"
+    FIELDS: ClassVar[dict] = {"protocol": (True, lambda v, n: _int(v, n, 0, 2 ** 31)),
+                              "client": (False, lambda v, n: _str(v, n, 128)), "req": (False, _req)}
+    protocol: int = PROTOCOL_VERSION
+    client: str | None = None
+    req: int | None = None
+
+
+@dataclass(frozen=True)
+class Open(Message):
+    TYPE: ClassVar[str] = "open"
+    FIELDS: ClassVar[dict] = {
+        "req": (True, _req), "width": (True, lambda v, n: _int(v, n, 1, 16384)),
+        "height": (True, lambda v, n: _int(v, n, 1, 16384)), "layout": (True, _map), "ring": (True, _ring),
+        "prompt": (False, _prompt), "params": (False, _params), "seed": (False, lambda v, n: _int(v, n, 0, 2 ** 63 - 1))}
+    req: int = 0
+    width: int = 0
+    height: int = 0
+    layout: dict = field(default_factory=dict)
+    ring: dict = field(default_factory=dict)
+    prompt: Any = None
+    params: dict | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Frame(Message):
+    TYPE: ClassVar[str] = "frame"
+    FIELDS: ClassVar[dict] = {
+        "session": (True, lambda v, n: _int(v, n, 1, 2 ** 63 - 1)), "seq": (True, lambda v, n: _int(v, n, 1, 2 ** 63 - 1)),
+        "slot": (True, lambda v, n: _int(v, n, 0, MAX_SLOTS - 1)),
+        "view": (False, lambda v, n: _floats(v, n, 16)), "proj": (False, lambda v, n: _floats(v, n, 16)),
+        "jitter": (False, lambda v, n: _floats(v, n, 2)), "dt": (False, lambda v, n: _num(v, n, 0.0, 10.0)),
+        "params": (False, _params)}
+    session: int = 0
+    seq: int = 0
+    slot: int = 0
+    view: tuple | None = None
+    proj: tuple | None = None
+    jitter: tuple | None = None
+    dt: float | None = None
+    params: dict | None = None
+
+
+@dataclass(frozen=True)
+class SetPrompt(Message):
+    TYPE: ClassVar[str] = "prompt"
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, 2 ** 63 - 1)),
+                              "prompt": (True, _prompt), "blend_frames": (False, lambda v, n: _int(v, n, 0, 600))}
+    req: int = 0
+    session: int = 0
+    prompt: Any = None
+    blend_frames: int | None = None
+
+
+@dataclass(frozen=True)
+class SetParams(Message):
+    TYPE: ClassVar[str] = "params"
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, 2 ** 63 - 1)),
+                              "params": (True, _params)}
+    req: int = 0
+    session: int = 0
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stats(Message):
+    TYPE: ClassVar[str] = "stats"
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (False, lambda v, n: _int(v, n, 1, 2 ** 63 - 1))}
+    req: int = 0
+    session: int | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    TYPE: ClassVar[str] = "heartbeat"
+    FIELDS: ClassVar[dict] = {"time": (False, lambda v, n: _num(v, n))}
+    time: float | None = None
+
+
+@dataclass(frozen=True)
+class Close(Message):
+    TYPE: ClassVar[str] = "close"
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, 2 ** 63 - 1))}
+    req: int = 0
+    session: int = 0
+
+
+REQUESTS = {m.TYPE: m for m in (Hello, Open, Frame, SetPrompt, SetParams, Stats, Heartbeat, Close)}
+
+
+def parse_request(data: bytes) -> Message:
+    """Engine -> service bytes into a validated message, or ProtocolError."""
+    raw = decode_raw(data)
+    cls = REQUESTS.get(raw["type"])
+    if cls is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {raw['type'][:40]!r}; "
+                                                     f"known: {', '.join(REQUESTS)}")
+    return cls.parse(raw)
+
+
+def error_reply(code: str, message: str, **context) -> dict:
+    return {"type": "error", "code": code, "message": message, **{k: v for k, v in context.items() if v is not None}}

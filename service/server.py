@@ -1,0 +1,463 @@
+"""The resident service: one ZeroMQ ROUTER, any number of sessions, one frame at a time.
+
+The loop, single-threaded so that the model, the cache and the rings are touched by one thread:
+1. drain the socket (bounded), validating each message at the edge (`protocol`) and answering
+   every bad one with a typed error, never with a crash;
+2. run at most one queued frame per session, round robin: check its deadline and its ready signal,
+   `Stylizer.step` straight from the input slot, release the slot, write the output slot in the
+   engine's format, signal done, reply "done" with per-stage timings;
+3. send heartbeats, and reap the sessions of any client silent for `reap_after_ms` (rings closed,
+   cache pages returned).
+
+Per session, frames run in order, sequence numbers strictly increase, and the queue holds one
+waiting frame: a newer frame replaces it (the older is answered "late", reason "dropped"). A frame
+whose deadline passed before it could start is answered "late" (reason "deadline"); one that
+finished after its deadline is "done" with late = true. Sessions belong to the client that opened
+them: another client's frames for them are refused, so frames of different sessions never mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import statistics
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+import zmq
+
+from .. import __version__
+from ..interop import RingError, import_ring
+from ..model.cache import CacheConfig
+from ..model.errors import (CacheFullError, InputError, LayoutError, PromptError, ResolutionError, StreamStyleError)
+from ..model.frame import FrameParams
+from ..model.layout import GBufferLayout
+from ..model.stylizer import Stylizer
+from . import protocol as P
+from .config import ServiceConfig
+
+log = logging.getLogger("streamstyle.service")
+
+OUTPUT_BYTES_PER_PIXEL = {"rgba8": 4, "rgba16f": 8}
+
+
+def output_bytes(width: int, height: int, fmt: str) -> int:
+    return width * height * OUTPUT_BYTES_PER_PIXEL[fmt]
+
+
+def write_output(rgb: torch.Tensor, out: torch.Tensor, fmt: str) -> None:
+    """rgb [3, H, W] in [0, 1] -> the output slot's bytes as RGBA8 or RGBA16F (alpha 1)."""
+    _, h, w = rgb.shape
+    if fmt == "rgba8":
+        px = out[: h * w * 4].view(h, w, 4)
+        px[..., :3] = torch.round(rgb.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8)
+        px[..., 3] = 255
+    else:
+        px = out[: h * w * 8].view(torch.float16).view(h, w, 4)
+        px[..., :3] = rgb.permute(1, 2, 0).to(torch.float16)
+        px[..., 3] = 1.0
+
+
+@dataclass
+class PendingFrame:
+    msg: P.Frame
+    received: float  # time.perf_counter()
+
+
+@dataclass
+class SessionState:
+    id: int
+    owner: bytes
+    width: int
+    height: int
+    ring: object
+    handle: object  # the Stylizer's session
+    output_format: str
+    params: dict = field(default_factory=dict)
+    pending: PendingFrame | None = None
+    last_seq: int = 0
+    prompt: object = None
+    blend: tuple | None = None  # (old parts, new parts, frames total, frames done)
+    frames_in: int = 0
+    done: int = 0
+    late: int = 0
+    dropped: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2048))
+    model_ms: deque = field(default_factory=lambda: deque(maxlen=2048))
+
+
+@dataclass
+class ClientState:
+    identity: bytes
+    last_seen: float
+    welcomed: bool = False
+    name: str = ""
+    sessions: set = field(default_factory=set)
+
+
+def _parts(prompt) -> list[tuple[str, float]]:
+    if prompt is None:
+        return []
+    if isinstance(prompt, str):
+        return [(prompt, 1.0)]
+    total = sum(w for _, w in prompt)
+    return [(t, w / total) for t, w in prompt]
+
+
+class Service:
+    def __init__(self, config: ServiceConfig, stylizer: Stylizer, context: zmq.Context | None = None):
+        self.config = config
+        self.stylizer = stylizer
+        self.ctx = context or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
+        self.sock.setsockopt(zmq.SNDHWM, 1000)
+        self.sock.setsockopt(zmq.RCVHWM, 1000)
+        if config.curve_secret_key:
+            self.sock.curve_server = True
+            self.sock.curve_secretkey = config.curve_secret_key.encode()
+            self.sock.curve_publickey = config.curve_public_key.encode()
+        addr = config.address
+        if addr.startswith("ipc://"):
+            import os
+
+            os.makedirs(os.path.dirname(addr[len("ipc://"):]) or ".", exist_ok=True)
+        self.sock.bind(addr)
+        self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.clients: dict[bytes, ClientState] = {}
+        self.sessions: dict[int, SessionState] = {}
+        self._next_heartbeat = 0.0
+        self._running = False
+        self.frames_total = 0
+        self.errors_sent = 0
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def send(self, identity: bytes, msg: dict) -> None:
+        try:
+            self.sock.send_multipart([identity, P.encode(msg)], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("reply to %s dropped: its queue is full", identity.hex())
+
+    def error(self, identity: bytes, code: str, message: str, **context) -> None:
+        self.errors_sent += 1
+        self.send(identity, P.error_reply(code, message, **context))
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self, stop_after_s: float | None = None) -> None:
+        self._running = True
+        end = None if stop_after_s is None else time.monotonic() + stop_after_s
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(sig, lambda *_: self.stop())
+            except ValueError:  # not the main thread
+                pass
+        log.info("serving on %s", self.address)
+        try:
+            while self._running and (end is None or time.monotonic() < end):
+                self.tick()
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        self._running = False
+
+    def tick(self) -> None:
+        busy = any(s.pending for s in self.sessions.values())
+        timeout = 0 if busy else min(50, self.config.heartbeat_ms)
+        if self.sock.poll(timeout, zmq.POLLIN):
+            for _ in range(256):
+                try:
+                    frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) != 2:
+                    continue  # a DEALER sends exactly one part; anything else is not ours
+                self.handle(frames[0], frames[1])
+        for state in list(self.sessions.values()):
+            if state.pending is not None:
+                self.run_frame(state)
+        self.housekeeping()
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_ms / 1000
+            for c in self.clients.values():
+                if c.welcomed:
+                    self.send(c.identity, {"type": "heartbeat", "time": time.time()})
+        limit = self.config.reap_after_ms / 1000
+        for c in list(self.clients.values()):
+            if now - c.last_seen > limit:
+                if c.sessions:
+                    log.warning("client %s silent for %.1f s: reaping %d session(s)", c.name or c.identity.hex(),
+                                now - c.last_seen, len(c.sessions))
+                for sid in list(c.sessions):
+                    self.close_session(sid)
+                del self.clients[c.identity]
+
+    def shutdown(self) -> None:
+        for sid in list(self.sessions):
+            self.close_session(sid)
+        for c in self.clients.values():
+            self.send(c.identity, {"type": "bye"})
+        self.sock.close(linger=100)
+
+    # --- messages -------------------------------------------------------------------------
+
+    def handle(self, identity: bytes, data: bytes) -> None:
+        now = time.monotonic()
+        client = self.clients.get(identity)
+        if client is None:
+            client = self.clients[identity] = ClientState(identity, now)
+        client.last_seen = now
+        try:
+            msg = P.parse_request(data)
+        except P.ProtocolError as exc:
+            self.error(identity, exc.code, exc.message)
+            return
+        req = getattr(msg, "req", None)
+        if isinstance(msg, P.Hello):
+            if msg.protocol != P.PROTOCOL_VERSION:
+                self.error(identity, P.ErrorCode.PROTOCOL_MISMATCH,
+                           f"the engine speaks protocol {msg.protocol}; this service speaks {P.PROTOCOL_VERSION}",
+                           req=req)
+                return
+            client.welcomed, client.name = True, msg.client or ""
+            cfg = self.stylizer.config
+            self.send(identity, {"type": "welcome", "req": req, "protocol": P.PROTOCOL_VERSION,
+                                 "service": f"streamstyle {__version__}", "heartbeat_ms": self.config.heartbeat_ms,
+                                 "reap_after_ms": self.config.reap_after_ms, "max_sessions": self.config.max_sessions,
+                                 "model": {"preset": cfg.name, "token_stride": cfg.patch},
+                                 "output_formats": list(P.OUTPUT_FORMATS), "backends": self.backends()})
+            return
+        if not client.welcomed:
+            self.error(identity, P.ErrorCode.HELLO_FIRST, "send hello before anything else", req=req)
+            return
+        if isinstance(msg, P.Heartbeat):
+            self.send(identity, {"type": "heartbeat", "time": time.time()})
+            return
+        if isinstance(msg, P.Open):
+            self.open_session(client, msg)
+            return
+        if isinstance(msg, P.Stats) and msg.session is None:
+            self.send(identity, {"type": "stats", "req": req, "service": self.service_stats(),
+                                 "sessions": [self.session_stats(self.sessions[s]) for s in sorted(client.sessions)]})
+            return
+        state = self.sessions.get(msg.session)
+        if state is None or state.owner != identity:
+            self.error(identity, P.ErrorCode.UNKNOWN_SESSION, f"no session {msg.session} on this connection",
+                       req=req, session=msg.session, seq=getattr(msg, "seq", None))
+            return
+        if isinstance(msg, P.Frame):
+            self.queue_frame(state, msg)
+        elif isinstance(msg, P.SetPrompt):
+            self.set_prompt(state, msg)
+        elif isinstance(msg, P.SetParams):
+            state.params.update(msg.params)
+            if "seed" in msg.params:
+                self.stylizer.reseed(state.handle, msg.params["seed"])
+            self.send(identity, {"type": "ok", "req": req, "session": state.id})
+        elif isinstance(msg, P.Stats):
+            self.send(identity, {"type": "stats", "req": req, "service": self.service_stats(),
+                                 "sessions": [self.session_stats(state)]})
+        elif isinstance(msg, P.Close):
+            self.close_session(state.id)
+            self.send(identity, {"type": "closed", "req": req, "session": state.id})
+
+    def backends(self) -> list[str]:
+        return ["shm", "cuda-ipc"] if self.stylizer.device.type == "cuda" else ["shm"]
+
+    def open_session(self, client: ClientState, msg: P.Open) -> None:
+        ident, req = client.identity, msg.req
+        if len(self.sessions) >= self.config.max_sessions:
+            self.error(ident, P.ErrorCode.SESSION_LIMIT, f"the service is at its limit of {self.config.max_sessions} sessions", req=req)
+            return
+        ring_desc = msg.ring
+        if ring_desc["backend"] not in self.backends():
+            self.error(ident, P.ErrorCode.BAD_RING, f"this service (on {self.stylizer.device}) takes rings of "
+                       f"backend {', '.join(self.backends())}, not {ring_desc['backend']}", req=req)
+            return
+        try:
+            layout = GBufferLayout.from_dict(msg.layout)
+            self.stylizer.check_size(msg.width, msg.height)
+            in_bytes = layout.validate(width=msg.width, height=msg.height).slot_bytes(msg.width, msg.height)
+        except LayoutError as exc:
+            self.error(ident, P.ErrorCode.BAD_LAYOUT, exc.message, req=req)
+            return
+        except ResolutionError as exc:
+            self.error(ident, P.ErrorCode.BAD_RESOLUTION, exc.message, req=req)
+            return
+        fmt = ring_desc["output_format"]
+        try:
+            ring = import_ring(ring_desc, in_bytes, output_bytes(msg.width, msg.height, fmt))
+        except RingError as exc:
+            log.info("open from %s refused: %s", client.name, exc)
+            self.error(ident, P.ErrorCode.BAD_RING, str(exc), req=req)
+            return
+        try:
+            handle = self.stylizer.open_session(msg.width, msg.height, layout, seed=msg.seed or 0)
+        except (LayoutError, CacheFullError, ResolutionError) as exc:
+            ring.close()
+            code = {"bad_layout": P.ErrorCode.BAD_LAYOUT, "cache_full": P.ErrorCode.CACHE_FULL}.get(exc.code, P.ErrorCode.BAD_RESOLUTION)
+            self.error(ident, code, exc.message, req=req)
+            return
+        state = SessionState(handle.id, ident, msg.width, msg.height, ring, handle, fmt, params=dict(msg.params or {}))
+        if msg.prompt is not None:
+            try:
+                self.stylizer.set_prompt(handle, msg.prompt if isinstance(msg.prompt, str) else list(msg.prompt))
+                state.prompt = msg.prompt
+            except PromptError as exc:
+                self.stylizer.close_session(handle)
+                ring.close()
+                self.error(ident, P.ErrorCode.BAD_PROMPT, exc.message, req=req)
+                return
+        self.sessions[state.id] = state
+        client.sessions.add(state.id)
+        log.info("session %d opened by %s: %dx%d, %s ring, %d slots", state.id, client.name, msg.width,
+                 msg.height, ring_desc["backend"], ring_desc["slots"])
+        self.send(ident, {"type": "opened", "req": req, "session": state.id, "slots": ring_desc["slots"],
+                          "input_bytes": in_bytes, "output_bytes": output_bytes(msg.width, msg.height, fmt),
+                          "cache_pages": self.stylizer.pages_in_use(handle)})
+
+    def set_prompt(self, state: SessionState, msg: P.SetPrompt) -> None:
+        new = msg.prompt if isinstance(msg.prompt, str) else list(msg.prompt)
+        try:
+            if msg.blend_frames and state.prompt is not None:
+                old_parts, new_parts = _parts(state.prompt), _parts(msg.prompt)
+                if len(old_parts) + len(new_parts) > self.stylizer.config.max_prompts:
+                    raise PromptError(f"a blend from {len(old_parts)} to {len(new_parts)} prompt parts needs more "
+                                      f"than {self.stylizer.config.max_prompts} parts")
+                self.stylizer.prompts_ready(new_parts)  # encode now: a bad prompt fails here, not mid-blend
+                state.blend = (old_parts, new_parts, msg.blend_frames, 0)
+            else:
+                self.stylizer.set_prompt(state.handle, new)
+                state.blend = None
+        except PromptError as exc:
+            self.error(state.owner, P.ErrorCode.BAD_PROMPT, exc.message, req=msg.req, session=state.id)
+            return
+        state.prompt = msg.prompt
+        self.send(state.owner, {"type": "ok", "req": msg.req, "session": state.id})
+
+    def queue_frame(self, state: SessionState, msg: P.Frame) -> None:
+        if msg.slot >= state.ring.slots:
+            self.error(state.owner, P.ErrorCode.BAD_SLOT, f"slot {msg.slot} is outside this ring's {state.ring.slots}",
+                       session=state.id, seq=msg.seq)
+            return
+        if msg.seq <= state.last_seq:
+            self.error(state.owner, P.ErrorCode.BAD_SEQUENCE, f"sequence {msg.seq} does not follow {state.last_seq}",
+                       session=state.id, seq=msg.seq)
+            return
+        state.last_seq = msg.seq
+        state.frames_in += 1
+        if state.pending is not None:  # keep the newest frame
+            old = state.pending.msg
+            state.dropped += 1
+            state.ring.mark_released(old.slot, old.seq)
+            self.send(state.owner, {"type": "late", "session": state.id, "seq": old.seq, "slot": old.slot,
+                                    "reason": "dropped"})
+        state.pending = PendingFrame(msg, time.perf_counter())
+
+    def _blend_step(self, state: SessionState) -> None:
+        old, new, total, k = state.blend
+        k += 1
+        a = min(1.0, k / total)
+        parts = [(t, w * (1 - a)) for t, w in old if w * (1 - a) > 0] + [(t, w * a) for t, w in new]
+        self.stylizer.set_prompt(state.handle, parts)
+        state.blend = None if a >= 1.0 else (old, new, total, k)
+
+    def run_frame(self, state: SessionState) -> None:
+        pending, state.pending = state.pending, None
+        msg, t0 = pending.msg, pending.received
+        start = time.perf_counter()
+        deadline_ms = state.params.get("deadline_ms", self.config.frame_deadline_ms)
+        if msg.params and "deadline_ms" in msg.params:
+            deadline_ms = msg.params["deadline_ms"]
+        reply = {"session": state.id, "seq": msg.seq, "slot": msg.slot}
+        if (start - t0) * 1000 > deadline_ms:
+            state.late += 1
+            state.ring.mark_released(msg.slot, msg.seq)
+            self.send(state.owner, {"type": "late", **reply, "reason": "deadline"})
+            return
+        if not state.ring.is_ready(msg.slot, msg.seq):
+            state.late += 1
+            self.error(state.owner, P.ErrorCode.NOT_READY, f"slot {msg.slot}'s ready signal does not show frame {msg.seq}",
+                       session=state.id, seq=msg.seq)
+            return
+        p = {**state.params, **(msg.params or {})}
+        params = FrameParams(steps=p.get("steps", 2), strength=p.get("strength", 0.5), reset=bool(p.get("reset", False)))
+        try:
+            if state.blend is not None:
+                self._blend_step(state)
+            t_model = time.perf_counter()
+            rgb = self.stylizer.step(state.handle, state.ring.input(msg.slot), params)
+            t_write = time.perf_counter()
+            state.ring.mark_released(msg.slot, msg.seq)
+            write_output(rgb, state.ring.output(msg.slot), state.output_format)
+            state.ring.mark_done(msg.slot, msg.seq)
+        except (InputError, PromptError) as exc:
+            state.ring.mark_released(msg.slot, msg.seq)
+            self.error(state.owner, P.ErrorCode.BAD_INPUT if isinstance(exc, InputError) else P.ErrorCode.BAD_PROMPT,
+                       exc.message, session=state.id, seq=msg.seq)
+            return
+        except StreamStyleError as exc:
+            state.ring.mark_released(msg.slot, msg.seq)
+            self.error(state.owner, exc.code, exc.message, session=state.id, seq=msg.seq)
+            return
+        except Exception:  # the service outlives any one frame
+            log.error("frame %d of session %d failed:\n%s", msg.seq, state.id, traceback.format_exc())
+            state.ring.mark_released(msg.slot, msg.seq)
+            self.error(state.owner, P.ErrorCode.INTERNAL, "the service failed on this frame; see its log",
+                       session=state.id, seq=msg.seq)
+            return
+        end = time.perf_counter()
+        total_ms = (end - t0) * 1000
+        late = total_ms > deadline_ms
+        state.done += 1
+        state.late += int(late)
+        self.frames_total += 1
+        state.latencies_ms.append(total_ms)
+        state.model_ms.append((t_write - t_model) * 1000)
+        self.send(state.owner, {"type": "done", **reply, "late": late, "timings": {
+            "queue_ms": (start - t0) * 1000, "model_ms": (t_write - t_model) * 1000,
+            "write_ms": (end - t_write) * 1000, "total_ms": total_ms}})
+
+    def close_session(self, sid: int) -> None:
+        state = self.sessions.pop(sid, None)
+        if state is None:
+            return
+        state.pending = None
+        self.stylizer.sync()  # no device work may still use the ring's memory
+        try:
+            self.stylizer.close_session(state.handle)
+        except StreamStyleError:
+            pass
+        if not state.ring.close():
+            log.warning("session %d: a view of its ring outlived it; the mapping stays until it goes", sid)
+        client = self.clients.get(state.owner)
+        if client is not None:
+            client.sessions.discard(sid)
+        log.info("session %d closed", sid)
+
+    # --- stats ----------------------------------------------------------------------------
+
+    def session_stats(self, s: SessionState) -> dict:
+        lat = sorted(s.latencies_ms)
+
+        def pct(q):
+            return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
+
+        return {"session": s.id, "width": s.width, "height": s.height, "frames_in": s.frames_in, "done": s.done,
+                "late": s.late, "dropped": s.dropped, "latency_p50_ms": pct(0.5), "latency_p99_ms": pct(0.99),
+                "model_p50_ms": statistics.median(s.model_ms) if s.model_ms else None,
+                "cache_pages": self.stylizer.pages_in_use(s.handle)}
+
+    def service_stats(self) -> dict:
+        return {"sessions": len(self.sessions), "clients": len(self.clients), "frames": self.frames_total,
+                "errors_sent": self.errors_sent, "cache_pages_used": self.stylizer.cache.used_pages,
+                "cache_pages_free": self.stylizer.cache.blocks.num_free}
