@@ -114,7 +114,10 @@ class Service:
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
+        # ZeroMQ drops a peer whose message exceeds MAXMSGSIZE without a word; set it above the
+        # protocol's limit so a moderately oversize message reaches the decoder and gets a typed
+        # error, while a huge one still cannot make the service buffer it.
+        self.sock.setsockopt(zmq.MAXMSGSIZE, 4 * P.MAX_MESSAGE_BYTES)
         self.sock.setsockopt(zmq.SNDHWM, 1000)
         self.sock.setsockopt(zmq.RCVHWM, 1000)
         if config.curve_secret_key:

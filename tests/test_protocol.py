@@ -1,0 +1,70 @@
+"""Protocol messages are validated at the edge: every malformed message gets its typed code."""
+
+import msgpack
+import pytest
+
+from streamstyle.service import protocol as P
+
+
+def frame(**kw):
+    return P.encode({"type": "frame", "session": 1, "seq": 3, "slot": 0, **kw})
+
+
+def shm_ring(**kw):
+    region = {"handle": "psm_x", "offset": 0, "size": 100, "device": -1}
+    ring = {"backend": "shm", "slots": 3, "inputs": [region] * 3, "outputs": [region] * 3,
+            "sync": {"handle": "psm_x", "offset": 64}}
+    ring.update(kw)
+    return ring
+
+
+def test_valid_messages_parse_into_typed_values():
+    m = P.parse_request(frame(view=list(range(16)), jitter=[0.25, -0.5], params={"steps": 3, "strength": 0.3}))
+    assert isinstance(m, P.Frame) and m.seq == 3 and m.view[15] == 15.0 and m.params == {"steps": 3, "strength": 0.3}
+    o = P.parse_request(P.encode({"type": "open", "req": 7, "width": 64, "height": 32, "layout": {"channels": []},
+                                  "ring": shm_ring(), "prompt": [["ink", 2], ["wash", 1]]}))
+    assert isinstance(o, P.Open) and o.ring["slots"] == 3 and o.prompt == (("ink", 2.0), ("wash", 1.0))
+    assert P.parse_request(P.encode({"type": "hello", "protocol": 1})).protocol == 1
+
+
+@pytest.mark.parametrize("data, code, words", [
+    (b"\xc1\x00", "bad_message", "not a msgpack"),
+    (P.encode([1, 2, 3]), "bad_message", "must be a map"),
+    (msgpack.packb({1: "frame"}), "bad_message", "not a msgpack"),  # strict_map_key
+    (P.encode({"kind": "frame"}), "bad_message", "string 'type'"),
+    (P.encode({"type": "frame"}) + b"\x00", "bad_message", "trailing data"),
+    (b"\x00" * (P.MAX_MESSAGE_BYTES + 1), "bad_message", "exceeds"),
+    (P.encode({"type": "teleport"}), "unknown_type", "unknown message type 'teleport'"),
+    (P.encode({"type": "frame", "session": 1, "seq": 3}), "bad_field", "missing field 'slot'"),
+    (frame(colour=3), "bad_field", "unknown field\\(s\\) colour"),
+    (frame(seq="3"), "bad_field", "frame.seq must be an integer"),
+    (frame(seq=True), "bad_field", "frame.seq must be an integer"),
+    (frame(slot=9), "bad_field", "frame.slot must be in 0..7"),
+    (frame(view=[1.0] * 15), "bad_field", "list of 16 numbers"),
+    (frame(dt=float("nan")), "bad_field", "finite number"),
+    (frame(params={"steps": 5}), "bad_field", "steps must be in 1..4"),
+    (frame(params={"guidance": 5}), "bad_field", "unknown parameter\\(s\\) guidance"),
+    (P.encode({"type": "prompt", "req": 1, "session": 1, "prompt": [["a"]]}), "bad_field", "\\[text, weight\\]"),
+    (P.encode({"type": "prompt", "req": 1, "session": 1, "prompt": 42}), "bad_field", "string or a list"),
+])
+def test_malformed_messages_get_their_codes(data, code, words):
+    with pytest.raises(P.ProtocolError, match=words) as info:
+        P.parse_request(data)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize("ring, words", [
+    (shm_ring(slots=2), "slots must be in 3..8"),
+    (shm_ring(backend="vulkan"), "backend must be one of shm, cuda-ipc"),
+    (shm_ring(inputs=[{"handle": "x", "offset": 0, "size": 1}] * 2), "one region per slot"),
+    (shm_ring(inputs=[{"handle": "x", "offset": -4, "size": 1}] * 3), "offset must be in 0"),
+    (shm_ring(inputs=[{"handle": "x", "offset": 0, "size": 0}] * 3), "size must be in 1"),
+    (shm_ring(inputs=[{"handle": "x", "offset": 0, "size": 1, "extra": 1}] * 3), "unknown field"),
+    (shm_ring(sync={"handle": "x"}), "exactly handle and offset"),
+    (shm_ring(backend="cuda-ipc"), "64 bytes of a CUDA IPC memory handle"),
+    (shm_ring(output_format="bgra8"), "output_format must be one of"),
+])
+def test_malformed_rings_are_refused(ring, words):
+    msg = {"type": "open", "req": 1, "width": 64, "height": 32, "layout": {}, "ring": ring}
+    with pytest.raises(P.ProtocolError, match=words):
+        P.parse_request(P.encode(msg))
