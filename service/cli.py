@@ -109,6 +109,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..engine_plugins.reference_engine.demo import run_demo
+
+    run_demo(frames=args.frames, size=args.size, steps=args.steps, prompts=args.prompt, device=args.device,
+             out=args.out, seed=args.seed, weights=args.weights)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -127,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model_info)
 
     from ..engine_plugins.reference_engine.camera import CAMERA_KINDS
+
+    p = sub.add_parser("demo", help="the service and the reference engine as two processes, with a video")
+    p.add_argument("--frames", type=int, default=96)
+    p.add_argument("--size", type=parse_size, default=(256, 192), help="WxH (default 256x192)")
+    p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4])
+    p.add_argument("--prompt", action="append", help="a prompt; repeat to switch between several during the run")
+    p.add_argument("--device", default="cpu", help="cpu (shared memory) or cuda (CUDA IPC)")
+    p.add_argument("--out", default="streamstyle-demo.mp4", help="the MP4 to write")
+    p.add_argument("--seed", type=int, default=7, help="the reference scene's seed")
+    p.add_argument("--weights", help="a checkpoint (default: the shipped default model)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("serve", help="run the resident service")
     p.add_argument("--bind", help="ipc:///path, tcp://127.0.0.1:PORT (default: ipc in the user's runtime folder)")
