@@ -8,6 +8,11 @@ set -uo pipefail
 out=${1:-${OUT:-/tmp/streamstyle-gpu}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+# Wheels carried to a machine that reaches no registry (e.g. pyzmq): .whl/*.whl
+if ls .whl/*.whl >/dev/null 2>&1 && ! python3 -c "import zmq" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if ! python3 -c "import streamstyle.model" 2>/dev/null; then
   pkg=$(mktemp -d)
   ln -s "$(pwd)" "$pkg/streamstyle"
@@ -23,4 +28,6 @@ python3 benchmarks/bench_step.py --preset large --size 1080p --steps 2 --dtype b
   --json "$out/bench-large.json" 2>&1 | tee "$out/bench-large.log" || status=1
 python3 benchmarks/bench_render.py --size 720p --size 1080p --size 2160p --seeds 1,2,3 --reps 20 \
   --json "$out/bench-render.json" 2>&1 | tee "$out/bench-render.log" || status=1
+python3 benchmarks/bench_service.py --device cuda --size 720p --size 1080p --frames 1000 \
+  --json "$out/bench-service.json" 2>&1 | tee "$out/bench-service.log" || status=1
 exit $status

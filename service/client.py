@@ -85,12 +85,20 @@ class ClientSession:
 
     def acquire_slot(self, timeout_s: float = 1.0) -> int:
         """The next slot to write, once the service has released its previous frame. Raises
-        TimeoutError if the service still reads it (the engine then skips stylizing a frame)."""
+        TimeoutError if the service still reads it (the engine then skips stylizing a frame).
+
+        With shared memory the released counter says so directly. With CUDA IPC the host cannot
+        see it without a sync: the slot is free for the host once the service has answered its
+        previous frame (it records `released` before replying), and the engine's stream is then
+        made to wait on that event, so later GPU writes cannot overtake the service's reads."""
         slot = self._next_slot
-        if not self.ring.wait_released(slot, self._slot_seq[slot], timeout_s):
-            if self._slot_seq[slot] not in self.in_flight:  # answered already (e.g. late before reading)
-                return self._take(slot)
-            raise TimeoutError(f"slot {slot} is still in use by the service")
+        prev = self._slot_seq[slot]
+        end = time.monotonic() + timeout_s
+        while prev in self.in_flight and not self.ring.is_released(slot, prev):
+            if time.monotonic() > end:
+                raise TimeoutError(f"slot {slot} is still in use by the service")
+            self.client._pump(timeout_ms=1)
+        self.ring.wait_released(slot, prev, max(0.0, end - time.monotonic()))
         return self._take(slot)
 
     def _take(self, slot: int) -> int:
@@ -117,7 +125,10 @@ class ClientSession:
         return seq
 
     def output(self, slot: int) -> torch.Tensor:
-        """The stylized frame in output slot `slot`: [H, W, 4] uint8 (rgba8) or float16 (rgba16f)."""
+        """The stylized frame in output slot `slot`: [H, W, 4] uint8 (rgba8) or float16 (rgba16f).
+        Call after its "done": on CUDA the current stream is made to wait for the service's write."""
+        if hasattr(self.ring, "wait_done"):
+            self.ring.wait_done(slot)
         h, w = self.height, self.width
         raw = self.ring.output(slot)[: output_bytes(w, h, self.output_format)]
         return raw.view(h, w, 4) if self.output_format == "rgba8" else raw.view(torch.float16).view(h, w, 4)
@@ -279,6 +290,13 @@ class Client:
                                                message=msg.get("message")))
         elif kind == "bye":
             self._last_heard = 0.0  # the service is going away: reconnect at the next poll
+
+    def _pump(self, timeout_ms: int = 0) -> None:
+        """Receive what has arrived into the event queue, without handing it out."""
+        msg = self._recv(timeout_ms)
+        while msg is not None:
+            self._dispatch(msg)
+            msg = self._recv(0)
 
     def poll(self, timeout_ms: int = 0) -> list[FrameEvent]:
         """Everything that has arrived, never blocking longer than `timeout_ms`. Sends heartbeats;

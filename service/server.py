@@ -461,6 +461,12 @@ class Service:
                 "cache_pages": self.stylizer.pages_in_use(s.handle)}
 
     def service_stats(self) -> dict:
+        ipc = 0
+        if self.stylizer.device.type == "cuda":
+            from ..interop.cuda_ipc import open_allocations
+
+            ipc = open_allocations()
         return {"sessions": len(self.sessions), "clients": len(self.clients), "frames": self.frames_total,
+                "ipc_allocations_open": ipc,
                 "errors_sent": self.errors_sent, "cache_pages_used": self.stylizer.cache.used_pages,
                 "cache_pages_free": self.stylizer.cache.blocks.num_free}
