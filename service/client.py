@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import itertools
 import time
+
+import zmq.utils.monitor  # noqa: F401  (recv_monitor_message)
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -175,6 +177,9 @@ class Client:
         self.welcome: dict = {}
         self.reconnects = 0
         self.connected = False
+        self._lost = False
+        self._retry_at = 0.0
+        self._monitor = None
         if connect:
             self.connect()
 
@@ -191,15 +196,27 @@ class Client:
             s.curve_serverkey = self.curve_server_key.encode()
             s.curve_publickey, s.curve_secretkey = public, secret
         s.connect(self.address)
+        self._monitor = s.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         return s
 
-    def connect(self) -> None:
+    def _close_socket(self) -> None:
         if self._sock is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(linger=0)
             self._sock.close(linger=0)
+            self._sock = None
+
+    def connect(self, timeout_s: float | None = None) -> None:
+        self._close_socket()
         self._sock = self._new_socket()
+        self._lost = False
         self.connected = True
         try:
-            self.welcome = self.request({"type": "hello", "protocol": P.PROTOCOL_VERSION, "client": self.name})
+            self.welcome = self.request({"type": "hello", "protocol": P.PROTOCOL_VERSION, "client": self.name},
+                                        timeout_s=timeout_s)
         except ServiceError:
             self.connected = False
             raise
@@ -207,9 +224,9 @@ class Client:
         self.reap_after_ms = self.welcome["reap_after_ms"]
         self._last_heard = self._last_sent = time.monotonic()
 
-    def reconnect(self) -> None:
+    def reconnect(self, timeout_s: float | None = None) -> None:
         """Connect afresh and reopen every session on its ring. In-flight frames become late."""
-        self.connect()
+        self.connect(timeout_s)
         self.reconnects += 1
         self._by_id.clear()
         for session in list(self._sessions.values()):
@@ -224,9 +241,7 @@ class Client:
     def close(self) -> None:
         for session in list(self._sessions.values()):
             session.close()
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
+        self._close_socket()
         self.connected = False
 
     def __enter__(self) -> "Client":
@@ -307,14 +322,20 @@ class Client:
             if msg is None:
                 break
             self._dispatch(msg)
+        while self._monitor.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(self._monitor)
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._lost = True  # the service's end closed: it died or restarts
         now = time.monotonic()
-        if now - self._last_sent > self.heartbeat_ms / 1000:
+        if self.connected and now - self._last_sent > self.heartbeat_ms / 1000:
             self._send({"type": "heartbeat", "time": time.time()})
-        if now - self._last_heard > self.reap_after_ms / 1000:
+        silent = now - self._last_heard > self.reap_after_ms / 1000
+        if (self._lost or silent or not self.connected) and now >= self._retry_at:
             try:
-                self.reconnect()
+                self.reconnect(timeout_s=min(self.timeout_s, 1.0))
             except ServiceError:
                 self.connected = False
+                self._retry_at = time.monotonic() + 0.5  # the service is not back yet
         out = list(self._events)
         self._events.clear()
         return out

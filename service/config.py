@@ -31,7 +31,9 @@ class ServiceConfig:
     preset: str = "default"
     seed: int = 0  # initialises untrained weights reproducibly
     heartbeat_ms: int = 500
-    reap_after_ms: int = 2000  # a client silent this long has its sessions reaped
+    # A client whose connection closes (killed, crashed) is reaped within one heartbeat; one that
+    # stays connected but says nothing for this long (hung) is reaped too.
+    reap_after_ms: int = 10000
     max_sessions: int = 16
     deadline_ms: float = 0.0  # 0: 100 ms on a GPU, 5000 ms on the CPU
     cache_pages: int = 512

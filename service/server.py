@@ -120,6 +120,10 @@ class Service:
         self.sock.setsockopt(zmq.MAXMSGSIZE, 4 * P.MAX_MESSAGE_BYTES)
         self.sock.setsockopt(zmq.SNDHWM, 1000)
         self.sock.setsockopt(zmq.RCVHWM, 1000)
+        # A send to a peer whose connection is gone fails (EHOSTUNREACH) instead of vanishing:
+        # the periodic heartbeat is then a liveness probe that libzmq answers from its own I/O
+        # thread, so a killed engine is reaped within one heartbeat however busy either side is.
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if config.curve_secret_key:
             self.sock.curve_server = True
             self.sock.curve_secretkey = config.curve_secret_key.encode()
@@ -134,6 +138,7 @@ class Service:
         self.clients: dict[bytes, ClientState] = {}
         self.sessions: dict[int, SessionState] = {}
         self._next_heartbeat = 0.0
+        self._gone: set[bytes] = set()
         self._running = False
         self.frames_total = 0
         self.errors_sent = 0
@@ -145,6 +150,10 @@ class Service:
             self.sock.send_multipart([identity, P.encode(msg)], flags=zmq.NOBLOCK)
         except zmq.Again:
             log.warning("reply to %s dropped: its queue is full", identity.hex())
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self._gone.add(identity)  # its connection closed: reaped at the next housekeeping
 
     def error(self, identity: bytes, code: str, message: str, **context) -> None:
         self.errors_sent += 1
@@ -196,13 +205,15 @@ class Service:
                     self.send(c.identity, {"type": "heartbeat", "time": time.time()})
         limit = self.config.reap_after_ms / 1000
         for c in list(self.clients.values()):
-            if now - c.last_seen > limit:
+            gone, silent = c.identity in self._gone, now - c.last_seen > limit
+            if gone or silent:
                 if c.sessions:
-                    log.warning("client %s silent for %.1f s: reaping %d session(s)", c.name or c.identity.hex(),
-                                now - c.last_seen, len(c.sessions))
+                    why = "disconnected" if gone else f"silent for {now - c.last_seen:.1f} s"
+                    log.warning("client %s %s: reaping %d session(s)", c.name or c.identity.hex(), why, len(c.sessions))
                 for sid in list(c.sessions):
                     self.close_session(sid)
                 del self.clients[c.identity]
+        self._gone.clear()
 
     def shutdown(self) -> None:
         for sid in list(self.sessions):

@@ -63,7 +63,8 @@ class ServiceProcess:
 
 @pytest.fixture
 def service(tmp_path, weights):
-    svc = ServiceProcess(tmp_path, weights, "--no-prompts", config={"heartbeat_ms": 100, "reap_after_ms": 600})
+    # Silence alone would take 30 s to reap: a killed client must be caught by its closed connection.
+    svc = ServiceProcess(tmp_path, weights, "--no-prompts", config={"heartbeat_ms": 100, "reap_after_ms": 30000})
     yield svc
     svc.stop()
 
@@ -188,7 +189,7 @@ def test_a_killed_client_is_reaped_and_the_other_session_keeps_its_pace(service,
 
 
 def test_the_client_survives_a_service_restart(tmp_path, weights):
-    cfg = {"heartbeat_ms": 100, "reap_after_ms": 500}
+    cfg = {"heartbeat_ms": 100, "reap_after_ms": 30000}  # the client must notice the closed connection, not silence
     first = ServiceProcess(tmp_path, weights, "--no-prompts", config=cfg)
     try:
         client = Client(first.address, timeout_s=5)

@@ -255,3 +255,23 @@ def test_output_is_written_in_the_engines_format(service, peer, frame_factory):
     px = ring.output(0).view(torch.float16).view(H, W, 4)
     assert torch.all(px[..., 3] == 1.0) and px[..., :3].min() >= 0 and px[..., :3].max() <= 1
     assert px[..., :3].float().std() > 0
+
+
+def test_a_closed_connection_is_reaped_at_the_next_heartbeat(tmp_path, tiny_model):
+    """However long the silence timeout, a client whose connection closed (killed) is reaped as
+    soon as a heartbeat to it fails."""
+    cfg = ServiceConfig(bind=f"ipc://{tmp_path}/s.sock", heartbeat_ms=40, reap_after_ms=60000)
+    svc = Service(cfg, Stylizer(tiny_model), context=zmq.Context.instance())
+    try:
+        gone = Peer(svc)
+        gone.hello()
+        opened, _, _ = gone.open()
+        gone.sock.close(0)  # what the OS does for a killed process
+        end = time.monotonic() + 3.0
+        while opened["session"] in svc.sessions and time.monotonic() < end:
+            svc.tick()
+        assert opened["session"] not in svc.sessions and svc.stylizer.cache.used_pages == 0
+        for r in gone.rings:
+            r.close()
+    finally:
+        svc.shutdown()

@@ -96,8 +96,11 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
     client = Client(address, name="reference-engine", timeout_s=120)
     session = client.open_session(w, h, layout, backend=backend, prompt=prompts[0],
                                   params={"steps": steps, "deadline_ms": 60000.0}, seed=seed)
+    # One encoder thread at the fastest preset: on a small machine x264 would otherwise take the
+    # cores the service and the renderer need.
     writer = imageio_ffmpeg.write_frames(str(out), (3 * w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                                         macro_block_size=2, ffmpeg_log_level="error")
+                                         macro_block_size=2, ffmpeg_log_level="error",
+                                         output_params=["-preset", "ultrafast", "-threads", "1"])
     writer.send(None)
     per_prompt = max(1, frames // len(prompts))
     done = late = dropped = 0
