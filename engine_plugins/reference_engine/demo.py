@@ -61,8 +61,15 @@ def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 
            "--ready-file", str(ready)]
     cmd += ["--weights", weights] if weights else ["--preset", preset]
     log(f"starting the service ({device}) ...")
+    env = dict(os.environ)
+    if not device.startswith("cuda"):
+        # Two processes share the CPU: the engine renders on one thread, the service takes the
+        # rest. Oversubscribed OpenMP pools stall each other for seconds on a small machine.
+        cores = os.cpu_count() or 2
+        env["OMP_NUM_THREADS"] = str(max(1, cores - 1))
+        torch.set_num_threads(1)
     with open(service_log, "w") as logf:
-        service = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+        service = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
     try:
         end = time.monotonic() + 300
         while not ready.exists():
