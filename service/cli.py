@@ -13,6 +13,15 @@ import sys
 from ..model.errors import StreamStyleError
 
 
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'1920x1080' -> (1920, 1080); also the names 720p, 1080p, 1440p, 2160p/4k."""
     named = {"720p": (1280, 720), "1080p": (1920, 1080), "1440p": (2560, 1440), "2160p": (3840, 2160),
@@ -117,6 +126,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..model.training.trainer import TrainConfig, Trainer
+
+    cfg = TrainConfig(out=args.out, preset=args.preset, init=args.init, resume=args.resume, device=args.device,
+                      size=args.size, frames=args.frames, batch=args.batch, steps=args.steps, lr=args.lr,
+                      seed=args.seed, styles=args.styles, data=tuple(args.data or ()),
+                      reference_weight=args.reference_weight, checkpoint_every=args.checkpoint_every,
+                      prompts=not args.no_prompts)
+    out = Trainer(cfg).run(progress=not args.quiet)
+    print(f"weights (EMA) and training state in {out}; metrics in {out / 'metrics.jsonl'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json as _json
+
+    import torch
+
+    from ..model.training.evaluate import EvalConfig, evaluate, format_report, load_prompts_file
+    from ..model.weights import load_weights
+    from ..model.stylizer import Stylizer
+    from ..model.text import PromptEncoder
+    from ..engine_plugins.reference_engine.prompts import split
+
+    model = load_weights(args.weights, device=args.device)
+    if args.device.startswith("cuda"):
+        model = model.to(torch.bfloat16)
+    encoder = PromptEncoder(device=args.device, max_tokens=model.config.max_prompt_tokens)
+    cfg = EvalConfig(size=args.size, frames=args.frames, steps=args.steps)
+    if args.seeds:
+        cfg.seeds = [int(x) for x in args.seeds.split(",")]
+    elif args.set:
+        cfg.seeds = list(split(args.set).seeds)[: args.max_seeds]
+    if args.prompts_file:
+        try:
+            cfg.prompts = load_prompts_file(args.prompts_file)
+        except ValueError as exc:
+            print(f"streamstyle: error: {exc}", file=sys.stderr)
+            return 2
+    try:
+        report = evaluate(Stylizer(model, encoder, device=args.device), cfg, progress=not args.quiet)
+    except ValueError as exc:
+        print(f"streamstyle: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(_json.dumps(report, indent=2))
+        print(f"report: {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -146,6 +208,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="the reference scene's seed")
     p.add_argument("--weights", help="a checkpoint (default: the shipped default model)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train or fine-tune a model on reference-engine clips and captures")
+    p.add_argument("--out", default="runs/default", help="folder for checkpoints and metrics.jsonl")
+    p.add_argument("--preset", default="default")
+    p.add_argument("--init", help="start from these weights (fine-tuning)")
+    p.add_argument("--resume", help="continue the run saved in this folder (weights alone are enough)")
+    p.add_argument("--data", action="append", help="a capture folder to train on (repeatable)")
+    p.add_argument("--reference-weight", type=float, default=1.0,
+                   help="share of reference-engine clips when --data is given (0: captures only)")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--frames", type=int, default=4, help="frames per clip")
+    p.add_argument("--batch", type=int, default=4, help="clips per step")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--styles", default="all")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--no-prompts", action="store_true", help="train without the text encoder (empty prompt)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="fidelity, temporal stability and prompt adherence of a model")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--seeds", help="comma list of scene seeds")
+    p.add_argument("--set", default="heldout", help="a named split of seeds (default heldout)")
+    p.add_argument("--max-seeds", type=int, default=4)
+    p.add_argument("--prompts-file", help='JSON {"style": ["phrasing", ...]}')
+    p.add_argument("--size", type=parse_size, default=(512, 512))
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4])
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--json", help="write the full report here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve", help="run the resident service")
     p.add_argument("--bind", help="ipc:///path, tcp://127.0.0.1:PORT (default: ipc in the user's runtime folder)")

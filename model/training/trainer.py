@@ -1,0 +1,219 @@
+"""`streamstyle train`: the training loop.
+
+AdamW with warm-up and cosine decay, gradient clipping, bf16 autocast on a GPU, an EMA of the
+weights (what ships), a tqdm bar with loss and throughput, and `metrics.jsonl` in the output folder.
+
+Checkpoints (every `checkpoint_every` steps and at the end) hold `model.safetensors` +
+`config.json` (the EMA weights: a loadable model on their own), `raw.safetensors` (the trained
+weights), `optimizer.safetensors` and `train_state.json` (step and settings). Resuming from a
+folder with all of them continues the run exactly: every step's data and noise are a function of
+(seed, step). A folder with the weights alone is enough too: the optimizer then starts afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..config import preset
+from ..errors import CheckpointError, ConfigError
+from ..network import StreamStyleModel
+from ..stylizer import null_context
+from ..weights import load_weights, save_weights
+from .data import CaptureClips, MixedClips, ReferenceClips
+from .objective import ObjectiveConfig, batch_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: str = "runs/default"
+    preset: str = "default"
+    init: str | None = None  # start from these weights (fine-tuning)
+    resume: str | None = None  # continue the run saved in this folder
+    device: str = "cpu"
+    precision: str = "auto"  # auto: bf16 autocast on a GPU, fp32 on the CPU
+    size: int = 256
+    frames: int = 4  # frames per clip
+    batch: int = 4  # clips per step
+    steps: int = 2000
+    lr: float = 3e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    seed: int = 0
+    styles: str = "all"
+    pool: int = 0  # > 0: cycle through this many distinct clips (tests, overfitting checks)
+    data: tuple[str, ...] = ()  # capture folders to train on as well
+    reference_weight: float = 1.0  # share of clips from the reference engine when `data` is given
+    checkpoint_every: int = 500
+    prompts: bool = True  # False: every clip uses the empty prompt (no text encoder needed)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+
+    def validate(self) -> "TrainConfig":
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError("precision must be auto, bf16 or fp32")
+        for name in ("size", "frames", "batch", "steps", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        return self
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _source(cfg: TrainConfig, device):
+    size = cfg.size
+    ref = ReferenceClips(size, size, cfg.frames, styles=cfg.styles, device=device, seed=cfg.seed)
+    if not cfg.data:
+        return ref
+    caps = CaptureClips(cfg.data, cfg.frames, seed=cfg.seed)
+    if cfg.reference_weight <= 0:
+        return caps
+    return MixedClips([(ref, cfg.reference_weight), (caps, 1.0)], seed=cfg.seed)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg = cfg.validate()
+        self.device = torch.device(cfg.device)
+        self.log = log
+        self.out = Path(cfg.out)
+        self.step = 0
+        if cfg.resume:
+            self.model = load_weights(cfg.resume, device=self.device)
+            raw = Path(cfg.resume) / "raw.safetensors"
+            if raw.exists():
+                self.model.load_state_dict(load_file(str(raw), device=str(self.device)))
+        elif cfg.init:
+            self.model = load_weights(cfg.init, device=self.device)
+        else:
+            torch.manual_seed(cfg.seed)
+            self.model = StreamStyleModel(preset(cfg.preset)).to(self.device)
+        self.model.train()
+        self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     betas=(0.9, 0.99))
+        if cfg.resume:
+            self._resume(Path(cfg.resume))
+        self.source = _source(cfg, self.device)
+        self._pool: dict[int, object] = {}
+        self.prompts = None
+        if cfg.prompts:
+            from ..text import PromptEncoder
+
+            self.prompts = PromptEncoder(device=self.device, max_tokens=self.model.config.max_prompt_tokens)
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    def _resume(self, folder: Path) -> None:
+        state_file = folder / "train_state.json"
+        if not state_file.exists():
+            self.log(f"resuming from the weights in {folder} alone: the optimizer starts afresh at step 0")
+            return
+        state = json.loads(state_file.read_text())
+        self.step = int(state["step"])
+        ema_file, opt_file = folder / "model.safetensors", folder / "optimizer.safetensors"
+        ema = load_file(str(ema_file), device=str(self.device))
+        self.ema = {k: ema[k].float() for k in self.ema}
+        if opt_file.exists():
+            flat = load_file(str(opt_file), device=str(self.device))
+            opt_state = self.opt.state_dict()
+            groups = state["optimizer_groups"]
+            restored = {}
+            for i in range(len(list(self.model.parameters()))):
+                entry = {k.split(".", 2)[2]: v for k, v in flat.items() if k.startswith(f"state.{i}.")}
+                if entry:
+                    restored[i] = entry
+            self.opt.load_state_dict({"state": restored, "param_groups": groups or opt_state["param_groups"]})
+        self.log(f"resumed {folder} at step {self.step}")
+
+    def _clip(self, index: int):
+        if not self.cfg.pool:
+            return self.source.clip(index)
+        if index not in self._pool:  # a fixed pool is rendered once
+            self._pool[index] = self.source.clip(index)
+        return self._pool[index]
+
+    def _context(self, clip):
+        if self.prompts is None:
+            return null_context(self.model, self.device)
+        return self.prompts.context(clip.prompt, self.model.config.max_prompts, self.model.config.max_prompt_tokens)
+
+    def checkpoint(self, folder: Path | None = None) -> Path:
+        folder = Path(folder or self.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        shipped = StreamStyleModel(self.model.config)
+        shipped.load_state_dict({k: v.to("cpu") for k, v in self.ema.items()})
+        save_weights(shipped, folder)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
+                  str(folder / "raw.safetensors"))
+        sd = self.opt.state_dict()
+        flat = {f"state.{i}.{k}": v.detach().contiguous().cpu() for i, st in sd["state"].items()
+                for k, v in st.items() if isinstance(v, torch.Tensor)}
+        if flat:
+            save_file(flat, str(folder / "optimizer.safetensors"))
+        cfg = dataclasses.asdict(self.cfg)
+        (folder / "train_state.json").write_text(json.dumps(
+            {"step": self.step, "config": cfg, "optimizer_groups": sd["param_groups"]}, indent=2, default=str))
+        return folder
+
+    def run(self, progress: bool = True) -> Path:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics = (self.out / "metrics.jsonl").open("a")
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train", dynamic_ncols=True)
+        t_last, frames_since = time.perf_counter(), 0
+        try:
+            while self.step < cfg.steps:
+                step = self.step
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                first = step * cfg.batch
+                clips = [self._clip((first + i) % cfg.pool if cfg.pool else first + i) for i in range(cfg.batch)]
+                prompts = [self._context(c) for c in clips]
+                for group in self.opt.param_groups:
+                    group["lr"] = _lr(cfg, step)
+                with self.autocast:
+                    loss, parts = batch_loss(self.model, clips, prompts, gen, cfg.objective)
+                if not math.isfinite(parts["loss"]):
+                    raise FloatingPointError(f"the loss is {parts['loss']} at step {step}: stopping before the "
+                                             "weights are spoiled; resume from the last checkpoint with a lower lr")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.opt.step()
+                with torch.no_grad():
+                    decay = min(cfg.ema, (1 + step) / (10 + step))
+                    for k, v in self.model.state_dict().items():
+                        self.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
+                self.step += 1
+                frames_since += cfg.batch * cfg.frames
+                now = time.perf_counter()
+                row = {"step": self.step, **parts, "lr": _lr(cfg, step), "frames_per_s": frames_since / (now - t_last)}
+                t_last, frames_since = now, 0
+                metrics.write(json.dumps(row) + "\n")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{parts['loss']:.4f}", fps=f"{row['frames_per_s']:.1f}")
+                    bar.update(1)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.checkpoint()
+        finally:
+            metrics.close()
+            if bar is not None:
+                bar.close()
+        return self.out

@@ -1,0 +1,113 @@
+"""Training and evaluation of `tiny` on the CPU."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from streamstyle.engine_plugins.reference_engine.oracles import STYLES
+from streamstyle.model.training.evaluate import EvalConfig, _frames, evaluate, score_sequence
+from streamstyle.model.training.trainer import TrainConfig, Trainer
+from streamstyle.model.weights import load_weights
+from streamstyle.model.stylizer import Stylizer
+
+BASE = dict(preset="tiny", size=32, frames=2, batch=2, lr=3e-3, warmup=3, pool=2, prompts=False)
+
+
+def losses(folder):
+    return [json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_few_steps_reduce_the_loss(tmp_path):
+    """Measured on a fixed batch with fixed noise, before and after 30 steps (per-step losses draw
+    fresh noise levels and are too noisy to compare)."""
+    from streamstyle.model.stylizer import null_context
+    from streamstyle.model.training.objective import batch_loss
+
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "run"), steps=30, checkpoint_every=30, **BASE))
+    clips = [trainer._clip(0), trainer._clip(1)]
+    ctx = [null_context(trainer.model, torch.device("cpu"))] * 2
+
+    def fixed_loss():
+        with torch.no_grad():
+            return sum(batch_loss(trainer.model, clips, ctx, torch.Generator().manual_seed(s))[1]["loss"]
+                       for s in range(4)) / 4
+
+    before = fixed_loss()
+    trainer.run(progress=False)
+    after = fixed_loss()
+    assert after < 0.8 * before, (before, after)
+    assert len(losses(tmp_path / "run")) == 30
+    assert load_weights(tmp_path / "run").config.name == "tiny"  # the EMA checkpoint loads as a model
+
+
+def test_resuming_continues_the_same_run(tmp_path):
+    Trainer(TrainConfig(out=str(tmp_path / "a"), steps=6, checkpoint_every=3, **BASE)).run(progress=False)
+    Trainer(TrainConfig(out=str(tmp_path / "b"), steps=3, checkpoint_every=3, **BASE)).run(progress=False)
+    Trainer(TrainConfig(out=str(tmp_path / "b"), steps=6, resume=str(tmp_path / "b"), checkpoint_every=3,
+                        **BASE)).run(progress=False)
+    for name in ("raw.safetensors", "model.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / name)), load_file(str(tmp_path / "b" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_weights_alone_are_enough_to_resume(tmp_path):
+    Trainer(TrainConfig(out=str(tmp_path / "a"), steps=2, checkpoint_every=2, **BASE)).run(progress=False)
+    for extra in ("raw.safetensors", "optimizer.safetensors", "train_state.json"):
+        (tmp_path / "a" / extra).unlink()
+    notes = []
+    t = Trainer(TrainConfig(out=str(tmp_path / "b"), steps=2, resume=str(tmp_path / "a"), **BASE), log=notes.append)
+    assert t.step == 0 and "optimizer starts afresh" in notes[0]
+    t.run(progress=False)
+    assert len(losses(tmp_path / "b")) == 2
+
+
+def test_fine_tuning_on_a_capture(tmp_path):
+    cap = tmp_path / "cap"
+    run = subprocess.run([sys.executable, "-m", "streamstyle", "render", "--seed", "3", "--frames", "3", "--size",
+                          "32x32", "--out", str(cap), "--styles", "noir", "--quiet"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    Trainer(TrainConfig(out=str(tmp_path / "base"), steps=1, **BASE)).run(progress=False)
+    cfg = TrainConfig(out=str(tmp_path / "tuned"), steps=3, init=str(tmp_path / "base"), data=(str(cap),),
+                      reference_weight=0.0, **{**BASE, "pool": 0})
+    trainer = Trainer(cfg)
+    assert trainer.source.clip(0).style == "noir"  # clips come from the capture
+    trainer.run(progress=False)
+    assert len(losses(tmp_path / "tuned")) == 3
+
+
+@pytest.fixture(scope="module")
+def eval_frames():
+    cfg = EvalConfig(seeds=[1000000], size=(48, 48), frames=4)
+    frames = _frames(1000000, cfg, "cpu")
+    return frames, {n: [fn(f).float() for f in frames] for n, fn in STYLES.items()}
+
+
+@pytest.mark.parametrize("style", ["cel", "pencil"])
+def test_metrics_are_sane_on_constructed_cases(eval_frames, style):
+    frames, oracles = eval_frames
+    perfect = score_sequence(oracles[style], frames, style, oracles)
+    assert perfect.psnr == 100.0 and perfect.ssim > 0.999 and perfect.adherence == 1.0
+    assert abs(perfect.warp_ratio - 1.0) < 1e-6
+    const = score_sequence([torch.full_like(oracles[style][0], 0.5)] * 4, frames, style, oracles)
+    assert const.psnr < 20 and const.adherence < 0.5
+    shuffled = score_sequence([oracles[style][i] for i in (2, 0, 3, 1)], frames, style, oracles)
+    assert shuffled.warp_ratio > 1.3 * perfect.warp_ratio
+
+
+def test_eval_runs_end_to_end_on_tiny(tmp_path):
+    Trainer(TrainConfig(out=str(tmp_path / "m"), steps=1, **BASE)).run(progress=False)
+    sty = Stylizer(load_weights(tmp_path / "m"))
+    report = evaluate(sty, EvalConfig(seeds=[1000000], size=(32, 32), frames=3,
+                                      prompts={"cel": ["cel"], "noir": ["noir"]}), progress=False)
+    assert set(report["styles"]) == {"cel", "noir"}
+    for key in ("psnr", "ssim", "warp_ratio", "adherence", "baseline_psnr", "baseline_warp_ratio"):
+        assert key in report["overall"] and report["overall"][key] == report["overall"][key]  # not NaN
+    assert 0 <= report["overall"]["adherence"] <= 1
+    with pytest.raises(ValueError, match="unknown styles: sepia"):
+        evaluate(sty, EvalConfig(seeds=[1000000], size=(32, 32), frames=2, prompts={"sepia": ["x"]}), progress=False)
