@@ -63,20 +63,23 @@ def main() -> None:
                     continue
             i = iter(range(4, 10 ** 9))
             row["render_ms"], frame = timed(lambda: r.render(next(i)), device, args.reps)
-            for name, fn in STYLES.items():
+            batch_ms, _ = timed(lambda: r.render_many([next(i) for _ in range(8)]), device, max(3, args.reps // 4))
+            row["render8_ms_per_frame"] = batch_ms / 8
+            for name, fn in STYLES.items():  # noqa: B023
                 row[f"{name}_ms"], _ = timed(lambda: fn(frame), device, max(3, args.reps // 3))
             row["status"] = "ok"
             rows.append(row)
             print(json.dumps(row), flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\nReference engine on {name}: median ms per frame")
-    print(f"{'size':>10} {'seed':>5} {'objs':>5} {'render':>8} {'oracles (all)':>14}")
+    print(f"{'size':>10} {'seed':>5} {'objs':>5} {'render':>8} {'8 at once':>10} {'oracles (all)':>14}")
     for r_ in rows:
         if r_["status"] != "ok":
             print(f"{r_['size']:>10} {r_['seed']:>5} {r_['objects']:>5}  FAILED CPU/GPU agreement")
             continue
-        oracles = sum(v for k, v in r_.items() if k.endswith("_ms") and k != "render_ms")
-        print(f"{r_['size']:>10} {r_['seed']:>5} {r_['objects']:>5} {r_['render_ms']:>8.2f} {oracles:>14.2f}")
+        oracles = sum(v for k, v in r_.items() if k.endswith("_ms") and not k.startswith("render"))
+        print(f"{r_['size']:>10} {r_['seed']:>5} {r_['objects']:>5} {r_['render_ms']:>8.2f} "
+              f"{r_['render8_ms_per_frame']:>10.2f} {oracles:>14.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": name, "rows": rows}, f, indent=2)

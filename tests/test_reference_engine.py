@@ -60,6 +60,16 @@ def test_same_seed_same_frames_and_seeds_differ():
     assert torch.equal(a.view, b.view)
 
 
+def test_frames_rendered_together_are_the_frames_rendered_alone():
+    r = renderer(13, "cuts", moving=0.7)
+    together = r.render_many([22, 23, 24, 25])  # across a cut at 24
+    for f in together:
+        alone = r.render(f.index)
+        for name in ("color_hdr", "depth", "normals", "albedo", "motion", "ids", "surface_pos", "sun", "world_pos"):
+            assert torch.equal(getattr(alone, name), getattr(f, name)), (f.index, name)
+        assert alone.cut == f.cut and torch.equal(alone.prev_view, f.prev_view)
+
+
 def test_scenes_cover_the_promised_ranges():
     counts, kinds = [], set()
     for seed in range(40):

@@ -178,7 +178,9 @@ class Renderer:
 
     def _cast(self, o, d, rot, pos, with_ground: bool, pairs, eps: float = 1e-4):
         """Nearest hit of rays o, d [N, 3] among the candidate (ray, primitive) `pairs`.
-        Returns t [N] and primitive index [N] (GROUND, SKY)."""
+        Primitive indices are virtual when several frames render at once: frame k's primitive p
+        is k * P + p, with rot, pos [K * P, ...] holding every frame's poses.
+        Returns t [N] and (virtual) primitive index [N] (GROUND, SKY)."""
         n = o.shape[0]
         best_t = torch.full((n,), INF, device=o.device)
         best_p = torch.full((n,), SKY, dtype=torch.int64, device=o.device)
@@ -192,7 +194,7 @@ class Renderer:
         if ray.numel() == 0:
             return best_t, best_p
         t = torch.full((ray.numel(),), INF, device=o.device)
-        kinds = self.scene.shape[prim]
+        kinds = self.scene.shape[prim % self.scene.count]
         for kind in self._kinds:
             sel = (kinds == kind).nonzero(as_tuple=True)[0]
             if sel.numel() == 0:
@@ -201,7 +203,7 @@ class Renderer:
             r_m = rot[p_i]
             ol = to_local(o[r_i] - pos[p_i], r_m)
             dl = to_local(d[r_i], r_m)
-            t[sel] = _shape_t(kind, ol, dl, self.scene.size[p_i], eps)
+            t[sel] = _shape_t(kind, ol, dl, self.scene.size[p_i % self.scene.count], eps)
         obj_t = torch.full((n,), INF, device=o.device).scatter_reduce(0, ray, t, "amin")
         winner = (t == obj_t[ray]) & torch.isfinite(t)  # the primitive that gave the minimum
         obj_p = torch.full((n,), SKY, dtype=torch.int64, device=o.device)
@@ -258,28 +260,50 @@ class Renderer:
 
     @torch.no_grad()
     def render(self, index: int) -> RenderedFrame:
+        return self.render_many([index])[0]
+
+    @torch.no_grad()
+    def render_many(self, indices: list[int]) -> list[RenderedFrame]:
+        """Several frames in one pass: the per-pixel work runs once over every frame's rays, so the
+        host-side cost of a call is paid once (what bounds rendering on a GPU). Each frame is
+        exactly what `render` gives alone."""
         sc, cam, dev = self.scene, self.camera, self.device
         w, h = self.width, self.height
-        t_now, t_prev = index / self.fps, (index - 1) / self.fps
-        rot_c, eye = (x.to(dev) for x in cam.pose(index, self.fps))
-        view = cam.view_matrix(index, self.fps).to(dev)
-        prev_view = cam.view_matrix(index - 1, self.fps).to(dev)
+        n, p, k_count = w * h, sc.count, len(indices)
         tan = torch.tan(torch.deg2rad(torch.tensor(cam.fov_y_deg / 2)))
         ndc_x = (2 * (self._pix[:, 0] + 0.5) / w - 1) * tan * w / h
         ndc_y = (1 - 2 * (self._pix[:, 1] + 0.5) / h) * tan
         d_cam = normalize(torch.stack([ndc_x, ndc_y, -torch.ones_like(ndc_x)], -1))
-        d = d_cam @ rot_c.T  # [N, 3] world
-        o = eye.expand_as(d)
-        rot, pos = sc.poses(t_now)
-        rot_p, pos_p = sc.poses(t_prev)
-        t, prim = self._cast(o, d, rot, pos, True, self._primary_pairs(view, pos))
+        ds, os_, fwd, views, prev_views = [], [], [], [], []
+        rots, poss, rots_p, poss_p = [], [], [], []
+        ray_parts, prim_parts = [], []
+        for k, index in enumerate(indices):
+            rot_c, eye = (x.to(dev) for x in cam.pose(index, self.fps))
+            views.append(cam.view_matrix(index, self.fps).to(dev))
+            prev_views.append(cam.view_matrix(index - 1, self.fps).to(dev))
+            ds.append(d_cam @ rot_c.T)  # [N, 3] world
+            os_.append(eye.expand(n, 3))
+            fwd.append((-rot_c[:, 2]).expand(n, 3))
+            rot, pos = sc.poses(index / self.fps)
+            rot_p, pos_p = sc.poses((index - 1) / self.fps)
+            rots.append(rot)
+            poss.append(pos)
+            rots_p.append(rot_p)
+            poss_p.append(pos_p)
+            ray, prim = self._primary_pairs(views[-1], pos)
+            ray_parts.append(ray + k * n)
+            prim_parts.append(prim + k * p)
+        d, o, forward = torch.cat(ds), torch.cat(os_), torch.cat(fwd)
+        rot, pos, rot_p, pos_p = torch.cat(rots), torch.cat(poss), torch.cat(rots_p), torch.cat(poss_p)
+        t, vprim = self._cast(o, d, rot, pos, True, (torch.cat(ray_parts), torch.cat(prim_parts)))
 
-        hit = prim != SKY
-        obj = prim >= 0
-        pi = prim.clamp_min(0)
+        hit = vprim != SKY
+        obj = vprim >= 0
+        vp = vprim.clamp_min(0)  # virtual index, for poses
+        pi = vp % p  # the primitive itself, for shape and material
         x = o + d * torch.where(hit, t, torch.zeros_like(t)).unsqueeze(-1)  # world hit points
-        r_pix = rot[pi]  # [N, 3, 3] the hit primitive's rotation, gathered once
-        local = to_local(x - pos[pi], r_pix)  # hit in the object's frame
+        r_pix = rot[vp]  # [K*N, 3, 3] the hit primitive's rotation, gathered once
+        local = to_local(x - pos[vp], r_pix)  # hit in the object's frame
         n_local = self._normals(local, pi)
         n_world = to_world(n_local, r_pix)
         up = torch.tensor([0.0, 1.0, 0.0], device=dev)
@@ -292,34 +316,46 @@ class Renderer:
         # Sun visibility: a shadow ray from each hit point; the ground casts no shadow.
         s_origin = x + normal * (1e-3 + 1e-4 * t.clamp(max=1e4)).unsqueeze(-1)
         facing = hit & ((normal * sc.sun_dir).sum(-1) > 0)  # back-facing points are unlit anyway
+        ray_parts, prim_parts = [], []
+        for k in range(k_count):
+            sl = slice(k * n, (k + 1) * n)
+            ray, prim = self._shadow_pairs(s_origin[sl], facing[sl], poss[k])
+            ray_parts.append(ray + k * n)
+            prim_parts.append(prim + k * p)
         st, sp = self._cast(s_origin, sc.sun_dir.expand_as(d), rot, pos, False,
-                            self._shadow_pairs(s_origin, facing, pos))
+                            (torch.cat(ray_parts), torch.cat(prim_parts)))
         lit = facing & (sp == SKY)
         ndl = (normal * sc.sun_dir).sum(-1).clamp_min(0) * lit
         color = self._shade(d, normal, albedo, rough, metal, ndl, hit)
 
-        prev_x = to_world(local, rot_p[pi]) + pos_p[pi]
+        prev_x = to_world(local, rot_p[vp]) + pos_p[vp]
         prev_x = torch.where(obj.unsqueeze(-1), prev_x, x)
-        prev_pix = torch.where(hit.unsqueeze(-1), self._project(prev_view, prev_x, 1.0),
-                               self._project(prev_view, d, 0.0))
-        motion = prev_pix - self._pix
+        motion = torch.cat([
+            torch.where(hit[k * n:(k + 1) * n].unsqueeze(-1),
+                        self._project(prev_views[k], prev_x[k * n:(k + 1) * n], 1.0),
+                        self._project(prev_views[k], d[k * n:(k + 1) * n], 0.0)) - self._pix
+            for k in range(k_count)])
 
-        forward = -rot_c[:, 2]
-        depth = torch.where(hit, t * (d @ forward), torch.full_like(t, cam.far)).clamp(max=cam.far)
-        ids = torch.where(obj, prim + 2, torch.where(prim == GROUND, ID_GROUND, ID_SKY)).to(torch.int32)
+        depth = torch.where(hit, t * (d * forward).sum(-1), torch.full_like(t, cam.far)).clamp(max=cam.far)
+        ids = torch.where(obj, pi + 2, torch.where(vprim == GROUND, ID_GROUND, ID_SKY)).to(torch.int32)
         world = torch.where(hit.unsqueeze(-1), x, o + d * cam.far)
-        hdr = color
+        display = (color / (1 + color)).clamp_min(0) ** (1 / 2.2)
 
-        def img(v, c):
-            return v.reshape(h, w, c)
+        frames = []
+        for k, index in enumerate(indices):
+            sl = slice(k * n, (k + 1) * n)
 
-        return RenderedFrame(
-            index=index, time=t_now, cut=cam.is_cut(index),
-            color_hdr=img(hdr, 3), color=img((hdr / (1 + hdr)).clamp_min(0) ** (1 / 2.2), 3),
-            depth=img(depth, 1), normals=img(normal, 3), albedo=img(albedo, 3),
-            roughness=img(rough, 1), metallic=img(metal, 1), motion=img(motion, 2), ids=img(ids, 1),
-            world_pos=img(world, 3), surface_pos=img(surface, 3), sun=img(ndl, 1),
-            view=view, proj=self.proj, prev_view=prev_view)
+            def img(v, c):
+                return v[sl].reshape(h, w, c)
+
+            frames.append(RenderedFrame(
+                index=index, time=index / self.fps, cut=cam.is_cut(index),
+                color_hdr=img(color, 3), color=img(display, 3),
+                depth=img(depth, 1), normals=img(normal, 3), albedo=img(albedo, 3),
+                roughness=img(rough, 1), metallic=img(metal, 1), motion=img(motion, 2), ids=img(ids, 1),
+                world_pos=img(world, 3), surface_pos=img(surface, 3), sun=img(ndl, 1),
+                view=views[k], proj=self.proj, prev_view=prev_views[k]))
+        return frames
 
     @torch.no_grad()
     def visible(self, index: int, points: torch.Tensor, rel_tol: float = 1e-3) -> torch.Tensor:

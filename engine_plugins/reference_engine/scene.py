@@ -61,8 +61,8 @@ class Scene:
             return torch.rand(*shape, generator=g)
 
         n = int(torch.randint(5, 41, (1,), generator=g)) if objects is None else int(objects)
-        if not 0 <= n <= 256:
-            raise ValueError(f"objects must be 0..256, got {n}")
+        if not 1 <= n <= 256:
+            raise ValueError(f"objects must be 1..256, got {n}")
         extent = 6.0 + 0.25 * n
         shape = torch.randint(0, 4, (n,), generator=g)
         size = torch.stack([0.3 + 0.9 * rand(n), 0.3 + 0.9 * rand(n), 0.3 + 0.9 * rand(n)], -1)

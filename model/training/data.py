@@ -58,8 +58,7 @@ class ReferenceClips:
         r = Renderer(scene, CameraPath(camera, seed=scene_seed, extent=scene.extent), self.width, self.height,
                      fps=self.fps, device=self.device)
         planes, targets, cuts = [], [], []
-        for k in range(self.frames):
-            f = r.render(start + k)
+        for k, f in enumerate(r.render_many(list(range(start, start + self.frames)))):  # one pass per clip
             planes.append(to_planes(f, self.layout))
             targets.append(STYLES[style](f))
             cuts.append(k == 0 or f.cut)
