@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from streamstyle.kernels import backend as kernel_backend
 from streamstyle.model.config import preset
 from streamstyle.model.frame import FrameParams
 from streamstyle.model.info import model_info
@@ -46,7 +47,7 @@ def random_slot(layout, w, h, device, gen):
     return slot
 
 
-def run_one(model32, cfg, w, h, steps, dtype_name, device, frames, gen):
+def run_one(model32, cfg, w, h, steps, dtype_name, device, frames, gen, backend_name="auto"):
     layout = reference_layout(w, h)
     slots = [random_slot(layout, w, h, device, gen) for _ in range(3)]  # rotate: no cache-resident input
     model = StreamStyleModel(cfg).to(device)
@@ -56,9 +57,13 @@ def run_one(model32, cfg, w, h, steps, dtype_name, device, frames, gen):
     sty = Stylizer(model, device=device, check_finite=False)
     params = FrameParams(steps=steps)
     sr, ss = ref.open_session(w, h, layout, seed=1), sty.open_session(w, h, layout, seed=1)
-    a, b = ref.step(sr, slots[0], params), sty.step(ss, slots[0], params)
+    kernel_backend.set_backend("reference")  # the check is always against the reference kernels in fp32
+    a = ref.step(sr, slots[0], params)
+    kernel_backend.set_backend(backend_name)
+    b = sty.step(ss, slots[0], params)
     err = ((a - b).norm() / a.norm()).item()
-    row = {"preset": cfg.name, "size": f"{w}x{h}", "steps": steps, "dtype": dtype_name, "rel_err_vs_fp32": err}
+    row = {"preset": cfg.name, "size": f"{w}x{h}", "steps": steps, "dtype": dtype_name, "backend": backend_name,
+           "rel_err_vs_fp32": err}
     if not torch.isfinite(b).all() or err > TOLERANCE[dtype_name]:
         row["status"] = "FAILED"
         return row
@@ -95,6 +100,7 @@ def main() -> None:
     ap.add_argument("--steps", default="2")
     ap.add_argument("--dtype", default="fp32", help="comma list of fp32, bf16, fp16")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--backend", default="auto", help="comma list of kernel backends: auto, reference, triton")
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -109,17 +115,19 @@ def main() -> None:
             w, h = -(-w // cfg.patch) * cfg.patch, -(-h // cfg.patch) * cfg.patch
             for steps in map(int, args.steps.split(",")):
                 for dt in args.dtype.split(","):
-                    row = run_one(model32, cfg, w, h, steps, dt, device, args.frames, gen)
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+                    for be in args.backend.split(","):
+                        row = run_one(model32, cfg, w, h, steps, dt, device, args.frames, gen, be)
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\nStylizer.step, eager PyTorch reference kernels, on {dev}")
-    print(f"{'preset':<8} {'size':>10} {'steps':>5} {'dtype':>5} {'p50 ms':>8} {'p99 ms':>8} {'TFLOP/s':>8} {'err':>8}")
+    print(f"{'preset':<8} {'size':>10} {'steps':>5} {'dtype':>5} {'kernels':>9} {'p50 ms':>8} {'p99 ms':>8} {'TFLOP/s':>8} {'err':>8}")
     for r in rows:
         if r["status"] != "ok":
-            print(f"{r['preset']:<8} {r['size']:>10} {r['steps']:>5} {r['dtype']:>5}  FAILED correctness (err {r['rel_err_vs_fp32']:.2e})")
+            print(f"{r['preset']:<8} {r['size']:>10} {r['steps']:>5} {r['dtype']:>5} {r['backend']:>9}  FAILED correctness "
+                  f"(err {r['rel_err_vs_fp32']:.2e}): not timed")
             continue
-        print(f"{r['preset']:<8} {r['size']:>10} {r['steps']:>5} {r['dtype']:>5} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+        print(f"{r['preset']:<8} {r['size']:>10} {r['steps']:>5} {r['dtype']:>5} {r['backend']:>9} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['achieved_tflops']:>8.3f} {r['rel_err_vs_fp32']:>8.1e}")
     if args.json:
         with open(args.json, "w") as f:
