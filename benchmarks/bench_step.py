@@ -47,14 +47,14 @@ def random_slot(layout, w, h, device, gen):
     return slot
 
 
-def run_one(model32, cfg, w, h, steps, dtype_name, device, frames, gen, backend_name="auto"):
+def run_one(model32, cfg, w, h, steps, dtype_name, device, frames, gen, backend_name="auto", graphs=False):
     layout = reference_layout(w, h)
     slots = [random_slot(layout, w, h, device, gen) for _ in range(3)]  # rotate: no cache-resident input
     model = StreamStyleModel(cfg).to(device)
     model.load_state_dict(model32.state_dict())
     model = model.to(DTYPES[dtype_name])
     ref = Stylizer(model32, device=device)
-    sty = Stylizer(model, device=device, check_finite=False)
+    sty = Stylizer(model, device=device, check_finite=False, cuda_graphs=graphs)
     params = FrameParams(steps=steps)
     sr, ss = ref.open_session(w, h, layout, seed=1), sty.open_session(w, h, layout, seed=1)
     kernel_backend.set_backend("reference")  # the check is always against the reference kernels in fp32
@@ -62,7 +62,8 @@ def run_one(model32, cfg, w, h, steps, dtype_name, device, frames, gen, backend_
     kernel_backend.set_backend(backend_name)
     b = sty.step(ss, slots[0], params)
     err = ((a - b).norm() / a.norm()).item()
-    row = {"preset": cfg.name, "size": f"{w}x{h}", "steps": steps, "dtype": dtype_name, "backend": backend_name,
+    row = {"preset": cfg.name, "size": f"{w}x{h}", "steps": steps, "dtype": dtype_name,
+           "backend": backend_name + ("+graph" if graphs else ""),
            "rel_err_vs_fp32": err}
     if not torch.isfinite(b).all() or err > TOLERANCE[dtype_name]:
         row["status"] = "FAILED"
@@ -101,6 +102,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="fp32", help="comma list of fp32, bf16, fp16")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--backend", default="auto", help="comma list of kernel backends: auto, reference, triton")
+    ap.add_argument("--graphs", default="off", help="comma list of off, on: one CUDA graph per session shape")
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -116,18 +118,19 @@ def main() -> None:
             for steps in map(int, args.steps.split(",")):
                 for dt in args.dtype.split(","):
                     for be in args.backend.split(","):
-                        row = run_one(model32, cfg, w, h, steps, dt, device, args.frames, gen, be)
+                      for gr in args.graphs.split(","):
+                        row = run_one(model32, cfg, w, h, steps, dt, device, args.frames, gen, be, gr == "on")
                         rows.append(row)
                         print(json.dumps(row), flush=True)
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\nStylizer.step, eager PyTorch reference kernels, on {dev}")
-    print(f"{'preset':<8} {'size':>10} {'steps':>5} {'dtype':>5} {'kernels':>9} {'p50 ms':>8} {'p99 ms':>8} {'TFLOP/s':>8} {'err':>8}")
+    print(f"{'preset':<8} {'size':>10} {'steps':>5} {'dtype':>5} {'kernels':>15} {'p50 ms':>8} {'p99 ms':>8} {'TFLOP/s':>8} {'err':>8}")
     for r in rows:
         if r["status"] != "ok":
-            print(f"{r['preset']:<8} {r['size']:>10} {r['steps']:>5} {r['dtype']:>5} {r['backend']:>9}  FAILED correctness "
+            print(f"{r['preset']:<8} {r['size']:>10} {r['steps']:>5} {r['dtype']:>5} {r['backend']:>15}  FAILED correctness "
                   f"(err {r['rel_err_vs_fp32']:.2e}): not timed")
             continue
-        print(f"{r['preset']:<8} {r['size']:>10} {r['steps']:>5} {r['dtype']:>5} {r['backend']:>9} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+        print(f"{r['preset']:<8} {r['size']:>10} {r['steps']:>5} {r['dtype']:>5} {r['backend']:>15} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['achieved_tflops']:>8.3f} {r['rel_err_vs_fp32']:>8.1e}")
     if args.json:
         with open(args.json, "w") as f:

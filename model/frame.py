@@ -71,8 +71,9 @@ def prepare_frame(config: ModelConfig, layout: GBufferLayout, planes: dict[str, 
     depth = planes["depth"][:, c::s, c::s, dch.first:dch.first + 1].permute(0, 3, 1, 2).float()
     sx, sy = layout.motion_scale(width, height)
     raw = planes["motion"][:, c::s, c::s, mch.first:mch.first + 2].permute(0, 3, 1, 2).float()
-    scale = torch.tensor([sx / s, sy / s], device=raw.device).view(1, 2, 1, 1)
-    return FrameInputs(cond=low[:, :ncond], guide=guide, depth=depth, motion=raw * scale)
+    # Python scalars, not a device tensor: no host-to-device copy, so this can run inside a CUDA graph.
+    motion = torch.stack((raw[:, 0] * (sx / s), raw[:, 1] * (sy / s)), dim=1)
+    return FrameInputs(cond=low[:, :ncond], guide=guide, depth=depth, motion=motion)
 
 
 def stylize_frame(model: StreamStyleModel, inputs: FrameInputs, prompt: PromptContext,
@@ -80,13 +81,26 @@ def stylize_frame(model: StreamStyleModel, inputs: FrameInputs, prompt: PromptCo
                   params: FrameParams) -> tuple[torch.Tensor, TemporalState]:
     """Stylize one frame. noise [B, C, h, w] standard normal. Returns RGB [B, 3, H, W] in [0, 1]
     and the next state (new tensors; `state` is not modified)."""
+    if params.reset:
+        state = TemporalState(kv=torch.zeros_like(state.kv), ks=torch.zeros_like(state.ks),
+                              latent=state.latent, depth=state.depth, valid=torch.zeros_like(state.valid))
+    return stylize_frame_tensors(model, inputs, prompt, state, noise, params.steps, params.strength)
+
+
+def stylize_frame_tensors(model: StreamStyleModel, inputs: FrameInputs, prompt: PromptContext,
+                          state: TemporalState, noise: torch.Tensor, steps: int,
+                          strength: float | torch.Tensor,
+                          keep: torch.Tensor | None = None) -> tuple[torch.Tensor, TemporalState]:
+    """`stylize_frame` with the per-frame values as tensors, so one CUDA graph serves every frame:
+    strength a [1] tensor, and `keep` [1] (0 on a camera cut, else 1) multiplying the state in.
+    No host syncs and no host-to-device copies inside."""
     cfg = model.config
     lp = cfg.latent_patch
     _, _, h, w = noise.shape
     grid = (h // lp, w // lp)
-    if params.reset:
-        state = TemporalState(kv=torch.zeros_like(state.kv), ks=torch.zeros_like(state.ks),
-                              latent=state.latent, depth=state.depth, valid=torch.zeros_like(state.valid))
+    if keep is not None:
+        state = TemporalState(kv=state.kv * keep, ks=state.ks * keep, latent=state.latent, depth=state.depth,
+                              valid=state.valid * keep)
     # The network runs in its parameters' dtype (bf16 on a GPU); the sampler integrates, and the
     # state is kept, in float32.
     dt = next(model.parameters()).dtype
@@ -94,14 +108,14 @@ def stylize_frame(model: StreamStyleModel, inputs: FrameInputs, prompt: PromptCo
     ctx, pooled = prompt.tokens.to(dt), prompt.pooled.to(dt)
     warped, valid = warp_previous(state.latent, state.depth, inputs.motion, inputs.depth,
                                   cfg.disocclusion_tolerance)
-    t0 = start_levels(valid, state.valid, params.strength, lp)  # [B, T]
+    t0 = start_levels(valid, state.valid, strength, lp)  # [B, T]
     x = initial_latent(warped, t0, noise, grid, lp)
 
     def denoise(x: torch.Tensor, t: torch.Tensor):
         v, kv, ks = model.dit(x.to(dt), t, g, ctx, prompt.bias, pooled, state.kv, state.ks)
         return v.float(), (kv, ks)
 
-    x0, (kv, ks) = flow_sample(denoise, x, t0, params.steps, grid, lp)
+    x0, (kv, ks) = flow_sample(denoise, x, t0, steps, grid, lp)
     x0 = x0.clamp(-1.0, 1.0)
     rgb = model.decoder(x0.to(dt), inputs.guide.to(dt)).float()
     nxt = TemporalState(kv=kv, ks=ks, latent=x0.float(), depth=inputs.depth.float(),

@@ -64,7 +64,8 @@ def null_context(model: StreamStyleModel, device: torch.device) -> PromptContext
 class Stylizer:
     def __init__(self, model: StreamStyleModel, prompts: PromptEncoder | None = None,
                  cache: CacheConfig = CacheConfig(), device: str | torch.device | None = None,
-                 check_finite: bool = True, clock: Callable[[], float] = time.monotonic):
+                 check_finite: bool = True, clock: Callable[[], float] = time.monotonic,
+                 cuda_graphs: bool = False):
         """`check_finite` rejects frames holding NaN or infinity before they reach the state; it
         costs one device-to-host sync per frame, which a latency-critical caller that validates
         upstream may turn off. `clock` times idleness for cache eviction."""
@@ -77,6 +78,8 @@ class Stylizer:
         self._records: dict[int, _Record] = {}
         self._ids = itertools.count(1)
         self._null = null_context(model, self.device)
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self._graphs: dict[tuple, object] = {}  # (layout, width, height, steps) -> FrameGraph
 
     def check_size(self, width: int, height: int) -> None:
         p = self.config.patch
@@ -201,9 +204,21 @@ class Stylizer:
         params.validate()
         planes = self._planes(rec, frame)
         s = rec.session
-        state = rec.spec.unflatten(self.cache.read(s.id))
+        flat = self.cache.read(s.id)
+        noise = torch.randn(rec.spec.shapes()["latent"], generator=rec.generator, device=self.device)
+        if self.cuda_graphs and isinstance(frame, torch.Tensor):
+            key = (s.layout, s.width, s.height, params.steps)
+            graph = self._graphs.get(key)
+            if graph is None:
+                from .graph import FrameGraph
+
+                graph = self._graphs[key] = FrameGraph(self.model, s.layout, s.width, s.height, params.steps, self.device)
+            rgb, new_flat = graph.run(frame.to(self.device), flat, noise, rec.prompt, params.strength, params.reset)
+            self.cache.write(s.id, new_flat)
+            rec.frames += 1
+            return rgb[0].clone()  # the graph's buffer is reused by the next frame
+        state = rec.spec.unflatten(flat)
         inputs = prepare_frame(self.config, s.layout, planes, s.width, s.height)
-        noise = torch.randn(state.latent.shape, generator=rec.generator, device=self.device)
         rgb, nxt = stylize_frame(self.model, inputs, rec.prompt, state, noise, params)
         self.cache.write(s.id, rec.spec.flatten(nxt))
         rec.frames += 1

@@ -40,7 +40,7 @@ def build_stylizer(config: ServiceConfig, prompts: bool = True) -> tuple[Stylize
     encoder = PromptEncoder(device=device, max_tokens=model.config.max_prompt_tokens) if prompts else None
     cache = CacheConfig(num_pages=config.cache_pages, page_elems=config.cache_page_elems,
                         evict_idle_after_s=config.evict_idle_after_s)
-    stylizer = Stylizer(model, encoder, cache=cache, device=device)
+    stylizer = Stylizer(model, encoder, cache=cache, device=device, cuda_graphs=config.cuda_graphs)
     warm_up(stylizer)
     return stylizer, trained
 

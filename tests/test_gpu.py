@@ -82,3 +82,24 @@ def test_reference_engine_renders_the_same_frames_on_the_gpu():
     assert torch.allclose(gpu.depth.cpu()[m], cpu.depth[m], rtol=1e-4)
     assert torch.allclose(gpu.motion.cpu()[m], cpu.motion[m], atol=1e-3)
     assert torch.allclose(gpu.color_hdr.cpu()[m], cpu.color_hdr[m], atol=1e-3)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_a_cuda_graph_replays_the_same_frames_as_eager(frame_factory, gen, tiny_model, steps):
+    model = StreamStyleModel(preset("tiny")).cuda().eval()
+    model.load_state_dict(tiny_model.state_dict())
+    w, h = 64, 48
+    layout = reference_layout(w, h)
+    slots = []
+    for _ in range(4):
+        slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
+        for name, view in layout.view(slot, w, h).items():
+            view.copy_(frame_factory(w, h, layout)[name].cuda())
+        slots.append(slot)
+    eager, graphed = Stylizer(model), Stylizer(model, cuda_graphs=True)
+    se, sg = eager.open_session(w, h, layout, seed=3), graphed.open_session(w, h, layout, seed=3)
+    for i, slot in enumerate(slots):
+        params = FrameParams(steps=steps, strength=0.3 + 0.1 * i, reset=(i == 2))
+        a, b = eager.step(se, slot, params), graphed.step(sg, slot, params)
+        assert torch.allclose(a, b, atol=1e-4), (i, (a - b).abs().max())
+    assert len(graphed._graphs) == 1  # one graph for the session's shape, replayed every frame

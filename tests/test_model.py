@@ -118,3 +118,29 @@ def test_mixed_precision_forward_runs_in_bfloat16(gen, frame_factory):
     with torch.no_grad():
         v, kv, _ = model.dit(x.bfloat16(), t, g.bfloat16(), ctx.bfloat16(), bias, pooled.bfloat16(), s.kv, s.ks)
     assert v.dtype == torch.bfloat16 and kv.dtype == torch.float32 and torch.isfinite(v.float()).all()
+
+
+def test_the_tensor_form_of_the_frame_function_is_the_same_function(tiny_model, frame_factory, gen):
+    """What the CUDA graph captures (strength and the cut flag as tensors) computes exactly what
+    the scalar form does, for a kept and for a cut frame."""
+    from streamstyle.model.frame import stylize_frame_tensors
+
+    cfg = tiny_model.config
+    w, h = 32, 32
+    layout = reference_layout(w, h)
+    planes = {k: v.unsqueeze(0) for k, v in frame_factory(w, h, layout).items()}
+    inputs = prepare_frame(cfg, layout, planes, w, h)
+    ctx = null_context(tiny_model, torch.device("cpu"))
+    state = StateSpec(cfg, w, h).zeros()
+    state.kv.uniform_(0, 1, generator=gen)
+    state.ks.uniform_(0, 1, generator=gen)
+    state.latent.uniform_(-1, 1, generator=gen)
+    state.depth.copy_(inputs.depth)
+    state.valid.fill_(1.0)
+    noise = torch.randn(state.latent.shape, generator=gen)
+    with torch.no_grad():
+        for reset in (False, True):
+            a, sa = stylize_frame(tiny_model, inputs, ctx, state, noise, FrameParams(steps=2, strength=0.4, reset=reset))
+            b, sb = stylize_frame_tensors(tiny_model, inputs, ctx, state, noise, 2, torch.tensor([0.4]),
+                                          torch.tensor([0.0 if reset else 1.0]))
+            assert torch.allclose(a, b, atol=1e-6) and torch.allclose(sa.kv, sb.kv, atol=1e-6)

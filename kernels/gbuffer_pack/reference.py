@@ -8,6 +8,7 @@ NaN is not hidden here: callers validate inputs first.
 from __future__ import annotations
 
 import enum
+import math
 from typing import NamedTuple, Sequence
 
 import torch
@@ -37,7 +38,7 @@ def _normalise(x: torch.Tensor, spec: PackSpec) -> torch.Tensor:
         y = 2.0 * (u / (1.0 + u)).pow(1.0 / 2.2) - 1.0
     elif spec.kind == PackKind.LOG_DEPTH:
         near, far = spec.a, spec.b
-        y = 2.0 * torch.log(x.clamp(near, far) / near) / torch.log(torch.tensor(far / near)) - 1.0
+        y = 2.0 * torch.log(x.clamp(near, far) / near) / math.log(far / near) - 1.0
     else:
         raise ValueError(f"unknown pack kind {spec.kind!r}")
     return y.clamp(-1.0, 1.0)

@@ -1,0 +1,72 @@
+"""One CUDA graph per session shape: the whole per-frame step captured once, replayed every frame.
+
+Eager PyTorch pays a kernel launch from Python for every op, and at 720p and 1080p that host time,
+not the GPU, sets the frame time (benchmarks/NOTES.md). A `FrameGraph` captures
+`stylize_frame_tensors` for one (layout, size, steps) with static buffers for everything that
+changes per frame: the slot's bytes, the session's flattened state, the noise, the prompt context,
+the strength and the cut flag. A frame is then a few copies into those buffers and one replay.
+Prompt and parameter changes touch only buffer contents, never the graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .frame import PromptContext, prepare_frame, stylize_frame_tensors
+from .layout import GBufferLayout
+from .network import StreamStyleModel
+from .state import StateSpec
+
+
+class FrameGraph:
+    def __init__(self, model: StreamStyleModel, layout: GBufferLayout, width: int, height: int, steps: int,
+                 device: torch.device):
+        if device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        cfg = model.config
+        self.model, self.layout, self.width, self.height, self.steps = model, layout, width, height, steps
+        self.spec = StateSpec(cfg, width, height)
+        self.slot = torch.zeros(layout.slot_bytes(width, height), dtype=torch.uint8, device=device)
+        for name, plane in layout.view(self.slot, width, height).items():
+            if plane.is_floating_point():
+                plane.fill_(1.0)  # finite, positive depth for the warm-up
+        self.state = torch.zeros(self.spec.numel, device=device)
+        self.noise = torch.zeros(self.spec.shapes()["latent"], device=device)
+        self.tokens = torch.zeros(1, cfg.context_tokens, cfg.text_dim, device=device)
+        self.bias = torch.full((1, cfg.context_tokens), float("-inf"), device=device)
+        self.bias[0, 0] = 0.0
+        self.pooled = torch.zeros(1, cfg.text_dim, device=device)
+        self.strength = torch.full((1,), 0.5, device=device)
+        self.keep = torch.ones(1, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), torch.no_grad():
+            for _ in range(2):  # warm up outside the capture: lazy inits, autotuning, allocator
+                self._body()
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.no_grad():
+            self.rgb, self.new_state = self._body()
+
+    def _body(self):
+        planes = {k: v.unsqueeze(0) for k, v in self.layout.view(self.slot, self.width, self.height).items()}
+        inputs = prepare_frame(self.model.config, self.layout, planes, self.width, self.height)
+        state = self.spec.unflatten(self.state)
+        ctx = PromptContext(self.tokens, self.bias, self.pooled)
+        rgb, nxt = stylize_frame_tensors(self.model, inputs, ctx, state, self.noise, self.steps, self.strength, self.keep)
+        return rgb, self.spec.flatten(nxt)
+
+    def run(self, slot: torch.Tensor, state: torch.Tensor, noise: torch.Tensor, prompt: PromptContext,
+            strength: float, reset: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replay for one frame. Returns views of the graph's output buffers (RGB [1, 3, H, W] and
+        the next flat state), valid until the next replay."""
+        self.slot.copy_(slot[: self.slot.numel()], non_blocking=True)
+        self.state.copy_(state, non_blocking=True)
+        self.noise.copy_(noise, non_blocking=True)
+        self.tokens.copy_(prompt.tokens, non_blocking=True)
+        self.bias.copy_(prompt.bias, non_blocking=True)
+        self.pooled.copy_(prompt.pooled, non_blocking=True)
+        self.strength.fill_(float(strength))
+        self.keep.fill_(0.0 if reset else 1.0)
+        self.graph.replay()
+        return self.rgb, self.new_state
