@@ -40,7 +40,7 @@ class ServiceConfig:
     cache_page_elems: int = 65536
     evict_idle_after_s: float | None = None
     dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU
-    cuda_graphs: bool = False  # one CUDA graph per session shape (GPU only)
+    cuda_graphs: bool = True  # one CUDA graph per session shape and step count (GPU only)
     curve_secret_key: str | None = None  # Z85 keys; required for a non-loopback bind
     curve_public_key: str | None = None
 
