@@ -108,7 +108,8 @@ def main() -> None:
         service.send_signal(signal.SIGTERM)
         service.wait(30)
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"\nService end to end on {dev} ({args.preset} model, eager reference kernels, lockstep engine)")
+    print(f"\nService end to end on {dev} ({args.preset} model, service defaults: kernels auto, CUDA graphs on a GPU; "
+          "lockstep engine)")
     print(f"{'size':>10} {'fps':>7} {'svc p50':>8} {'svc p99':>8} {'model':>8} {'handoff p50/p99 us':>19} {'rtt p50':>8} {'late':>5}")
     for r in rows:
         print(f"{r['size']:>10} {r['fps']:>7.1f} {r['service_p50_ms']:>8.2f} {r['service_p99_ms']:>8.2f} "
