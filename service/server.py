@@ -31,7 +31,6 @@ import zmq
 
 from .. import __version__
 from ..interop import RingError, import_ring
-from ..model.cache import CacheConfig
 from ..model.errors import (CacheFullError, InputError, LayoutError, PromptError, ResolutionError, StreamStyleError)
 from ..model.frame import FrameParams
 from ..model.layout import GBufferLayout

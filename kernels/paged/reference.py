@@ -17,7 +17,7 @@ def paged_gather(pool: torch.Tensor, page_table: torch.Tensor, numel: int) -> to
 def paged_scatter(pool: torch.Tensor, page_table: torch.Tensor, values: torch.Tensor) -> None:
     """Write a session's state in place. values [numel] with numel <= n*E; the tail page's unused
     elements are left as they were."""
-    n, e = page_table.numel(), pool.shape[1]
+    e = pool.shape[1]
     numel = values.numel()
     full = numel // e
     if full:

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import preset
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..network import StreamStyleModel
 from ..stylizer import null_context
 from ..weights import load_weights, save_weights
