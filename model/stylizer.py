@@ -128,6 +128,11 @@ class Stylizer:
         rec = self._record(session)
         self.cache.close(rec.session.id)
         del self._records[rec.session.id]
+        s = rec.session
+        if self._graphs and not any((r.session.layout, r.session.width, r.session.height) == (s.layout, s.width, s.height)
+                                    for r in self._records.values()):
+            # The last session of this shape: its graphs (and their memory pools) go with it.
+            self._graphs = {k: g for k, g in self._graphs.items() if k[:3] != (s.layout, s.width, s.height)}
 
     def set_prompt(self, session: Session, prompt: PromptLike | None) -> None:
         """Switch the session's prompt from its next frame on. None means no prompt. A string, or

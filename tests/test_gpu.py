@@ -103,3 +103,5 @@ def test_a_cuda_graph_replays_the_same_frames_as_eager(frame_factory, gen, tiny_
         a, b = eager.step(se, slot, params), graphed.step(sg, slot, params)
         assert torch.allclose(a, b, atol=1e-4), (i, (a - b).abs().max())
     assert len(graphed._graphs) == 1  # one graph for the session's shape, replayed every frame
+    graphed.close_session(sg)
+    assert not graphed._graphs  # gone with the last session of its shape
