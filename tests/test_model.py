@@ -30,6 +30,13 @@ def dit_inputs(cfg, b, h, w, gen):
     return x, t, g, ctx, bias, pooled
 
 
+def frame_inputs(model, frame_factory, w, h):
+    """A random frame in the reference layout, prepared for the network, and the empty prompt."""
+    layout = reference_layout(w, h)
+    planes = {k: v.unsqueeze(0) for k, v in frame_factory(w, h, layout).items()}
+    return prepare_frame(model.config, layout, planes, w, h), null_context(model, torch.device("cpu"))
+
+
 def test_streaming_equals_the_causal_sequence_form(tiny_model, gen):
     """Frames one at a time with carried state == the whole sequence at once (causal reference)."""
     cfg = tiny_model.config
@@ -91,10 +98,7 @@ def test_history_is_kept_where_valid_and_ignored_at_strength_one(tiny_model, fra
     at strength 1 the previous frame cannot matter except through the attention sums."""
     cfg = tiny_model.config
     w, h = 32, 32
-    layout = reference_layout(w, h)
-    planes = {k: v.unsqueeze(0) for k, v in frame_factory(w, h, layout).items()}
-    inputs = prepare_frame(cfg, layout, planes, w, h)
-    ctx = null_context(tiny_model, torch.device("cpu"))
+    inputs, ctx = frame_inputs(tiny_model, frame_factory, w, h)
     spec = StateSpec(cfg, w, h)
     s1, s2 = spec.zeros(), spec.zeros()
     for s in (s1, s2):
@@ -127,10 +131,7 @@ def test_the_tensor_form_of_the_frame_function_is_the_same_function(tiny_model, 
 
     cfg = tiny_model.config
     w, h = 32, 32
-    layout = reference_layout(w, h)
-    planes = {k: v.unsqueeze(0) for k, v in frame_factory(w, h, layout).items()}
-    inputs = prepare_frame(cfg, layout, planes, w, h)
-    ctx = null_context(tiny_model, torch.device("cpu"))
+    inputs, ctx = frame_inputs(tiny_model, frame_factory, w, h)
     state = StateSpec(cfg, w, h).zeros()
     state.kv.uniform_(0, 1, generator=gen)
     state.ks.uniform_(0, 1, generator=gen)
