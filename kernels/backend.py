@@ -44,15 +44,17 @@ def _warn_once(op: str, why: str) -> None:
                   stacklevel=3)
 
 
-def use_triton(op: str, tensors: tuple[torch.Tensor, ...], supported: str | None) -> bool:
-    """Whether `op` should run its Triton kernel on these inputs. `supported` is None when the
-    kernel can take them, else the reason it cannot."""
+def use_triton(op: str, tensors: tuple[torch.Tensor, ...], unsupported) -> bool:
+    """Whether `op` should run its Triton kernel on these inputs. `unsupported()` returns None when
+    the kernel can take them, else the reason it cannot; it is called only where Triton is
+    installed (it may import the kernel module)."""
     if _BACKEND == "reference":
         return False
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     if _BACKEND == "triton":
         if not triton_available():
             raise RuntimeError(f"kernels: backend 'triton' was asked for {op}, but Triton is not installed")
+        supported = unsupported()
         if supported is not None or needs_grad:
             raise RuntimeError(f"kernels: backend 'triton' cannot run {op}: {supported or 'gradients are needed'}")
         return True
@@ -62,6 +64,7 @@ def use_triton(op: str, tensors: tuple[torch.Tensor, ...], supported: str | None
     if not triton_available():
         _warn_once(op, "Triton is not installed")
         return False
+    supported = unsupported()
     if supported is not None:
         _warn_once(op, supported)
         return False

@@ -16,9 +16,12 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_state
                      k_state: torch.Tensor, decay: torch.Tensor, eps: float):
     """One frame. q, k, v [B, H, T, d]; kv_state [B, H, d, d]; k_state [B, H, d]; decay [H].
     Returns o [B, H, T, d] (q's dtype), new kv_state, new k_state (float32)."""
-    from .triton_kernel import unsupported
+    def unsupported():
+        from .triton_kernel import unsupported as why_not
 
-    if use_triton("linear_attention", (q, k, v, kv_state, k_state, decay), unsupported(q)):
+        return why_not(q)
+
+    if use_triton("linear_attention", (q, k, v, kv_state, k_state, decay), unsupported):
         from .triton_kernel import linear_attention_triton
 
         return linear_attention_triton(q, k, v, kv_state, k_state, decay, eps)
