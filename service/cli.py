@@ -106,8 +106,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stylizer, trained = build_stylizer(config, prompts=not args.no_prompts)
     if not trained:
         logging.getLogger("streamstyle.service").warning(
-            "no --weights given: serving the %r preset with UNTRAINED random weights (output is not a style yet)",
-            config.preset)
+            "serving the %r preset with UNTRAINED random weights (output is not a style yet): give --weights",
+            config.preset or "default")
     service = Service(config, stylizer)
     if args.ready_file:  # lets a parent process wait for the bound address
         from pathlib import Path
@@ -133,7 +133,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       size=args.size, frames=args.frames, batch=args.batch, steps=args.steps, lr=args.lr,
                       seed=args.seed, styles=args.styles, data=tuple(args.data or ()),
                       reference_weight=args.reference_weight, checkpoint_every=args.checkpoint_every,
-                      prompts=not args.no_prompts)
+                      prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, distill=args.distill,
+                      ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after)
     out = Trainer(cfg).run(progress=not args.quiet)
     print(f"weights (EMA) and training state in {out}; metrics in {out / 'metrics.jsonl'}")
     return 0
@@ -150,7 +151,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..model.text import PromptEncoder
     from ..engine_plugins.reference_engine.prompts import split
 
-    model = load_weights(args.weights, device=args.device)
+    from ..model.weights import shipped_weights
+
+    weights = args.weights or shipped_weights()
+    if weights is None:
+        print("streamstyle: error: no --weights given and the shipped default weights are not installed",
+              file=sys.stderr)
+        return 2
+    model = load_weights(weights, device=args.device)
     if args.device.startswith("cuda"):
         model = model.to(torch.bfloat16)
     encoder = PromptEncoder(device=args.device, max_tokens=model.config.max_prompt_tokens)
@@ -176,6 +184,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         Path(args.json).write_text(_json.dumps(report, indent=2))
         print(f"report: {args.json}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..model.weights import load_weights, save_weights
+
+    model = load_weights(args.weights)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    folder = save_weights(model, args.out, dtype=dtype)
+    size = (folder / "model.safetensors").stat().st_size
+    print(f"{folder / 'model.safetensors'}: {model.config.name}, {args.dtype}, {size / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_prompt_table(args: argparse.Namespace) -> int:
+    from ..engine_plugins.reference_engine.prompts import PHRASINGS
+    from ..model.config import preset
+    from ..model.text import PromptEncoder, save_prompt_table
+    from ..model.training.evaluate import load_prompts_file
+    from ..model.weights import read_config, shipped_weights
+
+    weights = args.weights or shipped_weights()
+    config = read_config(weights) if weights else preset("default")
+    prompts = list(args.prompt or [])
+    try:
+        for path in args.prompts_file or []:
+            prompts += [p for ps in load_prompts_file(path).values() for p in ps]
+    except ValueError as exc:
+        print(f"streamstyle: error: {exc}", file=sys.stderr)
+        return 2
+    if args.reference or not prompts:
+        prompts += [p for ps in PHRASINGS.values() for p in ps]
+    encoder = PromptEncoder(max_tokens=config.max_prompt_tokens)
+    path = save_prompt_table(encoder, prompts, args.out)
+    print(f"{path}: {len(set(prompts))} prompts at {config.max_prompt_tokens} tokens, "
+          f"{path.stat().st_size / 1e6:.2f} MB; use it with STREAMSTYLE_PROMPT_TABLE={path}")
     return 0
 
 
@@ -226,12 +272,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--styles", default="all")
     p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the shipped weights")
+    p.add_argument("--bank", type=int, default=0,
+                   help="keep this many rendered shots and draw clips (any style) from them (0: render every clip)")
+    p.add_argument("--refresh", type=int, default=4, help="with --bank: render one new shot every N clips drawn")
+    p.add_argument("--distill", type=float, default=0.25,
+                   help="share of the steps, at the end, that train the few-step sampler (1, 2 and 4 steps)")
+    p.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES",
+                   help="checkpoint and stop after this long; --resume continues the same run")
+    p.add_argument("--stop-after", type=int, default=0, metavar="STEPS",
+                   help="checkpoint and stop after this many steps; --resume continues the same run")
     p.add_argument("--no-prompts", action="store_true", help="train without the text encoder (empty prompt)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("export", help="write a checkpoint's weights for shipping (e.g. in bf16)")
+    p.add_argument("--weights", required=True, help="a checkpoint folder or .safetensors file")
+    p.add_argument("--out", required=True, help="the folder to write model.safetensors and config.json in")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("prompt-table", help="encode prompts once into a file, for machines without the text model")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    p.add_argument("--prompts-file", action="append", help='JSON {"style": ["phrasing", ...]} (repeatable)')
+    p.add_argument("--reference", action="store_true",
+                   help="add every reference-engine phrasing (the default when no prompt is given)")
+    p.add_argument("--weights", help="the model the table is for (default: the shipped default model)")
+    p.set_defaults(func=cmd_prompt_table)
+
     p = sub.add_parser("eval", help="fidelity, temporal stability and prompt adherence of a model")
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", help="a checkpoint (default: the shipped default model)")
     p.add_argument("--seeds", help="comma list of scene seeds")
     p.add_argument("--set", default="heldout", help="a named split of seeds (default heldout)")
     p.add_argument("--max-seeds", type=int, default=4)
@@ -247,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the resident service")
     p.add_argument("--bind", help="ipc:///path, tcp://127.0.0.1:PORT (default: ipc in the user's runtime folder)")
     p.add_argument("--device", help="cpu or cuda (default cpu)")
-    p.add_argument("--weights", help="a checkpoint folder or .safetensors file (default: untrained preset)")
-    p.add_argument("--preset", help="the preset for untrained weights (default: default)")
+    p.add_argument("--weights", help="a checkpoint folder or .safetensors file (default: the shipped default model)")
+    p.add_argument("--preset", help="serve this preset with untrained weights instead (tiny, default, large)")
     p.add_argument("--config", help="a JSON file of service settings (see docs/protocol.md)")
     p.add_argument("--deadline-ms", type=float, help="frames not served within this are late (default: 100 GPU, 5000 CPU)")
     p.add_argument("--no-prompts", action="store_true", help="no prompt encoder (prompts are refused)")

@@ -27,8 +27,8 @@ def default_bind() -> str:
 class ServiceConfig:
     bind: str = ""  # "" means default_bind()
     device: str = "cpu"
-    weights: str | None = None  # a checkpoint; None uses `preset` with untrained weights
-    preset: str = "default"
+    weights: str | None = None  # a checkpoint; None: `preset` if set, else the shipped default model
+    preset: str | None = None  # serve this preset with untrained weights (when no `weights`)
     seed: int = 0  # initialises untrained weights reproducibly
     heartbeat_ms: int = 500
     # A client whose connection closes (killed, crashed) is reaped within one heartbeat; one that

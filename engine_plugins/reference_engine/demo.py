@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ...model.layout import reference_layout
+from ...model.weights import shipped_weights
 from ...service.client import Client
 from .camera import CameraPath
 from .gbuffers import to_slot
@@ -27,7 +28,6 @@ from .render import Renderer
 from .scene import Scene
 
 DEFAULT_PROMPTS = ("watercolor painting", "cel shading with ink outlines", "pencil hatching", "neon glow")
-SHIPPED_WEIGHTS = Path(__file__).resolve().parents[2] / "model" / "weights" / "default"
 
 
 def _label(img: torch.Tensor, text: str) -> torch.Tensor:
@@ -51,8 +51,8 @@ def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 
              preset: str = "default", fps: float = 30.0, log=print) -> dict:
     w, h = size
     prompts = list(prompts or DEFAULT_PROMPTS)
-    if weights is None and (SHIPPED_WEIGHTS / "model.safetensors").exists():
-        weights = str(SHIPPED_WEIGHTS)
+    if weights is None and shipped_weights() is not None:
+        weights = str(shipped_weights())
     backend = "cuda-ipc" if device.startswith("cuda") else "shm"
     work = Path(tempfile.mkdtemp(prefix="streamstyle-demo-"))
     address, ready, service_log = f"ipc://{work}/demo.sock", work / "ready", work / "service.log"
@@ -80,8 +80,8 @@ def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 
             time.sleep(0.1)
         trained = weights is not None
         if not trained:
-            log("NOTE: no trained weights are shipped yet: the service runs the default model with UNTRAINED "
-                "random weights, so the output shows the pipeline working, not a style.")
+            log("NOTE: the shipped weights are missing from this install: the service runs the default model "
+                "with UNTRAINED random weights, so the output shows the pipeline working, not a style.")
         return _drive(address, frames, w, h, steps, prompts, device, backend, Path(out), seed, fps, trained, log)
     finally:
         service.send_signal(signal.SIGTERM)

@@ -4,6 +4,12 @@
 the chosen split's seeds and phrasings; clip i is a pure function of (base seed, i), so a resumed
 run sees the data it would have seen. `CaptureClips` reads clips from capture folders (a studio's
 own recordings or `streamstyle render` output) with the prompts each capture lists.
+
+`ClipBank` keeps rendered shots (G-buffer planes and every style's target) on the training device
+and draws clips from them with a fresh style and phrasing each time, replacing one shot with a new
+render every `refresh` draws. Rendering is the slow part of a reference clip (the renderer is
+host-bound, see benchmarks/NOTES.md), and one render serves all nine styles; which shot a slot holds
+after n draws is a function of n, so a resumed run still sees the data it would have seen.
 """
 
 from __future__ import annotations
@@ -47,22 +53,77 @@ class ReferenceClips:
         self.seed = seed
         self.layout = reference_layout(width, height)
 
-    def clip(self, index: int) -> Clip:
-        rng = random.Random(self.seed * 1_000_003 + index)
+    def _shot(self, rng: random.Random):
         scene_seed = rng.randrange(self.split.seeds.start, self.split.seeds.stop)
-        style = rng.choice(self.styles)
-        prompt = rng.choice(self.split.phrasings[style])
         camera = rng.choice(CAMERAS)
         start = rng.randrange(0, 120)
         scene = Scene.generate(scene_seed)
         r = Renderer(scene, CameraPath(camera, seed=scene_seed, extent=scene.extent), self.width, self.height,
                      fps=self.fps, device=self.device)
+        return r.render_many(list(range(start, start + self.frames)))  # one pass per clip
+
+    def clip(self, index: int) -> Clip:
+        rng = random.Random(self.seed * 1_000_003 + index)
+        style = rng.choice(self.styles)
+        prompt = rng.choice(self.split.phrasings[style])
         planes, targets, cuts = [], [], []
-        for k, f in enumerate(r.render_many(list(range(start, start + self.frames)))):  # one pass per clip
+        for k, f in enumerate(self._shot(rng)):
             planes.append(to_planes(f, self.layout))
             targets.append(STYLES[style](f))
             cuts.append(k == 0 or f.cut)
         return Clip(style, prompt, self.layout, self.width, self.height, planes, targets, cuts)
+
+    def shot(self, index: int) -> "Shot":
+        """Shot `index` (scene, camera, start: a function of the seed and index) with its planes and
+        every style's targets (float16), ready for `ClipBank`."""
+        rng = random.Random(self.seed * 1_000_003 + index + 7_777_777)
+        frames = self._shot(rng)
+        planes = [to_planes(f, self.layout) for f in frames]
+        targets = {name: [fn(f).half() for f in frames] for name, fn in STYLES.items() if name in self.styles}
+        return Shot(planes, targets, [k == 0 or f.cut for k, f in enumerate(frames)])
+
+
+@dataclass
+class Shot:
+    planes: list[dict[str, torch.Tensor]]
+    targets: dict[str, list[torch.Tensor]]  # style -> per frame [H, W, 3] float16
+    cut: list[bool]
+
+
+class ClipBank:
+    """Clips drawn from `size` rendered shots of `source` (a `ReferenceClips`), each draw a random
+    shot in a random style and phrasing; every `refresh` draws one slot gets a newly rendered shot
+    (slots in turn), so the bank turns over once every size * refresh draws."""
+
+    def __init__(self, source: ReferenceClips, size: int, refresh: int = 4, seed: int = 0):
+        if size < 1 or refresh < 1:
+            raise ValueError("the clip bank needs size >= 1 and refresh >= 1")
+        self.source, self.size, self.refresh, self.seed = source, size, refresh, seed
+        self._slots: dict[int, tuple[int, Shot]] = {}
+        self.renders = 0
+
+    def shot_index(self, slot: int, draws: int) -> int:
+        """The shot that `slot` holds once `draws` clips have been drawn."""
+        replaced = draws // self.refresh  # replacement k puts shot size + k into slot k % size
+        if replaced <= slot:
+            return slot
+        last = slot + self.size * ((replaced - 1 - slot) // self.size)
+        return self.size + last
+
+    def clip(self, index: int) -> Clip:
+        rng = random.Random(self.seed * 1_000_003 + index + 3_333_333)
+        slot = rng.randrange(self.size)
+        want = self.shot_index(slot, index)
+        held = self._slots.get(slot)
+        if held is None or held[0] != want:
+            self._slots[slot] = held = (want, self.source.shot(want))
+            self.renders += 1
+        shot = held[1]
+        style = rng.choice(sorted(shot.targets))
+        prompt = rng.choice(self.source.split.phrasings[style])
+        src = self.source
+        return Clip(style, prompt, src.layout, src.width, src.height, shot.planes,
+                    [t.float() for t in shot.targets[style]], shot.cut)
 
 
 class CaptureClips:

@@ -14,6 +14,15 @@ Per frame f of each clip:
   G-buffers (L1).
 
 The latent target is the oracle frame averaged down by `latent_stride`, in [-1, 1].
+
+Few-step mode (`sampler_steps`, the distillation phase): each frame runs the service's sampler
+itself, K Euler steps from x_init with K drawn per frame from `sampler_steps` (1, 2 and 4: one
+model for every step count the service offers), gradients through every step. The loss is the
+squared error of the clean latent it reaches against z, plus the decoder's L1 on *that* latent
+(so the decoder learns to finish what the sampler leaves), and the next frame starts from it. The
+targets are a function of the G-buffers and the prompt, so the teacher is the oracle itself: the
+phase tightens the few-step trajectories the flow phase taught, rather than matching a slower
+sampler's outputs.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import torch.nn.functional as F
 from ...kernels.warp import warp_previous
 from ..frame import PromptContext, prepare_frame
 from ..network import StreamStyleModel
-from ..sampler import initial_latent, start_levels, tokens_to_latent
+from ..sampler import flow_sample, initial_latent, start_levels, tokens_to_latent
 from ..state import StateSpec
 from .data import Clip
 
@@ -37,6 +46,7 @@ class ObjectiveConfig:
     strength_max: float = 0.8
     decoder_weight: float = 1.0
     rollout: bool = True  # False: the previous latent is the oracle's (teacher forcing)
+    sampler_steps: tuple[int, ...] = ()  # non-empty: few-step mode, K drawn from these per frame
 
 
 def stack_planes(clips: list[Clip], f: int) -> dict[str, torch.Tensor]:
@@ -72,23 +82,38 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
         t0 = start_levels(valid, has, strength, lp)  # [B, T]
         noise = torch.randn(z.shape, generator=gen).to(dev)
         x_init = initial_latent(warped, t0, noise, grid, lp)
-        u = torch.rand(b, 1, generator=gen).to(dev).clamp_min(1e-3)
-        t = t0 * u
-        t0_lat = tokens_to_latent(t0, grid, lp)
-        x_t = z + u.view(b, 1, 1, 1) * (x_init - z)
-        v_target = (x_init - z) / t0_lat
         g = model.dit.embed_gbuffers(inputs.cond.to(dt))
-        v, kv, ks = model.dit(x_t.to(dt), t, g, ctx.tokens.to(dt), ctx.bias, ctx.pooled.to(dt), kv, ks)
-        fm = F.mse_loss(v.float(), v_target)
-        rgb = model.decoder(z.to(dt), inputs.guide.to(dt)).float()
+        if cfg.sampler_steps:
+            k = cfg.sampler_steps[int(torch.randint(len(cfg.sampler_steps), (1,), generator=gen))]
+            kv_in, ks_in = kv, ks
+
+            def denoise(x, t):
+                v, kv_out, ks_out = model.dit(x.to(dt), t, g, ctx.tokens.to(dt), ctx.bias, ctx.pooled.to(dt),
+                                              kv_in, ks_in)
+                return v.float(), (kv_out, ks_out)
+
+            x0_hat, (kv, ks) = flow_sample(denoise, x_init, t0, k, grid, lp)
+            x0_hat = x0_hat.clamp(-1, 1)
+            fm = F.mse_loss(x0_hat, z)
+            rgb = model.decoder(x0_hat.to(dt), inputs.guide.to(dt)).float()
+        else:
+            u = torch.rand(b, 1, generator=gen).to(dev).clamp_min(1e-3)
+            t = t0 * u
+            t0_lat = tokens_to_latent(t0, grid, lp)
+            x_t = z + u.view(b, 1, 1, 1) * (x_init - z)
+            v_target = (x_init - z) / t0_lat
+            v, kv, ks = model.dit(x_t.to(dt), t, g, ctx.tokens.to(dt), ctx.bias, ctx.pooled.to(dt), kv, ks)
+            fm = F.mse_loss(v.float(), v_target)
+            rgb = model.decoder(z.to(dt), inputs.guide.to(dt)).float()
+            x0_hat = (x_t - tokens_to_latent(t, grid, lp) * v.float()).clamp(-1, 1)
         dec = F.l1_loss(rgb, target)
         fm_total = fm_total + fm
         dec_total = dec_total + dec
-        x0_hat = (x_t - tokens_to_latent(t, grid, lp) * v.float()).clamp(-1, 1)
         prev = (x0_hat if cfg.rollout else z).detach()
         prev_depth = inputs.depth
         has = torch.ones_like(has)
     fm_total = fm_total / frames
     dec_total = dec_total / frames
     loss = fm_total + cfg.decoder_weight * dec_total
-    return loss, {"loss": float(loss.detach()), "flow": float(fm_total.detach()), "decoder": float(dec_total.detach())}
+    first = "latent" if cfg.sampler_steps else "flow"
+    return loss, {"loss": float(loss.detach()), first: float(fm_total.detach()), "decoder": float(dec_total.detach())}

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..network import StreamStyleModel
 from ..stylizer import null_context
 from ..weights import load_weights, save_weights
-from .data import CaptureClips, MixedClips, ReferenceClips
+from .data import CaptureClips, ClipBank, MixedClips, ReferenceClips
 from .objective import ObjectiveConfig, batch_loss
 
 
@@ -54,16 +54,33 @@ class TrainConfig:
     data: tuple[str, ...] = ()  # capture folders to train on as well
     reference_weight: float = 1.0  # share of clips from the reference engine when `data` is given
     checkpoint_every: int = 500
+    bank: int = 0  # > 0: draw reference clips from this many rendered shots (see ClipBank)
+    refresh: int = 4  # with a bank: one new shot every this many clips drawn
+    distill: float = 0.25  # the last share of the steps runs the few-step sampler (1, 2, 4 steps)
+    sampler_steps: tuple[int, ...] = (1, 2, 4)
+    time_limit: float = 0.0  # > 0: checkpoint and stop after this many seconds (resume continues)
+    stop_after: int = 0  # > 0: checkpoint and stop after this many steps of the schedule (resume continues)
     prompts: bool = True  # False: every clip uses the empty prompt (no text encoder needed)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def validate(self) -> "TrainConfig":
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError("precision must be auto, bf16 or fp32")
-        for name in ("size", "frames", "batch", "steps", "checkpoint_every"):
+        for name in ("size", "frames", "batch", "steps", "checkpoint_every", "refresh"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.bank < 0:
+            raise ConfigError("bank must be 0 (off) or a number of shots")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ConfigError("distill is the share of steps in few-step mode: from 0 to 1")
+        if not self.sampler_steps or any(k not in (1, 2, 3, 4) for k in self.sampler_steps):
+            raise ConfigError("sampler_steps must name step counts from 1 to 4")
         return self
+
+    @property
+    def distill_from(self) -> int:
+        """The first step of the few-step phase."""
+        return self.steps - int(round(self.steps * self.distill))
 
 
 def _lr(cfg: TrainConfig, step: int) -> float:
@@ -76,6 +93,8 @@ def _lr(cfg: TrainConfig, step: int) -> float:
 def _source(cfg: TrainConfig, device):
     size = cfg.size
     ref = ReferenceClips(size, size, cfg.frames, styles=cfg.styles, device=device, seed=cfg.seed)
+    if cfg.bank:
+        ref = ClipBank(ref, cfg.bank, cfg.refresh, seed=cfg.seed)
     if not cfg.data:
         return ref
     caps = CaptureClips(cfg.data, cfg.frames, seed=cfg.seed)
@@ -179,8 +198,16 @@ class Trainer:
 
             bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train", dynamic_ncols=True)
         t_last, frames_since = time.perf_counter(), 0
+        t_start, first_step = t_last, self.step
         try:
             while self.step < cfg.steps:
+                timed_out = cfg.time_limit and time.perf_counter() - t_start > cfg.time_limit
+                if timed_out or (cfg.stop_after and self.step - first_step >= cfg.stop_after):
+                    self.checkpoint()
+                    why = f"time limit of {cfg.time_limit:.0f} s" if timed_out else f"{cfg.stop_after} steps"
+                    self.log(f"stopped after {why} at step {self.step} of {cfg.steps}: checkpoint in {self.out}; "
+                             f"continue with --resume {self.out}")
+                    break
                 step = self.step
                 gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
                 first = step * cfg.batch
@@ -188,8 +215,11 @@ class Trainer:
                 prompts = [self._context(c) for c in clips]
                 for group in self.opt.param_groups:
                     group["lr"] = _lr(cfg, step)
+                objective = cfg.objective
+                if step >= cfg.distill_from:
+                    objective = dataclasses.replace(objective, sampler_steps=tuple(cfg.sampler_steps))
                 with self.autocast:
-                    loss, parts = batch_loss(self.model, clips, prompts, gen, cfg.objective)
+                    loss, parts = batch_loss(self.model, clips, prompts, gen, objective)
                 if not math.isfinite(parts["loss"]):
                     raise FloatingPointError(f"the loss is {parts['loss']} at step {step}: stopping before the "
                                              "weights are spoiled; resume from the last checkpoint with a lower lr")
@@ -204,11 +234,11 @@ class Trainer:
                 self.step += 1
                 frames_since += cfg.batch * cfg.frames
                 now = time.perf_counter()
-                row = {"step": self.step, **parts, "lr": _lr(cfg, step), "frames_per_s": frames_since / (now - t_last)}
+                row = {"step": self.step, "phase": "few-step" if objective.sampler_steps else "flow", **parts, "lr": _lr(cfg, step), "frames_per_s": frames_since / (now - t_last)}
                 t_last, frames_since = now, 0
                 metrics.write(json.dumps(row) + "\n")
                 if bar is not None:
-                    bar.set_postfix(loss=f"{parts['loss']:.4f}", fps=f"{row['frames_per_s']:.1f}")
+                    bar.set_postfix(phase=row["phase"], loss=f"{parts['loss']:.4f}", fps=f"{row['frames_per_s']:.1f}")
                     bar.update(1)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.checkpoint()
