@@ -133,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       size=args.size, frames=args.frames, batch=args.batch, steps=args.steps, lr=args.lr,
                       seed=args.seed, styles=args.styles, data=tuple(args.data or ()),
                       reference_weight=args.reference_weight, checkpoint_every=args.checkpoint_every,
-                      prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, distill=args.distill,
+                      prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after)
     out = Trainer(cfg).run(progress=not args.quiet)
     print(f"weights (EMA) and training state in {out}; metrics in {out / 'metrics.jsonl'}")
@@ -277,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bank", type=int, default=0,
                    help="keep this many rendered shots and draw clips (any style) from them (0: render every clip)")
     p.add_argument("--refresh", type=int, default=4, help="with --bank: render one new shot every N clips drawn")
+    p.add_argument("--workers", type=int, default=0,
+                   help="with --bank: render shots in this many background processes (same data, faster)")
     p.add_argument("--distill", type=float, default=0.25,
                    help="share of the steps, at the end, that train the few-step sampler (1, 2 and 4 steps)")
     p.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES",

@@ -110,6 +110,19 @@ def test_the_clip_bank_is_a_function_of_the_draw_count(tmp_path):
     assert all(torch.equal(a["color"], b["color"]) for a, b in zip(again.planes, drawn[11].planes))
     assert all(torch.equal(a, b) for a, b in zip(again.targets, drawn[11].targets))
     assert len({c.style for c in drawn}) > 3  # one shot serves many styles
+    # Shots rendered in a background process (a real second process) give the same clips.
+    bg = ClipBank(src, size=3, refresh=2, seed=3)
+    bg.start_workers(1, first_draw=9)
+    procs = list(bg.workers.procs)
+    try:
+        for i in (11, 9, 10):
+            c = bg.clip(i)
+            assert c.style == drawn[i].style and c.prompt == drawn[i].prompt
+            assert all(torch.equal(a["color"], b["color"]) for a, b in zip(c.planes, drawn[i].planes))
+            assert all(torch.equal(a, b) for a, b in zip(c.targets, drawn[i].targets))
+    finally:
+        bg.close()
+    assert procs and all(not p.is_alive() for p in procs)
     # A bank's clip equals the style oracle of the rendered frames (to float16 precision).
     assert drawn[0].targets[0].shape == (32, 32, 3) and drawn[0].targets[0].dtype == torch.float32
 

@@ -46,6 +46,8 @@ class Clip:
 class ReferenceClips:
     def __init__(self, width: int, height: int, frames: int, styles: str = "all", split_name: str = "train",
                  device: str | torch.device = "cpu", seed: int = 0, fps: float = 15.0):
+        self.args = dict(width=width, height=height, frames=frames, styles=styles, split_name=split_name,
+                         device=str(device), seed=seed, fps=fps)  # to rebuild it in a worker process
         self.width, self.height, self.frames, self.fps = width, height, frames, fps
         self.styles = style_names(styles)
         self.split = split(split_name)
@@ -89,6 +91,71 @@ class Shot:
     targets: dict[str, list[torch.Tensor]]  # style -> per frame [H, W, 3] float16
     cut: list[bool]
 
+    def to(self, device) -> "Shot":
+        return Shot([{k: v.to(device) for k, v in p.items()} for p in self.planes],
+                    {k: [t.to(device) for t in ts] for k, ts in self.targets.items()}, list(self.cut))
+
+
+def _shot_worker(args: dict, first: int, step: int, queue, consumed, ahead: int) -> None:
+    """Render shots first, first + step, ... in order, never more than `ahead` past the highest
+    index the bank has taken; each goes to the queue on the CPU (shared memory)."""
+    import time as _time
+
+    try:
+        torch.set_num_threads(1)
+        src = ReferenceClips(**args)
+        index = first
+        while True:
+            while index > consumed.value + ahead:
+                _time.sleep(0.01)
+            queue.put((index, src.shot(index).to("cpu"), None))
+            index += step
+    except Exception as exc:  # reported to the trainer, which raises it
+        queue.put((-1, None, f"{type(exc).__name__}: {exc}"))
+
+
+class ShotWorkers:
+    """`workers` processes rendering a `ReferenceClips`' shots ahead of the bank, in index order, so
+    that rendering (host-bound Python, see benchmarks/NOTES.md) overlaps the training step instead of
+    stalling it. `take(i)` returns shot i, exactly as `source.shot(i)` would, on the source's device."""
+
+    def __init__(self, source: ReferenceClips, workers: int, first: int = 0, ahead: int = 64):
+        import torch.multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.source, self.device = source, torch.device(source.args["device"])
+        self.queue = ctx.Queue(maxsize=8)  # little shared memory in flight
+        self.consumed = ctx.Value("q", first)
+        self.arrived: dict[int, Shot] = {}
+        self.procs = [ctx.Process(target=_shot_worker, args=(source.args, first + w, workers, self.queue,
+                                                             self.consumed, ahead), daemon=True)
+                      for w in range(workers)]
+        for proc in self.procs:
+            proc.start()
+
+    def take(self, index: int, timeout: float = 600.0) -> Shot:
+        import queue as _queue
+
+        with self.consumed.get_lock():  # the workers may run `ahead` past the shot wanted now
+            self.consumed.value = max(self.consumed.value, index)
+        while index not in self.arrived:
+            try:
+                i, shot, error = self.queue.get(timeout=timeout)
+            except _queue.Empty:
+                raise RuntimeError(f"no rendered shot arrived in {timeout:.0f} s (waiting for shot {index})") from None
+            if error is not None:
+                self.close()
+                raise RuntimeError(f"a shot-rendering worker failed: {error}")
+            self.arrived[i] = shot.to(self.device)  # off the shared-memory queue at once
+        return self.arrived.pop(index)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self.procs:
+            proc.join(timeout=5)
+
 
 class ClipBank:
     """Clips drawn from `size` rendered shots of `source` (a `ReferenceClips`), each draw a random
@@ -101,6 +168,19 @@ class ClipBank:
         self.source, self.size, self.refresh, self.seed = source, size, refresh, seed
         self._slots: dict[int, tuple[int, Shot]] = {}
         self.renders = 0
+        self.workers: ShotWorkers | None = None
+
+    def start_workers(self, workers: int, first_draw: int = 0) -> None:
+        """Render shots in `workers` background processes from here on (the draws stay the same).
+        `first_draw` is the next draw index (a resumed run's), so no worker renders a shot that no
+        slot will hold again."""
+        first = min(self.shot_index(s, first_draw) for s in range(self.size))
+        self.workers = ShotWorkers(self.source, workers, first=first, ahead=self.size + 64)
+
+    def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
 
     def shot_index(self, slot: int, draws: int) -> int:
         """The shot that `slot` holds once `draws` clips have been drawn."""
@@ -116,7 +196,8 @@ class ClipBank:
         want = self.shot_index(slot, index)
         held = self._slots.get(slot)
         if held is None or held[0] != want:
-            self._slots[slot] = held = (want, self.source.shot(want))
+            shot = self.workers.take(want) if self.workers is not None else self.source.shot(want)
+            self._slots[slot] = held = (want, shot)
             self.renders += 1
         shot = held[1]
         style = rng.choice(sorted(shot.targets))

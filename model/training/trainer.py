@@ -56,6 +56,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     bank: int = 0  # > 0: draw reference clips from this many rendered shots (see ClipBank)
     refresh: int = 4  # with a bank: one new shot every this many clips drawn
+    workers: int = 0  # with a bank: render shots in this many background processes
     distill: float = 0.25  # the last share of the steps runs the few-step sampler (1, 2, 4 steps)
     sampler_steps: tuple[int, ...] = (1, 2, 4)
     time_limit: float = 0.0  # > 0: checkpoint and stop after this many seconds (resume continues)
@@ -69,6 +70,8 @@ class TrainConfig:
         for name in ("size", "frames", "batch", "steps", "checkpoint_every", "refresh"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.workers < 0 or (self.workers and not self.bank):
+            raise ConfigError("workers render shots for the clip bank: give bank > 0 with workers")
         if self.bank < 0:
             raise ConfigError("bank must be 0 (off) or a number of shots")
         if not 0.0 <= self.distill <= 1.0:
@@ -199,6 +202,9 @@ class Trainer:
             bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train", dynamic_ncols=True)
         t_last, frames_since = time.perf_counter(), 0
         t_start, first_step = t_last, self.step
+        bank = self.source if isinstance(self.source, ClipBank) else getattr(self.source, "sources", [None])[0]
+        if cfg.workers and isinstance(bank, ClipBank):
+            bank.start_workers(cfg.workers, first_draw=self.step * cfg.batch)
         try:
             while self.step < cfg.steps:
                 timed_out = cfg.time_limit and time.perf_counter() - t_start > cfg.time_limit
@@ -243,6 +249,8 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.checkpoint()
         finally:
+            if isinstance(bank, ClipBank):
+                bank.close()
             metrics.close()
             if bar is not None:
                 bar.close()
