@@ -42,14 +42,19 @@ def main() -> None:
     ap.add_argument("--size", type=parse_size, action="append")
     ap.add_argument("--frames", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--preset", default="default")
+    ap.add_argument("--preset", default="default", help="untrained weights of this preset, when no weights are shipped")
+    ap.add_argument("--weights", help="a checkpoint (default: the shipped default model, else --preset untrained)")
     ap.add_argument("--no-prompts", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ss-bench-"))
     address, ready = f"ipc://{work}/s.sock", work / "ready"
-    cmd = [sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--device", args.device, "--preset",
-           args.preset, "--ready-file", str(ready), "--quiet", "--deadline-ms", "1000"]
+    from streamstyle.model.weights import shipped_weights
+
+    weights = args.weights or shipped_weights()
+    cmd = [sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--device", args.device,
+           *(["--weights", str(weights)] if weights else ["--preset", args.preset]),
+           "--ready-file", str(ready), "--quiet", "--deadline-ms", "1000"]
     if args.no_prompts:
         cmd.append("--no-prompts")
     service = subprocess.Popen(cmd)
@@ -95,7 +100,7 @@ def main() -> None:
             session.close()
             handoff = [t - m for t, m in zip(total, model)]
             row = {"size": f"{w}x{h}", "device": args.device, "backend": backend, "steps": args.steps,
-                   "preset": args.preset, "frames": args.frames, "late": late, "dropped": stats["dropped"],
+                   "preset": args.preset, "weights": str(weights) if weights else "untrained", "frames": args.frames, "late": late, "dropped": stats["dropped"],
                    "fps": args.frames / wall, "service_p50_ms": pct(total, 0.5), "service_p99_ms": pct(total, 0.99),
                    "model_p50_ms": pct(model, 0.5), "handoff_p50_us": pct(handoff, 0.5) * 1000,
                    "handoff_p99_us": pct(handoff, 0.99) * 1000, "round_trip_p50_ms": pct(rtt, 0.5),
@@ -107,7 +112,7 @@ def main() -> None:
         service.send_signal(signal.SIGTERM)
         service.wait(30)
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"\nService end to end on {dev} ({args.preset} model, service defaults: kernels auto, CUDA graphs on a GPU; "
+    print(f"\nService end to end on {dev} ({weights or args.preset + ' untrained'} model, service defaults: kernels auto, CUDA graphs on a GPU; "
           "lockstep engine)")
     print(f"{'size':>10} {'fps':>7} {'svc p50':>8} {'svc p99':>8} {'model':>8} {'handoff p50/p99 us':>19} {'rtt p50':>8} {'late':>5}")
     for r in rows:
