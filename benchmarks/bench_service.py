@@ -13,27 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from streamstyle.engine_plugins.reference_engine import CameraPath, Renderer, Scene
-from streamstyle.engine_plugins.reference_engine.gbuffers import to_slot
-from streamstyle.model.layout import reference_layout
+from streamstyle.model.weights import shipped_weights
+from streamstyle.service.bench import service_run
 from streamstyle.service.cli import parse_size
-from streamstyle.service.client import Client
-
-PROMPTS = ["watercolor painting", "cel shading with ink outlines", "pencil hatching", "neon glow"]
-
-
-def pct(v, q):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
 
 
 def main() -> None:
@@ -47,73 +33,13 @@ def main() -> None:
     ap.add_argument("--no-prompts", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="ss-bench-"))
-    address, ready = f"ipc://{work}/s.sock", work / "ready"
-    from streamstyle.model.weights import shipped_weights
-
     weights = args.weights or shipped_weights()
-    cmd = [sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--device", args.device,
-           *(["--weights", str(weights)] if weights else ["--preset", args.preset]),
-           "--ready-file", str(ready), "--quiet", "--deadline-ms", "1000"]
-    if args.no_prompts:
-        cmd.append("--no-prompts")
-    service = subprocess.Popen(cmd)
-    rows = []
-    try:
-        while not ready.exists():
-            if service.poll() is not None:
-                raise SystemExit("the service did not start")
-            time.sleep(0.1)
-        backend = "cuda-ipc" if args.device.startswith("cuda") else "shm"
-        client = Client(address, timeout_s=120)
-        for w, h in args.size or [(1280, 720)]:
-            p = 16
-            w, h = -(-w // p) * p, -(-h // p) * p
-            scene = Scene.generate(3)
-            renderer = Renderer(scene, CameraPath("handheld", seed=3, extent=scene.extent), w, h, device=args.device)
-            layout = reference_layout(w, h)
-            slots = [to_slot(renderer.render(i), layout) for i in range(8)]
-            session = client.open_session(w, h, layout, backend=backend, params={"steps": args.steps},
-                                          prompt=None if args.no_prompts else PROMPTS[0])
-            total, model, rtt = [], [], []
-            late = 0
-            t_start = None
-            for i in range(args.frames + 20):
-                if i == 20:
-                    t_start = time.perf_counter()
-                if not args.no_prompts and i % 250 == 125:
-                    session.set_prompt(PROMPTS[(i // 250 + 1) % len(PROMPTS)], blend_frames=8)
-                slot = session.acquire_slot(timeout_s=30)
-                session.ring.input(slot).copy_(slots[i % len(slots)])
-                t0 = time.perf_counter()
-                ev = client.wait(session, session.submit(slot), timeout_s=60)
-                if i >= 20:
-                    rtt.append((time.perf_counter() - t0) * 1000)
-                    if ev.status != "done":
-                        late += 1
-                        continue
-                    late += int(ev.late)
-                    total.append(ev.timings["total_ms"])
-                    model.append(ev.timings["model_ms"])
-            wall = time.perf_counter() - t_start
-            stats = session.stats()
-            session.close()
-            handoff = [t - m for t, m in zip(total, model)]
-            row = {"size": f"{w}x{h}", "device": args.device, "backend": backend, "steps": args.steps,
-                   "preset": args.preset, "weights": str(weights) if weights else "untrained", "frames": args.frames, "late": late, "dropped": stats["dropped"],
-                   "fps": args.frames / wall, "service_p50_ms": pct(total, 0.5), "service_p99_ms": pct(total, 0.99),
-                   "model_p50_ms": pct(model, 0.5), "handoff_p50_us": pct(handoff, 0.5) * 1000,
-                   "handoff_p99_us": pct(handoff, 0.99) * 1000, "round_trip_p50_ms": pct(rtt, 0.5),
-                   "round_trip_p99_ms": pct(rtt, 0.99)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        client.close()
-    finally:
-        service.send_signal(signal.SIGTERM)
-        service.wait(30)
+    sizes = [(-(-w // 16) * 16, -(-h // 16) * 16) for w, h in args.size or [(1280, 720)]]
+    rows = service_run(sizes, args.steps, args.frames, args.device, str(weights) if weights else None, args.preset,
+                       prompts=not args.no_prompts)
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"\nService end to end on {dev} ({weights or args.preset + ' untrained'} model, service defaults: kernels auto, CUDA graphs on a GPU; "
-          "lockstep engine)")
+    print(f"\nService end to end on {dev} ({weights or args.preset + ' untrained'} model, service defaults: kernels auto, "
+          "CUDA graphs on a GPU; lockstep engine)")
     print(f"{'size':>10} {'fps':>7} {'svc p50':>8} {'svc p99':>8} {'model':>8} {'handoff p50/p99 us':>19} {'rtt p50':>8} {'late':>5}")
     for r in rows:
         print(f"{r['size']:>10} {r['fps']:>7.1f} {r['service_p50_ms']:>8.2f} {r['service_p99_ms']:>8.2f} "

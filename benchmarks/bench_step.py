@@ -12,87 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
-from streamstyle.kernels import backend as kernel_backend
 from streamstyle.model.config import preset
-from streamstyle.model.frame import FrameParams
-from streamstyle.model.info import model_info
-from streamstyle.model.layout import FORMATS, reference_layout
 from streamstyle.model.network import StreamStyleModel
-from streamstyle.model.stylizer import Stylizer
+from streamstyle.service.bench import check_and_time
 from streamstyle.service.cli import parse_size
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 2e-2}
-
-
-def random_slot(layout, w, h, device, gen):
-    slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device=device)
-    for name, plane in layout.view(slot, w, h).items():
-        dtype, _, unorm = FORMATS[layout[name].format]
-        if unorm:
-            plane.copy_(torch.randint(0, 256, plane.shape, generator=gen, dtype=torch.int32).to(torch.uint8))
-        elif dtype == torch.int32:
-            plane.copy_(torch.randint(0, 40, plane.shape, generator=gen, dtype=torch.int32))
-        elif name == "depth":
-            plane.copy_(torch.rand(plane.shape, generator=gen) * 50 + 1)
-        elif name == "motion":
-            plane.copy_((torch.randn(plane.shape, generator=gen) * 2).to(plane.dtype))
-        else:
-            plane.copy_(torch.rand(plane.shape, generator=gen).to(plane.dtype))
-    return slot
-
-
-def run_one(model32, cfg, w, h, steps, dtype_name, device, frames, gen, backend_name="auto", graphs=False):
-    layout = reference_layout(w, h)
-    slots = [random_slot(layout, w, h, device, gen) for _ in range(3)]  # rotate: no cache-resident input
-    model = StreamStyleModel(cfg).to(device)
-    model.load_state_dict(model32.state_dict())
-    model = model.to(DTYPES[dtype_name])
-    ref = Stylizer(model32, device=device)
-    sty = Stylizer(model, device=device, check_finite=False, cuda_graphs=graphs)
-    params = FrameParams(steps=steps)
-    sr, ss = ref.open_session(w, h, layout, seed=1), sty.open_session(w, h, layout, seed=1)
-    kernel_backend.set_backend("reference")  # the check is always against the reference kernels in fp32
-    a = ref.step(sr, slots[0], params)
-    kernel_backend.set_backend(backend_name)
-    b = sty.step(ss, slots[0], params)
-    err = ((a - b).norm() / a.norm()).item()
-    row = {"preset": cfg.name, "size": f"{w}x{h}", "steps": steps, "dtype": dtype_name,
-           "backend": backend_name + ("+graph" if graphs else ""),
-           "rel_err_vs_fp32": err}
-    if not torch.isfinite(b).all() or err > TOLERANCE[dtype_name]:
-        row["status"] = "FAILED"
-        return row
-    for i in range(3):  # warm-up
-        sty.step(ss, slots[i % 3], params)
-    times = []
-    cuda = device.type == "cuda"
-    for i in range(frames):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            sty.step(ss, slots[i % 3], params)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            sty.step(ss, slots[i % 3], params)
-            times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    info = model_info(cfg, w, h, steps)
-    row.update(status="ok", p50_ms=statistics.median(times), p99_ms=times[min(len(times) - 1, int(0.99 * len(times)))],
-               gflop_per_frame=info["flops_per_frame"] / 1e9, tokens=info["tokens_per_frame"])
-    row["achieved_tflops"] = info["flops_per_frame"] / (row["p50_ms"] * 1e-3) / 1e12
-    if cuda:
-        row["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
-    return row
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,7 +45,7 @@ def main() -> None:
                 for dt in args.dtype.split(","):
                     for be in args.backend.split(","):
                       for gr in args.graphs.split(","):
-                        row = run_one(model32, cfg, w, h, steps, dt, device, args.frames, gen, be, gr == "on")
+                        row = check_and_time(model32, w, h, steps, dt, device, args.frames, gen, be, gr == "on")
                         rows.append(row)
                         print(json.dumps(row), flush=True)
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"

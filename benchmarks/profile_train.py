@@ -7,7 +7,6 @@ the model's forward + backward in each phase, at a given size and batch.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
 import statistics
 import time
@@ -71,7 +70,7 @@ def main() -> None:
             timed(step, 2, sync)  # warm up
             ms = timed(step, args.reps, sync)[0]
             rows.append((f"train step, {name}, batch {b} x {args.frames} frames", ms))
-            rows.append((f"  -> model frames/s", b * args.frames / ms * 1e3))
+            rows.append(("  -> model frames/s", b * args.frames / ms * 1e3))
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "CPU"
     print(f"\n{args.preset} preset, {args.size}x{args.size}, {name}")
     for label, value in rows:

@@ -225,6 +225,44 @@ def cmd_prompt_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from .bench import BenchConfig, format_bench, run_bench
+
+    stride = 32 if args.preset == "large" else 16
+    sizes = []
+    for text in args.sizes.split(","):
+        w, h = parse_size(text.strip())
+        pw, ph = -(-w // stride) * stride, -(-h // stride) * stride
+        if (pw, ph) != (w, h):
+            print(f"{w}x{h} runs as {pw}x{ph} (the model's {stride}-pixel stride)")
+        sizes.append((pw, ph))
+    try:
+        steps = [int(k) for k in args.steps.split(",")]
+    except ValueError:
+        print(f"streamstyle: error: --steps is a comma list of 1-4, not {args.steps!r}", file=sys.stderr)
+        return 2
+    if not steps or any(k not in (1, 2, 3, 4) for k in steps):
+        print("streamstyle: error: --steps takes step counts from 1 to 4", file=sys.stderr)
+        return 2
+    cfg = BenchConfig(preset=args.preset, weights=args.weights, sizes=sizes, steps=steps, frames=args.frames,
+                      device=args.device, service=not args.no_service, peers=args.peers)
+    try:
+        report = run_bench(cfg)
+    except RuntimeError as exc:
+        print(f"streamstyle: error: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(format_bench(report))
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(_json.dumps(report, indent=2))
+        print(f"report: {args.json}")
+    return 1 if any(r["status"] != "ok" for r in report["rows"]) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -317,6 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="per-stage, end-to-end and floor timings of a model, and peers, on this machine")
+    p.add_argument("--preset", help="benchmark this preset with untrained weights (default: the shipped model)")
+    p.add_argument("--weights", help="a checkpoint to benchmark")
+    p.add_argument("--sizes", default="720p,1080p,2160p", help="comma list of WxH or 720p/1080p/2160p")
+    p.add_argument("--steps", default="1,2,4", help="comma list of step counts")
+    p.add_argument("--frames", type=int, default=1000, help="frames through the service per size and steps")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--no-service", action="store_true", help="skip the end-to-end run through the service")
+    p.add_argument("--peers", action="store_true", help="also time StreamDiffusion's and SANA's setups (needs diffusers)")
+    p.add_argument("--json", help="write the full report here")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("serve", help="run the resident service")
     p.add_argument("--bind", help="ipc:///path, tcp://127.0.0.1:PORT (default: ipc in the user's runtime folder)")
