@@ -1,5 +1,39 @@
-"""Paged gather/scatter of session state by page table. See `reference.py`."""
+"""Paged gather/scatter of session state by page table. `reference.py` is the spec;
+`triton_kernel.py` the fast path, picked by `kernels.backend`."""
 
-from .reference import paged_gather, paged_scatter
+from __future__ import annotations
 
-__all__ = ["paged_gather", "paged_scatter"]
+import torch
+
+from ..backend import use_triton
+from .reference import paged_gather as paged_gather_reference
+from .reference import paged_scatter as paged_scatter_reference
+
+__all__ = ["paged_gather", "paged_scatter", "paged_gather_reference", "paged_scatter_reference"]
+
+
+def _unsupported(pool, page_table):
+    def why():
+        from .triton_kernel import unsupported
+
+        return unsupported(pool, page_table)
+    return why
+
+
+def paged_gather(pool: torch.Tensor, page_table: torch.Tensor, numel: int) -> torch.Tensor:
+    """A session's state: [numel] read through its page table (see `reference.paged_gather`)."""
+    if use_triton("paged_gather", (pool, page_table), _unsupported(pool, page_table)):
+        from .triton_kernel import paged_gather_triton
+
+        return paged_gather_triton(pool, page_table, numel)
+    return paged_gather_reference(pool, page_table, numel)
+
+
+def paged_scatter(pool: torch.Tensor, page_table: torch.Tensor, values: torch.Tensor) -> None:
+    """Write a session's state in place through its page table (see `reference.paged_scatter`)."""
+    if use_triton("paged_scatter", (pool, page_table, values), _unsupported(pool, page_table)):
+        from .triton_kernel import paged_scatter_triton
+
+        paged_scatter_triton(pool, page_table, values)
+        return
+    paged_scatter_reference(pool, page_table, values)
