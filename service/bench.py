@@ -46,7 +46,16 @@ from ..model.weights import load_weights, shipped_weights
 from .server import output_bytes, write_output
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 2e-2}  # relative L2 error of a frame vs fp32
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 2e-2, "fp8": 1e-1}  # relative L2 error of a frame vs fp32
+
+
+def cast_model(model: StreamStyleModel, dtype: str) -> StreamStyleModel:
+    """The model in a service dtype: fp32, bf16, fp16, or fp8 (bf16 with FP8 block GEMMs)."""
+    if dtype == "fp8":
+        from ..model.fp8 import to_fp8
+
+        return to_fp8(model.to(torch.bfloat16))
+    return model.to(DTYPES[dtype])
 SWITCH_PROMPTS = ["watercolor painting", "cel shading with ink outlines", "pencil hatching", "neon glow"]
 
 
@@ -103,7 +112,7 @@ def check_and_time(model32: StreamStyleModel, w: int, h: int, steps: int, dtype:
     slots = [random_slot(layout, w, h, device, gen) for _ in range(3)]  # rotate: no cache-resident input
     model = StreamStyleModel(cfg).to(device)
     model.load_state_dict(model32.state_dict())
-    model = model.to(DTYPES[dtype])
+    model = cast_model(model, dtype)
     ref = Stylizer(model32, device=device)
     sty = Stylizer(model, device=device, check_finite=False, cuda_graphs=graphs)
     params = FrameParams(steps=steps)
@@ -221,7 +230,7 @@ def floor_ms(cfg: ModelConfig, w: int, h: int, steps: int, floor: dict[str, floa
 
 
 def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: str, weights: str | None,
-                preset_name: str, prompts: bool = True, log=print) -> list[dict]:
+                preset_name: str, prompts: bool = True, log=print, dtype: str = "auto") -> list[dict]:
     """The real service in its own process, this process as the engine (the real client), lockstep,
     eight distinct reference-engine frames cycled, prompt switches (blended over 8 frames) every 250
     frames. Returns one row per size."""
@@ -233,7 +242,7 @@ def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: s
     address, ready = f"ipc://{work}/s.sock", work / "ready"
     cmd = [sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--device", device,
            *(["--weights", str(weights)] if weights else ["--preset", preset_name]),
-           "--ready-file", str(ready), "--quiet", "--deadline-ms", "1000"]
+           "--ready-file", str(ready), "--quiet", "--deadline-ms", "1000", "--dtype", dtype]
     if not prompts:
         cmd.append("--no-prompts")
     service = subprocess.Popen(cmd)
@@ -331,7 +340,8 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
     rows = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        weights_mib = sum(p.numel() * torch.finfo(DTYPES[dtype]).bits // 8 for p in model32.parameters()) / 2 ** 20
+        bits = 8 if dtype == "fp8" else torch.finfo(DTYPES[dtype]).bits
+        weights_mib = sum(p.numel() * bits // 8 for p in model32.parameters()) / 2 ** 20
     else:
         weights_mib = sum(p.numel() * 4 for p in model32.parameters()) / 2 ** 20
     for w, h in cfg.sizes:
@@ -344,7 +354,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
             if row["status"] == "ok":
                 fast = StreamStyleModel(mc).to(device)
                 fast.load_state_dict(model32.state_dict())
-                fast = fast.to(DTYPES[dtype]).eval()
+                fast = cast_model(fast, dtype).eval()
                 row["stages_ms"] = stage_times(fast, w, h, k, device, cfg.stage_reps, gen)
                 row["floor_ms"] = floor_ms(mc, w, h, k, floor)
                 row["floor_ratio"] = row["p50_ms"] / row["floor_ms"]
@@ -358,7 +368,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
     if cfg.service:
         for k in cfg.steps:
             service_rows += service_run(cfg.sizes, k, cfg.frames, cfg.device, str(weights) if weights else None,
-                                        cfg.preset or "default", log=log)
+                                        cfg.preset or "default", log=log, dtype=dtype)
     peer_rows = []
     if cfg.peers:
         from .peers import run_peers

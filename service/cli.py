@@ -102,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
-                                preset=args.preset, deadline_ms=args.deadline_ms)
+                                preset=args.preset, deadline_ms=args.deadline_ms, dtype=args.dtype)
     stylizer, trained = build_stylizer(config, prompts=not args.no_prompts)
     if not trained:
         logging.getLogger("streamstyle.service").warning(
@@ -247,7 +247,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("streamstyle: error: --steps takes step counts from 1 to 4", file=sys.stderr)
         return 2
     cfg = BenchConfig(preset=args.preset, weights=args.weights, sizes=sizes, steps=steps, frames=args.frames,
-                      device=args.device, service=not args.no_service, peers=args.peers)
+                      device=args.device, dtype=args.dtype, service=not args.no_service, peers=args.peers)
     try:
         report = run_bench(cfg)
     except RuntimeError as exc:
@@ -363,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", default="1,2,4", help="comma list of step counts")
     p.add_argument("--frames", type=int, default=1000, help="frames through the service per size and steps")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16", "fp8"],
+                   help="the model's dtype (auto: bf16 on a GPU, fp32 on the CPU; fp8: FP8 block GEMMs)")
     p.add_argument("--no-service", action="store_true", help="skip the end-to-end run through the service")
     p.add_argument("--peers", action="store_true", help="also time StreamDiffusion's and SANA's setups (needs diffusers)")
     p.add_argument("--json", help="write the full report here")
@@ -374,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="a checkpoint folder or .safetensors file (default: the shipped default model)")
     p.add_argument("--preset", help="serve this preset with untrained weights instead (tiny, default, large)")
     p.add_argument("--config", help="a JSON file of service settings (see docs/protocol.md)")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16", "fp8"],
+                   help="the model's dtype (default auto: bf16 on a GPU, fp32 on the CPU; fp8: FP8 block GEMMs)")
     p.add_argument("--deadline-ms", type=float, help="frames not served within this are late (default: 100 GPU, 5000 CPU)")
     p.add_argument("--no-prompts", action="store_true", help="no prompt encoder (prompts are refused)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)

@@ -39,7 +39,7 @@ class ServiceConfig:
     cache_pages: int = 512
     cache_page_elems: int = 65536
     evict_idle_after_s: float | None = None
-    dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU
+    dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU; fp8: bf16 with FP8 block GEMMs (model/fp8.py)
     cuda_graphs: bool = True  # one CUDA graph per session shape and step count (GPU only)
     curve_secret_key: str | None = None  # Z85 keys; required for a non-loopback bind
     curve_public_key: str | None = None
@@ -66,8 +66,8 @@ class ServiceConfig:
             raise ConfigError("heartbeat_ms must be >= 10 and reap_after_ms at least twice it")
         if self.max_sessions < 1:
             raise ConfigError("max_sessions must be >= 1")
-        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError("dtype must be auto, fp32, bf16 or fp16")
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16", "fp8"):
+            raise ConfigError("dtype must be auto, fp32, bf16, fp16 or fp8")
         return self
 
     @staticmethod

@@ -39,7 +39,14 @@ def build_stylizer(config: ServiceConfig, prompts: bool = True) -> tuple[Stylize
     dtype = config.dtype
     if dtype == "auto":
         dtype = "bf16" if device.type == "cuda" else "fp32"
-    model = model.to(DTYPES[dtype])
+    if dtype == "fp8":
+        from ..model.fp8 import scaled_mm_available, to_fp8
+
+        if not scaled_mm_available(device):
+            log.warning("dtype fp8: this device has no FP8 matrix units; the FP8 layers run emulated (slow)")
+        model = to_fp8(model.to(torch.bfloat16))
+    else:
+        model = model.to(DTYPES[dtype])
     encoder = PromptEncoder(device=device, max_tokens=model.config.max_prompt_tokens) if prompts else None
     cache = CacheConfig(num_pages=config.cache_pages, page_elems=config.cache_page_elems,
                         evict_idle_after_s=config.evict_idle_after_s)
