@@ -95,7 +95,8 @@ def _time(fn: Callable[[], object], device: torch.device, reps: int) -> tuple[fl
 def stream_diffusion(device: torch.device, scale: str = "full", reps: int = 50) -> dict:
     """SD-turbo UNet + TAESD at 512x512 (tiny: 64x64), one step, as one CUDA graph on a GPU."""
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    unet, vae = sd_turbo_unet(scale).to(device, dtype).eval(), taesd(scale).to(device, dtype).eval()
+    with torch.device(device):  # random init on the card itself: seconds, not a minute of host time
+        unet, vae = sd_turbo_unet(scale).to(device, dtype).eval(), taesd(scale).to(device, dtype).eval()
     size = 512 if scale == "full" else 64
     lat = torch.randn(1, 4, size // 8, size // 8, device=device, dtype=dtype)
     ctx = torch.randn(1, 77, unet.config.cross_attention_dim, device=device, dtype=dtype)
@@ -132,7 +133,8 @@ def sana(device: torch.device, w: int, h: int, scale: str = "full", reps: int = 
     """SANA 600M + DC-AE at w x h (multiples of 32): 1 and 2 Euler steps and the decode, timed apart
     and together, eager (bf16 on a GPU)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    dit, vae = sana_600m(scale).to(device, dtype).eval(), dc_ae(scale).to(device, dtype).eval()
+    with torch.device(device):
+        dit, vae = sana_600m(scale).to(device, dtype).eval(), dc_ae(scale).to(device, dtype).eval()
     lat = torch.randn(1, 32, h // 32, w // 32, device=device, dtype=dtype)
     ctx = torch.randn(1, 300, dit.config.caption_channels, device=device, dtype=dtype)
     name = f"SANA ({'600M DiT' if scale == 'full' else 'tiny DiT'} + DC-AE)"
