@@ -22,12 +22,25 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,po
   --format=csv | tee "$out/gpu.csv"
 status=0
 python3 -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tee "$out/pytest-gpu.log" || status=1
-python3 benchmarks/bench_step.py --preset default --size 720p --size 1080p --size 2160p --steps 1,2 \
-  --dtype fp32,bf16 --frames 30 --json "$out/bench-default.json" 2>&1 | tee "$out/bench-default.log" || status=1
-python3 benchmarks/bench_step.py --preset large --size 1080p --steps 2 --dtype bf16 --frames 10 \
-  --json "$out/bench-large.json" 2>&1 | tee "$out/bench-large.log" || status=1
-python3 benchmarks/bench_render.py --size 720p --size 1080p --size 2160p --seeds 1,2,3 --reps 20 \
-  --json "$out/bench-render.json" 2>&1 | tee "$out/bench-render.log" || status=1
-python3 benchmarks/bench_service.py --device cuda --size 720p --size 1080p --frames 1000 \
-  --json "$out/bench-service.json" 2>&1 | tee "$out/bench-service.log" || status=1
+# The shipped default model: stages, floor, and 1000 frames through the service with prompt switches.
+python3 -m streamstyle bench --sizes 720p,1080p --steps 2 --frames 1000 --json "$out/bench-default.json" 2>&1 \
+  | tee "$out/bench-default.log" || status=1
+python3 -m streamstyle bench --sizes 2160p --steps 1,2,4 --frames 100 --no-service --json "$out/bench-4k.json" 2>&1 \
+  | tee "$out/bench-4k.log" || status=1
+# The large preset at 1080p, bf16 against FP8 (quality: each row's error against float32).
+for dt in bf16 fp8; do
+  python3 -m streamstyle bench --preset large --dtype $dt --sizes 1080p --steps 2 --frames 30 --no-service \
+    --json "$out/bench-large-$dt.json" 2>&1 | tee "$out/bench-large-$dt.log" || status=1
+done
+# Peers on the same card (needs diffusers; skipped with a message where it is missing).
+if python3 -c "import diffusers" 2>/dev/null; then
+  python3 -m streamstyle bench --sizes 1080p --steps 2 --frames 0 --no-service --peers \
+    --json "$out/bench-peers.json" 2>&1 | tee "$out/bench-peers.log" || status=1
+else
+  echo "peers skipped: diffusers is not installed (pip install 'streamstyle[peers]')" | tee "$out/bench-peers.log"
+fi
+if [ -z "${SKIP_RENDER:-}" ]; then
+  python3 benchmarks/bench_render.py --size 720p --size 1080p --size 2160p --seeds 1,2,3 --reps 20 \
+    --json "$out/bench-render.json" 2>&1 | tee "$out/bench-render.log" || status=1
+fi
 exit $status
