@@ -79,6 +79,7 @@ def test_scaled_mm_matches_the_emulated_product(gen):
     assert f.fast
     x = torch.randn(2040, 1152, generator=gen).cuda().bfloat16()
     fast = f(x).float()
+    assert f.fast, "torch._scaled_mm refused the operands: the layer fell back to emulation"
     f.fast = False
     slow = f(x).float()
     assert ((fast - slow).norm() / slow.norm()) < 1e-2

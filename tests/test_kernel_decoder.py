@@ -54,9 +54,11 @@ def test_the_module_runs_the_kernel_only_where_asked(gen):
 
 @pytest.mark.gpu
 def test_kernel_matches_reference_on_the_gpu(gen):
+    """bf16 inputs, as the service runs it; the oracle is the float32 reference on the same
+    (bf16-rounded) inputs, so only the kernel's own error counts (TF32 tensor-core products)."""
     lat = (torch.rand(1, 3, 180, 320, generator=gen) * 2 - 1).cuda().bfloat16()
     guide = (torch.rand(1, 10, 720, 1280, generator=gen) * 2 - 1).cuda().bfloat16()
     p = [t.bfloat16() for t in params(16, 13, gen, "cuda")]
     got = guided_decode_triton(lat, guide, packed_weights(*p), 4)
-    want = guided_decode_reference(lat, guide, *p, 4).float()
-    assert (got - want).abs().max() < 2e-2  # bf16 reference vs float32 accumulation
+    want = guided_decode_reference(lat.float(), guide.float(), *[t.float() for t in p], 4)
+    assert (got - want).abs().max() < 5e-3
