@@ -52,11 +52,38 @@ class PromptContext:
     pooled: torch.Tensor  # [B, Dt] blended sentence embedding
 
 
+def padded_size(config: ModelConfig, width: int, height: int) -> tuple[int, int]:
+    """The size the network runs at: width and height rounded up to the token stride."""
+    p = config.patch
+    return -(-width // p) * p, -(-height // p) * p
+
+
+def pad_planes(planes: dict[str, torch.Tensor], width: int, height: int, pw: int, ph: int) -> dict[str, torch.Tensor]:
+    """Extend [B, H, W, C] planes to [B, ph, pw, C] by repeating the last row and column (any
+    dtype; graph-safe). Depth and motion carry on smoothly into the margin, so the warp and the
+    depth test stay meaningful there, and the margin is cropped from the output."""
+    if (pw, ph) == (width, height):
+        return planes
+    out = {}
+    for name, x in planes.items():
+        if ph > height:
+            x = torch.cat([x, x[:, height - 1:height].expand(-1, ph - height, -1, -1)], dim=1)
+        if pw > width:
+            x = torch.cat([x, x[:, :, width - 1:width].expand(-1, -1, pw - width, -1)], dim=2)
+        out[name] = x
+    return out
+
+
 def prepare_frame(config: ModelConfig, layout: GBufferLayout, planes: dict[str, torch.Tensor],
                   width: int, height: int) -> FrameInputs:
     """planes: {channel: [B, H, W, format components]} in the engine's dtypes (see
-    `GBufferLayout.view`; a leading batch dim is required here)."""
+    `GBufferLayout.view`; a leading batch dim is required here). A size that is not a multiple of
+    the token stride is padded (`padded_size`, `pad_planes`): the inputs are at the padded size, and
+    the caller crops the output back to width x height."""
     names = list(config.cond_channels) + [n for n in config.guide_channels if n not in config.cond_channels]
+    pw, ph = padded_size(config, width, height)
+    if (pw, ph) != (width, height):
+        planes = pad_planes({n: planes[n] for n in dict.fromkeys(names + ["depth", "motion"])}, width, height, pw, ph)
     specs = layout.pack_specs(names)
     s = config.latent_stride
     full, low = pack_gbuffers([planes[n] for n in names], specs, s)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .frame import PromptContext, prepare_frame, stylize_frame_tensors
+from .frame import PromptContext, padded_size, prepare_frame, stylize_frame_tensors
 from .layout import GBufferLayout
 from .network import StreamStyleModel
 from .state import StateSpec
@@ -25,7 +25,7 @@ class FrameGraph:
             raise ValueError("CUDA graphs need a CUDA device")
         cfg = model.config
         self.model, self.layout, self.width, self.height, self.steps = model, layout, width, height, steps
-        self.spec = StateSpec(cfg, width, height)
+        self.spec = StateSpec(cfg, *padded_size(cfg, width, height))  # the network's size
         self.slot = torch.zeros(layout.slot_bytes(width, height), dtype=torch.uint8, device=device)
         for name, plane in layout.view(self.slot, width, height).items():
             if plane.is_floating_point():
@@ -54,7 +54,7 @@ class FrameGraph:
         state = self.spec.unflatten(self.state)
         ctx = PromptContext(self.tokens, self.bias, self.pooled)
         rgb, nxt = stylize_frame_tensors(self.model, inputs, ctx, state, self.noise, self.steps, self.strength, self.keep)
-        return rgb, self.spec.flatten(nxt)
+        return rgb[:, :, :self.height, :self.width], self.spec.flatten(nxt)  # padding margin cropped
 
     def run(self, slot: torch.Tensor, state: torch.Tensor, noise: torch.Tensor, prompt: PromptContext,
             strength: float, reset: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,6 +66,9 @@ def frame_once_flops(config: ModelConfig, width: int, height: int) -> int:
 def model_info(config: ModelConfig, width: int, height: int, steps: int = 2,
                cache: CacheConfig = CacheConfig()) -> dict:
     c = config
+    from .frame import padded_size
+
+    width, height = padded_size(c, width, height)  # what the network runs at (1080 -> 1088)
     params = count_parameters(c)
     tokens = (width // c.patch) * (height // c.patch)
     step_flops = dit_step_flops(c, width, height)

@@ -24,7 +24,7 @@ import torch
 from .cache import CacheConfig, PagedStateCache
 from .errors import (InputError, LayoutError, PromptError, ResolutionError, SessionError,
                      SessionEvictedError)
-from .frame import FrameParams, PromptContext, prepare_frame, stylize_frame
+from .frame import FrameParams, PromptContext, padded_size, prepare_frame, stylize_frame
 from .layout import FORMATS, REQUIRED_FOR_WARP, GBufferLayout
 from .network import StreamStyleModel
 from .state import StateSpec
@@ -88,10 +88,6 @@ class Stylizer:
                 raise ResolutionError(f"{name} must be an integer, got {v!r}")
             if v < p or v > limit:
                 raise ResolutionError(f"{name} {v} is outside {p}..{limit}")
-            if v % p:
-                lo, hi = v // p * p, (v // p + 1) * p
-                raise ResolutionError(f"{name} {v} is not a multiple of the token stride {p} "
-                                      f"(nearest sizes: {lo or hi} or {hi})")
 
     def open_session(self, width: int, height: int, layout: GBufferLayout, seed: int = 0) -> Session:
         """Validate the size and layout, take cache pages. Raises ResolutionError, LayoutError,
@@ -103,7 +99,7 @@ class Stylizer:
         layout.validate(required=needed, width=width, height=height)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise InputError(f"seed must be an integer, got {seed!r}")
-        spec = StateSpec(self.config, width, height)
+        spec = StateSpec(self.config, *padded_size(self.config, width, height))  # e.g. 1080 runs as 1088
         sid = next(self._ids)
         evicted = self.cache.open(sid, spec.numel)
         for gone in evicted:
@@ -224,10 +220,10 @@ class Stylizer:
             rgb, new_flat = graph.run(frame.to(self.device), flat, noise, rec.prompt, params.strength, params.reset)
             self.cache.write(s.id, new_flat)
             rec.frames += 1
-            return rgb[0].clone()  # the graph's buffer is reused by the next frame
+            return rgb[0].clone()  # the graph's buffer is reused by the next frame (already cropped)
         state = rec.spec.unflatten(flat)
         inputs = prepare_frame(self.config, s.layout, planes, s.width, s.height)
         rgb, nxt = stylize_frame(self.model, inputs, rec.prompt, state, noise, params)
         self.cache.write(s.id, rec.spec.flatten(nxt))
         rec.frames += 1
-        return rgb[0]
+        return rgb[0, :, :s.height, :s.width]  # the padding margin, if any, is dropped

@@ -163,7 +163,9 @@ def stage_times(model: StreamStyleModel, w: int, h: int, steps: int, device: tor
     from ..kernels.warp import warp_previous
     from ..model.state import StateSpec
 
-    state = StateSpec(cfg, w, h).zeros(device)
+    from ..model.frame import padded_size
+
+    state = StateSpec(cfg, *padded_size(cfg, w, h)).zeros(device)
     state.valid.fill_(1.0)
     for rep in range(reps + 1):
         box: dict[str, object] = {}
@@ -192,7 +194,7 @@ def stage_times(model: StreamStyleModel, w: int, h: int, steps: int, device: tor
             box["rgb"] = model.decoder(box["x"].clamp(-1, 1).to(dt), box["inputs"].guide.to(dt)).float()
 
         def write_back():
-            write_output(box["rgb"][0], out, out_format)
+            write_output(box["rgb"][0, :, :h, :w], out, out_format)
 
         stages = [("pack", pack), ("warp", warp)] + [(f"dit_{k + 1}", dit_step(k)) for k in range(steps)] + \
                  [("decode", decode), ("write_back", write_back)]

@@ -230,14 +230,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .bench import BenchConfig, format_bench, run_bench
 
-    stride = 32 if args.preset == "large" else 16
-    sizes = []
-    for text in args.sizes.split(","):
-        w, h = parse_size(text.strip())
-        pw, ph = -(-w // stride) * stride, -(-h // stride) * stride
-        if (pw, ph) != (w, h):
-            print(f"{w}x{h} runs as {pw}x{ph} (the model's {stride}-pixel stride)")
-        sizes.append((pw, ph))
+    sizes = [parse_size(text.strip()) for text in args.sizes.split(",")]  # any size: the service pads to the stride
     try:
         steps = [int(k) for k in args.steps.split(",")]
     except ValueError:

@@ -145,8 +145,8 @@ def test_bad_layouts_sizes_and_the_session_limit(service, peer):
     base = {"type": "open", "req": 2, "width": W, "height": H, "ring": ring.describe()}
     r = peer.ask({**base, "layout": {"channels": [{"name": "depth", "format": "r32f"}]}})
     assert r["code"] == "bad_layout" and "missing channels the model needs" in r["message"]
-    r = peer.ask({**base, "width": 36, "layout": layout.to_dict()})
-    assert r["code"] == "bad_resolution" and "multiple of the token stride 8" in r["message"]
+    r = peer.ask({**base, "width": 4, "layout": layout.to_dict()})
+    assert r["code"] == "bad_resolution" and "width 4 is outside 8..7680" in r["message"]
     for _ in range(3):
         assert peer.open()[0]["type"] == "opened"
     r = peer.open()[0]

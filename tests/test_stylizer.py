@@ -89,12 +89,11 @@ def test_slot_bytes_and_channel_tensors_give_the_same_frame(tiny_model, frame_fa
 
 
 @pytest.mark.parametrize("w, h, words", [
-    (100, 64, "width 100 is not a multiple of the token stride 8 \\(nearest sizes: 96 or 104\\)"),
     (64, 4, "height 4 is outside 8..4320"),
     (64.0, 64, "width must be an integer"),
     (64, 8000, "outside"),
 ])
-def test_sizes_the_stride_does_not_divide_are_refused(tiny_model, w, h, words):
+def test_sizes_that_cannot_be_served_are_refused(tiny_model, w, h, words):
     sty = Stylizer(tiny_model)
     with pytest.raises(ResolutionError, match=words):
         sty.open_session(w, h, reference_layout(64, 64))
@@ -180,3 +179,35 @@ def test_closed_unknown_and_evicted_sessions_are_refused(tiny_model, frame_facto
     with pytest.raises(SessionError):
         sty.close_session(c)
     assert sty.cache.used_pages == 1
+
+
+def test_any_frame_size_is_served_by_padding_to_the_stride(gen):
+    """1080-style sizes: the service pads the planes by repeating the last row and column, runs the
+    network at the stride's multiple and crops; the result equals running the padded frame."""
+    from streamstyle.model.frame import pad_planes, padded_size
+    from streamstyle.service.bench import random_slot
+
+    from streamstyle.model.config import preset
+    from streamstyle.model.network import StreamStyleModel
+
+    torch.manual_seed(0)
+    model = StreamStyleModel(preset("tiny")).eval()
+    w, h = 37, 21  # tiny's stride is 8: runs as 40 x 24
+    assert padded_size(model.config, w, h) == (40, 24)
+    layout, big = reference_layout(w, h), reference_layout(40, 24)
+    sty = Stylizer(model)
+    s = sty.open_session(w, h, layout, seed=4)
+    ref = sty.open_session(40, 24, big, seed=4)
+    for _ in range(2):
+        slot = random_slot(layout, w, h, "cpu", gen)
+        out = sty.step(s, slot, FrameParams(steps=2))
+        assert out.shape == (3, h, w) and torch.isfinite(out).all()
+        planes = {k: v.unsqueeze(0) for k, v in layout.view(slot, w, h).items()}
+        padded = pad_planes(planes, w, h, 40, 24)
+        slot_big = torch.zeros(big.slot_bytes(40, 24), dtype=torch.uint8)
+        for name, view in big.view(slot_big, 40, 24).items():
+            view.copy_(padded[name][0])
+        want = sty.step(ref, slot_big, FrameParams(steps=2))
+        assert torch.allclose(out, want[:, :h, :w], atol=1e-6)
+    with pytest.raises(ResolutionError, match="outside"):
+        sty.open_session(5, 40, reference_layout(5, 40))
