@@ -129,6 +129,12 @@ def check_and_time(model32: StreamStyleModel, w: int, h: int, steps: int, dtype:
         if not bool(torch.isfinite(b).all()) or not err <= (TOLERANCE[dtype] if tolerance is None else tolerance):
             row["status"] = "FAILED"
             return row
+        if dtype == "fp8" and device.type == "cuda":
+            from ..model.fp8 import Fp8Linear
+
+            if not all(m.fast for m in model.modules() if isinstance(m, Fp8Linear)):
+                row.update(status="FAILED", reason="the FP8 tensor-core product was refused; the layers run emulated")
+                return row
         for i in range(3):  # warm-up
             sty.step(ss, slots[i % 3], params)
         timer = Timer(device)
@@ -388,8 +394,8 @@ def format_bench(report: dict) -> str:
                  f"{'pack':>6} {'warp':>6} {'dit/step':>8} {'decode':>7} {'write':>6} {'peak MiB':>9}")
     for r in report["rows"]:
         if r["status"] != "ok":
-            lines.append(f"{r['size']:>10} {r['steps']:>5} {'FAILED':>7}  (relative error {r['rel_err_vs_fp32']:.1e}: "
-                         "not timed)")
+            why = r.get("reason", f"relative error {r['rel_err_vs_fp32']:.1e}")
+            lines.append(f"{r['size']:>10} {r['steps']:>5} {'FAILED':>7}  ({why}: not timed)")
             continue
         st = r["stages_ms"]
         dit = statistics.fmean(v for k, v in st.items() if k.startswith("dit_"))
