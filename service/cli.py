@@ -158,11 +158,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("streamstyle: error: no --weights given and the shipped default weights are not installed",
               file=sys.stderr)
         return 2
+    if not 0.0 <= args.strength <= 1.0:
+        print(f"streamstyle: error: --strength must lie in [0, 1], got {args.strength}", file=sys.stderr)
+        return 2
     model = load_weights(weights, device=args.device)
     if args.device.startswith("cuda"):
         model = model.to(torch.bfloat16)
     encoder = PromptEncoder(device=args.device, max_tokens=model.config.max_prompt_tokens)
-    cfg = EvalConfig(size=args.size, frames=args.frames, steps=args.steps)
+    cfg = EvalConfig(size=args.size, frames=args.frames, steps=args.steps, strength=args.strength)
     if args.seeds:
         cfg.seeds = [int(x) for x in args.seeds.split(",")]
     elif args.set:
@@ -344,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=parse_size, default=(512, 512))
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4])
+    p.add_argument("--strength", type=float, default=0.5,
+                   help="noise level history restarts from each frame (the service's default 0.5)")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--quiet", action="store_true")
