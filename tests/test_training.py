@@ -183,3 +183,9 @@ def test_eval_runs_end_to_end_on_tiny(tmp_path):
     assert 0 <= report["overall"]["adherence"] <= 1
     with pytest.raises(ValueError, match="unknown styles: sepia"):
         evaluate(sty, EvalConfig(seeds=[1000000], size=(32, 32), frames=2, prompts={"sepia": ["x"]}), progress=False)
+
+
+def test_eval_refuses_a_strength_outside_0_1():
+    run = subprocess.run([sys.executable, "-m", "streamstyle", "eval", "--strength", "1.5", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "--strength must lie in [0, 1]" in run.stderr
