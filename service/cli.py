@@ -127,7 +127,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from ..model.training.trainer import TrainConfig, Trainer
+
+    gpu = args.device.startswith("cuda")
+    if args.batch is None:
+        args.batch = 32 if gpu else 4
+    if args.bank is None:
+        args.bank = 512 if gpu else 0
+    if args.workers is None:
+        args.workers = min(8, max(0, (os.cpu_count() or 2) - 2)) if gpu and args.bank else 0
+    print(f"training on {args.device}: batch {args.batch} clips x {args.frames} frames at {args.size}x{args.size}, "
+          f"clip bank {args.bank or 'off'}" + (f", {args.workers} render workers" if args.workers else ""))
 
     cfg = TrainConfig(out=args.out, preset=args.preset, init=args.init, resume=args.resume, device=args.device,
                       size=args.size, frames=args.frames, batch=args.batch, steps=args.steps, lr=args.lr,
@@ -300,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--frames", type=int, default=4, help="frames per clip")
-    p.add_argument("--batch", type=int, default=4, help="clips per step")
+    p.add_argument("--batch", type=int, help="clips per step (default: 32 on a GPU, 4 on the CPU)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
@@ -308,11 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the shipped weights")
-    p.add_argument("--bank", type=int, default=0,
-                   help="keep this many rendered shots and draw clips (any style) from them (0: render every clip)")
+    p.add_argument("--bank", type=int,
+                   help="keep this many rendered shots and draw clips (any style) from them; 0 renders every "
+                        "clip (default: 512 on a GPU, 0 on the CPU)")
     p.add_argument("--refresh", type=int, default=4, help="with --bank: render one new shot every N clips drawn")
-    p.add_argument("--workers", type=int, default=0,
-                   help="with --bank: render shots in this many background processes (same data, faster)")
+    p.add_argument("--workers", type=int,
+                   help="with --bank: render shots in this many background processes (same data, faster; "
+                        "default: up to 8 on a GPU, 0 on the CPU)")
     p.add_argument("--distill", type=float, default=0.25,
                    help="share of the steps, at the end, that train the few-step sampler (1, 2 and 4 steps)")
     p.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES",
