@@ -55,14 +55,17 @@ class Fp8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        a = x.reshape(-1, self.in_features)
+        # Row-major activations: an input produced from transposed views (the Mix-FFN's gate is)
+        # reshapes to a column-major matrix, elementwise ops keep that layout, and cuBLASLt's FP8
+        # product takes only row-major A with column-major B.
+        a = x.reshape(-1, self.in_features).contiguous()
         qa, sa = quantize_rows(a)
         out = None
         if self.fast and a.is_cuda:
             try:
                 out = torch._scaled_mm(qa, self.weight_fp8.t(), scale_a=sa, scale_b=self.weight_scale,
                                        out_dtype=self.out_dtype)
-            except RuntimeError as exc:  # seen with torch 2.11 on an H200: see benchmarks/NOTES.md
+            except RuntimeError as exc:  # e.g. an FP8 GEMM the installed torch does not offer
                 self.fast = False
                 warnings.warn(f"fp8: torch._scaled_mm refused row-wise scales ({exc}); this layer now runs "
                               "the emulated FP8 product (correct, not fast)", RuntimeWarning, stacklevel=2)

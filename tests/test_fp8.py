@@ -35,6 +35,27 @@ def test_fp8_linear_is_the_product_of_the_quantized_operands(gen):
     assert ((f(x) - exact).norm() / exact.norm()) < 0.05
 
 
+def test_activations_reach_the_product_row_major(gen):
+    """The Mix-FFN's gate comes from transposed views; the FP8 product (cuBLASLt) needs a row-major
+    A, so the layer must not pass a column-major view through."""
+    lin = torch.nn.Linear(32, 16)
+    f = Fp8Linear(lin)
+    seen = []
+    original = quantize_rows
+
+    x = torch.randn(1, 32, 24, generator=gen).transpose(1, 2)  # [1, 24, 32], column-major rows
+    assert not x.reshape(-1, 32).is_contiguous()
+    import streamstyle.model.fp8 as fp8
+
+    fp8.quantize_rows = lambda a: (seen.append(a.is_contiguous()), original(a))[1]
+    try:
+        out = f(x)
+    finally:
+        fp8.quantize_rows = original
+    assert seen == [True]
+    assert torch.allclose(out, f(x.contiguous()), atol=1e-6)
+
+
 def test_a_swapped_model_stays_near_float32(gen):
     torch.manual_seed(0)
     model = StreamStyleModel(preset("tiny")).eval()
@@ -77,7 +98,7 @@ def test_scaled_mm_matches_the_emulated_product(gen):
     lin = torch.nn.Linear(1152, 2880).cuda().bfloat16()
     f = Fp8Linear(lin)
     assert f.fast
-    x = torch.randn(2040, 1152, generator=gen).cuda().bfloat16()
+    x = torch.randn(1152, 2040, generator=gen).cuda().bfloat16().t()  # column-major, as the Mix-FFN's gate
     fast = f(x).float()
     assert f.fast, "torch._scaled_mm refused the operands: the layer fell back to emulation"
     f.fast = False
