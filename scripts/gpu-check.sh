@@ -28,6 +28,9 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,po
   --format=csv
 status=0
 python3 -m pytest -m gpu -q -rfE --tb=short -p no:cacheprovider tests 2>&1 | tee "$reports/pytest-gpu.log" || status=1
+# The demo on the GPU (CUDA IPC between two processes), figures only: the image has no ffmpeg.
+python3 -m streamstyle demo --device cuda --no-video --frames 96 --size 1280x720 2>&1 | grep -v "frame/s" \
+  | tee "$reports/bench-demo.log" || status=1
 # The shipped default model: stages, floor, and 1000 frames through the service with prompt switches.
 python3 -m streamstyle bench --sizes 720p,1080p --steps 2 --frames 1000 --json "$reports/bench-default.json" 2>&1 \
   | tee "$reports/bench-default.log" || status=1

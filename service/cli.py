@@ -121,8 +121,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..engine_plugins.reference_engine.demo import run_demo
 
-    run_demo(frames=args.frames, size=args.size, steps=args.steps, prompts=args.prompt, device=args.device,
-             out=args.out, seed=args.seed, weights=args.weights)
+    try:
+        run_demo(frames=args.frames, size=args.size, steps=args.steps, prompts=args.prompt, device=args.device,
+                 out=None if args.no_video else args.out, seed=args.seed, weights=args.weights)
+    except RuntimeError as exc:
+        print(f"streamstyle: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -297,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", help="a prompt; repeat to switch between several during the run")
     p.add_argument("--device", default="cpu", help="cpu (shared memory) or cuda (CUDA IPC)")
     p.add_argument("--out", default="streamstyle-demo.mp4", help="the MP4 to write")
+    p.add_argument("--no-video", action="store_true", help="only the run and its figures, no MP4 (needs no ffmpeg)")
     p.add_argument("--seed", type=int, default=7, help="the reference scene's seed")
     p.add_argument("--weights", help="a checkpoint (default: the shipped default model)")
     p.set_defaults(func=cmd_demo)

@@ -279,3 +279,25 @@ def test_demo_writes_a_video_and_a_stats_table(tmp_path):
     reader = imageio_ffmpeg.read_frames(str(out))
     meta = next(reader)
     assert tuple(meta["size"]) == (3 * 64, 48) and sum(1 for _ in reader) == 8
+
+
+def test_demo_without_video_needs_no_encoder(tmp_path):
+    """--no-video: the run and its figures only, in a process where imageio-ffmpeg cannot import
+    (as on a machine without it)."""
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'imageio_ffmpeg':\n"
+            "            raise ImportError('blocked')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from streamstyle.service.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    args = ["demo", "--frames", "4", "--size", "64x48", "--prompt", "noir"]
+    run = subprocess.run([sys.executable, "-c", code, *args, "--no-video"], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "frames done / late / dropped  4 / 0 / 0" in run.stdout and "none (--no-video)" in run.stdout
+    assert not list(tmp_path.glob("*.mp4"))
+    refused = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                             cwd=tmp_path)
+    assert refused.returncode == 2 and "--no-video" in refused.stderr

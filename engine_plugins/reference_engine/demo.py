@@ -47,10 +47,16 @@ def _pct(values, q):
 
 
 def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 2, prompts: list[str] | None = None,
-             device: str = "cpu", out: str | Path = "streamstyle-demo.mp4", seed: int = 7, weights: str | None = None,
+             device: str = "cpu", out: str | Path | None = "streamstyle-demo.mp4", seed: int = 7, weights: str | None = None,
              preset: str = "default", fps: float = 30.0, log=print) -> dict:
     w, h = size
     prompts = list(prompts or DEFAULT_PROMPTS)
+    if out is not None:
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise RuntimeError("the demo's video needs imageio-ffmpeg (pip install imageio-ffmpeg), "
+                               "or run it with --no-video") from None
     if weights is None and shipped_weights() is not None:
         weights = str(shipped_weights())
     backend = "cuda-ipc" if device.startswith("cuda") else "shm"
@@ -82,7 +88,8 @@ def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 
         if not trained:
             log("NOTE: the shipped weights are missing from this install: the service runs the default model "
                 "with UNTRAINED random weights, so the output shows the pipeline working, not a style.")
-        return _drive(address, frames, w, h, steps, prompts, device, backend, Path(out), seed, fps, trained, log)
+        return _drive(address, frames, w, h, steps, prompts, device, backend, Path(out) if out is not None else None,
+                      seed, fps, trained, log)
     finally:
         service.send_signal(signal.SIGTERM)
         try:
@@ -92,7 +99,6 @@ def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 
 
 
 def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fps, trained, log) -> dict:
-    import imageio_ffmpeg
     from tqdm import tqdm
 
     scene = Scene.generate(seed)
@@ -102,12 +108,16 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
     client = Client(address, name="reference-engine", timeout_s=120)
     session = client.open_session(w, h, layout, backend=backend, prompt=prompts[0],
                                   params={"steps": steps, "deadline_ms": 60000.0}, seed=seed)
-    # One encoder thread at the fastest preset: on a small machine x264 would otherwise take the
-    # cores the service and the renderer need.
-    writer = imageio_ffmpeg.write_frames(str(out), (3 * w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                                         macro_block_size=2, ffmpeg_log_level="error",
-                                         output_params=["-preset", "ultrafast", "-threads", "1"])
-    writer.send(None)
+    writer = None
+    if out is not None:
+        import imageio_ffmpeg
+
+        # One encoder thread at the fastest preset: on a small machine x264 would otherwise take the
+        # cores the service and the renderer need.
+        writer = imageio_ffmpeg.write_frames(str(out), (3 * w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                                             macro_block_size=2, ffmpeg_log_level="error",
+                                             output_params=["-preset", "ultrafast", "-threads", "1"])
+        writer.send(None)
     per_prompt = max(1, frames // len(prompts))
     done = late = dropped = 0
     total_ms, model_ms, round_trip = [], [], []
@@ -131,6 +141,8 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
             late += 1
             reasons.append(f"{ev.status}:{ev.reason}:{ev.message}")
             styled = torch.zeros(h, w, 3, dtype=torch.uint8)
+        if writer is None:
+            return
         raw = torch.round(frame.color.clamp(0, 1) * 255).to(torch.uint8).cpu()
         gbuf = torch.round((frame.normals * 0.5 + 0.5).clamp(0, 1) * 255).to(torch.uint8).cpu()
         panel = torch.cat([_label(raw, "input"), _label(gbuf, "normals"), _label(styled, prompt[:40])], dim=1)
@@ -157,7 +169,8 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
     bar.update(1)
     bar.close()
     wall = time.perf_counter() - t_start
-    writer.close()
+    if writer is not None:
+        writer.close()
     stats = session.stats()
     dropped = stats["dropped"]
     session.close()
@@ -168,7 +181,7 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
               "service_p50_ms": _pct(total_ms, 0.5), "service_p99_ms": _pct(total_ms, 0.99),
               "model_p50_ms": _pct(model_ms, 0.5), "handoff_p50_ms": _pct(handoff, 0.5),
               "handoff_p99_ms": _pct(handoff, 0.99), "round_trip_p50_ms": _pct(round_trip, 0.5),
-              "video": str(out.resolve())}
+              "video": str(out.resolve()) if out is not None else None}
     log("")
     if reasons:
         log("frames not stylized: " + "; ".join(sorted(set(reasons))))
@@ -180,7 +193,7 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
             ("model time p50", f"{result['model_p50_ms']:.1f} ms"),
             ("handoff overhead p50 / p99", f"{result['handoff_p50_ms'] * 1000:.0f} / {result['handoff_p99_ms'] * 1000:.0f} us (service time outside the model)"),
             ("engine round trip p50", f"{result['round_trip_p50_ms']:.1f} ms (submit to done received)"),
-            ("video", result["video"])]
+            ("video", result["video"] or "none (--no-video)")]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         log(f"  {k:<{width}}  {v}")
