@@ -22,14 +22,9 @@ StreamDiffusion's setup (SD-turbo's UNet + TAESD, 512x512, 1 step, CUDA graph) a
 from __future__ import annotations
 
 import json
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -245,22 +240,12 @@ def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: s
     from ..engine_plugins.reference_engine import CameraPath, Renderer, Scene
     from ..engine_plugins.reference_engine.gbuffers import to_slot
     from .client import Client
+    from .launch import child_service
 
-    work = Path(tempfile.mkdtemp(prefix="ss-bench-"))
-    address, ready = f"ipc://{work}/s.sock", work / "ready"
-    cmd = [sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--device", device,
-           *(["--weights", str(weights)] if weights else ["--preset", preset_name]),
-           "--ready-file", str(ready), "--quiet", "--deadline-ms", "1000", "--dtype", dtype]
-    if not prompts:
-        cmd.append("--no-prompts")
-    service = subprocess.Popen(cmd)
+    args = ["--device", device, *(["--weights", str(weights)] if weights else ["--preset", preset_name]),
+            "--quiet", "--deadline-ms", "1000", "--dtype", dtype, *([] if prompts else ["--no-prompts"])]
     rows = []
-    try:
-        end = time.monotonic() + 300
-        while not ready.exists():
-            if service.poll() is not None or time.monotonic() > end:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.1)
+    with child_service(args) as address:
         backend = "cuda-ipc" if device.startswith("cuda") else "shm"
         client = Client(address, timeout_s=120)
         for w, h in sizes:
@@ -303,12 +288,6 @@ def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: s
             rows.append(row)
             log(json.dumps(row))
         client.close()
-    finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(30)
-        except subprocess.TimeoutExpired:
-            service.kill()
     return rows
 
 

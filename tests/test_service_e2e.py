@@ -301,3 +301,17 @@ def test_demo_without_video_needs_no_encoder(tmp_path):
     refused = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
                              cwd=tmp_path)
     assert refused.returncode == 2 and "--no-video" in refused.stderr
+
+
+def test_a_child_service_that_cannot_start_says_why(tmp_path):
+    from streamstyle.service.launch import child_service
+
+    with pytest.raises(RuntimeError, match="exited during start-up(.|\n)*unknown preset 'nope'"):
+        with child_service(["--preset", "nope"], log_path=tmp_path / "service.log"):
+            pass
+    with child_service(["--preset", "tiny", "--no-prompts", "--quiet"]) as address:
+        from streamstyle.service.client import Client
+
+        client = Client(address, timeout_s=30)
+        assert client.welcome["model"]["preset"] == "tiny"
+        client.close()

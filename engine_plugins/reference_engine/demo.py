@@ -10,9 +10,6 @@ of input | a G-buffer | output side by side, and prints a stats table.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +18,9 @@ import torch
 
 from ...model.layout import reference_layout
 from ...model.weights import shipped_weights
+from ...service.bench import pct
 from ...service.client import Client
+from ...service.launch import child_service
 from .camera import CameraPath
 from .gbuffers import to_slot
 from .render import Renderer
@@ -41,11 +40,6 @@ def _label(img: torch.Tensor, text: str) -> torch.Tensor:
     return torch.from_numpy(__import__("numpy").array(pil))
 
 
-def _pct(values, q):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
-
-
 def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 2, prompts: list[str] | None = None,
              device: str = "cpu", out: str | Path | None = "streamstyle-demo.mp4", seed: int = 7, weights: str | None = None,
              preset: str = "default", fps: float = 30.0, log=print) -> dict:
@@ -60,11 +54,7 @@ def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 
     if weights is None and shipped_weights() is not None:
         weights = str(shipped_weights())
     backend = "cuda-ipc" if device.startswith("cuda") else "shm"
-    work = Path(tempfile.mkdtemp(prefix="streamstyle-demo-"))
-    address, ready, service_log = f"ipc://{work}/demo.sock", work / "ready", work / "service.log"
-    cmd = [sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--device", device,
-           "--ready-file", str(ready)]
-    cmd += ["--weights", weights] if weights else ["--preset", preset]
+    args = ["--device", device, *(["--weights", weights] if weights else ["--preset", preset])]
     log(f"starting the service ({device}) ...")
     env = dict(os.environ)
     if not device.startswith("cuda"):
@@ -73,29 +63,14 @@ def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 
         cores = os.cpu_count() or 2
         env["OMP_NUM_THREADS"] = str(max(1, cores - 1))
         torch.set_num_threads(1)
-    with open(service_log, "w") as logf:
-        service = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
-    try:
-        end = time.monotonic() + 300
-        while not ready.exists():
-            if service.poll() is not None:
-                raise RuntimeError(f"the service exited during start-up; its log: {service_log}\n"
-                                   + service_log.read_text()[-2000:])
-            if time.monotonic() > end:
-                raise RuntimeError(f"the service did not start within 300 s; its log: {service_log}")
-            time.sleep(0.1)
+    service_log = Path(tempfile.mkdtemp(prefix="streamstyle-demo-")) / "service.log"
+    with child_service(args, env=env, log_path=service_log, stop_timeout_s=15) as address:
         trained = weights is not None
         if not trained:
             log("NOTE: the shipped weights are missing from this install: the service runs the default model "
                 "with UNTRAINED random weights, so the output shows the pipeline working, not a style.")
         return _drive(address, frames, w, h, steps, prompts, device, backend, Path(out) if out is not None else None,
                       seed, fps, trained, log)
-    finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(15)
-        except subprocess.TimeoutExpired:
-            service.kill()
 
 
 def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fps, trained, log) -> dict:
@@ -178,9 +153,9 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
     handoff = [t - m for t, m in zip(total_ms, model_ms)]
     result = {"frames": frames, "size": f"{w}x{h}", "steps": steps, "device": device, "trained_weights": trained,
               "done": done, "late": late, "dropped": dropped, "fps": frames / wall,
-              "service_p50_ms": _pct(total_ms, 0.5), "service_p99_ms": _pct(total_ms, 0.99),
-              "model_p50_ms": _pct(model_ms, 0.5), "handoff_p50_ms": _pct(handoff, 0.5),
-              "handoff_p99_ms": _pct(handoff, 0.99), "round_trip_p50_ms": _pct(round_trip, 0.5),
+              "service_p50_ms": pct(total_ms, 0.5), "service_p99_ms": pct(total_ms, 0.99),
+              "model_p50_ms": pct(model_ms, 0.5), "handoff_p50_ms": pct(handoff, 0.5),
+              "handoff_p99_ms": pct(handoff, 0.99), "round_trip_p50_ms": pct(round_trip, 0.5),
               "video": str(out.resolve()) if out is not None else None}
     log("")
     if reasons:

@@ -1,0 +1,48 @@
+"""Run `streamstyle serve` in a child process for as long as a `with` block lasts (the demo and
+the benchmark drive a real service in its own process this way)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+
+@contextlib.contextmanager
+def child_service(args: Sequence[str], env: dict | None = None, log_path: str | Path | None = None,
+                  timeout_s: float = 300.0, stop_timeout_s: float = 30.0) -> Iterator[str]:
+    """Start `streamstyle serve ARGS` bound to a fresh ipc:// address, wait until it is ready, yield
+    the address, and stop it (SIGTERM, then kill) when the block ends. Raises RuntimeError if it
+    exits or does not come up within `timeout_s`; the error carries the end of its log when
+    `log_path` is given (otherwise the child writes to this process's output)."""
+    work = Path(tempfile.mkdtemp(prefix="streamstyle-service-"))
+    address, ready = f"ipc://{work}/service.sock", work / "ready"
+    cmd = [sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--ready-file", str(ready), *args]
+    log = open(log_path, "w") if log_path else None
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+    finally:
+        if log:
+            log.close()  # the child holds its own descriptor
+    tail = (lambda: "; its log: " + str(log_path) + "\n" + Path(log_path).read_text()[-2000:]) if log_path else (lambda: "")
+    try:
+        end = time.monotonic() + timeout_s
+        while not ready.exists():
+            if proc.poll() is not None:
+                raise RuntimeError("the service exited during start-up" + tail())
+            if time.monotonic() > end:
+                raise RuntimeError(f"the service did not start within {timeout_s:.0f} s" + tail())
+            time.sleep(0.1)
+        yield address
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
