@@ -189,3 +189,17 @@ def test_eval_refuses_a_strength_outside_0_1():
     run = subprocess.run([sys.executable, "-m", "streamstyle", "eval", "--strength", "1.5", "--device", "cpu"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "--strength must lie in [0, 1]" in run.stderr
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(workers=2), "give bank > 0 with workers"),
+    (dict(bank=-1), "bank must be 0"),
+    (dict(distill=1.5), "share of steps in few-step mode"),
+    (dict(sampler_steps=(1, 5)), "step counts from 1 to 4"),
+    (dict(refresh=0), "refresh must be at least 1"),
+])
+def test_bad_training_settings_are_refused(bad, words):
+    from streamstyle.model.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig(**bad).validate()
