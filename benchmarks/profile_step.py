@@ -1,0 +1,126 @@
+"""Where a frame's GPU time goes: the per-frame step under the PyTorch profiler, kernel by kernel.
+
+Runs the eager step (same kernels as the graph, kernel backend `auto`) of the shipped model in one
+dtype and prints the kernels that take the most device time per frame, grouped by name, with the
+sum of all kernels against the graphed step's measured time. `--compile` also times the graphed step
+with the DiT under `torch.compile` (inductor's fused kernels inside the same CUDA graph), to see
+what fusion alone is worth before writing it by hand.
+
+    python benchmarks/profile_step.py --size 1920x1088 --steps 2 --top 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from streamstyle.model.frame import PromptContext, padded_size, prepare_frame, stylize_frame_tensors
+from streamstyle.model.graph import FrameGraph
+from streamstyle.model.layout import reference_layout
+from streamstyle.model.state import StateSpec
+from streamstyle.model.stylizer import null_context
+from streamstyle.model.weights import load_weights, shipped_weights
+from streamstyle.service.bench import Timer, cast_model, random_slot
+from streamstyle.service.cli import parse_size
+
+
+def graph_time(model, layout, w, h, steps, device, slot, reps=50) -> float:
+    g = FrameGraph(model, layout, w, h, steps, device)
+    ctx = null_context(model, device)
+    state = torch.zeros(g.spec.numel, device=device)
+    noise = torch.randn(g.spec.shapes()["latent"], device=device)
+    timer = Timer(device)
+    for _ in range(3):
+        g.run(slot, state, noise, ctx, 0.5, False)
+    return statistics.median(timer(lambda: g.graph.replay()) for _ in range(reps))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=parse_size, action="append")
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--preset", help="an untrained preset instead of the shipped weights")
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--compile", action="store_true", help="also time the graph with the DiT under torch.compile")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if args.preset:
+        from streamstyle.model.config import preset
+        from streamstyle.model.network import StreamStyleModel
+
+        model = StreamStyleModel(preset(args.preset)).to(device)
+    else:
+        model = load_weights(shipped_weights(), device=device)
+    model = cast_model(model.eval(), args.dtype)
+    cfg = model.config
+    gen = torch.Generator().manual_seed(0)
+    report = []
+    for w, h in args.size or [(1920, 1088)]:
+        layout = reference_layout(w, h)
+        slot = random_slot(layout, w, h, device, gen)
+        spec = StateSpec(cfg, *padded_size(cfg, w, h))
+        state = spec.unflatten(torch.zeros(spec.numel, device=device))
+        noise = torch.randn(spec.shapes()["latent"], device=device)
+        ctx = null_context(model, device)
+        strength = torch.full((1,), 0.5, device=device)
+
+        @torch.no_grad()
+        def frame():
+            planes = {k: v.unsqueeze(0) for k, v in layout.view(slot, w, h).items()}
+            inputs = prepare_frame(cfg, layout, planes, w, h)
+            return stylize_frame_tensors(model, inputs, ctx, state, noise, args.steps, strength)
+
+        for _ in range(3):
+            frame()
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        sync()
+        reps = 5
+        activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
+        with torch.profiler.profile(activities=[activity]) as prof:
+            for _ in range(reps):
+                frame()
+            sync()
+        kernels: dict[str, list[float]] = {}
+        kind = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+        for ev in prof.events():
+            if ev.device_type == kind and (cuda or not ev.cpu_children):  # on the CPU: leaf ops
+                kernels.setdefault(ev.name, []).append(ev.device_time if cuda else ev.self_cpu_time_total)
+        rows = sorted(((sum(v) / reps, len(v) / reps, k) for k, v in kernels.items()), reverse=True)
+        total = sum(r[0] for r in rows)
+        graphed = graph_time(model, layout, w, h, args.steps, device, slot) if cuda else float("nan")
+        entry = {"size": f"{w}x{h}", "steps": args.steps, "dtype": args.dtype, "kernel_sum_ms": total / 1e3,
+                 "kernels_per_frame": sum(r[1] for r in rows), "graph_ms": graphed,
+                 "top": [{"name": k, "us_per_frame": t, "calls": n} for t, n, k in rows[:args.top]]}
+        print(f"\n{w}x{h}, {args.steps} steps, {args.dtype}: kernel time {total / 1e3:.2f} ms per frame in "
+              f"{entry['kernels_per_frame']:.0f} kernels; graphed step {graphed:.2f} ms")
+        print(f"{'us/frame':>9} {'share':>6} {'calls':>6}  kernel")
+        for t, n, k in rows[:args.top]:
+            print(f"{t:>9.1f} {t / total:>6.1%} {n:>6.0f}  {k[:110]}")
+        if args.compile and cuda:
+            t0 = time.perf_counter()
+            eager_forward = model.dit.forward
+            model.dit.forward = torch.compile(eager_forward, dynamic=False)
+            try:
+                compiled = graph_time(model, layout, w, h, args.steps, device, slot)
+            finally:
+                model.dit.forward = eager_forward
+            entry["compiled_graph_ms"] = compiled
+            print(f"DiT under torch.compile, graphed step: {compiled:.2f} ms (compile + capture "
+                  f"{time.perf_counter() - t0:.0f} s)")
+        report.append(entry)
+    print(f"\ncard: {torch.cuda.get_device_name(device) if cuda else 'CPU'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
