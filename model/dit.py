@@ -21,7 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..kernels.adaln import residual_norm
 from ..kernels.linear_attention import linear_attention, linear_attention_causal
+from ..kernels.mixffn import dwconv_gate
 from .config import ModelConfig
 from .layout import SEMANTIC_CHANNELS
 
@@ -36,10 +38,6 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
     args = (t.float() * 1000.0).unsqueeze(-1) * freqs
     return torch.cat((torch.cos(args), torch.sin(args)), dim=-1)
-
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
 
 
 class LinearAttention(nn.Module):
@@ -98,10 +96,7 @@ class MixFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """x [N, T, D] with T = grid[0] * grid[1], row-major. Returns [N, T, D]."""
-        n, t, _ = x.shape
-        y = self.expand(x).transpose(1, 2).reshape(n, -1, *grid)  # [N, 2h, th, tw]
-        a, b = self.dw(y).flatten(2).transpose(1, 2).chunk(2, dim=-1)
-        return self.project(F.silu(a) * b)
+        return self.project(dwconv_gate(self.expand(x), grid, self.dw.weight, self.dw.bias))
 
 
 class HybridBlock(nn.Module):
@@ -117,12 +112,17 @@ class HybridBlock(nn.Module):
         self.table = nn.Parameter(torch.randn(6, d) / math.sqrt(d))  # adaLN-single per-block offsets
 
     def forward(self, x, mod, grid, ctx, bias, kv, ks, frames):
-        """x [N, T, D]; mod [N, T, 6, D]. Returns x and this layer's new state."""
-        sh1, sc1, g1, sh2, sc2, g2 = (mod + self.table).unbind(dim=2)
-        a, kv, ks = self.attn(modulate(self.norm1(x), sh1, sc1), kv, ks, frames)
-        x = x + g1 * a
-        x = x + self.cross(self.norm2(x), ctx, bias)
-        x = x + g2 * self.ffn(modulate(self.norm3(x), sh2, sc2), grid)
+        """x [N, T, D]; mod [N, T, 6, D]: rows shift1, scale1, gate1, shift2, scale2, gate2 (plus this
+        block's table). Returns x and this layer's new state. The residuals, norms and modulation
+        run through `kernels.adaln.residual_norm` (one pass each on a GPU)."""
+        tab = self.table
+        _, y = residual_norm(x, mod=mod, norm_table=tab, shift=0, scale=1, eps=self.norm1.eps)
+        a, kv, ks = self.attn(y, kv, ks, frames)
+        x, y = residual_norm(x, a, mod, tab, gate=2, norm="affine", weight=self.norm2.weight,
+                             bias=self.norm2.bias, eps=self.norm2.eps)
+        x, y = residual_norm(x, self.cross(y, ctx, bias), mod=mod, norm_table=tab, shift=3, scale=4,
+                             eps=self.norm3.eps)
+        x, _ = residual_norm(x, self.ffn(y, grid), mod, tab, gate=5, norm=None)
         return x, kv, ks
 
 
@@ -169,8 +169,9 @@ class HybridDiT(nn.Module):
             tok, kv_i, ks_i = block(tok, mod, grid, ctx, bias, kv[i], ks[i], frames)
             new_kv.append(kv_i)
             new_ks.append(ks_i)
-        shift, scale = self.final_mod(c).chunk(2, dim=-1)
-        out = self.final(modulate(self.final_norm(tok), shift, scale))  # [N, T, lp*lp*C]
+        final_mod = self.final_mod(c).view(n, -1, 2, cfg.width)  # rows shift, scale
+        _, y = residual_norm(tok, mod=final_mod, shift=0, scale=1, eps=self.final_norm.eps)
+        out = self.final(y)  # [N, T, lp*lp*C]
         out = out.transpose(1, 2).reshape(n, cfg.latent_channels * lp * lp, *grid)
         v = F.pixel_shuffle(out, lp) if lp > 1 else out  # [N, C, h, w]
         return v, torch.stack(new_kv), torch.stack(new_ks)

@@ -56,8 +56,9 @@ def test_every_encoding_and_out_of_range_values(gen):
 
 
 def test_the_frame_with_every_kernel_equals_the_references(gen):
-    """The per-frame step (pack, warp, linear attention through the switch) with backend 'triton'
-    against 'reference', over three frames so warp and state are exercised."""
+    """The per-frame step (pack, warp, linear attention, adaLN glue, Mix-FFN gate, decoder: every
+    kernel behind the switch) with backend 'triton' against 'reference', over three frames so warp
+    and state are exercised."""
     torch.manual_seed(0)
     model = StreamStyleModel(preset("tiny")).eval()
     w, h = 32, 24

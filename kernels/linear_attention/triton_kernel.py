@@ -99,7 +99,8 @@ def linear_attention_triton(q, k, v, kv_state, k_state, decay, eps, outputs=None
     ks = k_state.float().contiguous()
     g = decay.float().contiguous()
     if outputs is None:
-        o = torch.empty_like(q)
+        # [B, T, H, d] memory seen as [B, H, T, d]: the caller's transpose back to tokens is free.
+        o = torch.empty((b, t, h, d), device=q.device, dtype=q.dtype).transpose(1, 2)
         kv_new = torch.empty_like(kv)
         ks_new = torch.empty_like(ks)
     else:
