@@ -148,6 +148,23 @@ class Stylizer:
             raise PromptError("this stylizer has no prompt encoder")
         self.prompts.context(prompt, self.config.max_prompts, self.config.max_prompt_tokens)
 
+    def warm_up(self, session: Session, steps: int = 2) -> bool:
+        """Do now what the session's first frame at `steps` would otherwise pay for: compile the
+        kernels and capture its CUDA graph (a second or more the first time in a process). The
+        session's state is not touched. Returns True if a graph was captured (False on the CPU,
+        without graphs, or when this shape already has one)."""
+        rec = self._record(session)
+        if not self.cuda_graphs:
+            return False
+        s = rec.session
+        key = (s.layout, s.width, s.height, steps)
+        if key in self._graphs:
+            return False
+        from .graph import FrameGraph
+
+        self._graphs[key] = FrameGraph(self.model, s.layout, s.width, s.height, steps, self.device)
+        return True
+
     def reseed(self, session: Session, seed: int) -> None:
         """Restart the session's noise sequence from `seed`."""
         if not isinstance(seed, int) or isinstance(seed, bool):

@@ -34,6 +34,7 @@ from ..interop import RingError, import_ring
 from ..model.errors import (CacheFullError, InputError, LayoutError, PromptError, ResolutionError, StreamStyleError)
 from ..model.frame import FrameParams
 from ..model.layout import GBufferLayout
+from ..model.sampler import MAX_STEPS
 from ..model.stylizer import Stylizer
 from . import protocol as P
 from .config import ServiceConfig
@@ -86,6 +87,7 @@ class SessionState:
     dropped: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2048))
     model_ms: deque = field(default_factory=lambda: deque(maxlen=2048))
+    events: list | None = None  # on a GPU: timing events (model start, model end, written)
 
 
 @dataclass
@@ -321,6 +323,8 @@ class Service:
             self.error(ident, code, exc.message, req=req)
             return
         state = SessionState(handle.id, ident, msg.width, msg.height, ring, handle, fmt, params=dict(msg.params or {}))
+        if self.stylizer.device.type == "cuda":
+            state.events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
         if msg.prompt is not None:
             try:
                 self.stylizer.set_prompt(handle, msg.prompt if isinstance(msg.prompt, str) else list(msg.prompt))
@@ -330,6 +334,14 @@ class Service:
                 ring.close()
                 self.error(ident, P.ErrorCode.BAD_PROMPT, exc.message, req=req)
                 return
+        try:
+            steps = int(state.params.get("steps", 2))
+            t0 = time.perf_counter()
+            if 1 <= steps <= MAX_STEPS and self.stylizer.warm_up(handle, steps):
+                log.info("session %d: kernels and CUDA graph for %dx%d, %d steps ready in %.0f ms", handle.id,
+                         msg.width, msg.height, steps, (time.perf_counter() - t0) * 1000)
+        except Exception:  # the first frame will try again and report its own error
+            log.warning("session %d: warm-up failed:\n%s", handle.id, traceback.format_exc())
         self.sessions[state.id] = state
         client.sessions.add(state.id)
         log.info("session %d opened by %s: %dx%d, %s ring, %d slots", state.id, client.name, msg.width,
@@ -404,15 +416,25 @@ class Service:
             return
         p = {**state.params, **(msg.params or {})}
         params = FrameParams(steps=p.get("steps", 2), strength=p.get("strength", 0.5), reset=bool(p.get("reset", False)))
+        events = state.events if self.stylizer.device.type == "cuda" else None
         try:
             if state.blend is not None:
                 self._blend_step(state)
             t_model = time.perf_counter()
+            if events:
+                events[0].record()
             rgb = self.stylizer.step(state.handle, state.ring.input(msg.slot), params)
+            if events:
+                events[1].record()
             t_write = time.perf_counter()
             state.ring.mark_released(msg.slot, msg.seq)
             write_output(rgb, state.ring.output(msg.slot), state.output_format)
             state.ring.mark_done(msg.slot, msg.seq)
+            if events:
+                # The frame is done when the device is: "done" goes out after it, and the model's
+                # time is the device's, from the step's first kernel to its last.
+                events[2].record()
+                events[2].synchronize()
         except (InputError, PromptError) as exc:
             state.ring.mark_released(msg.slot, msg.seq)
             self.error(state.owner, P.ErrorCode.BAD_INPUT if isinstance(exc, InputError) else P.ErrorCode.BAD_PROMPT,
@@ -430,15 +452,16 @@ class Service:
             return
         end = time.perf_counter()
         total_ms = (end - t0) * 1000
+        model_ms = events[0].elapsed_time(events[1]) if events else (t_write - t_model) * 1000
+        write_ms = events[1].elapsed_time(events[2]) if events else (end - t_write) * 1000
         late = total_ms > deadline_ms
         state.done += 1
         state.late += int(late)
         self.frames_total += 1
         state.latencies_ms.append(total_ms)
-        state.model_ms.append((t_write - t_model) * 1000)
+        state.model_ms.append(model_ms)
         self.send(state.owner, {"type": "done", **reply, "late": late, "timings": {
-            "queue_ms": (start - t0) * 1000, "model_ms": (t_write - t_model) * 1000,
-            "write_ms": (end - t_write) * 1000, "total_ms": total_ms}})
+            "queue_ms": (start - t0) * 1000, "model_ms": model_ms, "write_ms": write_ms, "total_ms": total_ms}})
 
     def close_session(self, sid: int) -> None:
         state = self.sessions.pop(sid, None)

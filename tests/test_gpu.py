@@ -97,6 +97,8 @@ def test_a_cuda_graph_replays_the_same_frames_as_eager(frame_factory, gen, tiny_
         slots.append(slot)
     eager, graphed = Stylizer(model), Stylizer(model, cuda_graphs=True)
     se, sg = eager.open_session(w, h, layout, seed=3), graphed.open_session(w, h, layout, seed=3)
+    assert not eager.warm_up(se, steps)  # nothing to prepare without graphs
+    assert graphed.warm_up(sg, steps) and not graphed.warm_up(sg, steps)  # captured once, state untouched
     for i, slot in enumerate(slots):
         params = FrameParams(steps=steps, strength=0.3 + 0.1 * i, reset=(i == 2))
         a, b = eager.step(se, slot, params), graphed.step(sg, slot, params)
