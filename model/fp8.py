@@ -21,16 +21,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-FP8 = torch.float8_e4m3fn
-FP8_MAX = 448.0  # largest finite e4m3fn value
-
-
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [M, K] -> (q [M, K] float8 e4m3, scale [M, 1] float32) with x ~= q * scale."""
-    amax = x.detach().abs().amax(dim=1, keepdim=True).float().clamp_min(1e-12)
-    scale = amax / FP8_MAX
-    q = (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
-    return q, scale
+from ..kernels.quantize import FP8, FP8_MAX, quantize_rows  # noqa: F401  (FP8, FP8_MAX: re-exported)
 
 
 def scaled_mm_available(device: torch.device) -> bool:
@@ -50,6 +41,7 @@ class Fp8Linear(nn.Module):
         self.register_buffer("weight_scale", scale.view(1, -1).contiguous())  # [1, N]
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
         self.out_dtype = linear.weight.dtype if linear.weight.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+        self.fused_bias = True  # the bias added by the FP8 GEMM's epilogue (off if refused)
         self.fast = (self.in_features % 16 == 0 and self.out_features % 16 == 0
                      and scaled_mm_available(linear.weight.device))
 
@@ -59,13 +51,19 @@ class Fp8Linear(nn.Module):
         # reshapes to a column-major matrix, elementwise ops keep that layout, and cuBLASLt's FP8
         # product takes only row-major A with column-major B.
         a = x.reshape(-1, self.in_features).contiguous()
-        qa, sa = quantize_rows(a)
+        qa, sa = quantize_rows(a)  # one Triton pass on a GPU
         out = None
         if self.fast and a.is_cuda:
+            bias = self.bias if self.fused_bias and self.bias is not None and self.bias.dtype == self.out_dtype else None
             try:
-                out = torch._scaled_mm(qa, self.weight_fp8.t(), scale_a=sa, scale_b=self.weight_scale,
+                out = torch._scaled_mm(qa, self.weight_fp8.t(), scale_a=sa, scale_b=self.weight_scale, bias=bias,
                                        out_dtype=self.out_dtype)
+                if bias is not None:
+                    return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
             except RuntimeError as exc:  # e.g. an FP8 GEMM the installed torch does not offer
+                if bias is not None:  # try again without the fused bias before giving up on FP8
+                    self.fused_bias = False
+                    return self.forward(x)
                 self.fast = False
                 warnings.warn(f"fp8: torch._scaled_mm refused row-wise scales ({exc}); this layer now runs "
                               "the emulated FP8 product (correct, not fast)", RuntimeWarning, stacklevel=2)

@@ -104,3 +104,21 @@ def test_scaled_mm_matches_the_emulated_product(gen):
     f.fast = False
     slow = f(x).float()
     assert ((fast - slow).norm() / slow.norm()) < 1e-2
+
+
+@pytest.mark.gpu
+def test_the_quantize_kernel_matches_its_reference_on_the_gpu(gen):
+    from streamstyle.kernels.quantize import quantize_rows_reference
+    from streamstyle.kernels.quantize.triton_kernel import quantize_rows_triton
+
+    x = (torch.randn(2041, 1155, generator=gen) * torch.rand(2041, 1, generator=gen) * 30).cuda().bfloat16()
+    x[7] = 0.0  # an all-zero row keeps a positive scale and zero values
+    q, s = quantize_rows_triton(x)
+    rq, rs = quantize_rows_reference(x)
+    assert q.dtype == torch.float8_e4m3fn and s.shape == (2041, 1)
+    assert torch.allclose(s, rs, rtol=1e-6) and bool((s > 0).all())
+    # The GPU's float32 division may land a value on the other side of an e4m3 rounding boundary.
+    differ = q.float() != rq.float()
+    assert differ.float().mean() < 1e-3
+    assert ((q.float() - rq.float()).abs() <= rq.float().abs() / 8 + 1e-3).all()  # within one e4m3 step
+    assert bool((q[7].float() == 0).all())
