@@ -39,6 +39,30 @@ def graph_time(model, layout, w, h, steps, device, slot, reps=50) -> float:
     return statistics.median(timer(lambda: g.graph.replay()) for _ in range(reps))
 
 
+def sweep_decoder(model, w, h, device) -> dict[int, float]:
+    from streamstyle.kernels.decoder import triton_kernel as dk
+
+    cfg = model.config
+    dt = next(model.parameters()).dtype
+    s = cfg.latent_stride
+    lat = torch.randn(1, cfg.latent_channels, h // s, w // s, device=device, dtype=dt)
+    from streamstyle.model.layout import SEMANTIC_CHANNELS
+
+    guide = torch.randn(1, sum(SEMANTIC_CHANNELS[n] for n in cfg.guide_channels), h, w, device=device, dtype=dt)
+    d = model.decoder
+    weights = dk.packed_weights(d.conv.weight, d.conv.bias, d.mix.weight, d.mix.bias, d.out.weight, d.out.bias)
+    timer, shipped, out = Timer(device), dk.BLOCK, {}
+    try:
+        for block in (32, 64, 128, 256):
+            dk.BLOCK = block
+            for _ in range(3):
+                dk.guided_decode_triton(lat, guide, weights, s)
+            out[block] = statistics.median(timer(lambda: dk.guided_decode_triton(lat, guide, weights, s)) for _ in range(20))
+    finally:
+        dk.BLOCK = shipped
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=parse_size, action="append")
@@ -48,6 +72,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--compile", action="store_true", help="also time the graph with the DiT under torch.compile")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--sweep-decoder", action="store_true",
+                    help="also time the decoder kernel at each pixel-block size (the constant it ships with)")
     ap.add_argument("--json")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -115,6 +141,9 @@ def main() -> None:
             entry["compiled_graph_ms"] = compiled
             print(f"DiT under torch.compile, graphed step: {compiled:.2f} ms (compile + capture "
                   f"{time.perf_counter() - t0:.0f} s)")
+        if args.sweep_decoder and cuda:
+            entry["decoder_block_ms"] = sweep_decoder(model, w, h, device)
+            print("decoder kernel by pixel block: " + ", ".join(f"{b}: {ms:.3f} ms" for b, ms in entry["decoder_block_ms"].items()))
         report.append(entry)
     print(f"\ncard: {torch.cuda.get_device_name(device) if cuda else 'CPU'}")
     if args.json:
