@@ -139,6 +139,7 @@ class Service:
         self.clients: dict[bytes, ClientState] = {}
         self.sessions: dict[int, SessionState] = {}
         self._next_heartbeat = 0.0
+        self._drained_at = time.monotonic()
         self._gone: set[bytes] = set()
         self._running = False
         self.frames_total = 0
@@ -183,7 +184,12 @@ class Service:
     def tick(self) -> None:
         busy = any(s.pending for s in self.sessions.values())
         timeout = 0 if busy else min(50, self.config.heartbeat_ms)
-        if self.sock.poll(timeout, zmq.POLLIN):
+        polled = self.sock.poll(timeout, zmq.POLLIN)
+        # Everything a client sent before this moment is read below. Silence is measured up to
+        # here, not to the end of the tick: a long open (graph capture) or frame must not make
+        # clients whose heartbeats are waiting in the socket look dead.
+        self._drained_at = time.monotonic()
+        if polled:
             for _ in range(256):
                 try:
                     frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
@@ -206,10 +212,11 @@ class Service:
                     self.send(c.identity, {"type": "heartbeat", "time": time.time()})
         limit = self.config.reap_after_ms / 1000
         for c in list(self.clients.values()):
-            gone, silent = c.identity in self._gone, now - c.last_seen > limit
+            silence = self._drained_at - c.last_seen
+            gone, silent = c.identity in self._gone, silence > limit
             if gone or silent:
                 if c.sessions:
-                    why = "disconnected" if gone else f"silent for {now - c.last_seen:.1f} s"
+                    why = "disconnected" if gone else f"silent for {silence:.1f} s"
                     log.warning("client %s %s: reaping %d session(s)", c.name or c.identity.hex(), why, len(c.sessions))
                 for sid in list(c.sessions):
                     self.close_session(sid)

@@ -275,3 +275,31 @@ def test_a_closed_connection_is_reaped_at_the_next_heartbeat(tmp_path, tiny_mode
             r.close()
     finally:
         svc.shutdown()
+
+
+def test_a_long_frame_does_not_make_its_waiting_clients_look_silent(tmp_path, tiny_model, frame_factory):
+    """Silence is counted only while the service listens: a frame (or a session's warm-up) that
+    keeps it busy past the reap time must not reap a client whose messages wait in the socket."""
+    cfg = ServiceConfig(bind=f"ipc://{tmp_path}/s.sock", heartbeat_ms=10, reap_after_ms=20)
+    svc = Service(cfg, Stylizer(tiny_model), context=zmq.Context.instance())
+    peer = Peer(svc)
+    try:
+        peer.hello()
+        w, h = 640, 480
+        opened, ring, layout = peer.open(w, h)
+        planes = layout.view(ring.input(0), w, h)
+        for name, value in frame_factory(w, h, layout).items():
+            planes[name].copy_(value)
+        ring.mark_ready(0, 1)
+        peer.send({"type": "frame", "session": opened["session"], "seq": 1, "slot": 0})
+        t0 = time.monotonic()
+        svc.tick()  # reads the frame, runs it, then housekeeping
+        took = time.monotonic() - t0
+        assert took > 2 * cfg.reap_after_ms / 1000, "the frame was too quick to show anything"
+        assert opened["session"] in svc.sessions
+        peer.send({"type": "heartbeat"})  # what the engine sent while the service was busy
+        got = peer.replies(1)
+        assert got and got[0]["type"] == "done" and opened["session"] in svc.sessions
+    finally:
+        peer.close()
+        svc.shutdown()
