@@ -53,13 +53,38 @@ def sweep_decoder(model, w, h, device) -> dict[int, float]:
     weights = dk.packed_weights(d.conv.weight, d.conv.bias, d.mix.weight, d.mix.bias, d.out.weight, d.out.bias)
     timer, shipped, out = Timer(device), dk.BLOCK, {}
     try:
-        for block in (32, 64, 128, 256):
+        for block in (64, 128, 256, 512):
             dk.BLOCK = block
             for _ in range(3):
                 dk.guided_decode_triton(lat, guide, weights, s)
             out[block] = statistics.median(timer(lambda: dk.guided_decode_triton(lat, guide, weights, s)) for _ in range(20))
     finally:
         dk.BLOCK = shipped
+    return out
+
+
+def sweep_mixffn(model, w, h, device) -> dict[str, float]:
+    from streamstyle.kernels.mixffn import triton_kernel as mk
+
+    cfg = model.config
+    dt = next(model.parameters()).dtype
+    th, tw = h // cfg.patch, w // cfg.patch
+    ffn = model.dit.blocks[0].ffn
+    e = torch.randn(1, th * tw, 2 * cfg.hidden, device=device, dtype=dt)
+    timer, shipped, out = Timer(device), (mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS), {}
+
+    def run():
+        mk.dwconv_gate_triton(e, (th, tw), ffn.dw.weight, ffn.dw.bias)
+
+    try:
+        for bw, bc, nw in [shipped] + [(bw, bc, nw) for bw in (8, 16, 32) for bc in (32, 64, 128, 256) for nw in (4, 8)]:
+            mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS = bw, bc, nw
+            for _ in range(3):
+                run()
+            ms = statistics.median(timer(run) for _ in range(20))
+            out["shipped" if (bw, bc, nw) == shipped and "shipped" not in out else f"{bw}x{bc}/{nw}"] = ms
+    finally:
+        mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS = shipped
     return out
 
 
@@ -72,6 +97,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--compile", action="store_true", help="also time the graph with the DiT under torch.compile")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--sweep-mixffn", action="store_true",
+                    help="also time the Mix-FFN conv + gate kernel at each tile and warp count")
     ap.add_argument("--sweep-decoder", action="store_true",
                     help="also time the decoder kernel at each pixel-block size (the constant it ships with)")
     ap.add_argument("--json")
@@ -144,6 +171,11 @@ def main() -> None:
         if args.sweep_decoder and cuda:
             entry["decoder_block_ms"] = sweep_decoder(model, w, h, device)
             print("decoder kernel by pixel block: " + ", ".join(f"{b}: {ms:.3f} ms" for b, ms in entry["decoder_block_ms"].items()))
+        if args.sweep_mixffn and cuda:
+            entry["mixffn_ms"] = sweep_mixffn(model, w, h, device)
+            best = sorted(entry["mixffn_ms"].items(), key=lambda kv: kv[1])
+            print("mixffn kernel by (tokens, channels, warps): " + ", ".join(f"{k}: {ms * 1e3:.1f} us" for k, ms in best[:8])
+                  + f"; shipped {entry['mixffn_ms']['shipped'] * 1e3:.1f} us")
         report.append(entry)
     print(f"\ncard: {torch.cuda.get_device_name(device) if cuda else 'CPU'}")
     if args.json:

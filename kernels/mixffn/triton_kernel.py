@@ -12,6 +12,10 @@ import torch
 import triton
 import triton.language as tl
 
+# Tile: tokens along a grid row x gate channels, and warps per program (benchmarks/NOTES.md has the
+# sweep that chose them).
+BLOCK_W, BLOCK_C, NUM_WARPS = 16, 64, 4
+
 
 @triton.jit
 def _dwconv_gate(e_ptr, w_ptr, b_ptr, o_ptr, TH, TW, H,
@@ -70,9 +74,9 @@ def dwconv_gate_triton(e: torch.Tensor, grid: tuple[int, int], weight: torch.Ten
     w = weight.reshape(c2, 9).contiguous()
     if out is None:
         out = torch.empty((n, t, h), device=e.device, dtype=e.dtype)
-    block_w = 16 if tw >= 16 else triton.next_power_of_2(tw)
-    block_c = min(64, triton.next_power_of_2(h))
+    block_w = min(BLOCK_W, triton.next_power_of_2(tw))
+    block_c = min(BLOCK_C, triton.next_power_of_2(h))
     _dwconv_gate[(n * th, triton.cdiv(tw, block_w), triton.cdiv(h, block_c))](
         e, w, bias if bias is not None else w, out, th, tw, h, HAS_BIAS=bias is not None,
-        BLOCK_W=block_w, BLOCK_C=block_c, num_warps=4)
+        BLOCK_W=block_w, BLOCK_C=block_c, num_warps=NUM_WARPS)
     return out
