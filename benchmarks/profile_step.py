@@ -39,6 +39,24 @@ def graph_time(model, layout, w, h, steps, device, slot, reps=50) -> float:
     return statistics.median(timer(lambda: g.graph.replay()) for _ in range(reps))
 
 
+def kernel_ms(fn, device, calls: int = 20) -> float:
+    """Device time of one call of `fn`: `calls` calls captured in a CUDA graph and replayed, so
+    that launch overhead (tens of microseconds for a Triton launch from Python) is not measured."""
+    for _ in range(3):
+        fn()
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(calls):
+            fn()
+    timer = Timer(device)
+    return statistics.median(timer(g.replay) for _ in range(10)) / calls
+
+
 def sweep_decoder(model, w, h, device) -> dict[int, float]:
     from streamstyle.kernels.decoder import triton_kernel as dk
 
@@ -51,13 +69,11 @@ def sweep_decoder(model, w, h, device) -> dict[int, float]:
     guide = torch.randn(1, sum(SEMANTIC_CHANNELS[n] for n in cfg.guide_channels), h, w, device=device, dtype=dt)
     d = model.decoder
     weights = dk.packed_weights(d.conv.weight, d.conv.bias, d.mix.weight, d.mix.bias, d.out.weight, d.out.bias)
-    timer, shipped, out = Timer(device), dk.BLOCK, {}
+    shipped, out = dk.BLOCK, {}
     try:
         for block in (64, 128, 256, 512):
             dk.BLOCK = block
-            for _ in range(3):
-                dk.guided_decode_triton(lat, guide, weights, s)
-            out[block] = statistics.median(timer(lambda: dk.guided_decode_triton(lat, guide, weights, s)) for _ in range(20))
+            out[block] = kernel_ms(lambda: dk.guided_decode_triton(lat, guide, weights, s), device)
     finally:
         dk.BLOCK = shipped
     return out
@@ -71,7 +87,7 @@ def sweep_mixffn(model, w, h, device) -> dict[str, float]:
     th, tw = h // cfg.patch, w // cfg.patch
     ffn = model.dit.blocks[0].ffn
     e = torch.randn(1, th * tw, 2 * cfg.hidden, device=device, dtype=dt)
-    timer, shipped, out = Timer(device), (mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS), {}
+    shipped, out = (mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS), {}
 
     def run():
         mk.dwconv_gate_triton(e, (th, tw), ffn.dw.weight, ffn.dw.bias)
@@ -79,9 +95,7 @@ def sweep_mixffn(model, w, h, device) -> dict[str, float]:
     try:
         for bw, bc, nw in [shipped] + [(bw, bc, nw) for bw in (8, 16, 32) for bc in (32, 64, 128, 256) for nw in (4, 8)]:
             mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS = bw, bc, nw
-            for _ in range(3):
-                run()
-            ms = statistics.median(timer(run) for _ in range(20))
+            ms = kernel_ms(run, device)
             out["shipped" if (bw, bc, nw) == shipped and "shipped" not in out else f"{bw}x{bc}/{nw}"] = ms
     finally:
         mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS = shipped
