@@ -14,7 +14,7 @@ import triton.language as tl
 
 # Tile: tokens along a grid row x gate channels, and warps per program (benchmarks/NOTES.md has the
 # sweep that chose them).
-BLOCK_W, BLOCK_C, NUM_WARPS = 16, 64, 4
+BLOCK_W, BLOCK_C, NUM_WARPS = 8, 128, 4
 
 
 @triton.jit
@@ -27,17 +27,19 @@ def _dwconv_gate(e_ptr, w_ptr, b_ptr, o_ptr, TH, TW, H,
     ch = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     cm = ch < H
     c2 = 2 * H
+    # One pointer tile for the centre tap; every other tap is the same tile moved by a scalar.
+    centre = (n.to(tl.int64) * TH + row) * TW
+    tile = e_ptr + centre * c2 + (cols[:, None] * c2 + ch[None, :])
+    inside = cols < TW
+    col_ok = (inside & (cols >= 1), inside, cols + 1 < TW)  # left, centre, right neighbour in the grid
     acc_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
     acc_b = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    base = n.to(tl.int64) * TH * TW
     for dy in tl.static_range(3):
-        rr = row + dy - 1
+        rr = cols * 0 + (row + dy - 1)  # the row as a vector: masks stay boolean vectors
+        row_ok = (rr >= 0) & (rr < TH)
         for dx in tl.static_range(3):
-            cc = cols + dx - 1
-            rv = cc * 0 + rr  # the row as a vector, so the mask is one boolean vector
-            m = ((cc >= 0) & (cc < TW) & (rv >= 0) & (rv < TH))[:, None] & cm[None, :]
-            tok = base + rr.to(tl.int64) * TW + cc.to(tl.int64)
-            p = e_ptr + tok[:, None] * c2 + ch[None, :]
+            m = (col_ok[dx] & row_ok)[:, None] & cm[None, :]
+            p = tile + ((dy - 1) * TW + (dx - 1)) * c2
             ea = tl.load(p, mask=m, other=0.0).to(tl.float32)
             eb = tl.load(p + H, mask=m, other=0.0).to(tl.float32)
             wa = tl.load(w_ptr + ch * 9 + dy * 3 + dx, mask=cm, other=0.0).to(tl.float32)
@@ -48,9 +50,8 @@ def _dwconv_gate(e_ptr, w_ptr, b_ptr, o_ptr, TH, TW, H,
         acc_a += tl.load(b_ptr + ch, mask=cm, other=0.0).to(tl.float32)[None, :]
         acc_b += tl.load(b_ptr + ch + H, mask=cm, other=0.0).to(tl.float32)[None, :]
     out = acc_a * (1.0 / (1.0 + tl.exp(-acc_a))) * acc_b
-    tok = base + row.to(tl.int64) * TW + cols.to(tl.int64)
     om = (cols < TW)[:, None] & cm[None, :]
-    tl.store(o_ptr + tok[:, None] * H + ch[None, :], out.to(o_ptr.dtype.element_ty), mask=om)
+    tl.store(o_ptr + centre * H + (cols[:, None] * H + ch[None, :]), out.to(o_ptr.dtype.element_ty), mask=om)
 
 
 def unsupported(e: torch.Tensor) -> str | None:
