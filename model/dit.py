@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..kernels.adaln import residual_norm
+from ..kernels.cross_attention import cross_attention
 from ..kernels.linear_attention import linear_attention, linear_attention_causal
 from ..kernels.mixffn import dwconv_gate
 from .config import ModelConfig
@@ -80,7 +81,7 @@ class CrossAttention(nn.Module):
         n, t, d = x.shape
         q = self.q(x).view(n, t, self.heads, self.head_dim).transpose(1, 2)
         k, v = self.kv(ctx).view(n, ctx.shape[1], 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, None, None, :].to(q.dtype))
+        o = cross_attention(q, k, v, bias)
         return self.proj(o.transpose(1, 2).reshape(n, t, d))
 
 
