@@ -57,6 +57,26 @@ def kernel_ms(fn, device, calls: int = 20) -> float:
     return statistics.median(timer(g.replay) for _ in range(10)) / calls
 
 
+def sweep_linear_attention(model, w, h, device) -> dict[int, float]:
+    from streamstyle.kernels.linear_attention import triton_kernel as lk
+
+    cfg = model.config
+    dt = next(model.parameters()).dtype
+    t = (h // cfg.patch) * (w // cfg.patch)
+    q, k, v = (torch.randn(1, t, cfg.heads, cfg.head_dim, device=device, dtype=dt).transpose(1, 2) for _ in range(3))
+    kv = torch.zeros(1, cfg.heads, cfg.head_dim, cfg.head_dim, device=device)
+    ks = torch.zeros(1, cfg.heads, cfg.head_dim, device=device)
+    decay = torch.full((cfg.heads,), 0.9, device=device)
+    shipped, out = lk.CHUNK_BLOCKS, {}
+    try:
+        for blocks in (1, 2, 4, 8, 16):
+            lk.CHUNK_BLOCKS = blocks
+            out[blocks] = kernel_ms(lambda: lk.linear_attention_triton(q, k, v, kv, ks, decay, 1e-6), device)
+    finally:
+        lk.CHUNK_BLOCKS = shipped
+    return out
+
+
 def sweep_decoder(model, w, h, device) -> dict[int, float]:
     from streamstyle.kernels.decoder import triton_kernel as dk
 
@@ -115,6 +135,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--sweep-mixffn", action="store_true",
                     help="also time the Mix-FFN conv + gate kernel at each tile and warp count")
+    ap.add_argument("--sweep-linattn", action="store_true",
+                    help="also time the linear-attention kernels at each chunk size of the partial sums")
     ap.add_argument("--sweep-decoder", action="store_true",
                     help="also time the decoder kernel at each pixel-block size (the constant it ships with)")
     ap.add_argument("--json")
@@ -187,6 +209,10 @@ def main() -> None:
         if args.sweep_decoder and cuda:
             entry["decoder_block_ms"] = sweep_decoder(model, w, h, device)
             print("decoder kernel by pixel block: " + ", ".join(f"{b}: {ms:.3f} ms" for b, ms in entry["decoder_block_ms"].items()))
+        if args.sweep_linattn and cuda:
+            entry["linattn_ms"] = sweep_linear_attention(model, w, h, device)
+            print("linear attention by token blocks per partial sum: "
+                  + ", ".join(f"{b}: {ms * 1e3:.1f} us" for b, ms in entry["linattn_ms"].items()))
         if args.sweep_mixffn and cuda:
             entry["mixffn_ms"] = sweep_mixffn(model, w, h, device)
             best = sorted(entry["mixffn_ms"].items(), key=lambda kv: kv[1])
