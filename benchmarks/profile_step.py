@@ -107,20 +107,20 @@ def sweep_mixffn(model, w, h, device) -> dict[str, float]:
     th, tw = h // cfg.patch, w // cfg.patch
     ffn = model.dit.blocks[0].ffn
     e = torch.randn(1, th * tw, 2 * cfg.hidden, device=device, dtype=dt)
-    shipped, out = (mk.ROWS, mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS), {}
+    shipped, out = (mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS), {}
 
     def run():
         mk.dwconv_gate_triton(e, (th, tw), ffn.dw.weight, ffn.dw.bias)
 
-    configs = [(r, bw, bc, nw) for r in (1, 2, 4, 8) for bw in (8, 16) for bc in (64, 128) for nw in (4, 8)]
+    configs = [(bw, bc, nw) for bw in (8, 16, 32) for bc in (32, 64, 128, 256) for nw in (4, 8)]
     try:
         for cfg_ in [shipped] + configs:
-            mk.ROWS, mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS = cfg_
+            mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS = cfg_
             ms = kernel_ms(run, device)
-            r, bw, bc, nw = cfg_
-            out["shipped" if cfg_ == shipped and "shipped" not in out else f"{r}r{bw}x{bc}/{nw}"] = ms
+            bw, bc, nw = cfg_
+            out["shipped" if cfg_ == shipped and "shipped" not in out else f"{bw}x{bc}/{nw}"] = ms
     finally:
-        mk.ROWS, mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS = shipped
+        mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS = shipped
     return out
 
 
@@ -216,7 +216,7 @@ def main() -> None:
         if args.sweep_mixffn and cuda:
             entry["mixffn_ms"] = sweep_mixffn(model, w, h, device)
             best = sorted(entry["mixffn_ms"].items(), key=lambda kv: kv[1])
-            print("mixffn kernel by (rows, tokens x channels, warps): " + ", ".join(f"{k}: {ms * 1e3:.1f} us" for k, ms in best[:8])
+            print("mixffn kernel by (tokens x channels, warps): " + ", ".join(f"{k}: {ms * 1e3:.1f} us" for k, ms in best[:8])
                   + f"; shipped {entry['mixffn_ms']['shipped'] * 1e3:.1f} us")
         report.append(entry)
     print(f"\ncard: {torch.cuda.get_device_name(device) if cuda else 'CPU'}")
