@@ -198,10 +198,20 @@ class Service:
                 if len(frames) != 2:
                     continue  # a DEALER sends exactly one part; anything else is not ours
                 self.handle(frames[0], frames[1])
+                self._answered(frames[0])
         for state in list(self.sessions.values()):
             if state.pending is not None:
                 self.run_frame(state)
+                self._answered(state.owner)
         self.housekeeping()
+
+    def _answered(self, identity: bytes) -> None:
+        """A client the service just answered was waiting on it (an open can take seconds while
+        its graph is captured, and a client in a request sends no heartbeats): its silence
+        starts now."""
+        c = self.clients.get(identity)
+        if c is not None:
+            c.last_seen = max(c.last_seen, time.monotonic())
 
     def housekeeping(self) -> None:
         now = time.monotonic()

@@ -280,12 +280,12 @@ def test_a_closed_connection_is_reaped_at_the_next_heartbeat(tmp_path, tiny_mode
 def test_a_long_frame_does_not_make_its_waiting_clients_look_silent(tmp_path, tiny_model, frame_factory):
     """Silence is counted only while the service listens: a frame (or a session's warm-up) that
     keeps it busy past the reap time must not reap a client whose messages wait in the socket."""
-    cfg = ServiceConfig(bind=f"ipc://{tmp_path}/s.sock", heartbeat_ms=10, reap_after_ms=20)
+    cfg = ServiceConfig(bind=f"ipc://{tmp_path}/s.sock", heartbeat_ms=50, reap_after_ms=100)
     svc = Service(cfg, Stylizer(tiny_model), context=zmq.Context.instance())
     peer = Peer(svc)
     try:
         peer.hello()
-        w, h = 640, 480
+        w, h = 1280, 960
         opened, ring, layout = peer.open(w, h)
         planes = layout.view(ring.input(0), w, h)
         for name, value in frame_factory(w, h, layout).items():
@@ -295,11 +295,21 @@ def test_a_long_frame_does_not_make_its_waiting_clients_look_silent(tmp_path, ti
         t0 = time.monotonic()
         svc.tick()  # reads the frame, runs it, then housekeeping
         took = time.monotonic() - t0
-        assert took > 2 * cfg.reap_after_ms / 1000, "the frame was too quick to show anything"
+        assert took > 2 * cfg.reap_after_ms / 1000, f"the frame ({took:.3f} s) was too quick to show anything"
         assert opened["session"] in svc.sessions
-        peer.send({"type": "heartbeat"})  # what the engine sent while the service was busy
+        # The engine was waiting for this frame and sent nothing meanwhile (as a client blocked in
+        # a request does): its silence counts from the answer, so the next tick keeps it too.
         got = peer.replies(1)
         assert got and got[0]["type"] == "done" and opened["session"] in svc.sessions
+        # Silence still reaps: a second client that says nothing past the reap time goes.
+        other = Peer(svc)
+        other.hello()
+        assert len(svc.clients) == 2
+        time.sleep(3 * cfg.reap_after_ms / 1000)
+        peer.send({"type": "heartbeat"})
+        peer.replies(1, timeout=0.2, skip_heartbeats=False)
+        assert len(svc.clients) == 1 and opened["session"] in svc.sessions
+        other.close()
     finally:
         peer.close()
         svc.shutdown()
