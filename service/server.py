@@ -31,6 +31,7 @@ import zmq
 
 from .. import __version__
 from ..interop import RingError, import_ring
+from ..kernels.writeback import write_rgba
 from ..model.errors import (CacheFullError, InputError, LayoutError, PromptError, ResolutionError, StreamStyleError)
 from ..model.frame import FrameParams
 from ..model.layout import GBufferLayout
@@ -49,16 +50,9 @@ def output_bytes(width: int, height: int, fmt: str) -> int:
 
 
 def write_output(rgb: torch.Tensor, out: torch.Tensor, fmt: str) -> None:
-    """rgb [3, H, W] in [0, 1] -> the output slot's bytes as RGBA8 or RGBA16F (alpha 1)."""
-    _, h, w = rgb.shape
-    if fmt == "rgba8":
-        px = out[: h * w * 4].view(h, w, 4)
-        px[..., :3] = torch.round(rgb.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8)
-        px[..., 3] = 255
-    else:
-        px = out[: h * w * 8].view(torch.float16).view(h, w, 4)
-        px[..., :3] = rgb.permute(1, 2, 0).to(torch.float16)
-        px[..., 3] = 1.0
+    """rgb [3, H, W] in [0, 1] -> the output slot's bytes as RGBA8 or RGBA16F (alpha 1); one
+    Triton pass on a GPU (`kernels/writeback`)."""
+    write_rgba(rgb, out, fmt)
 
 
 @dataclass

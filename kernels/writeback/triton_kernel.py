@@ -1,0 +1,61 @@
+"""Triton kernel for `reference.write_rgba`: one pass, each pixel's three planar floats read once
+and its four interleaved channels written once (eager PyTorch clamps, scales, rounds, casts and
+interleaves in separate passes). Written for Triton 3.6 (the GPU machine) and 3.9 (the CPU
+interpreter in CI).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .reference import FORMATS
+
+BLOCK = 1024
+
+
+@triton.jit
+def _write_rgba(rgb_ptr, out_ptr, H, W, s_c, s_y, s_x, EIGHT_BIT: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < H * W
+    y = offs // W
+    x = offs - y * W
+    src = rgb_ptr + y.to(tl.int64) * s_y + x.to(tl.int64) * s_x
+    dst = out_ptr + offs.to(tl.int64) * 4
+    for c in tl.static_range(3):
+        v = tl.load(src + c * s_c, mask=m, other=0.0).to(tl.float32)
+        if EIGHT_BIT:
+            v = tl.minimum(tl.maximum(v, 0.0), 1.0) * 255.0
+            f = tl.floor(v)
+            d = v - f
+            odd = (f - 2.0 * tl.floor(f * 0.5)) == 1.0
+            r = tl.where((d > 0.5) | ((d == 0.5) & odd), f + 1.0, f)  # round half to even, as torch.round
+            tl.store(dst + c, r.to(tl.uint8), mask=m)
+        else:
+            tl.store(dst + c, v.to(tl.float16), mask=m)
+    if EIGHT_BIT:
+        tl.store(dst + 3, tl.full((BLOCK,), 255, tl.uint8), mask=m)
+    else:
+        tl.store(dst + 3, tl.full((BLOCK,), 1.0, tl.float16), mask=m)
+
+
+def unsupported(rgb: torch.Tensor) -> str | None:
+    if rgb.dim() != 3 or rgb.shape[0] != 3:
+        return f"expected planar RGB [3, H, W], got {tuple(rgb.shape)}"
+    return None
+
+
+def write_rgba_triton(rgb: torch.Tensor, out: torch.Tensor, fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"output format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    why = unsupported(rgb)
+    if why:
+        raise ValueError(why)
+    _, h, w = rgb.shape
+    eight = fmt == "rgba8"
+    need = h * w * 4 * (1 if eight else 2)
+    if out.dtype != torch.uint8 or out.numel() < need:
+        raise ValueError(f"the output slot holds {out.numel()} bytes; {w}x{h} {fmt} needs {need}")
+    dst = out[:need] if eight else out[:need].view(torch.float16)
+    _write_rgba[(triton.cdiv(h * w, BLOCK),)](rgb, dst, h, w, *rgb.stride(), EIGHT_BIT=eight, BLOCK=BLOCK)
