@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..kernels.decoder import guided_decode
+from ..kernels.decoder import guided_decode, guided_decode_rgba
 from .config import ModelConfig
 from .layout import SEMANTIC_CHANNELS
 
@@ -33,3 +33,12 @@ class GuidedDecoder(nn.Module):
         H = h * stride. Returns RGB [N, 3, H, W] in [0, 1] (display-referred)."""
         return guided_decode(latent, guide, self.conv.weight, self.conv.bias, self.mix.weight, self.mix.bias,
                              self.out.weight, self.out.bias, self.stride, cache=self._kernel_cache)
+
+    def forward_rgba(self, latent: torch.Tensor, guide: torch.Tensor, out: torch.Tensor, fmt: str, width: int,
+                     height: int) -> None:
+        """Decode one frame straight into an engine output slot: `out` (uint8 bytes) receives the
+        top-left `width` x `height` pixels as RGBA8 or RGBA16F (on a GPU, inside the decoder's one
+        pass)."""
+        guided_decode_rgba(latent, guide, self.conv.weight, self.conv.bias, self.mix.weight, self.mix.bias,
+                           self.out.weight, self.out.bias, self.stride, out, fmt, width, height,
+                           cache=self._kernel_cache)

@@ -105,22 +105,24 @@ def prepare_frame(config: ModelConfig, layout: GBufferLayout, planes: dict[str, 
 
 def stylize_frame(model: StreamStyleModel, inputs: FrameInputs, prompt: PromptContext,
                   state: TemporalState, noise: torch.Tensor,
-                  params: FrameParams) -> tuple[torch.Tensor, TemporalState]:
+                  params: FrameParams, rgba: tuple | None = None) -> tuple[torch.Tensor | None, TemporalState]:
     """Stylize one frame. noise [B, C, h, w] standard normal. Returns RGB [B, 3, H, W] in [0, 1]
-    and the next state (new tensors; `state` is not modified)."""
+    and the next state (new tensors; `state` is not modified). `rgba`: see `stylize_frame_tensors`."""
     if params.reset:
         state = TemporalState(kv=torch.zeros_like(state.kv), ks=torch.zeros_like(state.ks),
                               latent=state.latent, depth=state.depth, valid=torch.zeros_like(state.valid))
-    return stylize_frame_tensors(model, inputs, prompt, state, noise, params.steps, params.strength)
+    return stylize_frame_tensors(model, inputs, prompt, state, noise, params.steps, params.strength, rgba=rgba)
 
 
 def stylize_frame_tensors(model: StreamStyleModel, inputs: FrameInputs, prompt: PromptContext,
                           state: TemporalState, noise: torch.Tensor, steps: int,
-                          strength: float | torch.Tensor,
-                          keep: torch.Tensor | None = None) -> tuple[torch.Tensor, TemporalState]:
+                          strength: float | torch.Tensor, keep: torch.Tensor | None = None,
+                          rgba: tuple | None = None) -> tuple[torch.Tensor | None, TemporalState]:
     """`stylize_frame` with the per-frame values as tensors, so one CUDA graph serves every frame:
     strength a [1] tensor, and `keep` [1] (0 on a camera cut, else 1) multiplying the state in.
-    No host syncs and no host-to-device copies inside."""
+    No host syncs and no host-to-device copies inside. With `rgba` = (out, format, width, height)
+    the frame is decoded straight into `out` (an output slot's bytes, see
+    `GuidedDecoder.forward_rgba`) and None is returned in place of the RGB tensor."""
     cfg = model.config
     lp = cfg.latent_patch
     _, _, h, w = noise.shape
@@ -144,7 +146,11 @@ def stylize_frame_tensors(model: StreamStyleModel, inputs: FrameInputs, prompt: 
 
     x0, (kv, ks) = flow_sample(denoise, x, t0, steps, grid, lp)
     x0 = x0.clamp(-1.0, 1.0)
-    rgb = model.decoder(x0.to(dt), inputs.guide.to(dt)).float()
+    if rgba is None:
+        rgb = model.decoder(x0.to(dt), inputs.guide.to(dt)).float()
+    else:
+        model.decoder.forward_rgba(x0.to(dt), inputs.guide.to(dt), *rgba)
+        rgb = None
     nxt = TemporalState(kv=kv, ks=ks, latent=x0.float(), depth=inputs.depth.float(),
                         valid=torch.ones_like(state.valid))
     return rgb, nxt

@@ -20,11 +20,19 @@ from .state import StateSpec
 
 class FrameGraph:
     def __init__(self, model: StreamStyleModel, layout: GBufferLayout, width: int, height: int, steps: int,
-                 device: torch.device):
+                 device: torch.device, out_format: str | None = None):
+        """`out_format` None: the graph's output is RGB [1, 3, H, W] float; "rgba8" / "rgba16f": the
+        frame in that engine format (bytes), written by the decoder's last pass."""
         if device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         cfg = model.config
         self.model, self.layout, self.width, self.height, self.steps = model, layout, width, height, steps
+        self.out_format = out_format
+        self.packed = None
+        if out_format is not None:
+            from ..kernels.writeback import output_bytes
+
+            self.packed = torch.zeros(output_bytes(width, height, out_format), dtype=torch.uint8, device=device)
         self.spec = StateSpec(cfg, *padded_size(cfg, width, height))  # the network's size
         self.slot = torch.zeros(layout.slot_bytes(width, height), dtype=torch.uint8, device=device)
         for name, plane in layout.view(self.slot, width, height).items():
@@ -53,13 +61,17 @@ class FrameGraph:
         inputs = prepare_frame(self.model.config, self.layout, planes, self.width, self.height)
         state = self.spec.unflatten(self.state)
         ctx = PromptContext(self.tokens, self.bias, self.pooled)
+        if self.packed is not None:
+            _, nxt = stylize_frame_tensors(self.model, inputs, ctx, state, self.noise, self.steps, self.strength,
+                                           self.keep, rgba=(self.packed, self.out_format, self.width, self.height))
+            return self.packed, self.spec.flatten(nxt)
         rgb, nxt = stylize_frame_tensors(self.model, inputs, ctx, state, self.noise, self.steps, self.strength, self.keep)
         return rgb[:, :, :self.height, :self.width], self.spec.flatten(nxt)  # padding margin cropped
 
     def run(self, slot: torch.Tensor, state: torch.Tensor, noise: torch.Tensor, prompt: PromptContext,
             strength: float, reset: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Replay for one frame. Returns views of the graph's output buffers (RGB [1, 3, H, W] and
-        the next flat state), valid until the next replay."""
+        """Replay for one frame. Returns views of the graph's output buffers (RGB [1, 3, H, W], or
+        the frame's bytes in `out_format`, and the next flat state), valid until the next replay."""
         self.slot.copy_(slot[: self.slot.numel()], non_blocking=True)
         self.state.copy_(state, non_blocking=True)
         self.noise.copy_(noise, non_blocking=True)

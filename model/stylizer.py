@@ -4,6 +4,7 @@
     session = stylizer.open_session(1280, 720, layout)
     stylizer.set_prompt(session, [("ink outlines, cel shading", 0.7), ("watercolor", 0.3)])
     rgb = stylizer.step(session, frame, FrameParams(steps=2))   # [3, H, W] in [0, 1]
+    stylizer.step_into(session, frame, out_slot, "rgba8")       # or straight into an engine slot
     stylizer.close_session(session)
 
 Each session's temporal state lives in the paged cache; `step` reads it, runs `stylize_frame` and
@@ -148,21 +149,23 @@ class Stylizer:
             raise PromptError("this stylizer has no prompt encoder")
         self.prompts.context(prompt, self.config.max_prompts, self.config.max_prompt_tokens)
 
-    def warm_up(self, session: Session, steps: int = 2) -> bool:
+    def warm_up(self, session: Session, steps: int = 2, out_format: str | None = None) -> bool:
         """Do now what the session's first frame at `steps` would otherwise pay for: compile the
-        kernels and capture its CUDA graph (a second or more the first time in a process). The
-        session's state is not touched. Returns True if a graph was captured (False on the CPU,
-        without graphs, or when this shape already has one)."""
+        kernels and capture its CUDA graph (a second or more the first time in a process), for
+        `step` (out_format None) or `step_into` with that format. The session's state is not
+        touched. Returns True if a graph was captured (False on the CPU, without graphs, or when
+        this shape already has one)."""
         rec = self._record(session)
         if not self.cuda_graphs:
             return False
         s = rec.session
-        key = (s.layout, s.width, s.height, steps)
+        key = (s.layout, s.width, s.height, steps, out_format)
         if key in self._graphs:
             return False
         from .graph import FrameGraph
 
-        self._graphs[key] = FrameGraph(self.model, s.layout, s.width, s.height, steps, self.device)
+        self._graphs[key] = FrameGraph(self.model, s.layout, s.width, s.height, steps, self.device,
+                                       out_format=out_format)
         return True
 
     def reseed(self, session: Session, seed: int) -> None:
@@ -219,6 +222,31 @@ class Stylizer:
         """Stylize one frame. `frame` is the slot's bytes ([N] uint8, read through the session's
         layout) or {channel: [H, W, components]} tensors in the layout's formats.
         Returns RGB [3, H, W] float32 in [0, 1]."""
+        return self._step(session, frame, params)
+
+    @torch.no_grad()
+    def step_into(self, session: Session, frame: torch.Tensor | Mapping[str, torch.Tensor], out: torch.Tensor,
+                  fmt: str, params: FrameParams = FrameParams()) -> None:
+        """`step`, with the frame written straight into an engine output slot: `out` (uint8 bytes,
+        on this device) receives H x W pixels of interleaved RGBA in `fmt` ("rgba8" or "rgba16f").
+        On a GPU the write is part of the decoder's last pass (and of the session's CUDA graph).
+        Raises InputError for an unknown format or a slot too small; nothing changes then."""
+        from ..kernels.writeback import FORMATS as OUTPUT_FORMATS
+        from ..kernels.writeback import output_bytes
+
+        if fmt not in OUTPUT_FORMATS:
+            raise InputError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
+        s = self._record(session).session
+        need = output_bytes(s.width, s.height, fmt)
+        here = self.device.index if self.device.index is not None else (
+            torch.cuda.current_device() if self.device.type == "cuda" else None)
+        if not isinstance(out, torch.Tensor) or out.dtype != torch.uint8 or out.numel() < need \
+                or out.device.type != self.device.type or (out.device.type == "cuda" and out.device.index != here):
+            raise InputError(f"the output must be a uint8 tensor of at least {need} bytes on {self.device} "
+                             f"for a {s.width}x{s.height} {fmt} frame")
+        self._step(session, frame, params, out=out, fmt=fmt)
+
+    def _step(self, session, frame, params, out=None, fmt=None):
         rec = self._record(session)
         if not isinstance(params, FrameParams):
             raise InputError("params must be a FrameParams")
@@ -228,19 +256,26 @@ class Stylizer:
         flat = self.cache.read(s.id)
         noise = torch.randn(rec.spec.shapes()["latent"], generator=rec.generator, device=self.device)
         if self.cuda_graphs and isinstance(frame, torch.Tensor):
-            key = (s.layout, s.width, s.height, params.steps)
+            key = (s.layout, s.width, s.height, params.steps, fmt)
             graph = self._graphs.get(key)
             if graph is None:
                 from .graph import FrameGraph
 
-                graph = self._graphs[key] = FrameGraph(self.model, s.layout, s.width, s.height, params.steps, self.device)
-            rgb, new_flat = graph.run(frame.to(self.device), flat, noise, rec.prompt, params.strength, params.reset)
+                graph = self._graphs[key] = FrameGraph(self.model, s.layout, s.width, s.height, params.steps,
+                                                       self.device, out_format=fmt)
+            result, new_flat = graph.run(frame.to(self.device), flat, noise, rec.prompt, params.strength, params.reset)
             self.cache.write(s.id, new_flat)
             rec.frames += 1
-            return rgb[0].clone()  # the graph's buffer is reused by the next frame (already cropped)
+            if out is not None:
+                out[: result.numel()].copy_(result)  # the graph's buffer is reused by the next frame
+                return None
+            return result[0].clone()  # (already cropped)
         state = rec.spec.unflatten(flat)
         inputs = prepare_frame(self.config, s.layout, planes, s.width, s.height)
-        rgb, nxt = stylize_frame(self.model, inputs, rec.prompt, state, noise, params)
+        rgba = None if out is None else (out, fmt, s.width, s.height)
+        rgb, nxt = stylize_frame(self.model, inputs, rec.prompt, state, noise, params, rgba=rgba)
         self.cache.write(s.id, rec.spec.flatten(nxt))
         rec.frames += 1
+        if out is not None:
+            return None
         return rgb[0, :, :s.height, :s.width]  # the padding margin, if any, is dropped

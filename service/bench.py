@@ -6,7 +6,8 @@ Per size and step count:
   float32 reference kernels on the same frame; a failed check is reported and nothing of that
   configuration is timed;
 - model step: `Stylizer.step` p50 / p99 (device events on a GPU);
-- stages: pack, warp + start, each DiT step, decode, write-back, timed one by one in the eager path
+- stages: pack, warp + start, each DiT step, decode + write-back (one pass: the decoder writes the
+  engine's output format), timed one by one in the eager path
   with device events (so they add up to more than the graphed step: each stage pays its launches);
 - memory: peak device memory of the model alone and the extra a session of that size adds;
 - floor: the model's FLOPs and bytes per frame (`model-info`) over this card's measured bf16
@@ -38,7 +39,7 @@ from ..model.network import StreamStyleModel
 from ..model.sampler import initial_latent, start_levels, tokens_to_latent
 from ..model.stylizer import Stylizer, null_context
 from ..model.weights import load_weights, shipped_weights
-from .server import output_bytes, write_output
+from ..kernels.writeback import output_bytes
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 2e-2, "fp8": 1e-1}  # relative L2 error of a frame vs fp32
@@ -151,7 +152,8 @@ def check_and_time(model32: StreamStyleModel, w: int, h: int, steps: int, dtype:
 def stage_times(model: StreamStyleModel, w: int, h: int, steps: int, device: torch.device, reps: int,
                 gen: torch.Generator, out_format: str = "rgba8") -> dict[str, float]:
     """Median ms of each stage of one frame, run eagerly stage by stage (the same functions the
-    per-frame step calls), after a warm-up frame. Keys: pack, warp, dit_1 .. dit_K, decode, write_back."""
+    per-frame step calls), after a warm-up frame. Keys: pack, warp, dit_1 .. dit_K, decode (the
+    decoder's pass, which writes the engine's output format: the write-back is part of it)."""
     cfg = model.config
     layout = reference_layout(w, h)
     slot = random_slot(layout, w, h, device, gen)
@@ -192,13 +194,10 @@ def stage_times(model: StreamStyleModel, w: int, h: int, steps: int, device: tor
             return run
 
         def decode():
-            box["rgb"] = model.decoder(box["x"].clamp(-1, 1).to(dt), box["inputs"].guide.to(dt)).float()
-
-        def write_back():
-            write_output(box["rgb"][0, :, :h, :w], out, out_format)
+            model.decoder.forward_rgba(box["x"].clamp(-1, 1).to(dt), box["inputs"].guide.to(dt), out, out_format, w, h)
 
         stages = [("pack", pack), ("warp", warp)] + [(f"dit_{k + 1}", dit_step(k)) for k in range(steps)] + \
-                 [("decode", decode), ("write_back", write_back)]
+                 [("decode", decode)]
         for name, fn in stages:
             ms = timer(fn)
             if rep:  # the first frame is a warm-up
@@ -370,7 +369,7 @@ def format_bench(report: dict) -> str:
              f"on {report['card']}; card {report['floor']['matmul_tflops']:.3g} TFLOP/s matmul, "
              f"{report['floor']['copy_gbps']:.0f} GB/s copy", ""]
     lines.append(f"{'size':>10} {'steps':>5} {'check':>7} {'step p50':>9} {'p99':>7} {'floor':>7} {'x floor':>8} "
-                 f"{'pack':>6} {'warp':>6} {'dit/step':>8} {'decode':>7} {'write':>6} {'peak MiB':>9}")
+                 f"{'pack':>6} {'warp':>6} {'dit/step':>8} {'decode+write':>12} {'peak MiB':>9}")
     for r in report["rows"]:
         if r["status"] != "ok":
             why = r.get("reason", f"relative error {r['rel_err_vs_fp32']:.1e}")
@@ -380,7 +379,7 @@ def format_bench(report: dict) -> str:
         dit = statistics.fmean(v for k, v in st.items() if k.startswith("dit_"))
         lines.append(f"{r['size']:>10} {r['steps']:>5} {r['rel_err_vs_fp32']:>7.0e} {r['p50_ms']:>9.2f} {r['p99_ms']:>7.2f} "
                      f"{r['floor_ms']:>7.2f} {r['floor_ratio']:>8.1f} {st['pack']:>6.2f} {st['warp']:>6.2f} {dit:>8.2f} "
-                     f"{st['decode']:>7.2f} {st['write_back']:>6.2f} {r.get('session_peak_mib', float('nan')):>9.0f}")
+                     f"{st['decode']:>12.2f} {r.get('session_peak_mib', float('nan')):>9.0f}")
     lines.append("(ms; stages timed one by one in the eager path, the step as the service runs it)")
     if report["service"]:
         lines += ["", "Through the service (another process, real client, prompt switches):",

@@ -31,7 +31,7 @@ import zmq
 
 from .. import __version__
 from ..interop import RingError, import_ring
-from ..kernels.writeback import write_rgba
+from ..kernels.writeback import output_bytes  # noqa: F401  (also the service's public helper)
 from ..model.errors import (CacheFullError, InputError, LayoutError, PromptError, ResolutionError, StreamStyleError)
 from ..model.frame import FrameParams
 from ..model.layout import GBufferLayout
@@ -41,19 +41,6 @@ from . import protocol as P
 from .config import ServiceConfig
 
 log = logging.getLogger("streamstyle.service")
-
-OUTPUT_BYTES_PER_PIXEL = {"rgba8": 4, "rgba16f": 8}
-
-
-def output_bytes(width: int, height: int, fmt: str) -> int:
-    return width * height * OUTPUT_BYTES_PER_PIXEL[fmt]
-
-
-def write_output(rgb: torch.Tensor, out: torch.Tensor, fmt: str) -> None:
-    """rgb [3, H, W] in [0, 1] -> the output slot's bytes as RGBA8 or RGBA16F (alpha 1); one
-    Triton pass on a GPU (`kernels/writeback`)."""
-    write_rgba(rgb, out, fmt)
-
 
 @dataclass
 class PendingFrame:
@@ -348,7 +335,7 @@ class Service:
         try:
             steps = int(state.params.get("steps", 2))
             t0 = time.perf_counter()
-            if 1 <= steps <= MAX_STEPS and self.stylizer.warm_up(handle, steps):
+            if 1 <= steps <= MAX_STEPS and self.stylizer.warm_up(handle, steps, out_format=fmt):
                 log.info("session %d: kernels and CUDA graph for %dx%d, %d steps ready in %.0f ms", handle.id,
                          msg.width, msg.height, steps, (time.perf_counter() - t0) * 1000)
         except Exception:  # the first frame will try again and report its own error
@@ -434,12 +421,13 @@ class Service:
             t_model = time.perf_counter()
             if events:
                 events[0].record()
-            rgb = self.stylizer.step(state.handle, state.ring.input(msg.slot), params)
+            # The decoder's last pass writes the engine's format straight into the output slot.
+            self.stylizer.step_into(state.handle, state.ring.input(msg.slot), state.ring.output(msg.slot),
+                                    state.output_format, params)
             if events:
                 events[1].record()
             t_write = time.perf_counter()
             state.ring.mark_released(msg.slot, msg.seq)
-            write_output(rgb, state.ring.output(msg.slot), state.output_format)
             state.ring.mark_done(msg.slot, msg.seq)
             if events:
                 # The frame is done when the device is: "done" goes out after it, and the model's

@@ -27,7 +27,7 @@ def test_a_fast_path_that_fails_its_check_is_not_timed(gen):
 def test_stages_cover_the_frame(gen):
     model = StreamStyleModel(preset("tiny")).eval()
     st = stage_times(model, 32, 48, 3, torch.device("cpu"), 2, gen)
-    assert list(st) == ["pack", "warp", "dit_1", "dit_2", "dit_3", "decode", "write_back"]
+    assert list(st) == ["pack", "warp", "dit_1", "dit_2", "dit_3", "decode"]  # decode writes the output format
     assert all(v > 0 for v in st.values())
 
 
@@ -37,7 +37,7 @@ def test_bench_runs_end_to_end_through_the_service(tmp_path):
     assert [r["status"] for r in report["rows"]] == ["ok", "ok"]
     for r in report["rows"]:
         assert r["floor_ms"] > 0 and r["floor_ratio"] == pytest.approx(r["p50_ms"] / r["floor_ms"])
-        assert set(r["stages_ms"]) >= {"pack", "warp", "decode", "write_back"}
+        assert set(r["stages_ms"]) >= {"pack", "warp", "decode"}
     assert [(r["size"], r["steps"], r["frames"]) for r in report["service"]] == [("64x48", 1, 12), ("64x48", 2, 12)]
     assert all(r["late"] == 0 and r["service_p50_ms"] >= r["model_p50_ms"] > 0 for r in report["service"])
     text = format_bench(report)

@@ -107,3 +107,35 @@ def test_a_cuda_graph_replays_the_same_frames_as_eager(frame_factory, gen, tiny_
     assert len(graphed._graphs) == 1  # one graph for the session's shape, replayed every frame
     graphed.close_session(sg)
     assert not graphed._graphs  # gone with the last session of its shape
+
+
+@pytest.mark.parametrize("fmt", ["rgba8", "rgba16f"])
+def test_a_graph_decodes_straight_into_the_output_slot(frame_factory, tiny_model, fmt):
+    """`step_into` with a CUDA graph: the decoder's last pass writes the engine's format into the
+    graph's buffer, copied to the slot; the same bytes as the eager path (one 8-bit level at most
+    where float noise crosses a rounding boundary), the margin of a padded size cropped."""
+    from streamstyle.kernels.writeback import output_bytes
+
+    model = StreamStyleModel(preset("tiny")).cuda().eval()
+    model.load_state_dict(tiny_model.state_dict())
+    w, h = 61, 43
+    layout = reference_layout(w, h)
+    eager, graphed = Stylizer(model), Stylizer(model, cuda_graphs=True)
+    se, sg = eager.open_session(w, h, layout, seed=3), graphed.open_session(w, h, layout, seed=3)
+    assert graphed.warm_up(sg, 2, out_format=fmt)
+    n = output_bytes(w, h, fmt)
+    for i in range(3):
+        slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
+        for name, view in layout.view(slot, w, h).items():
+            view.copy_(frame_factory(w, h, layout)[name].cuda())
+        a = torch.zeros(n + 8, dtype=torch.uint8, device="cuda")
+        b = torch.zeros(n + 8, dtype=torch.uint8, device="cuda")
+        params = FrameParams(steps=2, reset=(i == 1))
+        eager.step_into(se, slot, a, fmt, params)
+        graphed.step_into(sg, slot, b, fmt, params)
+        if fmt == "rgba8":
+            assert (a.int() - b.int()).abs().max() <= 1
+        else:
+            assert torch.allclose(a[:n].view(torch.float16).float(), b[:n].view(torch.float16).float(), atol=2e-3)
+        assert not b[n:].any()  # nothing written past the frame
+    assert len(graphed._graphs) == 1  # the warm-up's graph, replayed

@@ -62,3 +62,43 @@ def test_kernel_matches_reference_on_the_gpu(gen):
     got = guided_decode_triton(lat, guide, packed_weights(*p), 4)
     want = guided_decode_reference(lat.float(), guide.float(), *[t.float() for t in p], 4)
     assert (got - want).abs().max() < 5e-3
+
+
+@pytest.mark.parametrize("fmt", ["rgba8", "rgba16f"])
+@pytest.mark.parametrize("crop", [(0, 0), (3, 5)])
+def test_the_decode_writes_the_engines_format_in_its_last_pass(gen, fmt, crop):
+    """Fused write-back: the kernel's RGBA bytes equal its own planar output written by the
+    write-back kernel, byte for byte, cropped to the frame; bytes past the frame are untouched."""
+    from streamstyle.kernels.decoder.triton_kernel import guided_decode_rgba_triton
+    from streamstyle.kernels.writeback.triton_kernel import write_rgba_triton
+
+    h, w, s = 5, 7, 4
+    lat = torch.rand(1, 3, h, w, generator=gen) * 2 - 1
+    guide = torch.rand(1, 10, h * s, w * s, generator=gen) * 2 - 1
+    weights = packed_weights(*params(16, 13, gen))
+    fw, fh = w * s - crop[1], h * s - crop[0]
+    size = fw * fh * (4 if fmt == "rgba8" else 8)
+    got = torch.full((size + 32,), 0xAB, dtype=torch.uint8)
+    want = got.clone()
+    guided_decode_rgba_triton(lat, guide, weights, s, got, fmt, fw, fh)
+    write_rgba_triton(guided_decode_triton(lat, guide, weights, s)[0, :, :fh, :fw], want, fmt)
+    assert torch.equal(got, want) and bool((got[size:] == 0xAB).all())
+
+
+def test_the_rgba_decode_refuses_what_does_not_fit(gen):
+    from streamstyle.kernels.decoder import guided_decode_rgba
+
+    dec = GuidedDecoder(preset("tiny")).eval()
+    lat = torch.rand(1, 3, 4, 6, generator=gen) * 2 - 1
+    guide = torch.rand(1, 10, 16, 24, generator=gen) * 2 - 1
+    p = (dec.conv.weight, dec.conv.bias, dec.mix.weight, dec.mix.bias, dec.out.weight, dec.out.bias)
+    slot = torch.zeros(24 * 16 * 8, dtype=torch.uint8)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="does not fit"):
+            guided_decode_rgba(lat, guide, *p, 4, slot, "rgba8", 25, 16)
+        with pytest.raises(ValueError, match="needs"):
+            guided_decode_rgba(lat, guide, *p, 4, slot[:100], "rgba8", 24, 16)
+        with pytest.raises(ValueError, match="output format"):
+            guided_decode_rgba(lat, guide, *p, 4, slot, "bgra8", 24, 16)
+        with pytest.raises(ValueError, match="one frame"):
+            guided_decode_rgba(lat.expand(2, -1, -1, -1), guide.expand(2, -1, -1, -1), *p, 4, slot, "rgba8", 24, 16)

@@ -211,3 +211,27 @@ def test_any_frame_size_is_served_by_padding_to_the_stride(gen):
         assert torch.allclose(out, want[:, :h, :w], atol=1e-6)
     with pytest.raises(ResolutionError, match="outside"):
         sty.open_session(5, 40, reference_layout(5, 40))
+
+
+@pytest.mark.parametrize("fmt", ["rgba8", "rgba16f"])
+def test_step_into_writes_what_step_returns_in_the_engines_format(tiny_model, frame_factory, fmt):
+    """Two sessions with the same seed: one stepped to RGB and written by the write-back, the other
+    decoded straight into a slot; the bytes agree and the temporal state goes on the same way."""
+    from streamstyle.kernels.writeback import output_bytes, write_rgba_reference
+
+    w, h = 40, 24  # 24 is not a multiple of the token stride: padded inside, cropped in the slot
+    layout = reference_layout(w, h)
+    sty = Stylizer(tiny_model)
+    a, b = sty.open_session(w, h, layout, seed=4), sty.open_session(w, h, layout, seed=4)
+    n = output_bytes(w, h, fmt)
+    for _ in range(3):
+        frame = frame_factory(w, h, layout)
+        want = torch.full((n + 16,), 7, dtype=torch.uint8)
+        write_rgba_reference(sty.step(a, frame), want, fmt)
+        got = torch.full((n + 16,), 7, dtype=torch.uint8)
+        sty.step_into(b, frame, got, fmt)
+        assert torch.equal(got, want)
+    with pytest.raises(InputError, match="output format"):
+        sty.step_into(b, frame, got, "bgra8")
+    with pytest.raises(InputError, match="at least"):
+        sty.step_into(b, frame, got[:10], fmt)

@@ -8,7 +8,8 @@ import torch
 from ..backend import use_triton
 from .reference import guided_decode as guided_decode_reference
 
-__all__ = ["guided_decode", "guided_decode_reference"]
+__all__ = ["guided_decode", "guided_decode_reference", "guided_decode_rgba"]
+
 
 def _packed(params: tuple[torch.Tensor, ...], cache: dict | None):
     """Padded float32 copies of the weights, made once per weight version and kept in the caller's
@@ -42,3 +43,35 @@ def guided_decode(latent: torch.Tensor, guide: torch.Tensor, conv_w: torch.Tenso
 
         return guided_decode_triton(latent, guide, _packed(params, cache), stride)
     return guided_decode_reference(latent, guide, *params, stride)
+
+
+def guided_decode_rgba(latent: torch.Tensor, guide: torch.Tensor, conv_w: torch.Tensor, conv_b: torch.Tensor,
+                       mix_w: torch.Tensor, mix_b: torch.Tensor, out_w: torch.Tensor, out_b: torch.Tensor,
+                       stride: int, out: torch.Tensor, fmt: str, width: int, height: int,
+                       cache: dict | None = None) -> None:
+    """The decode written into an engine output slot: `out` (uint8 bytes) receives the top-left
+    `width` x `height` pixels of the one decoded frame as interleaved RGBA8 or RGBA16F. On a GPU the
+    write-back is part of the decoder's single pass; the reference decodes, then writes
+    (`kernels.writeback`)."""
+    from ..writeback import output_bytes, write_rgba_reference
+
+    params = (conv_w, conv_b, mix_w, mix_b, out_w, out_b)
+    need = output_bytes(width, height, fmt)  # raises on an unknown format
+    if latent.shape[0] != 1:
+        raise ValueError(f"an output slot holds one frame; got a batch of {latent.shape[0]}")
+    if not (0 < width <= guide.shape[3] and 0 < height <= guide.shape[2]):
+        raise ValueError(f"a {width}x{height} frame does not fit the decoded {guide.shape[3]}x{guide.shape[2]}")
+    if out.dtype != torch.uint8 or out.numel() < need:
+        raise ValueError(f"the output slot holds {out.numel()} bytes; {width}x{height} {fmt} needs {need}")
+
+    def unsupported():
+        from .triton_kernel import unsupported as why_not
+
+        return why_not(latent, conv_w)
+
+    if use_triton("decoder", (latent, guide, out) + params, unsupported):
+        from .triton_kernel import guided_decode_rgba_triton
+
+        return guided_decode_rgba_triton(latent, guide, _packed(params, cache), stride, out, fmt, width, height)
+    rgb = guided_decode_reference(latent, guide, *params, stride)
+    write_rgba_reference(rgb[0, :, :height, :width].float(), out, fmt)

@@ -1,7 +1,9 @@
 """Triton kernel for the guided decode: one pass per full-resolution pixel. For each of the 3x3
 taps it samples the latent bilinearly and reads the guide, multiplies by the tap's weights (small
 matrix products on the tensor cores), then the two 1x1 layers and the residual run in registers,
-and RGB is written once. The reference reads and writes every pixel about eight times.
+and the pixel is written once: planar float RGB, or straight into the engine's output format
+(RGBA8 / RGBA16F, interleaved, cropped to the frame's size) so that the write-back is part of this
+last pass. The reference reads and writes every pixel about eight times.
 """
 
 from __future__ import annotations
@@ -9,6 +11,12 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from ..writeback.reference import FORMATS, output_bytes
+from ..writeback.triton_kernel import unorm8
+
+OUT_PLANAR, OUT_RGBA8, OUT_RGBA16F = 0, 1, 2
+OUT_CODES = {"rgba8": OUT_RGBA8, "rgba16f": OUT_RGBA16F}
 
 BLOCK = 256  # pixels per program: 64 -> 256 halved the kernel's time on an H200 (benchmarks/NOTES.md)
 
@@ -44,8 +52,8 @@ def _bilinear(lat_ptr, n, y, x, h, w, kk, mask, CL: tl.constexpr, S: tl.constexp
 
 @triton.jit
 def _decode_kernel(lat_ptr, guide_ptr, wc_ptr, bc_ptr, wm_ptr, bm_ptr, wo_ptr, bo_ptr, out_ptr,
-                   H, W, h, w, CL: tl.constexpr, CG: tl.constexpr, S: tl.constexpr,
-                   K: tl.constexpr, C: tl.constexpr, O: tl.constexpr, BLOCK: tl.constexpr):
+                   H, W, h, w, OH, OW, CL: tl.constexpr, CG: tl.constexpr, S: tl.constexpr,
+                   K: tl.constexpr, C: tl.constexpr, O: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr):
     n = tl.program_id(1)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < H * W
@@ -72,8 +80,19 @@ def _decode_kernel(lat_ptr, guide_ptr, wc_ptr, bc_ptr, wm_ptr, bm_ptr, wo_ptr, b
     o = tl.dot(f, tl.load(wo_ptr + cc[:, None] * O + oo[None, :])) + tl.load(bo_ptr + oo)[None, :]
     upc = _bilinear(lat_ptr, n, y, x, h, w, oo, mask, CL, S)  # the residual: latent channels 0..2
     rgb = tl.minimum(tl.maximum((upc + o) * 0.5 + 0.5, 0.0), 1.0)
-    optr = out_ptr + ((n * 3 + oo[None, :]) * H + y[:, None]) * W + x[:, None]
-    tl.store(optr, rgb, mask=mask[:, None] & (oo[None, :] < 3))
+    if OUT == 0:  # planar float32 [N, 3, H, W]
+        optr = out_ptr + ((n * 3 + oo[None, :]) * H + y[:, None]) * W + x[:, None]
+        tl.store(optr, rgb, mask=mask[:, None] & (oo[None, :] < 3))
+    else:  # interleaved RGBA [N, OH, OW, 4], the padding margin cropped
+        keep = mask & (y < OH) & (x < OW)
+        px = out_ptr + (((n * OH + y) * OW + x).to(tl.int64) * 4)
+        cm = keep[:, None] & (oo[None, :] < 3)
+        if OUT == 1:
+            tl.store(px[:, None] + oo[None, :], unorm8(rgb), mask=cm)
+            tl.store(px + 3, tl.full((BLOCK,), 255, tl.uint8), mask=keep)
+        else:
+            tl.store(px[:, None] + oo[None, :], rgb.to(tl.float16), mask=cm)
+            tl.store(px + 3, tl.full((BLOCK,), 1.0, tl.float16), mask=keep)
 
 
 def unsupported(latent: torch.Tensor, conv_w: torch.Tensor) -> str | None:
@@ -104,20 +123,51 @@ def packed_weights(conv_w, conv_b, mix_w, mix_b, out_w, out_b):
     return wc, bc, wm, bm, wo, bo
 
 
-def guided_decode_triton(latent: torch.Tensor, guide: torch.Tensor, weights: tuple, stride: int,
-                         out: torch.Tensor | None = None) -> torch.Tensor:
-    """`weights` from `packed_weights`. Returns RGB [N, 3, H, W] float32 in [0, 1]."""
+def _check(latent, guide, weights, stride):
     n, cl, h, w = latent.shape
     _, cg, hh, ww = guide.shape
     if (hh, ww) != (h * stride, w * stride):
         raise ValueError(f"decode kernel: guide {ww}x{hh} is not the latent {w}x{h} times {stride}")
-    wc, bc, wm, bm, wo, bo = weights
-    k, cp = wc.shape[1], wc.shape[2]
+    k = weights[0].shape[1]
     if cl + cg > k:
         raise ValueError(f"decode kernel: {cl} + {cg} input channels do not fit the packed weights ({k})")
+
+
+def _launch(latent, guide, weights, stride, out, out_code, oh, ow):
+    n, cl, h, w = latent.shape
+    _, cg, hh, ww = guide.shape
+    wc, bc, wm, bm, wo, bo = weights
+    grid = (triton.cdiv(hh * ww, BLOCK), n)
+    _decode_kernel[grid](latent.contiguous(), guide.contiguous(), wc, bc, wm, bm, wo, bo, out, hh, ww, h, w, oh, ow,
+                         CL=cl, CG=cg, S=stride, K=wc.shape[1], C=wc.shape[2], O=wo.shape[1], OUT=out_code,
+                         BLOCK=BLOCK)
+
+
+def guided_decode_triton(latent: torch.Tensor, guide: torch.Tensor, weights: tuple, stride: int,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
+    """`weights` from `packed_weights`. Returns RGB [N, 3, H, W] float32 in [0, 1]."""
+    _check(latent, guide, weights, stride)
+    n, hh, ww = latent.shape[0], guide.shape[2], guide.shape[3]
     if out is None:
         out = torch.empty(n, 3, hh, ww, dtype=torch.float32, device=latent.device)
-    grid = (triton.cdiv(hh * ww, BLOCK), n)
-    _decode_kernel[grid](latent.contiguous(), guide.contiguous(), wc, bc, wm, bm, wo, bo, out, hh, ww, h, w,
-                         CL=cl, CG=cg, S=stride, K=k, C=cp, O=wo.shape[1], BLOCK=BLOCK)
+    _launch(latent, guide, weights, stride, out, OUT_PLANAR, hh, ww)
     return out
+
+
+def guided_decode_rgba_triton(latent: torch.Tensor, guide: torch.Tensor, weights: tuple, stride: int,
+                              out: torch.Tensor, fmt: str, width: int, height: int) -> None:
+    """The decode written straight into an engine output slot: `out` the slot's bytes (uint8), the
+    frame's top-left `width` x `height` pixels as interleaved RGBA in `fmt`. One frame (N = 1)."""
+    _check(latent, guide, weights, stride)
+    if fmt not in OUT_CODES:
+        raise ValueError(f"output format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if latent.shape[0] != 1:
+        raise ValueError(f"an output slot holds one frame; got a batch of {latent.shape[0]}")
+    hh, ww = guide.shape[2], guide.shape[3]
+    if not (0 < width <= ww and 0 < height <= hh):
+        raise ValueError(f"a {width}x{height} frame does not fit the decoded {ww}x{hh}")
+    need = output_bytes(width, height, fmt)
+    if out.dtype != torch.uint8 or out.numel() < need:
+        raise ValueError(f"the output slot holds {out.numel()} bytes; {width}x{height} {fmt} needs {need}")
+    dst = out[:need] if fmt == "rgba8" else out[:need].view(torch.float16)
+    _launch(latent, guide, weights, stride, dst, OUT_CODES[fmt], height, width)

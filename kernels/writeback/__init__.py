@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 
 from ..backend import use_triton
-from .reference import FORMATS
+from .reference import FORMATS, output_bytes
 from .reference import write_rgba as write_rgba_reference
 
-__all__ = ["FORMATS", "write_rgba", "write_rgba_reference"]
+__all__ = ["FORMATS", "output_bytes", "write_rgba", "write_rgba_reference"]
 
 
 def write_rgba(rgb: torch.Tensor, out: torch.Tensor, fmt: str) -> None:

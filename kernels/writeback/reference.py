@@ -10,6 +10,14 @@ from __future__ import annotations
 import torch
 
 FORMATS = ("rgba8", "rgba16f")
+BYTES_PER_PIXEL = {"rgba8": 4, "rgba16f": 8}
+
+
+def output_bytes(width: int, height: int, fmt: str) -> int:
+    """Bytes of one frame in an output format."""
+    if fmt not in BYTES_PER_PIXEL:
+        raise ValueError(f"output format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    return width * height * BYTES_PER_PIXEL[fmt]
 
 
 def write_rgba(rgb: torch.Tensor, out: torch.Tensor, fmt: str) -> None:

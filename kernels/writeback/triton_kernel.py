@@ -16,6 +16,16 @@ BLOCK = 1024
 
 
 @triton.jit
+def unorm8(v):
+    """[0, 1] float32 (clamped here) to 8-bit: round to nearest, ties to even, as torch.round."""
+    v = tl.minimum(tl.maximum(v, 0.0), 1.0) * 255.0
+    f = tl.floor(v)
+    d = v - f
+    odd = (f - 2.0 * tl.floor(f * 0.5)) == 1.0
+    return tl.where((d > 0.5) | ((d == 0.5) & odd), f + 1.0, f).to(tl.uint8)
+
+
+@triton.jit
 def _write_rgba(rgb_ptr, out_ptr, H, W, s_c, s_y, s_x, EIGHT_BIT: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < H * W
@@ -26,12 +36,7 @@ def _write_rgba(rgb_ptr, out_ptr, H, W, s_c, s_y, s_x, EIGHT_BIT: tl.constexpr, 
     for c in tl.static_range(3):
         v = tl.load(src + c * s_c, mask=m, other=0.0).to(tl.float32)
         if EIGHT_BIT:
-            v = tl.minimum(tl.maximum(v, 0.0), 1.0) * 255.0
-            f = tl.floor(v)
-            d = v - f
-            odd = (f - 2.0 * tl.floor(f * 0.5)) == 1.0
-            r = tl.where((d > 0.5) | ((d == 0.5) & odd), f + 1.0, f)  # round half to even, as torch.round
-            tl.store(dst + c, r.to(tl.uint8), mask=m)
+            tl.store(dst + c, unorm8(v), mask=m)
         else:
             tl.store(dst + c, v.to(tl.float16), mask=m)
     if EIGHT_BIT:
