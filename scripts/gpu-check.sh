@@ -39,6 +39,9 @@ python3 -m streamstyle demo --device cuda --no-video --frames 96 --size 1280x720
 # The shipped default model: stages, floor, and 1000 frames through the service with prompt switches.
 python3 -m streamstyle bench --sizes 720p,1080p --steps 2 --frames 1000 --json "$reports/bench-default.json" 2>&1 \
   | tee "$reports/bench-default.log" || status=1
+# Where a 1080p frame's device time goes, kernel by kernel (the shipped model, bf16).
+python3 benchmarks/profile_step.py --size 1920x1088 --top 20 --json "$reports/profile-1088.json" 2>&1 \
+  | grep -v Warning | tee "$reports/bench-profile.log" || status=1
 # The large preset at 1080p, bf16 against FP8 (quality: each row's error against float32).
 for dt in bf16 fp8; do
   python3 -m streamstyle bench --preset large --dtype $dt --sizes 1080p --steps 2 --frames 30 --no-service \

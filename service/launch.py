@@ -19,7 +19,8 @@ def child_service(args: Sequence[str], env: dict | None = None, log_path: str | 
     """Start `streamstyle serve ARGS` bound to a fresh ipc:// address, wait until it is ready, yield
     the address, and stop it (SIGTERM, then kill) when the block ends. Raises RuntimeError if it
     exits or does not come up within `timeout_s`; the error carries the end of its log when
-    `log_path` is given (otherwise the child writes to this process's output)."""
+    `log_path` is given (otherwise the child writes to this process's output). If the block itself
+    fails, the end of that log is printed to stderr before the error goes on."""
     work = Path(tempfile.mkdtemp(prefix="streamstyle-service-"))
     address, ready = f"ipc://{work}/service.sock", work / "ready"
     cmd = [sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--ready-file", str(ready), *args]
@@ -38,7 +39,14 @@ def child_service(args: Sequence[str], env: dict | None = None, log_path: str | 
             if time.monotonic() > end:
                 raise RuntimeError(f"the service did not start within {timeout_s:.0f} s" + tail())
             time.sleep(0.1)
-        yield address
+        try:
+            yield address
+        except BaseException:
+            if log_path and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                # what the service said is usually the reason the engine side failed
+                print(f"streamstyle: the service's log ({log_path}) ends with:\n"
+                      f"{Path(log_path).read_text()[-2000:]}", file=sys.stderr)
+            raise
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

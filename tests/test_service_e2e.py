@@ -315,3 +315,13 @@ def test_a_child_service_that_cannot_start_says_why(tmp_path):
         client = Client(address, timeout_s=30)
         assert client.welcome["model"]["preset"] == "tiny"
         client.close()
+
+
+def test_when_the_engine_side_fails_the_service_log_is_shown(tmp_path, capfd):
+    from streamstyle.service.launch import child_service
+
+    with pytest.raises(ValueError, match="the engine gave up"):
+        with child_service(["--preset", "tiny", "--no-prompts"], log_path=tmp_path / "service.log"):
+            raise ValueError("the engine gave up")
+    err = capfd.readouterr().err
+    assert "the service's log" in err and "serving on" in err  # the service's own lines
