@@ -57,6 +57,23 @@ def kernel_ms(fn, device, calls: int = 20) -> float:
     return statistics.median(timer(g.replay) for _ in range(10)) / calls
 
 
+def sweep(module, names: tuple[str, ...], configs, run, device, label=str) -> dict:
+    """Time `run` with each config's values set as `module`'s tile constants `names`, restoring the
+    shipped values afterwards. Returns {label(config) or "shipped": ms per call}; the shipped
+    config is timed first."""
+    shipped = tuple(getattr(module, n) for n in names)
+    out = {}
+    try:
+        for values in [shipped] + [c for c in configs if c != shipped]:
+            for n, v in zip(names, values):
+                setattr(module, n, v)
+            out["shipped" if values == shipped else label(values)] = kernel_ms(run, device)
+    finally:
+        for n, v in zip(names, shipped):
+            setattr(module, n, v)
+    return out
+
+
 def sweep_linear_attention(model, w, h, device) -> dict[int, float]:
     from streamstyle.kernels.linear_attention import triton_kernel as lk
 
@@ -67,14 +84,8 @@ def sweep_linear_attention(model, w, h, device) -> dict[int, float]:
     kv = torch.zeros(1, cfg.heads, cfg.head_dim, cfg.head_dim, device=device)
     ks = torch.zeros(1, cfg.heads, cfg.head_dim, device=device)
     decay = torch.full((cfg.heads,), 0.9, device=device)
-    shipped, out = lk.CHUNK_BLOCKS, {}
-    try:
-        for blocks in (1, 2, 4, 8, 16):
-            lk.CHUNK_BLOCKS = blocks
-            out[blocks] = kernel_ms(lambda: lk.linear_attention_triton(q, k, v, kv, ks, decay, 1e-6), device)
-    finally:
-        lk.CHUNK_BLOCKS = shipped
-    return out
+    return sweep(lk, ("CHUNK_BLOCKS",), [(b,) for b in (1, 2, 4, 8, 16)],
+                 lambda: lk.linear_attention_triton(q, k, v, kv, ks, decay, 1e-6), device, label=lambda c: c[0])
 
 
 def sweep_decoder(model, w, h, device) -> dict[int, float]:
@@ -89,14 +100,8 @@ def sweep_decoder(model, w, h, device) -> dict[int, float]:
     guide = torch.randn(1, sum(SEMANTIC_CHANNELS[n] for n in cfg.guide_channels), h, w, device=device, dtype=dt)
     d = model.decoder
     weights = dk.packed_weights(d.conv.weight, d.conv.bias, d.mix.weight, d.mix.bias, d.out.weight, d.out.bias)
-    shipped, out = dk.BLOCK, {}
-    try:
-        for block in (64, 128, 256, 512):
-            dk.BLOCK = block
-            out[block] = kernel_ms(lambda: dk.guided_decode_triton(lat, guide, weights, s), device)
-    finally:
-        dk.BLOCK = shipped
-    return out
+    return sweep(dk, ("BLOCK",), [(b,) for b in (64, 128, 256, 512)],
+                 lambda: dk.guided_decode_triton(lat, guide, weights, s), device, label=lambda c: c[0])
 
 
 def sweep_mixffn(model, w, h, device) -> dict[str, float]:
@@ -107,21 +112,10 @@ def sweep_mixffn(model, w, h, device) -> dict[str, float]:
     th, tw = h // cfg.patch, w // cfg.patch
     ffn = model.dit.blocks[0].ffn
     e = torch.randn(1, th * tw, 2 * cfg.hidden, device=device, dtype=dt)
-    shipped, out = (mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS), {}
-
-    def run():
-        mk.dwconv_gate_triton(e, (th, tw), ffn.dw.weight, ffn.dw.bias)
-
     configs = [(bw, bc, nw) for bw in (8, 16, 32) for bc in (32, 64, 128, 256) for nw in (4, 8)]
-    try:
-        for cfg_ in [shipped] + configs:
-            mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS = cfg_
-            ms = kernel_ms(run, device)
-            bw, bc, nw = cfg_
-            out["shipped" if cfg_ == shipped and "shipped" not in out else f"{bw}x{bc}/{nw}"] = ms
-    finally:
-        mk.BLOCK_W, mk.BLOCK_C, mk.NUM_WARPS = shipped
-    return out
+    return sweep(mk, ("BLOCK_W", "BLOCK_C", "NUM_WARPS"), configs,
+                 lambda: mk.dwconv_gate_triton(e, (th, tw), ffn.dw.weight, ffn.dw.bias), device,
+                 label=lambda c: f"{c[0]}x{c[1]}/{c[2]}")
 
 
 def main() -> None:

@@ -414,7 +414,7 @@ class Service:
             return
         p = {**state.params, **(msg.params or {})}
         params = FrameParams(steps=p.get("steps", 2), strength=p.get("strength", 0.5), reset=bool(p.get("reset", False)))
-        events = state.events if self.stylizer.device.type == "cuda" else None
+        events = state.events  # None on the CPU
         try:
             if state.blend is not None:
                 self._blend_step(state)

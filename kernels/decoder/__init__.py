@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..backend import use_triton
+from .reference import check_slot_frame
 from .reference import guided_decode as guided_decode_reference
 
 __all__ = ["guided_decode", "guided_decode_reference", "guided_decode_rgba"]
@@ -53,16 +54,12 @@ def guided_decode_rgba(latent: torch.Tensor, guide: torch.Tensor, conv_w: torch.
     `width` x `height` pixels of the one decoded frame as interleaved RGBA8 or RGBA16F. On a GPU the
     write-back is part of the decoder's single pass; the reference decodes, then writes
     (`kernels.writeback`)."""
-    from ..writeback import output_bytes, write_rgba_reference
+    from ..writeback import write_rgba_reference
+    from ..writeback.reference import slot_values
 
     params = (conv_w, conv_b, mix_w, mix_b, out_w, out_b)
-    need = output_bytes(width, height, fmt)  # raises on an unknown format
-    if latent.shape[0] != 1:
-        raise ValueError(f"an output slot holds one frame; got a batch of {latent.shape[0]}")
-    if not (0 < width <= guide.shape[3] and 0 < height <= guide.shape[2]):
-        raise ValueError(f"a {width}x{height} frame does not fit the decoded {guide.shape[3]}x{guide.shape[2]}")
-    if out.dtype != torch.uint8 or out.numel() < need:
-        raise ValueError(f"the output slot holds {out.numel()} bytes; {width}x{height} {fmt} needs {need}")
+    check_slot_frame(latent, guide, width, height)
+    slot_values(out, width, height, fmt)  # the format and the slot's size, before any work
 
     def unsupported():
         from .triton_kernel import unsupported as why_not

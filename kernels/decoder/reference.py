@@ -21,3 +21,12 @@ def guided_decode(latent: torch.Tensor, guide: torch.Tensor, conv_w: torch.Tenso
     f = F.silu(F.conv2d(f, mix_w, mix_b))
     rgb = up[:, :3] + F.conv2d(f, out_w, out_b)
     return (rgb * 0.5 + 0.5).clamp(0.0, 1.0)
+
+
+def check_slot_frame(latent: torch.Tensor, guide: torch.Tensor, width: int, height: int) -> None:
+    """A decode written into an output slot is one frame whose top-left `width` x `height` pixels
+    the slot takes. Raises ValueError otherwise."""
+    if latent.shape[0] != 1:
+        raise ValueError(f"an output slot holds one frame; got a batch of {latent.shape[0]}")
+    if not (0 < width <= guide.shape[3] and 0 < height <= guide.shape[2]):
+        raise ValueError(f"a {width}x{height} frame does not fit the decoded {guide.shape[3]}x{guide.shape[2]}")

@@ -12,8 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..writeback.reference import FORMATS, output_bytes
+from ..writeback.reference import slot_values
 from ..writeback.triton_kernel import unorm8
+from .reference import check_slot_frame
 
 OUT_PLANAR, OUT_RGBA8, OUT_RGBA16F = 0, 1, 2
 OUT_CODES = {"rgba8": OUT_RGBA8, "rgba16f": OUT_RGBA16F}
@@ -159,15 +160,6 @@ def guided_decode_rgba_triton(latent: torch.Tensor, guide: torch.Tensor, weights
     """The decode written straight into an engine output slot: `out` the slot's bytes (uint8), the
     frame's top-left `width` x `height` pixels as interleaved RGBA in `fmt`. One frame (N = 1)."""
     _check(latent, guide, weights, stride)
-    if fmt not in OUT_CODES:
-        raise ValueError(f"output format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if latent.shape[0] != 1:
-        raise ValueError(f"an output slot holds one frame; got a batch of {latent.shape[0]}")
-    hh, ww = guide.shape[2], guide.shape[3]
-    if not (0 < width <= ww and 0 < height <= hh):
-        raise ValueError(f"a {width}x{height} frame does not fit the decoded {ww}x{hh}")
-    need = output_bytes(width, height, fmt)
-    if out.dtype != torch.uint8 or out.numel() < need:
-        raise ValueError(f"the output slot holds {out.numel()} bytes; {width}x{height} {fmt} needs {need}")
-    dst = out[:need] if fmt == "rgba8" else out[:need].view(torch.float16)
+    check_slot_frame(latent, guide, width, height)
+    dst = slot_values(out, width, height, fmt)
     _launch(latent, guide, weights, stride, dst, OUT_CODES[fmt], height, width)

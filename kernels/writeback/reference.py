@@ -20,16 +20,22 @@ def output_bytes(width: int, height: int, fmt: str) -> int:
     return width * height * BYTES_PER_PIXEL[fmt]
 
 
+def slot_values(out: torch.Tensor, width: int, height: int, fmt: str) -> torch.Tensor:
+    """The first frame's worth of an output slot's bytes as the format's values: [H * W * 4] uint8
+    (RGBA8) or float16 (RGBA16F). Raises ValueError for an unknown format or a slot too small."""
+    need = output_bytes(width, height, fmt)
+    if out.dtype != torch.uint8 or out.numel() < need:
+        raise ValueError(f"the output slot holds {out.numel()} bytes; {width}x{height} {fmt} needs {need}")
+    return out[:need] if fmt == "rgba8" else out[:need].view(torch.float16)
+
+
 def write_rgba(rgb: torch.Tensor, out: torch.Tensor, fmt: str) -> None:
     """rgb [3, H, W] float; out: the slot's bytes (uint8, at least H * W * 4 * (1 or 2))."""
     _, h, w = rgb.shape
+    px = slot_values(out, w, h, fmt).view(h, w, 4)
     if fmt == "rgba8":
-        px = out[: h * w * 4].view(h, w, 4)
         px[..., :3] = torch.round(rgb.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8)
         px[..., 3] = 255
-    elif fmt == "rgba16f":
-        px = out[: h * w * 8].view(torch.float16).view(h, w, 4)
+    else:
         px[..., :3] = rgb.permute(1, 2, 0).to(torch.float16)
         px[..., 3] = 1.0
-    else:
-        raise ValueError(f"output format must be one of {', '.join(FORMATS)}, not {fmt!r}")

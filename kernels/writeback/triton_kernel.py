@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .reference import FORMATS
+from .reference import slot_values
 
 BLOCK = 1024
 
@@ -52,15 +52,9 @@ def unsupported(rgb: torch.Tensor) -> str | None:
 
 
 def write_rgba_triton(rgb: torch.Tensor, out: torch.Tensor, fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ValueError(f"output format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     why = unsupported(rgb)
     if why:
         raise ValueError(why)
     _, h, w = rgb.shape
-    eight = fmt == "rgba8"
-    need = h * w * 4 * (1 if eight else 2)
-    if out.dtype != torch.uint8 or out.numel() < need:
-        raise ValueError(f"the output slot holds {out.numel()} bytes; {w}x{h} {fmt} needs {need}")
-    dst = out[:need] if eight else out[:need].view(torch.float16)
-    _write_rgba[(triton.cdiv(h * w, BLOCK),)](rgb, dst, h, w, *rgb.stride(), EIGHT_BIT=eight, BLOCK=BLOCK)
+    dst = slot_values(out, w, h, fmt)
+    _write_rgba[(triton.cdiv(h * w, BLOCK),)](rgb, dst, h, w, *rgb.stride(), EIGHT_BIT=fmt == "rgba8", BLOCK=BLOCK)
