@@ -1,5 +1,5 @@
 """The Triton write-back kernel against its reference, byte for byte: both output formats, values
-outside [0, 1], exact rounding ties, cropped (strided) views of a padded frame, and the bytes past
+outside [0, 1], exact rounding ties and their float neighbours, cropped (strided) views of a padded frame, and the bytes past
 the frame left as they were. On the CPU it runs under TRITON_INTERPRET=1 (conftest sets it)."""
 
 import pytest
@@ -15,6 +15,10 @@ from streamstyle.kernels.writeback.triton_kernel import write_rgba_triton  # noq
 def frame(h, w, gen, pad=(0, 0)):
     full = torch.rand(3, h + pad[0], w + pad[1], generator=gen) * 1.4 - 0.2  # some of it out of range
     ties = (torch.randint(0, 255, (3, h, w), generator=gen).float() + 0.5) / 255  # k + 1/2 levels
+    # and their float32 neighbours: where a fused multiply-add (exact product) and torch (rounded
+    # product) round to different bytes
+    side = torch.randint(-1, 2, (3, h, w), generator=gen).float()
+    ties = torch.where(side == 0, ties, torch.nextafter(ties, ties + side))
     pick = torch.rand(3, h, w, generator=gen) < 0.3
     rgb = full[:, :h, :w]  # a cropped view when padded, as the service hands it over
     rgb[pick] = ties[pick]

@@ -17,12 +17,16 @@ BLOCK = 1024
 
 @triton.jit
 def unorm8(v):
-    """[0, 1] float32 (clamped here) to 8-bit: round to nearest, ties to even, as torch.round."""
-    v = tl.minimum(tl.maximum(v, 0.0), 1.0) * 255.0
-    f = tl.floor(v)
-    d = v - f
+    """[0, 1] float32 (clamped here) to 8-bit: round to nearest, ties to even, as torch.round of
+    the float32 product v * 255. The product is only compared, never added to or subtracted from:
+    on the GPU the compiler contracts a multiply feeding an add into one FMA, which rounds the exact
+    product instead of the float32 one and, once in a few million pixels, lands on the other side
+    of a tie (seen on an H100)."""
+    p = tl.minimum(tl.maximum(v, 0.0), 1.0) * 255.0
+    f = tl.floor(p)
+    half = f + 0.5
     odd = (f - 2.0 * tl.floor(f * 0.5)) == 1.0
-    return tl.where((d > 0.5) | ((d == 0.5) & odd), f + 1.0, f).to(tl.uint8)
+    return tl.where((p > half) | ((p == half) & odd), f + 1.0, f).to(tl.uint8)
 
 
 @triton.jit
