@@ -70,13 +70,16 @@ def normalize_blend(prompt: PromptLike, max_parts: int) -> list[tuple[str, float
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation between unit vectors a and b; t = 0 gives a."""
+    """Spherical interpolation between unit vectors a and b; t = 0 gives a. Nearly parallel
+    vectors fall back to a normalised lerp. No host sync: it runs on the service's frame path
+    while a blend is in progress."""
     cos = torch.clamp((a * b).sum(), -1.0, 1.0)
     omega = torch.arccos(cos)
-    if omega.abs() < 1e-4:
-        return torch.nn.functional.normalize((1 - t) * a + t * b, dim=0)
-    so = torch.sin(omega)
-    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+    near = omega.abs() < 1e-4
+    lerp = torch.nn.functional.normalize((1 - t) * a + t * b, dim=0)
+    so = torch.where(near, torch.ones_like(omega), torch.sin(omega))
+    arc = (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+    return torch.where(near, lerp, arc)
 
 
 class PromptEncoder:
@@ -167,10 +170,12 @@ class PromptEncoder:
         if max_tokens > self.max_tokens:
             raise PromptError(f"the model wants {max_tokens} tokens per prompt; this encoder "
                               f"keeps {self.max_tokens}")
+        return self._assemble([(self.encode(text), w) for text, w in parts], max_parts, max_tokens)
+
+    def _assemble(self, encoded: list[tuple[EncodedPrompt, float]], max_parts: int, max_tokens: int) -> PromptContext:
         length = max_parts * max_tokens
         tokens = torch.zeros(length, self.text_dim, device=self.device)
         bias = torch.full((length,), float("-inf"), device=self.device)
-        encoded = [(self.encode(text), w) for text, w in parts]
         for i, (enc, w) in enumerate(encoded):
             n = min(enc.length, max_tokens)
             tokens[i * max_tokens:i * max_tokens + n] = enc.tokens[:n]
@@ -180,6 +185,18 @@ class PromptEncoder:
         else:
             pooled = torch.nn.functional.normalize(sum(w * e.pooled for e, w in encoded), dim=0)
         return PromptContext(tokens=tokens.unsqueeze(0), bias=bias.unsqueeze(0), pooled=pooled.unsqueeze(0))
+
+    def warm_up(self, max_parts: int, max_tokens: int | None = None) -> None:
+        """Run a blend's arithmetic once on made-up encodings, so that a session's first prompt
+        blend loads no GPU kernels mid-frame (it cost one frame ~40 ms on an H200)."""
+        max_tokens = max_tokens or self.max_tokens
+        fake = []
+        for k in range(2):
+            tokens = torch.zeros(self.max_tokens, self.text_dim, device=self.device)
+            pooled = torch.nn.functional.normalize(torch.arange(1.0, self.text_dim + 1, device=self.device) ** k, dim=0)
+            fake.append(EncodedPrompt(tokens=tokens, length=2, pooled=pooled))
+        for parts in ([(fake[0], 1.0)], [(fake[0], 0.25), (fake[1], 0.75)], [(fake[0], 0.5), (fake[1], 0.5)] * 2):
+            self._assemble(parts[:max_parts], max_parts, max_tokens)
 
 
 TABLE_FORMAT = "streamstyle-prompt-table-v1"

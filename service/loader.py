@@ -57,7 +57,8 @@ def build_stylizer(config: ServiceConfig, prompts: bool = True) -> tuple[Stylize
 
 def warm_up(stylizer: Stylizer) -> None:
     """One small frame through the whole path, so the first client frame pays no lazy start-up
-    (kernel selection, allocator growth); then every trace of it is closed."""
+    (kernel selection, allocator growth), and a prompt blend's arithmetic once, so that a session's
+    first prompt switch does not either; then every trace of it is closed."""
     from ..model.layout import reference_layout
 
     size = stylizer.config.patch * 4
@@ -67,6 +68,8 @@ def warm_up(stylizer: Stylizer) -> None:
         slot = torch.zeros(layout.slot_bytes(size, size), dtype=torch.uint8, device=stylizer.device)
         layout.view(slot, size, size)["depth"].fill_(10.0)
         stylizer.step(session, slot)
+        if stylizer.prompts is not None:
+            stylizer.prompts.warm_up(stylizer.config.max_prompts, stylizer.config.max_prompt_tokens)
         stylizer.sync()
     finally:
         stylizer.close_session(session)

@@ -47,6 +47,25 @@ def test_blend_context_weights_each_part_by_its_log_weight(encoder):
     assert abs(ctx.pooled.norm().item() - 1) < 1e-5
 
 
+def test_slerp_follows_the_arc_and_falls_back_for_parallel_vectors():
+    a = torch.tensor([1.0, 0.0, 0.0])
+    b = torch.tensor([0.0, 1.0, 0.0])
+    assert torch.allclose(slerp(a, b, 0.0), a) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    half = math.sqrt(0.5)
+    assert torch.allclose(slerp(a, b, 0.5), torch.tensor([half, half, 0.0]))  # on the arc, not the chord
+    same = slerp(a, a.clone(), 0.3)  # sin(omega) = 0: the lerp fallback, no NaN
+    assert torch.allclose(same, a)
+
+
+def test_warm_up_leaves_the_encoder_as_it_was(encoder):
+    a = encoder.context([("noir", 1.0), ("neon signs at night", 2.0)], max_parts=4)
+    cached = list(encoder._cache)
+    encoder.warm_up(4, 16)
+    assert list(encoder._cache) == cached  # the made-up encodings are not cached as prompts
+    b = encoder.context([("noir", 1.0), ("neon signs at night", 2.0)], max_parts=4)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.bias, b.bias) and torch.equal(a.pooled, b.pooled)
+
+
 @pytest.mark.parametrize("prompt, words", [
     ([], "at least one part"),
     ([("a", 1.0)] * 5, "at most 4 parts"),
