@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from streamstyle.model.frame import PromptContext, padded_size, prepare_frame, stylize_frame_tensors
+from streamstyle.model.frame import FrameParams, padded_size, prepare_frame, stylize_frame_tensors
 from streamstyle.model.graph import FrameGraph
 from streamstyle.model.layout import reference_layout
 from streamstyle.model.state import StateSpec
@@ -37,6 +37,60 @@ def graph_time(model, layout, w, h, steps, device, slot, reps=50) -> float:
     for _ in range(3):
         g.run(slot, state, noise, ctx, 0.5, False)
     return statistics.median(timer(lambda: g.graph.replay()) for _ in range(reps))
+
+
+def lockstep(model, layout, w, h, steps, device, slots, frames: int = 200) -> dict[str, dict[str, float]]:
+    """A frame as the service runs it, one at a time with the device idle in between (the service
+    answers each frame before the next comes): `Stylizer.step_into` an RGBA8 slot, then a wait.
+    Per variant, medians of: `enqueue_ms` (host time of the call), `events_ms` (device events
+    around the call, which is what the service reports as model time) and `wall_ms` (call to the
+    end of the wait). Variants: the graph's replay alone; the step without a finiteness test; with
+    the test inside the graph (shipped); with the test as a host read before the replay (v0.4)."""
+    from streamstyle.kernels.writeback import output_bytes
+    from streamstyle.model.stylizer import Stylizer
+
+    out = torch.empty(output_bytes(w, h, "rgba8"), dtype=torch.uint8, device=device)
+    float_planes = [n for n, v in layout.view(slots[0], w, h).items() if v.is_floating_point()]
+
+    def host_check(slot):
+        views = layout.view(slot, w, h)
+        bool(torch.stack([torch.isfinite(views[n]).all() for n in float_planes]).all())
+
+    def measure(fn) -> dict[str, float]:
+        rows = []
+        for i in range(frames + 5):
+            torch.cuda.synchronize(device)
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0 = time.perf_counter()
+            a.record()
+            fn(slots[i % len(slots)])
+            b.record()
+            t1 = time.perf_counter()
+            b.synchronize()
+            t2 = time.perf_counter()
+            if i >= 5:
+                rows.append(((t1 - t0) * 1e3, a.elapsed_time(b), (t2 - t0) * 1e3))
+        return {k: statistics.median(r[j] for r in rows) for j, k in enumerate(("enqueue_ms", "events_ms", "wall_ms"))}
+
+    result = {}
+    for name, check, before in (("step, no test", False, False), ("step, test in graph", True, False),
+                                ("step, host test first", False, True)):
+        sty = Stylizer(model, device=device, cuda_graphs=True, check_finite=check)
+        s = sty.open_session(w, h, layout, seed=1)
+        sty.warm_up(s, steps, out_format="rgba8")
+        params = FrameParams(steps=steps)
+
+        def fn(slot, sty=sty, s=s, before=before):
+            if before:
+                host_check(slot)
+            sty.step_into(s, slot, out, "rgba8", params)
+
+        if not result:
+            g = sty._graphs[(layout, w, h, steps, "rgba8")]
+            result["graph replay only"] = measure(lambda slot: g.graph.replay())
+        result[name] = measure(fn)
+        sty.close_session(s)
+    return result
 
 
 def kernel_ms(fn, device, calls: int = 20) -> float:
@@ -133,6 +187,8 @@ def main() -> None:
                     help="also time the linear-attention kernels at each chunk size of the partial sums")
     ap.add_argument("--sweep-decoder", action="store_true",
                     help="also time the decoder kernel at each pixel-block size (the constant it ships with)")
+    ap.add_argument("--lockstep", action="store_true",
+                    help="also time whole frames one at a time as the service runs them (host and device time)")
     ap.add_argument("--json")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -212,6 +268,13 @@ def main() -> None:
             best = sorted(entry["mixffn_ms"].items(), key=lambda kv: kv[1])
             print("mixffn kernel by (tokens x channels, warps): " + ", ".join(f"{k}: {ms * 1e3:.1f} us" for k, ms in best[:8])
                   + f"; shipped {entry['mixffn_ms']['shipped'] * 1e3:.1f} us")
+        if args.lockstep and cuda:
+            slots = [slot] + [random_slot(layout, w, h, device, gen) for _ in range(2)]
+            entry["lockstep"] = lockstep(model, layout, w, h, args.steps, device, slots)
+            print(f"frames one at a time ({w}x{h}, RGBA8 out), medians in ms:")
+            print(f"{'':>24} {'host enqueue':>13} {'events':>8} {'wall':>8}")
+            for k, r in entry["lockstep"].items():
+                print(f"{k:>24} {r['enqueue_ms']:>13.3f} {r['events_ms']:>8.3f} {r['wall_ms']:>8.3f}")
         report.append(entry)
     print(f"\ncard: {torch.cuda.get_device_name(device) if cuda else 'CPU'}")
     if args.json:

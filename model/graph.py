@@ -20,14 +20,16 @@ from .state import StateSpec
 
 class FrameGraph:
     def __init__(self, model: StreamStyleModel, layout: GBufferLayout, width: int, height: int, steps: int,
-                 device: torch.device, out_format: str | None = None):
+                 device: torch.device, out_format: str | None = None, finite: tuple[str, ...] = ()):
         """`out_format` None: the graph's output is RGB [1, 3, H, W] float; "rgba8" / "rgba16f": the
-        frame in that engine format (bytes), written by the decoder's last pass."""
+        frame in that engine format (bytes), written by the decoder's last pass. `finite`: float
+        channels of the slot tested for NaN / infinity inside the replay (`run` returns the flag)."""
         if device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         cfg = model.config
         self.model, self.layout, self.width, self.height, self.steps = model, layout, width, height, steps
         self.out_format = out_format
+        self.finite = tuple(finite)
         self.packed = None
         if out_format is not None:
             from ..kernels.writeback import output_bytes
@@ -54,10 +56,14 @@ class FrameGraph:
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), torch.no_grad():
-            self.rgb, self.new_state = self._body()
+            self.rgb, self.new_state, self.ok = self._body()
 
     def _body(self):
         planes = {k: v.unsqueeze(0) for k, v in self.layout.view(self.slot, self.width, self.height).items()}
+        ok = torch.stack([torch.isfinite(planes[n]).all() for n in self.finite]).all() if self.finite else None
+        return (*self._frame(planes), ok)
+
+    def _frame(self, planes):
         inputs = prepare_frame(self.model.config, self.layout, planes, self.width, self.height)
         state = self.spec.unflatten(self.state)
         ctx = PromptContext(self.tokens, self.bias, self.pooled)
@@ -69,9 +75,11 @@ class FrameGraph:
         return rgb[:, :, :self.height, :self.width], self.spec.flatten(nxt)  # padding margin cropped
 
     def run(self, slot: torch.Tensor, state: torch.Tensor, noise: torch.Tensor, prompt: PromptContext,
-            strength: float, reset: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            strength: float, reset: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Replay for one frame. Returns views of the graph's output buffers (RGB [1, 3, H, W], or
-        the frame's bytes in `out_format`, and the next flat state), valid until the next replay."""
+        the frame's bytes in `out_format`; the next flat state; a device bool, True when the
+        `finite` channels are, or None without them), valid until the next replay. Reading the
+        flag waits for the replay."""
         self.slot.copy_(slot[: self.slot.numel()], non_blocking=True)
         self.state.copy_(state, non_blocking=True)
         self.noise.copy_(noise, non_blocking=True)
@@ -81,4 +89,4 @@ class FrameGraph:
         self.strength.fill_(float(strength))
         self.keep.fill_(0.0 if reset else 1.0)
         self.graph.replay()
-        return self.rgb, self.new_state
+        return self.rgb, self.new_state, self.ok

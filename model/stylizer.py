@@ -162,11 +162,18 @@ class Stylizer:
         key = (s.layout, s.width, s.height, steps, out_format)
         if key in self._graphs:
             return False
+        self._graphs[key] = self._new_graph(s, steps, out_format)
+        return True
+
+    def _new_graph(self, s: Session, steps: int, out_format: str | None):
         from .graph import FrameGraph
 
-        self._graphs[key] = FrameGraph(self.model, s.layout, s.width, s.height, steps, self.device,
-                                       out_format=out_format)
-        return True
+        finite = ()
+        if self.check_finite:
+            needed = dict.fromkeys(self.config.cond_channels + self.config.guide_channels + REQUIRED_FOR_WARP)
+            finite = tuple(n for n in needed if FORMATS[s.layout[n].format][0].is_floating_point)
+        return FrameGraph(self.model, s.layout, s.width, s.height, steps, self.device, out_format=out_format,
+                          finite=finite)
 
     def reseed(self, session: Session, seed: int) -> None:
         """Restart the session's noise sequence from `seed`."""
@@ -182,7 +189,8 @@ class Stylizer:
     def pages_in_use(self, session: Session) -> int:
         return len(self.cache.pages_of(self._record(session).session.id))
 
-    def _planes(self, rec: _Record, frame: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _planes(self, rec: _Record, frame: torch.Tensor | Mapping[str, torch.Tensor],
+                check_finite: bool = True) -> dict[str, torch.Tensor]:
         s = rec.session
         layout = s.layout
         if isinstance(frame, torch.Tensor):
@@ -207,14 +215,18 @@ class Stylizer:
             if x.dtype != dtype:
                 raise InputError(f"channel {name!r} is {x.dtype}; the layout says {dtype} ({ch.format})")
             out[name] = x.to(self.device).unsqueeze(0)
-        if self.check_finite:
+        if self.check_finite and check_finite:
             floats = [x for x in out.values() if x.is_floating_point()]
             # One reduction and one device-to-host read for the whole frame; which channels are
             # bad is worked out only when something is.
             if floats and not bool(torch.stack([torch.isfinite(x).all() for x in floats]).all()):
-                bad = [n for n, x in out.items() if x.is_floating_point() and not bool(torch.isfinite(x).all())]
-                raise InputError(f"frame has NaN or infinite values in: {', '.join(bad)}")
+                self._refuse_nonfinite(out)
         return out
+
+    @staticmethod
+    def _refuse_nonfinite(planes: Mapping[str, torch.Tensor]) -> None:
+        bad = [n for n, x in planes.items() if x.is_floating_point() and not bool(torch.isfinite(x).all())]
+        raise InputError(f"frame has NaN or infinite values in: {', '.join(bad)}")
 
     @torch.no_grad()
     def step(self, session: Session, frame: torch.Tensor | Mapping[str, torch.Tensor],
@@ -251,19 +263,22 @@ class Stylizer:
         if not isinstance(params, FrameParams):
             raise InputError("params must be a FrameParams")
         params.validate()
-        planes = self._planes(rec, frame)
+        graphed = self.cuda_graphs and isinstance(frame, torch.Tensor)
+        # The graph tests finiteness on the device, inside the replay: a host read before the
+        # replay would leave the GPU idle while the frame's first kernels are launched.
+        planes = self._planes(rec, frame, check_finite=not graphed)
         s = rec.session
         flat = self.cache.read(s.id)
         noise = torch.randn(rec.spec.shapes()["latent"], generator=rec.generator, device=self.device)
-        if self.cuda_graphs and isinstance(frame, torch.Tensor):
+        if graphed:
             key = (s.layout, s.width, s.height, params.steps, fmt)
             graph = self._graphs.get(key)
             if graph is None:
-                from .graph import FrameGraph
-
-                graph = self._graphs[key] = FrameGraph(self.model, s.layout, s.width, s.height, params.steps,
-                                                       self.device, out_format=fmt)
-            result, new_flat = graph.run(frame.to(self.device), flat, noise, rec.prompt, params.strength, params.reset)
+                graph = self._graphs[key] = self._new_graph(s, params.steps, fmt)
+            result, new_flat, finite = graph.run(frame.to(self.device), flat, noise, rec.prompt, params.strength,
+                                                 params.reset)
+            if finite is not None and not bool(finite):
+                self._refuse_nonfinite(planes)  # before the state or the output slot is touched
             self.cache.write(s.id, new_flat)
             rec.frames += 1
             if out is not None:

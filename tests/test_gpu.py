@@ -139,3 +139,41 @@ def test_a_graph_decodes_straight_into_the_output_slot(frame_factory, tiny_model
             assert torch.allclose(a[:n].view(torch.float16).float(), b[:n].view(torch.float16).float(), atol=2e-3)
         assert not b[n:].any()  # nothing written past the frame
     assert len(graphed._graphs) == 1  # the warm-up's graph, replayed
+
+
+def test_a_graph_refuses_a_frame_with_nan_and_keeps_state_and_slot(frame_factory, tiny_model):
+    """With a CUDA graph the finiteness test runs inside the replay (no host read before it); a
+    bad frame is still refused by name, before the session's state or the output slot is touched,
+    and the next good frame is the one the session would have produced without it."""
+    from streamstyle.model.errors import InputError
+
+    model = StreamStyleModel(preset("tiny")).cuda().eval()
+    model.load_state_dict(tiny_model.state_dict())
+    w, h = 64, 48
+    layout = reference_layout(w, h)
+    a, b = Stylizer(model, cuda_graphs=True), Stylizer(model, cuda_graphs=True)
+    sa, sb = a.open_session(w, h, layout, seed=5), b.open_session(w, h, layout, seed=5)
+    good = []
+    for _ in range(2):
+        slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
+        for name, view in layout.view(slot, w, h).items():
+            view.copy_(frame_factory(w, h, layout)[name].cuda())
+        good.append(slot)
+    bad = good[1].clone()
+    layout.view(bad, w, h)["motion"][7, 9, 0] = float("inf")
+    n = w * h * 4
+    for sty, s in ((a, sa), (b, sb)):
+        sty.step_into(s, good[0], torch.zeros(n, dtype=torch.uint8, device="cuda"), "rgba8")
+    state = a.cache.read(sa.id).clone()
+    out = torch.full((n,), 0xAB, dtype=torch.uint8, device="cuda")
+    a.reseed(sa, 11)
+    with pytest.raises(InputError, match="NaN or infinite values in: motion"):
+        a.step_into(sa, bad, out, "rgba8")
+    assert torch.equal(a.cache.read(sa.id), state)
+    assert bool((out == 0xAB).all())
+    a.reseed(sa, 11)
+    b.reseed(sb, 11)
+    oa, ob = (torch.zeros(n, dtype=torch.uint8, device="cuda") for _ in range(2))
+    a.step_into(sa, good[1], oa, "rgba8")
+    b.step_into(sb, good[1], ob, "rgba8")
+    assert torch.equal(oa, ob)
