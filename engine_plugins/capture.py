@@ -130,7 +130,7 @@ class CaptureWriter:
                 raise CaptureError(f"extra buffer {name!r}: dtype must be one of {', '.join(DTYPES)}, channels >= 1")
         self.styles = {k: list(v) for k, v in (styles or {}).items()}
         frame_bytes = layout.slot_bytes(width, height) + width * height * 3 * len(self.styles) + sum(
-            width * height * c * torch.empty((), dtype=DTYPES[dt]).element_size() for dt, c in self.extras.values())
+            width * height * c * DTYPES[dt].itemsize for dt, c in self.extras.values())
         self.chunk_frames = chunk_frames or max(1, min(256, CHUNK_TARGET_BYTES // max(1, frame_bytes)))
         self.manifest = {
             "format": FORMAT_NAME, "version": VERSION,

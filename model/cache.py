@@ -179,12 +179,14 @@ class PagedStateCache:
             raise SessionError(f"session {sid!r} has no cache pages")
         return t
 
-    def read(self, sid: Hashable) -> torch.Tensor:
-        """The session's state as a new flat [numel] float32 tensor; marks it used."""
+    def read(self, sid: Hashable, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The session's state as a flat [numel] float32 tensor (new, or `out`); marks it used."""
         t = self._table(sid)
+        if out is not None and (out.numel() != t.numel or out.dtype != self.pool.dtype or out.device != self.pool.device):
+            raise ValueError(f"state of {t.numel} elements read into a {out.dtype} tensor of {out.numel()} on {out.device}")
         t.last_used = self._clock()
         self._tables.move_to_end(sid)
-        return paged_gather(self.pool, t.device_table, t.numel)
+        return paged_gather(self.pool, t.device_table, t.numel, out=out)
 
     def write(self, sid: Hashable, flat: torch.Tensor) -> None:
         t = self._table(sid)

@@ -23,7 +23,8 @@ class FrameGraph:
                  device: torch.device, out_format: str | None = None, finite: tuple[str, ...] = ()):
         """`out_format` None: the graph's output is RGB [1, 3, H, W] float; "rgba8" / "rgba16f": the
         frame in that engine format (bytes), written by the decoder's last pass. `finite`: float
-        channels of the slot tested for NaN / infinity inside the replay (`run` returns the flag)."""
+        channels of the slot tested for NaN / infinity inside the replay (`replay` returns the flag;
+        where it is False the next state is the loaded one, unchanged)."""
         if device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         cfg = model.config
@@ -48,6 +49,8 @@ class FrameGraph:
         self.pooled = torch.zeros(1, cfg.text_dim, device=device)
         self.strength = torch.full((1,), 0.5, device=device)
         self.keep = torch.ones(1, device=device)
+        self._prompt = None  # the PromptContext last copied in (by identity)
+        self._scalars = (0.5, 1.0)  # strength, keep as the buffers hold them
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), torch.no_grad():
@@ -61,7 +64,10 @@ class FrameGraph:
     def _body(self):
         planes = {k: v.unsqueeze(0) for k, v in self.layout.view(self.slot, self.width, self.height).items()}
         ok = torch.stack([torch.isfinite(planes[n]).all() for n in self.finite]).all() if self.finite else None
-        return (*self._frame(planes), ok)
+        out, nxt = self._frame(planes)
+        if ok is not None:
+            nxt = torch.where(ok, nxt, self.state)  # a refused frame leaves the state as it was
+        return out, nxt, ok
 
     def _frame(self, planes):
         inputs = prepare_frame(self.model.config, self.layout, planes, self.width, self.height)
@@ -74,19 +80,35 @@ class FrameGraph:
         rgb, nxt = stylize_frame_tensors(self.model, inputs, ctx, state, self.noise, self.steps, self.strength, self.keep)
         return rgb[:, :, :self.height, :self.width], self.spec.flatten(nxt)  # padding margin cropped
 
-    def run(self, slot: torch.Tensor, state: torch.Tensor, noise: torch.Tensor, prompt: PromptContext,
-            strength: float, reset: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Replay for one frame. Returns views of the graph's output buffers (RGB [1, 3, H, W], or
-        the frame's bytes in `out_format`; the next flat state; a device bool, True when the
-        `finite` channels are, or None without them), valid until the next replay. Reading the
-        flag waits for the replay."""
+    def load(self, slot: torch.Tensor, prompt: PromptContext, strength: float, reset: bool) -> None:
+        """Copy a frame's inputs into the graph's buffers: the slot's bytes always; the prompt
+        context and the two scalars only when they differ from the last frame's (each copy is a
+        launch from the host, with the device idle until the replay is queued). The session's
+        state and noise go straight into `state` and `noise` (see `Stylizer`)."""
         self.slot.copy_(slot[: self.slot.numel()], non_blocking=True)
-        self.state.copy_(state, non_blocking=True)
-        self.noise.copy_(noise, non_blocking=True)
-        self.tokens.copy_(prompt.tokens, non_blocking=True)
-        self.bias.copy_(prompt.bias, non_blocking=True)
-        self.pooled.copy_(prompt.pooled, non_blocking=True)
-        self.strength.fill_(float(strength))
-        self.keep.fill_(0.0 if reset else 1.0)
+        if prompt is not self._prompt:
+            self.tokens.copy_(prompt.tokens, non_blocking=True)
+            self.bias.copy_(prompt.bias, non_blocking=True)
+            self.pooled.copy_(prompt.pooled, non_blocking=True)
+            self._prompt = prompt
+        scalars = (float(strength), 0.0 if reset else 1.0)
+        if scalars != self._scalars:
+            self.strength.fill_(scalars[0])
+            self.keep.fill_(scalars[1])
+            self._scalars = scalars
+
+    def replay(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Run the captured frame on the loaded buffers. Returns views of the graph's output
+        buffers (RGB [1, 3, H, W], or the frame's bytes in `out_format`; the next flat state; a
+        device bool, True when the `finite` channels are, or None without them), valid until the
+        next replay. Reading the flag waits for the replay."""
         self.graph.replay()
         return self.rgb, self.new_state, self.ok
+
+    def run(self, slot: torch.Tensor, state: torch.Tensor, noise: torch.Tensor, prompt: PromptContext,
+            strength: float, reset: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`load`, the state and noise copied in, and `replay`."""
+        self.load(slot, prompt, strength, reset)
+        self.state.copy_(state, non_blocking=True)
+        self.noise.copy_(noise, non_blocking=True)
+        return self.replay()

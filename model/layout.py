@@ -84,7 +84,7 @@ class Channel:
 
     def pixel_bytes(self) -> int:
         dtype, comps, _ = FORMATS[self.format]
-        return comps * torch.empty((), dtype=dtype).element_size()
+        return comps * dtype.itemsize
 
     def pitch(self, width: int) -> int:
         return self.row_pitch or width * self.pixel_bytes()
@@ -133,7 +133,7 @@ class GBufferLayout:
                 problems.append(f"{where}: format {ch.format} does not suit this channel")
             if not (isinstance(ch.offset, int) and ch.offset >= 0):
                 problems.append(f"{where}: offset must be a non-negative integer, got {ch.offset!r}")
-            elif ch.offset % torch.empty((), dtype=dtype).element_size():
+            elif ch.offset % dtype.itemsize:
                 problems.append(f"{where}: offset {ch.offset} is not aligned to its component size")
             if not (isinstance(ch.row_pitch, int) and ch.row_pitch >= 0):
                 problems.append(f"{where}: row_pitch must be a non-negative integer")
@@ -177,22 +177,28 @@ class GBufferLayout:
         """Smallest slot that holds every plane at this size."""
         return max(ch.plane_end(width, height) for ch in self.channels)
 
+    def check_slot(self, slot: torch.Tensor, width: int, height: int) -> None:
+        """Raise InputError unless `slot` is a contiguous 1-D uint8 tensor of at least
+        `slot_bytes(width, height)` bytes."""
+        if not isinstance(slot, torch.Tensor) or slot.dtype != torch.uint8 or slot.dim() != 1 \
+                or not slot.is_contiguous():
+            raise InputError("a frame slot must be a contiguous 1-D uint8 tensor")
+        need = self.slot_bytes(width, height)
+        if slot.numel() < need:
+            raise InputError(f"frame slot holds {slot.numel()} bytes; this layout needs {need} "
+                             f"at {width}x{height}")
+
     def view(self, slot: torch.Tensor, width: int, height: int) -> dict[str, torch.Tensor]:
         """Per-plane tensors over a slot's bytes, without copying.
 
         slot: [N] uint8, contiguous. Returns {channel name: [H, W, format components]} in the format's
         dtype; channels that share a plane share the tensor (select components with `first`).
         """
-        if slot.dtype != torch.uint8 or slot.dim() != 1 or not slot.is_contiguous():
-            raise InputError("a frame slot must be a contiguous 1-D uint8 tensor")
-        need = self.slot_bytes(width, height)
-        if slot.numel() < need:
-            raise InputError(f"frame slot holds {slot.numel()} bytes; this layout needs {need} "
-                             f"at {width}x{height}")
+        self.check_slot(slot, width, height)
         out = {}
         for ch in self.channels:
             dtype, comps, _ = FORMATS[ch.format]
-            esize = torch.empty((), dtype=dtype).element_size()
+            esize = dtype.itemsize
             end = ch.plane_end(width, height)
             plane = slot[ch.offset:end]
             # A uint8 view of a byte range reinterpreted as `dtype` needs the range's length to be a

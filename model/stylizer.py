@@ -264,27 +264,32 @@ class Stylizer:
             raise InputError("params must be a FrameParams")
         params.validate()
         graphed = self.cuda_graphs and isinstance(frame, torch.Tensor)
-        # The graph tests finiteness on the device, inside the replay: a host read before the
-        # replay would leave the GPU idle while the frame's first kernels are launched.
-        planes = self._planes(rec, frame, check_finite=not graphed)
         s = rec.session
-        flat = self.cache.read(s.id)
-        noise = torch.randn(rec.spec.shapes()["latent"], generator=rec.generator, device=self.device)
         if graphed:
+            # Host time here is device idle time (the service runs one frame at a time): only the
+            # slot's size is checked; the finiteness test runs inside the replay, and the channels
+            # are named only when it fails.
+            s.layout.check_slot(frame, s.width, s.height)
             key = (s.layout, s.width, s.height, params.steps, fmt)
             graph = self._graphs.get(key)
             if graph is None:
                 graph = self._graphs[key] = self._new_graph(s, params.steps, fmt)
-            result, new_flat, finite = graph.run(frame.to(self.device), flat, noise, rec.prompt, params.strength,
-                                                 params.reset)
+            slot = frame if frame.device == self.device else frame.to(self.device)
+            graph.load(slot, rec.prompt, params.strength, params.reset)
+            self.cache.read(s.id, out=graph.state)
+            graph.noise.normal_(generator=rec.generator)  # what torch.randn draws: same as the eager path
+            result, new_flat, finite = graph.replay()
+            self.cache.write(s.id, new_flat)  # queued before the flag is read: a refused frame's is the old state
             if finite is not None and not bool(finite):
-                self._refuse_nonfinite(planes)  # before the state or the output slot is touched
-            self.cache.write(s.id, new_flat)
+                self._refuse_nonfinite(self._planes(rec, slot, check_finite=False))  # the output slot untouched
             rec.frames += 1
             if out is not None:
                 out[: result.numel()].copy_(result)  # the graph's buffer is reused by the next frame
                 return None
             return result[0].clone()  # (already cropped)
+        planes = self._planes(rec, frame)
+        flat = self.cache.read(s.id)
+        noise = torch.randn(rec.spec.shapes()["latent"], generator=rec.generator, device=self.device)
         state = rec.spec.unflatten(flat)
         inputs = prepare_frame(self.config, s.layout, planes, s.width, s.height)
         rgba = None if out is None else (out, fmt, s.width, s.height)

@@ -68,6 +68,19 @@ def test_state_round_trips_through_pages_and_sessions_do_not_mix(gen):
         cache.read("a")
 
 
+def test_state_reads_into_a_given_buffer_and_refuses_a_wrong_one(gen):
+    cache = PagedStateCache(CacheConfig(num_pages=9, page_elems=10))
+    cache.open("a", 23)
+    va = torch.randn(23, generator=gen)
+    cache.write("a", va)
+    buf = torch.full((23,), float("nan"))
+    assert cache.read("a", out=buf) is buf and torch.equal(buf, va)
+    for bad in (torch.zeros(22), torch.zeros(23, dtype=torch.float16)):
+        with pytest.raises(ValueError, match="23 elements"):
+            cache.read("a", out=bad)
+    assert torch.equal(cache.read("a"), va)
+
+
 def test_full_cache_refuses_without_eviction_and_changes_nothing():
     cache = PagedStateCache(CacheConfig(num_pages=5, page_elems=4))
     cache.open(1, 12)

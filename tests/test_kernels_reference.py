@@ -47,6 +47,8 @@ def test_paged_gather_scatter_round_trip_on_odd_sizes(gen):
     values = torch.randn(26, generator=gen)  # 3 full pages and 5 of the 4th
     paged_scatter(pool, table, values)
     assert torch.equal(paged_gather(pool, table, 26), values)
+    out = torch.zeros(26)
+    assert paged_gather(pool, table, 26, out=out) is out and torch.equal(out, values)
     assert torch.equal(pool[5, :5], values[21:])
     assert torch.isnan(pool[5, 5:]).all()  # the tail page's unused part is untouched
     untouched = [i for i in range(13) if i not in (11, 2, 7, 5)]

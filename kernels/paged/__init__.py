@@ -20,13 +20,15 @@ def _unsupported(pool, page_table):
     return why
 
 
-def paged_gather(pool: torch.Tensor, page_table: torch.Tensor, numel: int) -> torch.Tensor:
-    """A session's state: [numel] read through its page table (see `reference.paged_gather`)."""
+def paged_gather(pool: torch.Tensor, page_table: torch.Tensor, numel: int,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """A session's state: [numel] read through its page table (see `reference.paged_gather`),
+    into `out` when given."""
     if use_triton("paged_gather", (pool, page_table), _unsupported(pool, page_table)):
         from .triton_kernel import paged_gather_triton
 
-        return paged_gather_triton(pool, page_table, numel)
-    return paged_gather_reference(pool, page_table, numel)
+        return paged_gather_triton(pool, page_table, numel, out=out)
+    return paged_gather_reference(pool, page_table, numel, out=out)
 
 
 def paged_scatter(pool: torch.Tensor, page_table: torch.Tensor, values: torch.Tensor) -> None:

@@ -9,9 +9,14 @@ from __future__ import annotations
 import torch
 
 
-def paged_gather(pool: torch.Tensor, page_table: torch.Tensor, numel: int) -> torch.Tensor:
-    """Read a session's state. pool [P, E]; page_table [n] int64; returns [numel] (numel <= n*E)."""
-    return pool.index_select(0, page_table).reshape(-1)[:numel]
+def paged_gather(pool: torch.Tensor, page_table: torch.Tensor, numel: int,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """Read a session's state. pool [P, E]; page_table [n] int64; returns [numel] (numel <= n*E),
+    written into `out` ([numel], the pool's dtype) when given."""
+    flat = pool.index_select(0, page_table).reshape(-1)[:numel]
+    if out is None:
+        return flat
+    return out.copy_(flat)
 
 
 def paged_scatter(pool: torch.Tensor, page_table: torch.Tensor, values: torch.Tensor) -> None:
