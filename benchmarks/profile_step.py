@@ -90,6 +90,12 @@ def lockstep(model, layout, w, h, steps, device, slots, frames: int = 200) -> di
             result["graph replay only"] = measure(lambda slot: g.graph.replay())
         result[name] = measure(fn)
         sty.close_session(s)
+    views = layout.view(slots[0], w, h)
+    nan = float("nan")
+    for name, test in (("test alone: isfinite.all", lambda: torch.stack([torch.isfinite(views[n]).all() for n in float_planes]).all()),
+                       ("test alone: aminmax", lambda: torch.isfinite(torch.stack([torch.stack(torch.aminmax(views[n])).float()
+                                                                                   for n in float_planes])).all())):
+        result[name] = {"enqueue_ms": nan, "events_ms": kernel_ms(test, device), "wall_ms": nan}
     return result
 
 

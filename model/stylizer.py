@@ -279,14 +279,19 @@ class Stylizer:
             self.cache.read(s.id, out=graph.state)
             graph.noise.normal_(generator=rec.generator)  # what torch.randn draws: same as the eager path
             result, new_flat, finite = graph.replay()
-            self.cache.write(s.id, new_flat)  # queued before the flag is read: a refused frame's is the old state
-            if finite is not None and not bool(finite):
-                self._refuse_nonfinite(self._planes(rec, slot, check_finite=False))  # the output slot untouched
-            rec.frames += 1
+            self.cache.write(s.id, new_flat)  # a refused frame's next state is its old one (in the graph)
             if out is not None:
-                out[: result.numel()].copy_(result)  # the graph's buffer is reused by the next frame
-                return None
-            return result[0].clone()  # (already cropped)
+                dst = out[: result.numel()]
+                # The graph's buffer is reused by the next frame. A refused frame leaves the slot as
+                # it was, chosen on the device: no host read between the replay and this copy.
+                dst.copy_(result if finite is None else torch.where(finite, result, dst))
+                rgb = None
+            else:
+                rgb = result[0].clone()  # (already cropped)
+            if finite is not None and not bool(finite):  # the one wait, after everything is queued
+                self._refuse_nonfinite(self._planes(rec, slot, check_finite=False))
+            rec.frames += 1
+            return rgb
         planes = self._planes(rec, frame)
         flat = self.cache.read(s.id)
         noise = torch.randn(rec.spec.shapes()["latent"], generator=rec.generator, device=self.device)
