@@ -45,7 +45,9 @@ def lockstep(model, layout, w, h, steps, device, slots, frames: int = 200) -> di
     Per variant, medians of: `enqueue_ms` (host time of the call), `events_ms` (device events
     around the call, which is what the service reports as model time) and `wall_ms` (call to the
     end of the wait). Variants: the graph's replay alone; the step without a finiteness test; with
-    the test inside the graph (shipped); with the test as a host read before the replay (v0.4)."""
+    the test inside the graph (shipped); with the test as a host read before the replay (v0.4);
+    and the test's device time alone, three ways."""
+    from streamstyle.kernels.finite import all_finite
     from streamstyle.kernels.writeback import output_bytes
     from streamstyle.model.stylizer import Stylizer
 
@@ -94,7 +96,8 @@ def lockstep(model, layout, w, h, steps, device, slots, frames: int = 200) -> di
     nan = float("nan")
     for name, test in (("test alone: isfinite.all", lambda: torch.stack([torch.isfinite(views[n]).all() for n in float_planes]).all()),
                        ("test alone: aminmax", lambda: torch.isfinite(torch.stack([torch.stack(torch.aminmax(views[n])).float()
-                                                                                   for n in float_planes])).all())):
+                                                                                   for n in float_planes])).all()),
+                       ("test alone: all_finite", lambda: all_finite([views[n] for n in float_planes]))):
         result[name] = {"enqueue_ms": nan, "events_ms": kernel_ms(test, device), "wall_ms": nan}
     return result
 

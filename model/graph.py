@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels.finite import all_finite
 from .frame import PromptContext, padded_size, prepare_frame, stylize_frame_tensors
 from .layout import GBufferLayout
 from .network import StreamStyleModel
@@ -62,8 +63,9 @@ class FrameGraph:
             self.rgb, self.new_state, self.ok = self._body()
 
     def _body(self):
-        planes = {k: v.unsqueeze(0) for k, v in self.layout.view(self.slot, self.width, self.height).items()}
-        ok = torch.stack([torch.isfinite(planes[n]).all() for n in self.finite]).all() if self.finite else None
+        views = self.layout.view(self.slot, self.width, self.height)
+        ok = all_finite([views[n] for n in self.finite]) if self.finite else None  # one read of each plane
+        planes = {k: v.unsqueeze(0) for k, v in views.items()}
         out, nxt = self._frame(planes)
         if ok is not None:
             nxt = torch.where(ok, nxt, self.state)  # a refused frame leaves the state as it was
