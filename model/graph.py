@@ -89,9 +89,11 @@ class FrameGraph:
         state and noise go straight into `state` and `noise` (see `Stylizer`)."""
         self.slot.copy_(slot[: self.slot.numel()], non_blocking=True)
         if prompt is not self._prompt:
-            self.tokens.copy_(prompt.tokens, non_blocking=True)
-            self.bias.copy_(prompt.bias, non_blocking=True)
-            self.pooled.copy_(prompt.pooled, non_blocking=True)
+            last = self._prompt
+            for buf, src, before in zip((self.tokens, self.bias, self.pooled), (prompt.tokens, prompt.bias, prompt.pooled),
+                                        (last.tokens, last.bias, last.pooled) if last is not None else (None,) * 3):
+                if src is not before:  # a blend's frames share one token block
+                    buf.copy_(src, non_blocking=True)
             self._prompt = prompt
         scalars = (float(strength), 0.0 if reset else 1.0)
         if scalars != self._scalars:

@@ -38,6 +38,14 @@ class EncodedPrompt:
     tokens: torch.Tensor  # [max_tokens, Dt] float32, zero past `length`
     length: int  # real tokens, CLS and SEP included
     pooled: torch.Tensor  # [Dt] unit-norm sentence embedding
+    pooled_host: torch.Tensor | None = None  # the same on the CPU (blend weights are worked out there)
+
+    def host_pooled(self) -> torch.Tensor:
+        if self.pooled_host is not None:
+            return self.pooled_host
+        host = self.pooled.detach().float().cpu()
+        object.__setattr__(self, "pooled_host", host)  # a cache of a value the record already holds
+        return host
 
 
 def normalize_blend(prompt: PromptLike, max_parts: int) -> list[tuple[str, float]]:
@@ -99,6 +107,7 @@ class PromptEncoder:
         self.max_tokens = max_tokens
         self._cache: OrderedDict[str, EncodedPrompt] = OrderedDict()
         self._cache_size = cache_size
+        self._blocks: OrderedDict[tuple, tuple] = OrderedDict()  # token blocks by their parts (`_assemble`)
         self._model_dir = model_dir if model_dir is not None else (os.environ.get("STREAMSTYLE_TEXT_MODEL_DIR") or None)
         self._model = self._tokenizer = None
         if table is None:
@@ -156,7 +165,7 @@ class PromptEncoder:
         mask = batch["attention_mask"][0].bool()
         states = states * mask.unsqueeze(-1)
         pooled = torch.nn.functional.normalize(states.sum(0) / mask.sum(), dim=0)
-        enc = EncodedPrompt(tokens=states, length=int(mask.sum()), pooled=pooled)
+        enc = EncodedPrompt(tokens=states, length=int(mask.sum()), pooled=pooled, pooled_host=pooled.cpu())
         self._cache[text] = enc
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -173,18 +182,33 @@ class PromptEncoder:
         return self._assemble([(self.encode(text), w) for text, w in parts], max_parts, max_tokens)
 
     def _assemble(self, encoded: list[tuple[EncodedPrompt, float]], max_parts: int, max_tokens: int) -> PromptContext:
+        """The context of encoded parts. Runs every frame of a blend, on the service's frame path:
+        the token block of a set of parts is built on the device once and kept (a blend changes
+        only the weights); the weights' bias and the pooled vector are worked out on the host and
+        sent in one copy."""
         length = max_parts * max_tokens
-        tokens = torch.zeros(length, self.text_dim, device=self.device)
-        bias = torch.full((length,), float("-inf"), device=self.device)
-        for i, (enc, w) in enumerate(encoded):
-            n = min(enc.length, max_tokens)
-            tokens[i * max_tokens:i * max_tokens + n] = enc.tokens[:n]
-            bias[i * max_tokens:i * max_tokens + n] = math.log(w)
-        if len(encoded) == 2:
-            pooled = slerp(encoded[0][0].pooled, encoded[1][0].pooled, encoded[1][1])
+        key = (tuple(id(e) for e, _ in encoded), max_parts, max_tokens)
+        hit = self._blocks.get(key)
+        if hit is not None and all(a is b for a, (b, _) in zip(hit[0], encoded)):
+            tokens = hit[1]
+            self._blocks.move_to_end(key)
         else:
-            pooled = torch.nn.functional.normalize(sum(w * e.pooled for e, w in encoded), dim=0)
-        return PromptContext(tokens=tokens.unsqueeze(0), bias=bias.unsqueeze(0), pooled=pooled.unsqueeze(0))
+            tokens = torch.zeros(1, length, self.text_dim, device=self.device)
+            for i, (enc, _) in enumerate(encoded):
+                n = min(enc.length, max_tokens)
+                tokens[0, i * max_tokens:i * max_tokens + n] = enc.tokens[:n]
+            self._blocks[key] = (tuple(e for e, _ in encoded), tokens)  # the records kept: ids stay theirs
+            if len(self._blocks) > 16:
+                self._blocks.popitem(last=False)
+        host = torch.full((length + self.text_dim,), float("-inf"))
+        for i, (enc, w) in enumerate(encoded):
+            host[i * max_tokens:i * max_tokens + min(enc.length, max_tokens)] = math.log(w)
+        if len(encoded) == 2:
+            host[length:] = slerp(encoded[0][0].host_pooled(), encoded[1][0].host_pooled(), encoded[1][1])
+        else:
+            host[length:] = torch.nn.functional.normalize(sum(w * e.host_pooled() for e, w in encoded), dim=0)
+        packed = host.to(self.device)
+        return PromptContext(tokens=tokens, bias=packed[:length].unsqueeze(0), pooled=packed[length:].unsqueeze(0))
 
     def warm_up(self, max_parts: int, max_tokens: int | None = None) -> None:
         """Run a blend's arithmetic once on made-up encodings, so that a session's first prompt
@@ -194,7 +218,7 @@ class PromptEncoder:
         for k in range(2):
             tokens = torch.zeros(self.max_tokens, self.text_dim, device=self.device)
             pooled = torch.nn.functional.normalize(torch.arange(1.0, self.text_dim + 1, device=self.device) ** k, dim=0)
-            fake.append(EncodedPrompt(tokens=tokens, length=2, pooled=pooled))
+            fake.append(EncodedPrompt(tokens=tokens, length=2, pooled=pooled, pooled_host=pooled.cpu()))
         for parts in ([(fake[0], 1.0)], [(fake[0], 0.25), (fake[1], 0.75)], [(fake[0], 0.5), (fake[1], 0.5)] * 2):
             self._assemble(parts[:max_parts], max_parts, max_tokens)
 
@@ -242,6 +266,7 @@ def load_prompt_table(path: str | os.PathLike, device: torch.device, max_tokens:
         raise PromptError(f"the prompt table {path} was encoded at {kept} tokens per prompt; this encoder "
                           f"keeps {max_tokens}: write the table again for this model")
     tokens = tokens.float().to(device)
-    pooled = pooled.float().to(device)
-    return {t: EncodedPrompt(tokens=tokens[i], length=int(lengths[i]), pooled=pooled[i])
+    host = pooled.float()
+    pooled = host.to(device)
+    return {t: EncodedPrompt(tokens=tokens[i], length=int(lengths[i]), pooled=pooled[i], pooled_host=host[i])
             for i, t in enumerate(texts)}

@@ -177,3 +177,46 @@ def test_a_graph_refuses_a_frame_with_nan_and_keeps_state_and_slot(frame_factory
     a.step_into(sa, good[1], oa, "rgba8")
     b.step_into(sb, good[1], ob, "rgba8")
     assert torch.equal(oa, ob)
+
+
+def test_a_graph_follows_prompt_switches_and_blends_like_eager(frame_factory, tiny_model, tmp_path):
+    """The graph copies a prompt's token block, bias and pooled vector only when they change (a
+    blend's frames share the token block): frame by frame it must match the eager path, and the
+    prompt must visibly change the frame (or the comparison proves nothing)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from streamstyle.model.text import TABLE_FORMAT, PromptEncoder
+
+    cfg = preset("tiny")
+    model = StreamStyleModel(cfg).cuda().eval()
+    model.load_state_dict(tiny_model.state_dict())
+    g = torch.Generator().manual_seed(4)
+    n, t = 3, cfg.max_prompt_tokens
+    table = tmp_path / "prompts.safetensors"
+    pooled = torch.nn.functional.normalize(torch.randn(n, cfg.text_dim, generator=g), dim=1)
+    save_file({"tokens": (torch.randn(n, t, cfg.text_dim, generator=g) * 3).half(),
+               "lengths": torch.tensor([5, t, 9], dtype=torch.int32), "pooled": pooled},
+              str(table), metadata={"format": TABLE_FORMAT, "prompts": json.dumps(["a", "b", "c"]), "max_tokens": str(t)})
+    enc = PromptEncoder(device="cuda", max_tokens=t, table=table)
+    w, h = 64, 48
+    layout = reference_layout(w, h)
+    slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
+    for name, view in layout.view(slot, w, h).items():
+        view.copy_(frame_factory(w, h, layout)[name].cuda())
+    eager, graphed = Stylizer(model, enc), Stylizer(model, enc, cuda_graphs=True)
+    se, sg = eager.open_session(w, h, layout), graphed.open_session(w, h, layout)
+    prompts = ["a", "b", [("b", 0.75), ("c", 0.25)], [("b", 0.5), ("c", 0.5)], [("b", 0.25), ("c", 0.75)], "c", None, "a"]
+    outs = []
+    for p in prompts:
+        for sty, s in ((eager, se), (graphed, sg)):
+            sty.set_prompt(s, p)
+            sty.reseed(s, 9)  # with reset below, the frame depends on the slot and the prompt only
+        a = eager.step(se, slot, FrameParams(steps=2, reset=True))
+        b = graphed.step(sg, slot, FrameParams(steps=2, reset=True))
+        assert torch.allclose(a, b, atol=1e-4), (p, (a - b).abs().max())
+        outs.append(b)
+    for i in range(1, len(outs) - 1):
+        assert (outs[i] - outs[i - 1]).abs().max() > 1e-4, prompts[i]
+    assert torch.allclose(outs[-1], outs[0], atol=1e-5)  # back to "a": the same frame again
