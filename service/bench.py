@@ -234,17 +234,20 @@ def floor_ms(cfg: ModelConfig, w: int, h: int, steps: int, floor: dict[str, floa
 
 
 def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: str, weights: str | None,
-                preset_name: str, prompts: bool = True, log=print, dtype: str = "auto") -> list[dict]:
+                preset_name: str, prompts: bool = True, log=print, dtype: str = "auto",
+                service_config: str | None = None) -> list[dict]:
     """The real service in its own process, this process as the engine (the real client), lockstep,
     eight distinct reference-engine frames cycled, prompt switches (blended over 8 frames) every 250
-    frames. Returns one row per size."""
+    frames. `service_config`: a service config file (docs/protocol.md) to serve with. Returns one
+    row per size."""
     from ..engine_plugins.reference_engine import CameraPath, Renderer, Scene
     from ..engine_plugins.reference_engine.gbuffers import to_slot
     from .client import Client
     from .launch import child_service
 
     args = ["--device", device, *(["--weights", str(weights)] if weights else ["--preset", preset_name]),
-            "--quiet", "--deadline-ms", "1000", "--dtype", dtype, *([] if prompts else ["--no-prompts"])]
+            "--quiet", "--deadline-ms", "1000", "--dtype", dtype, *([] if prompts else ["--no-prompts"]),
+            *(["--config", str(service_config)] if service_config else [])]
     rows = []
     with child_service(args) as address:
         backend = "cuda-ipc" if device.startswith("cuda") else "shm"
@@ -256,12 +259,14 @@ def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: s
             slots = [to_slot(renderer.render(i), layout) for i in range(8)]
             session = client.open_session(w, h, layout, backend=backend, params={"steps": steps},
                                           prompt=SWITCH_PROMPTS[0] if prompts else None)
-            total, model, rtt, late, t_start = [], [], [], 0, time.perf_counter()
+            total, model, queue, rtt, late, t_start = [], [], [], [], 0, time.perf_counter()
+            blending = set()  # frame indices (from 0 after the warm-up) in a prompt blend
             for i in range(frames + 20):
                 if i == 20:
                     t_start = time.perf_counter()
                 if prompts and i % 250 == 125:
                     session.set_prompt(SWITCH_PROMPTS[(i // 250 + 1) % len(SWITCH_PROMPTS)], blend_frames=8)
+                    blending.update(range(i - 20, i - 20 + 8))
                 slot = session.acquire_slot(timeout_s=30)
                 session.ring.input(slot).copy_(slots[i % len(slots)])
                 t0 = time.perf_counter()
@@ -275,9 +280,12 @@ def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: s
                 late += int(ev.late)
                 total.append(ev.timings["total_ms"])
                 model.append(ev.timings["model_ms"])
+                queue.append(ev.timings["queue_ms"])
             wall = time.perf_counter() - t_start
             stats = session.stats()
+            gc_stats = {k: v for k, v in client.stats()["service"].items() if k.startswith("gc_")}
             session.close()
+            slowest = sorted(range(len(total)), key=lambda j: -total[j])[:5]
             handoff = [t - m for t, m in zip(total, model)]
             row = {"size": f"{w}x{h}", "device": device, "backend": backend, "steps": steps,
                    "weights": str(weights) if weights else f"{preset_name} (untrained)", "frames": frames,
@@ -285,7 +293,9 @@ def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: s
                    "service_p50_ms": pct(total, 0.5), "service_p99_ms": pct(total, 0.99),
                    "model_p50_ms": pct(model, 0.5), "handoff_p50_us": pct(handoff, 0.5) * 1000,
                    "handoff_p99_us": pct(handoff, 0.99) * 1000, "round_trip_p50_ms": pct(rtt, 0.5),
-                   "round_trip_p99_ms": pct(rtt, 0.99)}
+                   "round_trip_p99_ms": pct(rtt, 0.99), "service_gc": gc_stats,
+                   "slowest": [{"frame": j, "total_ms": total[j], "model_ms": model[j], "queue_ms": queue[j],
+                                "blend": j in blending} for j in slowest]}
             rows.append(row)
             log(json.dumps(row))
         client.close()
@@ -302,6 +312,7 @@ class BenchConfig:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     dtype: str = "auto"
     service: bool = True
+    service_config: str | None = None  # a service config file to serve with (docs/protocol.md)
     peers: bool = False
     stage_reps: int = 10
 
@@ -356,7 +367,8 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
     if cfg.service:
         for k in cfg.steps:
             service_rows += service_run(cfg.sizes, k, cfg.frames, cfg.device, str(weights) if weights else None,
-                                        cfg.preset or "default", log=log, dtype=dtype)
+                                        cfg.preset or "default", log=log, dtype=dtype,
+                                        service_config=cfg.service_config)
     peer_rows = []
     if cfg.peers:
         from .peers import run_peers
@@ -391,6 +403,12 @@ def format_bench(report: dict) -> str:
             lines.append(f"{r['size']:>10} {r['steps']:>5} {r['frames']:>6} {r['fps']:>7.1f} {r['service_p50_ms']:>7.2f} "
                          f"{r['service_p99_ms']:>7.2f} {r['service_p99_ms'] / r['service_p50_ms']:>7.2f} "
                          f"{r['model_p50_ms']:>7.2f} {r['handoff_p50_us']:>9.0f}/{r['handoff_p99_us']:<9.0f} {r['late']:>5}")
+        for r in report["service"]:
+            slow = ", ".join(f"#{f['frame']} {f['total_ms']:.2f} (model {f['model_ms']:.2f}{', blend' if f['blend'] else ''})"
+                             for f in r.get("slowest", []))
+            g = r.get("service_gc") or {}
+            lines.append(f"{r['size']:>10} slowest frames: {slow}; service GC: {g.get('gc_collections', '?')} collections, "
+                         f"{g.get('gc_in_frames', '?')} inside frames, longest {g.get('gc_max_ms', float('nan')):.2f} ms")
     if report["peers"]:
         lines += ["", "Peers (random weights, same card):", f"{'peer':<44} {'size':>10} {'steps':>5} {'p50 ms':>8} {'p99 ms':>8}"]
         for r in report["peers"]:

@@ -259,7 +259,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("streamstyle: error: --steps takes step counts from 1 to 4", file=sys.stderr)
         return 2
     cfg = BenchConfig(preset=args.preset, weights=args.weights, sizes=sizes, steps=steps, frames=args.frames,
-                      device=args.device, dtype=args.dtype, service=not args.no_service, peers=args.peers)
+                      device=args.device, dtype=args.dtype, service=not args.no_service, peers=args.peers,
+                      service_config=args.service_config)
     try:
         report = run_bench(cfg)
     except RuntimeError as exc:
@@ -383,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16", "fp8"],
                    help="the model's dtype (auto: bf16 on a GPU, fp32 on the CPU; fp8: FP8 block GEMMs)")
     p.add_argument("--no-service", action="store_true", help="skip the end-to-end run through the service")
+    p.add_argument("--service-config", help="a service config file (JSON, docs/protocol.md) for the end-to-end run")
     p.add_argument("--peers", action="store_true", help="also time StreamDiffusion's and SANA's setups (needs diffusers)")
     p.add_argument("--json", help="write the full report here")
     p.set_defaults(func=cmd_bench)

@@ -41,6 +41,9 @@ class ServiceConfig:
     evict_idle_after_s: float | None = None
     dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU; fp8: bf16 with FP8 block GEMMs (model/fp8.py)
     cuda_graphs: bool = True  # one CUDA graph per session shape and step count (GPU only)
+    # Python's garbage collector runs between frames (after "done" is sent), not mid-frame when
+    # allocations happen to cross its threshold; what start-up loaded is frozen out of its scans.
+    gc_between_frames: bool = True
     curve_secret_key: str | None = None  # Z85 keys; required for a non-loopback bind
     curve_public_key: str | None = None
 

@@ -18,6 +18,7 @@ them: another client's frames for them are refused, so frames of different sessi
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import statistics
@@ -41,6 +42,48 @@ from . import protocol as P
 from .config import ServiceConfig
 
 log = logging.getLogger("streamstyle.service")
+
+class GcWatch:
+    """Python's cyclic garbage collections in this process: how many, how long, and how many fell
+    inside a frame (between its start and its `done`), where they are a latency spike."""
+
+    def __init__(self):
+        self.count = 0
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+        self.in_frames = 0
+        self.in_frame = False
+        self._start: float | None = None
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        if self._start is None:
+            return
+        ms = (time.perf_counter() - self._start) * 1000
+        self._start = None
+        self.count += 1
+        self.total_ms += ms
+        self.max_ms = max(self.max_ms, ms)
+        self.in_frames += int(self.in_frame)
+
+    def stats(self) -> dict:
+        return {"gc_collections": self.count, "gc_total_ms": round(self.total_ms, 3), "gc_max_ms": round(self.max_ms, 3),
+                "gc_in_frames": self.in_frames}
+
+
+def collect_due_garbage(thresholds: tuple[int, int, int]) -> None:
+    """With automatic collection off: the collection Python would have started by now, if any
+    (the youngest generation whose threshold is reached, and the older ones theirs too)."""
+    c0, c1, c2 = gc.get_count()
+    if c0 < thresholds[0]:
+        return
+    gen = 0
+    if c1 >= thresholds[1]:
+        gen = 2 if c2 >= thresholds[2] else 1
+    gc.collect(gen)
+
 
 @dataclass
 class PendingFrame:
@@ -125,6 +168,7 @@ class Service:
         self._running = False
         self.frames_total = 0
         self.errors_sent = 0
+        self.gc_watch = GcWatch()
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -153,10 +197,26 @@ class Service:
             except ValueError:  # not the main thread
                 pass
         log.info("serving on %s", self.address)
+        gc.callbacks.append(self.gc_watch)
+        managed = self.config.gc_between_frames and gc.isenabled()
+        if managed:
+            # A collection starts whenever allocations cross a threshold, mid-frame as likely as
+            # not. Here it runs between frames instead, and what start-up loaded (the model,
+            # torch, the text encoder) is frozen out of its scans.
+            self._gc_thresholds = gc.get_threshold()
+            gc.collect()
+            gc.freeze()
+            gc.disable()
         try:
             while self._running and (end is None or time.monotonic() < end):
                 self.tick()
+                if managed:
+                    collect_due_garbage(self._gc_thresholds)
         finally:
+            if managed:
+                gc.enable()
+                gc.unfreeze()
+            gc.callbacks.remove(self.gc_watch)
             self.shutdown()
 
     def stop(self) -> None:
@@ -395,6 +455,13 @@ class Service:
         state.blend = None if a >= 1.0 else (old, new, total, k)
 
     def run_frame(self, state: SessionState) -> None:
+        self.gc_watch.in_frame = True
+        try:
+            self._run_frame(state)
+        finally:
+            self.gc_watch.in_frame = False
+
+    def _run_frame(self, state: SessionState) -> None:
         pending, state.pending = state.pending, None
         msg, t0 = pending.msg, pending.received
         start = time.perf_counter()
@@ -501,4 +568,4 @@ class Service:
         return {"sessions": len(self.sessions), "clients": len(self.clients), "frames": self.frames_total,
                 "ipc_allocations_open": ipc,
                 "errors_sent": self.errors_sent, "cache_pages_used": self.stylizer.cache.used_pages,
-                "cache_pages_free": self.stylizer.cache.blocks.num_free}
+                "cache_pages_free": self.stylizer.cache.blocks.num_free, **self.gc_watch.stats()}

@@ -315,3 +315,58 @@ def test_a_long_frame_does_not_make_its_waiting_clients_look_silent(tmp_path, ti
     finally:
         peer.close()
         svc.shutdown()
+
+
+def make_cycles(n):
+    for _ in range(n):
+        a = []
+        a.append(a)  # a reference cycle: only the cyclic collector frees it
+
+
+def test_garbage_is_collected_when_due_and_pauses_are_counted_inside_frames():
+    import gc
+
+    from streamstyle.service.server import GcWatch, collect_due_garbage
+
+    watch = GcWatch()
+    gc.callbacks.append(watch)
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        gc.collect()
+        base = watch.count
+        make_cycles(50)
+        collect_due_garbage((1000, 10, 10))  # not due: nothing runs
+        assert watch.count == base
+        make_cycles(1200)
+        watch.in_frame = True
+        collect_due_garbage((1000, 10, 10))
+        assert watch.count == base + 1 and watch.in_frames == 1
+        assert gc.get_count()[0] < 1000
+        stats = watch.stats()
+        assert stats["gc_collections"] == watch.count and stats["gc_max_ms"] >= 0 and stats["gc_in_frames"] == 1
+    finally:
+        gc.callbacks.remove(watch)
+        if was:
+            gc.enable()
+
+
+def test_run_manages_the_collector_and_puts_it_back(tmp_path, tiny_model):
+    import gc
+    import threading
+
+    cfg = ServiceConfig(bind=f"ipc://{tmp_path}/g.sock", heartbeat_ms=20, reap_after_ms=100)
+    svc = Service(cfg, Stylizer(tiny_model), context=zmq.Context.instance())
+    seen = {}
+
+    def look():
+        time.sleep(0.15)
+        seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count())
+
+    t = threading.Thread(target=look)
+    t.start()
+    svc.run(stop_after_s=0.4)
+    t.join()
+    assert seen["enabled"] is False and seen["frozen"] > 0  # while serving: off, start-up frozen
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # and put back after
+    assert "gc_collections" in svc.service_stats()
