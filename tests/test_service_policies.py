@@ -359,13 +359,17 @@ def test_run_manages_the_collector_and_puts_it_back(tmp_path, tiny_model):
     svc = Service(cfg, Stylizer(tiny_model), context=zmq.Context.instance())
     seen = {}
 
-    def look():
-        time.sleep(0.15)
+    def look():  # from another thread, while the service loop runs (start-up collects first)
+        end = time.monotonic() + 20
+        while gc.isenabled() and time.monotonic() < end:
+            time.sleep(0.01)
+        time.sleep(0.05)
         seen.update(enabled=gc.isenabled(), frozen=gc.get_freeze_count())
+        svc.stop()
 
     t = threading.Thread(target=look)
     t.start()
-    svc.run(stop_after_s=0.4)
+    svc.run(stop_after_s=30)
     t.join()
     assert seen["enabled"] is False and seen["frozen"] > 0  # while serving: off, start-up frozen
     assert gc.isenabled() and gc.get_freeze_count() == 0  # and put back after
