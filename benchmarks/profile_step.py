@@ -47,7 +47,7 @@ def lockstep(model, layout, w, h, steps, device, slots, frames: int = 200) -> di
     end of the wait). Variants: the graph's replay alone; the step without a finiteness test; with
     the test inside the graph (shipped); with the test as a host read before the replay (v0.4);
     and the test's device time alone, three ways."""
-    from streamstyle.kernels.finite import all_finite
+    from streamstyle.kernels.finite import all_finite, all_finite_reference
     from streamstyle.kernels.writeback import output_bytes
     from streamstyle.model.stylizer import Stylizer
 
@@ -56,7 +56,7 @@ def lockstep(model, layout, w, h, steps, device, slots, frames: int = 200) -> di
 
     def host_check(slot):
         views = layout.view(slot, w, h)
-        bool(torch.stack([torch.isfinite(views[n]).all() for n in float_planes]).all())
+        bool(all_finite_reference([views[n] for n in float_planes]))
 
     def measure(fn) -> dict[str, float]:
         rows = []
@@ -94,7 +94,7 @@ def lockstep(model, layout, w, h, steps, device, slots, frames: int = 200) -> di
         sty.close_session(s)
     views = layout.view(slots[0], w, h)
     nan = float("nan")
-    for name, test in (("test alone: isfinite.all", lambda: torch.stack([torch.isfinite(views[n]).all() for n in float_planes]).all()),
+    for name, test in (("test alone: isfinite.all", lambda: all_finite_reference([views[n] for n in float_planes])),
                        ("test alone: aminmax", lambda: torch.isfinite(torch.stack([torch.stack(torch.aminmax(views[n])).float()
                                                                                    for n in float_planes])).all()),
                        ("test alone: all_finite", lambda: all_finite([views[n] for n in float_planes]))):

@@ -22,6 +22,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from ..kernels.finite import all_finite_reference
 from .cache import CacheConfig, PagedStateCache
 from .errors import (InputError, LayoutError, PromptError, ResolutionError, SessionError,
                      SessionEvictedError)
@@ -80,6 +81,8 @@ class Stylizer:
         self._ids = itertools.count(1)
         self._null = null_context(model, self.device)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        # The channels a frame must carry (each once): conditioning, decoder guide, warp inputs.
+        self._needed = tuple(dict.fromkeys(self.config.cond_channels + self.config.guide_channels + REQUIRED_FOR_WARP))
         self._graphs: dict[tuple, object] = {}  # (layout, width, height, steps) -> FrameGraph
 
     def check_size(self, width: int, height: int) -> None:
@@ -96,8 +99,7 @@ class Stylizer:
         self.check_size(width, height)
         if not isinstance(layout, GBufferLayout):
             raise LayoutError(f"layout must be a GBufferLayout, not {type(layout).__name__}")
-        needed = tuple(dict.fromkeys(self.config.cond_channels + self.config.guide_channels + REQUIRED_FOR_WARP))
-        layout.validate(required=needed, width=width, height=height)
+        layout.validate(required=self._needed, width=width, height=height)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise InputError(f"seed must be an integer, got {seed!r}")
         spec = StateSpec(self.config, *padded_size(self.config, width, height))  # e.g. 1080 runs as 1088
@@ -170,8 +172,7 @@ class Stylizer:
 
         finite = ()
         if self.check_finite:
-            needed = dict.fromkeys(self.config.cond_channels + self.config.guide_channels + REQUIRED_FOR_WARP)
-            finite = tuple(n for n in needed if FORMATS[s.layout[n].format][0].is_floating_point)
+            finite = tuple(n for n in self._needed if FORMATS[s.layout[n].format][0].is_floating_point)
         return FrameGraph(self.model, s.layout, s.width, s.height, steps, self.device, out_format=out_format,
                           finite=finite)
 
@@ -199,9 +200,8 @@ class Stylizer:
             planes = dict(frame)
         else:
             raise InputError(f"a frame is a slot tensor or a mapping of channel tensors, not {type(frame).__name__}")
-        needed = dict.fromkeys(self.config.cond_channels + self.config.guide_channels + REQUIRED_FOR_WARP)
         out = {}
-        for name in needed:
+        for name in self._needed:
             if name not in planes:
                 raise InputError(f"frame lacks channel {name!r}")
             x = planes[name]
@@ -219,7 +219,7 @@ class Stylizer:
             floats = [x for x in out.values() if x.is_floating_point()]
             # One reduction and one device-to-host read for the whole frame; which channels are
             # bad is worked out only when something is.
-            if floats and not bool(torch.stack([torch.isfinite(x).all() for x in floats]).all()):
+            if floats and not bool(all_finite_reference(floats)):
                 self._refuse_nonfinite(out)
         return out
 

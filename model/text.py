@@ -41,11 +41,8 @@ class EncodedPrompt:
     pooled_host: torch.Tensor | None = None  # the same on the CPU (blend weights are worked out there)
 
     def host_pooled(self) -> torch.Tensor:
-        if self.pooled_host is not None:
-            return self.pooled_host
-        host = self.pooled.detach().float().cpu()
-        object.__setattr__(self, "pooled_host", host)  # a cache of a value the record already holds
-        return host
+        """`pooled` on the CPU (the encoder's records carry it; others are copied each call)."""
+        return self.pooled_host if self.pooled_host is not None else self.pooled.detach().float().cpu()
 
 
 def normalize_blend(prompt: PromptLike, max_parts: int) -> list[tuple[str, float]]:

@@ -16,6 +16,14 @@ from streamstyle.model.stylizer import Stylizer, null_context
 pytestmark = pytest.mark.gpu
 
 
+def cuda_slot(layout, w, h, frame_factory):
+    """A slot's bytes on the GPU holding one synthetic frame."""
+    slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
+    for name, view in layout.view(slot, w, h).items():
+        view.copy_(frame_factory(w, h, layout)[name].cuda())
+    return slot
+
+
 def test_frames_on_cuda_match_the_cpu(tiny_model, frame_factory, gen):
     w, h = 64, 48
     layout = reference_layout(w, h)
@@ -43,9 +51,7 @@ def test_stylizer_keeps_state_and_cache_on_the_gpu(frame_factory, gen):
     layout = reference_layout(w, h)
     sty = Stylizer(model, cache=CacheConfig(num_pages=64))
     s = sty.open_session(w, h, layout)
-    slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
-    for name, view in layout.view(slot, w, h).items():
-        view.copy_(frame_factory(w, h, layout)[name].cuda())
+    slot = cuda_slot(layout, w, h, frame_factory)
     assert sty.cache.pool.is_cuda
     outs = [sty.step(s, slot) for _ in range(3)]
     assert all(o.is_cuda and o.shape == (3, h, w) and torch.isfinite(o).all() for o in outs)
@@ -89,12 +95,7 @@ def test_a_cuda_graph_replays_the_same_frames_as_eager(frame_factory, gen, tiny_
     model = StreamStyleModel(preset("tiny")).cuda().eval()
     model.load_state_dict(tiny_model.state_dict())
     layout = reference_layout(w, h)
-    slots = []
-    for _ in range(4):
-        slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
-        for name, view in layout.view(slot, w, h).items():
-            view.copy_(frame_factory(w, h, layout)[name].cuda())
-        slots.append(slot)
+    slots = [cuda_slot(layout, w, h, frame_factory) for _ in range(4)]
     eager, graphed = Stylizer(model), Stylizer(model, cuda_graphs=True)
     se, sg = eager.open_session(w, h, layout, seed=3), graphed.open_session(w, h, layout, seed=3)
     assert not eager.warm_up(se, steps)  # nothing to prepare without graphs
@@ -125,9 +126,7 @@ def test_a_graph_decodes_straight_into_the_output_slot(frame_factory, tiny_model
     assert graphed.warm_up(sg, 2, out_format=fmt)
     n = output_bytes(w, h, fmt)
     for i in range(3):
-        slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
-        for name, view in layout.view(slot, w, h).items():
-            view.copy_(frame_factory(w, h, layout)[name].cuda())
+        slot = cuda_slot(layout, w, h, frame_factory)
         a = torch.zeros(n + 8, dtype=torch.uint8, device="cuda")
         b = torch.zeros(n + 8, dtype=torch.uint8, device="cuda")
         params = FrameParams(steps=2, reset=(i == 1))
@@ -153,12 +152,7 @@ def test_a_graph_refuses_a_frame_with_nan_and_keeps_state_and_slot(frame_factory
     layout = reference_layout(w, h)
     a, b = Stylizer(model, cuda_graphs=True), Stylizer(model, cuda_graphs=True)
     sa, sb = a.open_session(w, h, layout, seed=5), b.open_session(w, h, layout, seed=5)
-    good = []
-    for _ in range(2):
-        slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
-        for name, view in layout.view(slot, w, h).items():
-            view.copy_(frame_factory(w, h, layout)[name].cuda())
-        good.append(slot)
+    good = [cuda_slot(layout, w, h, frame_factory) for _ in range(2)]
     bad = good[1].clone()
     layout.view(bad, w, h)["motion"][7, 9, 0] = float("inf")
     n = w * h * 4
@@ -202,9 +196,7 @@ def test_a_graph_follows_prompt_switches_and_blends_like_eager(frame_factory, ti
     enc = PromptEncoder(device="cuda", max_tokens=t, table=table)
     w, h = 64, 48
     layout = reference_layout(w, h)
-    slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device="cuda")
-    for name, view in layout.view(slot, w, h).items():
-        view.copy_(frame_factory(w, h, layout)[name].cuda())
+    slot = cuda_slot(layout, w, h, frame_factory)
     eager, graphed = Stylizer(model, enc), Stylizer(model, enc, cuda_graphs=True)
     se, sg = eager.open_session(w, h, layout), graphed.open_session(w, h, layout)
     prompts = ["a", "b", [("b", 0.75), ("c", 0.25)], [("b", 0.5), ("c", 0.5)], [("b", 0.25), ("c", 0.75)], "c", None, "a"]
