@@ -165,6 +165,10 @@ def test_a_graph_refuses_a_frame_with_nan_and_keeps_state_and_slot(frame_factory
         a.step_into(sa, bad, out, "rgba8")
     assert torch.equal(a.cache.read(sa.id), state)
     assert bool((out == 0xAB).all())
+    for short in (good[0][:100], good[0].float()):  # a slot too small, or not bytes: refused the same way
+        with pytest.raises(InputError, match="frame slot"):
+            a.step_into(sa, short, out, "rgba8")
+    assert torch.equal(a.cache.read(sa.id), state) and bool((out == 0xAB).all())
     a.reseed(sa, 11)
     b.reseed(sb, 11)
     oa, ob = (torch.zeros(n, dtype=torch.uint8, device="cuda") for _ in range(2))
