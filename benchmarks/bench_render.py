@@ -18,7 +18,7 @@ import torch
 
 from streamstyle.engine_plugins.reference_engine import CameraPath, Renderer, Scene
 from streamstyle.engine_plugins.reference_engine.oracles import STYLES
-from streamstyle.service.cli import parse_size
+from streamstyle.tools.cli import parse_size
 
 
 def timed(fn, device, reps):

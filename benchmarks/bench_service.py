@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from streamstyle.model.weights import shipped_weights
-from streamstyle.service.bench import service_run
-from streamstyle.service.cli import parse_size
+from streamstyle.tools.bench import service_run
+from streamstyle.tools.cli import parse_size
 
 
 def main() -> None:

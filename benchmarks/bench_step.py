@@ -17,8 +17,8 @@ import torch
 
 from streamstyle.model.config import preset
 from streamstyle.model.network import StreamStyleModel
-from streamstyle.service.bench import check_and_time
-from streamstyle.service.cli import parse_size
+from streamstyle.tools.bench import check_and_time
+from streamstyle.tools.cli import parse_size
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,7 +6,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from streamstyle.engine_plugins.reference_engine import CameraPath, Renderer, Scene
-from streamstyle.service.cli import parse_size
+from streamstyle.tools.cli import parse_size
 
 size = parse_size(sys.argv[1] if len(sys.argv) > 1 else "1080p")
 device = sys.argv[2] if len(sys.argv) > 2 else ("cuda" if torch.cuda.is_available() else "cpu")

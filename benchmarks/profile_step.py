@@ -24,8 +24,8 @@ from streamstyle.model.layout import reference_layout
 from streamstyle.model.state import StateSpec
 from streamstyle.model.stylizer import null_context
 from streamstyle.model.weights import load_weights, shipped_weights
-from streamstyle.service.bench import Timer, cast_model, random_slot
-from streamstyle.service.cli import parse_size
+from streamstyle.tools.bench import Timer, cast_model, random_slot
+from streamstyle.tools.cli import parse_size
 
 
 def graph_time(model, layout, w, h, steps, device, slot, reps=50) -> float:

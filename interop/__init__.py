@@ -30,7 +30,7 @@ def create_ring(backend: str, slots: int, input_bytes: int, output_bytes: int, d
 
 
 def import_ring(description: dict, input_bytes: int, output_bytes: int):
-    """The service side: open a ring an engine described (see `service.protocol`), checking that
+    """The service side: open a ring an engine described (see `interop.protocol`), checking that
     every region holds at least `input_bytes` / `output_bytes` and lies inside its allocation."""
     backend = description["backend"]
     if backend == "shm":

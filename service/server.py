@@ -38,7 +38,7 @@ from ..model.frame import FrameParams
 from ..model.layout import GBufferLayout
 from ..model.sampler import MAX_STEPS
 from ..model.stylizer import Stylizer
-from . import protocol as P
+from ..interop import protocol as P
 from .config import ServiceConfig
 
 log = logging.getLogger("streamstyle.service")

@@ -9,7 +9,7 @@ import torch
 
 from streamstyle.model.config import preset
 from streamstyle.model.network import StreamStyleModel
-from streamstyle.service.bench import BenchConfig, check_and_time, format_bench, run_bench, stage_times
+from streamstyle.tools.bench import BenchConfig, check_and_time, format_bench, run_bench, stage_times
 
 
 def test_a_fast_path_that_fails_its_check_is_not_timed(gen):
@@ -59,7 +59,7 @@ def test_the_cli_takes_any_size_and_writes_json(tmp_path):
 
 def test_peers_run_on_the_cpu_at_tiny_scale():
     pytest.importorskip("diffusers")
-    from streamstyle.service.peers import run_peers
+    from streamstyle.tools.peers import run_peers
 
     rows = run_peers(torch.device("cpu"), [(64, 64), (4096, 4096)], scale="tiny", log=lambda *_: None)
     names = [(r["peer"], r["steps"]) for r in rows]

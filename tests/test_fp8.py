@@ -10,7 +10,7 @@ from streamstyle.model.frame import FrameParams
 from streamstyle.model.layout import reference_layout
 from streamstyle.model.network import StreamStyleModel
 from streamstyle.model.stylizer import Stylizer
-from streamstyle.service.bench import random_slot
+from streamstyle.tools.bench import random_slot
 
 
 def test_row_quantization_keeps_e4m3_precision(gen):

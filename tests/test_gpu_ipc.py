@@ -8,7 +8,7 @@ from streamstyle.engine_plugins.reference_engine.gbuffers import to_slot
 from streamstyle.model.layout import reference_layout
 from streamstyle.model.stylizer import Stylizer
 from streamstyle.model.weights import load_weights
-from streamstyle.service.client import Client
+from streamstyle.interop.client import Client
 
 from .test_service_e2e import ServiceProcess, weights  # noqa: F401  (the module-scoped fixture)
 
@@ -51,7 +51,7 @@ def test_frames_over_cuda_ipc_match_the_model_and_handles_close(gpu_service, wei
 
 def test_a_cuda_ipc_ring_that_does_not_fit_is_refused(gpu_service):
     from streamstyle.interop.cuda_ipc import CudaIpcRing
-    from streamstyle.service.client import ServiceError
+    from streamstyle.interop.client import ServiceError
 
     w, h = 64, 48
     layout = reference_layout(w, h)

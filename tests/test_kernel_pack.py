@@ -15,7 +15,7 @@ from streamstyle.model.frame import FrameParams  # noqa: E402
 from streamstyle.model.layout import reference_layout  # noqa: E402
 from streamstyle.model.network import StreamStyleModel  # noqa: E402
 from streamstyle.model.stylizer import Stylizer  # noqa: E402
-from streamstyle.service.bench import random_slot  # noqa: E402
+from streamstyle.tools.bench import random_slot  # noqa: E402
 
 
 def slot_planes(w, h, gen, batch=1):

@@ -19,7 +19,7 @@ from streamstyle.model.frame import FrameParams
 from streamstyle.model.layout import reference_layout
 from streamstyle.model.stylizer import Stylizer
 from streamstyle.model.weights import load_weights, save_weights
-from streamstyle.service.client import Client, ServiceError, ServiceUnavailable
+from streamstyle.interop.client import Client, ServiceError, ServiceUnavailable
 
 from .conftest import perturb
 
@@ -140,7 +140,7 @@ def test_concurrent_sessions_of_different_sizes_never_mix(service, weights):
 
 ENGINE = textwrap.dedent("""
     import sys, time, torch
-    from streamstyle.service.client import Client
+    from streamstyle.interop.client import Client
     from streamstyle.model.layout import reference_layout
     c = Client(sys.argv[1], name="doomed")
     s = c.open_session(64, 48, reference_layout(64, 48))
@@ -290,7 +290,7 @@ def test_demo_without_video_needs_no_encoder(tmp_path):
             "        if name.split('.')[0] == 'imageio_ffmpeg':\n"
             "            raise ImportError('blocked')\n"
             "sys.meta_path.insert(0, Block())\n"
-            "from streamstyle.service.cli import main\n"
+            "from streamstyle.tools.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     args = ["demo", "--frames", "4", "--size", "64x48", "--prompt", "noir"]
     run = subprocess.run([sys.executable, "-c", code, *args, "--no-video"], capture_output=True, text=True,
@@ -304,13 +304,13 @@ def test_demo_without_video_needs_no_encoder(tmp_path):
 
 
 def test_a_child_service_that_cannot_start_says_why(tmp_path):
-    from streamstyle.service.launch import child_service
+    from streamstyle.tools.launch import child_service
 
     with pytest.raises(RuntimeError, match="exited during start-up(.|\n)*unknown preset 'nope'"):
         with child_service(["--preset", "nope"], log_path=tmp_path / "service.log"):
             pass
     with child_service(["--preset", "tiny", "--no-prompts", "--quiet"]) as address:
-        from streamstyle.service.client import Client
+        from streamstyle.interop.client import Client
 
         client = Client(address, timeout_s=30)
         assert client.welcome["model"]["preset"] == "tiny"
@@ -318,7 +318,7 @@ def test_a_child_service_that_cannot_start_says_why(tmp_path):
 
 
 def test_when_the_engine_side_fails_the_service_log_is_shown(tmp_path, capfd):
-    from streamstyle.service.launch import child_service
+    from streamstyle.tools.launch import child_service
 
     with pytest.raises(ValueError, match="the engine gave up"):
         with child_service(["--preset", "tiny", "--no-prompts"], log_path=tmp_path / "service.log"):

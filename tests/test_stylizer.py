@@ -185,7 +185,7 @@ def test_any_frame_size_is_served_by_padding_to_the_stride(gen):
     """1080-style sizes: the service pads the planes by repeating the last row and column, runs the
     network at the stride's multiple and crops; the result equals running the padded frame."""
     from streamstyle.model.frame import pad_planes, padded_size
-    from streamstyle.service.bench import random_slot
+    from streamstyle.tools.bench import random_slot
 
     from streamstyle.model.config import preset
     from streamstyle.model.network import StreamStyleModel

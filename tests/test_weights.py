@@ -73,7 +73,7 @@ def test_loaded_model_computes_the_same_function(tmp_path, gen):
 
 
 def test_model_info_reads_a_checkpoints_config(tmp_path, tiny_model, capsys):
-    from streamstyle.service.cli import main
+    from streamstyle.tools.cli import main
 
     folder = save_weights(tiny_model, tmp_path / "ckpt")
     assert main(["model-info", "--weights", str(folder), "--size", "64x64", "--json"]) == 0

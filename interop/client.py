@@ -29,11 +29,11 @@ from typing import Any
 import torch
 import zmq
 
-from ..interop import create_ring
+from . import create_ring
 from ..model.layout import GBufferLayout
 from . import protocol as P
-from .config import default_bind
-from .server import output_bytes
+from ..service.config import default_bind
+from ..kernels.writeback import output_bytes
 
 
 class ServiceError(Exception):

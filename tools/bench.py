@@ -242,7 +242,7 @@ def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: s
     row per size."""
     from ..engine_plugins.reference_engine import CameraPath, Renderer, Scene
     from ..engine_plugins.reference_engine.gbuffers import to_slot
-    from .client import Client
+    from ..interop.client import Client
     from .launch import child_service
 
     args = ["--device", device, *(["--weights", str(weights)] if weights else ["--preset", preset_name]),

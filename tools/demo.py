@@ -16,15 +16,15 @@ from pathlib import Path
 
 import torch
 
-from ...model.layout import reference_layout
-from ...model.weights import shipped_weights
-from ...service.bench import pct
-from ...service.client import Client
-from ...service.launch import child_service
-from .camera import CameraPath
-from .gbuffers import to_slot
-from .render import Renderer
-from .scene import Scene
+from ..model.layout import reference_layout
+from ..model.weights import shipped_weights
+from .bench import pct
+from ..interop.client import Client
+from .launch import child_service
+from ..engine_plugins.reference_engine.camera import CameraPath
+from ..engine_plugins.reference_engine.gbuffers import to_slot
+from ..engine_plugins.reference_engine.render import Renderer
+from ..engine_plugins.reference_engine.scene import Scene
 
 DEFAULT_PROMPTS = ("watercolor painting", "cel shading with ink outlines", "pencil hatching", "neon glow")
 

@@ -95,9 +95,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from .config import ServiceConfig
-    from .loader import build_stylizer
-    from .server import Service
+    from ..service.config import ServiceConfig
+    from ..service.loader import build_stylizer
+    from ..service.server import Service
 
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -119,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..engine_plugins.reference_engine.demo import run_demo
+    from ..tools.demo import run_demo
 
     try:
         run_demo(frames=args.frames, size=args.size, steps=args.steps, prompts=args.prompt, device=args.device,
