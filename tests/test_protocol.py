@@ -3,7 +3,7 @@
 import msgpack
 import pytest
 
-from streamstyle.service import protocol as P
+from streamstyle.interop import protocol as P
 
 
 def frame(**kw):

@@ -10,7 +10,7 @@ import zmq
 from streamstyle.interop import create_ring
 from streamstyle.model.layout import reference_layout
 from streamstyle.model.stylizer import Stylizer
-from streamstyle.service import protocol as P
+from streamstyle.interop import protocol as P
 from streamstyle.service.config import ServiceConfig
 from streamstyle.service.server import Service, output_bytes
 
