@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from streamstyle.model.frame import FrameParams, padded_size, prepare_frame, stylize_frame_tensors
+from streamstyle.model.frame import FrameParams, padded_size, stylize_frame
 from streamstyle.model.graph import FrameGraph
 from streamstyle.model.layout import reference_layout
 from streamstyle.model.state import StateSpec
@@ -220,13 +220,14 @@ def main() -> None:
         state = spec.unflatten(torch.zeros(spec.numel, device=device))
         noise = torch.randn(spec.shapes()["latent"], device=device)
         ctx = null_context(model, device)
-        strength = torch.full((1,), 0.5, device=device)
+        strength = torch.full((1,), 0.5, device=device)  # as the graph holds them
+        cut = torch.zeros(1, device=device)
 
         @torch.no_grad()
         def frame():
             planes = {k: v.unsqueeze(0) for k, v in layout.view(slot, w, h).items()}
-            inputs = prepare_frame(cfg, layout, planes, w, h)
-            return stylize_frame_tensors(model, inputs, ctx, state, noise, args.steps, strength)
+            return stylize_frame(model, layout, planes, w, h, ctx, state, noise,
+                                 FrameParams(steps=args.steps, strength=strength, reset=cut))
 
         for _ in range(3):
             frame()

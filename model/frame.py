@@ -1,15 +1,33 @@
-"""One frame, as pure functions: engine buffers to network inputs, and inputs + state to output.
+"""The frame function: one frame's planes and the session's state in, the frame and the next state out.
 
-`prepare_frame` turns a frame's raw planes (per the session's layout) into the network's inputs:
-normalised conditioning at latent resolution, the full-resolution guide for the decoder, and the
-depth and motion the warp needs, point-sampled at latent-pixel centres. `stylize_frame` is the whole
-per-frame computation: warp, per-token noise levels, 1-4 DiT steps, decode. It takes the session's
-state and returns the next one; the service, evaluation and training all call this same function.
+`stylize_frame` is the whole per-frame computation, and its only copy: pack the engine's planes
+(`prepare_frame`), apply a camera cut and warp the previous latent with the depth test, set each
+token's start level (`start_frame`), run 1-4 DiT steps (`sampler.flow_sample`), decode to RGB or
+straight into an engine output slot, and build the next state. Everything runs it: the service's
+eager step (`Stylizer.step` / `step_into`), the CUDA graph (`FrameGraph` captures this function),
+`streamstyle bench` (the timed step is `Stylizer.step_into`; the stage breakdown runs this function
+with `trace`), evaluation (through `Stylizer`) and training's few-step phase, which unrolls it over
+a clip with gradients (`training/objective.py`). tests/test_frame_function.py pins that a training
+unroll and the service's step agree.
+
+What always holds:
+- Pure: the state comes in as an argument and the next one goes out as the return value, same
+  structure and shapes (`state` itself is not modified); the noise comes in too, so the caller
+  owns randomness. Nothing is kept between calls.
+- Capturable: for one (layout, size, steps) the shapes are fixed, and there is no host sync and no
+  host-to-device copy inside; the per-frame values a graph changes between replays (strength, the
+  cut flag) may be device tensors (`FrameParams`).
+- One way to handle a camera cut: the caller says it (`FrameParams.reset`: the engine's flag in
+  the service, the capture's or renderer's cut flag in training and evaluation), and
+  `start_frame` alone applies it, by zeroing the attention sums and the has-history flag, so every
+  token starts from noise. Without the flag the depth test still restarts every disoccluded token.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -25,9 +43,13 @@ from .state import TemporalState
 
 @dataclass(frozen=True)
 class FrameParams:
-    steps: int = 2  # DiT steps this frame, 1 to 4
-    strength: float = 0.5  # noise level history restarts from; 1.0 ignores history
-    reset: bool = False  # a camera cut: forget the temporal state before this frame
+    """A frame's controls. At the service's edge they are Python values (`validate`); inside a CUDA
+    graph or a training batch, `strength` may be a device tensor broadcastable to [B, 1] and
+    `reset` a [B] (or [1]) tensor, 1 on a cut, so one graph serves every frame."""
+
+    steps: int = 2  # DiT steps this frame, 1 to 4 (fixes the graph: always a Python int)
+    strength: float | torch.Tensor = 0.5  # noise level history restarts from; 1.0 ignores history
+    reset: bool | torch.Tensor = False  # a camera cut: forget the temporal state before this frame
 
     def validate(self) -> "FrameParams":
         if not (isinstance(self.steps, int) and not isinstance(self.steps, bool) and 1 <= self.steps <= MAX_STEPS):
@@ -43,6 +65,15 @@ class FrameInputs:
     guide: torch.Tensor  # [B, Cguide, H, W] normalised G-buffers at full resolution
     depth: torch.Tensor  # [B, 1, h, w] linear depth at latent-pixel centres
     motion: torch.Tensor  # [B, 2, h, w] current-to-previous offset, in latent pixels
+
+
+@dataclass
+class FrameStart:
+    """Where a frame's sampler starts (`start_frame`)."""
+
+    x: torch.Tensor  # [B, C, h, w] the warped previous latent re-noised to t0; pure noise where t0 = 1
+    t0: torch.Tensor  # [B, T] each token's start level: strength where history is kept, else 1
+    state: TemporalState  # the state after the cut: the attention sums the DiT starts from
 
 
 @dataclass
@@ -103,54 +134,71 @@ def prepare_frame(config: ModelConfig, layout: GBufferLayout, planes: dict[str, 
     return FrameInputs(cond=low[:, :ncond], guide=guide, depth=depth, motion=motion)
 
 
-def stylize_frame(model: StreamStyleModel, inputs: FrameInputs, prompt: PromptContext,
-                  state: TemporalState, noise: torch.Tensor,
-                  params: FrameParams, rgba: tuple | None = None) -> tuple[torch.Tensor | None, TemporalState]:
-    """Stylize one frame. noise [B, C, h, w] standard normal. Returns RGB [B, 3, H, W] in [0, 1]
-    and the next state (new tensors; `state` is not modified). `rgba`: see `stylize_frame_tensors`."""
-    if params.reset:
-        state = TemporalState(kv=torch.zeros_like(state.kv), ks=torch.zeros_like(state.ks),
-                              latent=state.latent, depth=state.depth, valid=torch.zeros_like(state.valid))
-    return stylize_frame_tensors(model, inputs, prompt, state, noise, params.steps, params.strength, rgba=rgba)
+def start_frame(config: ModelConfig, inputs: FrameInputs, state: TemporalState, noise: torch.Tensor,
+                strength: float | torch.Tensor, reset: bool | torch.Tensor) -> FrameStart:
+    """The camera cut, the warp with its depth test, and each token's start level and latent.
+    noise [B, C, h, w] standard normal; `strength`, `reset` as in `FrameParams`. On a cut the
+    attention sums and the has-history flag are zeroed (the previous latent and depth stay, unused:
+    no token keeps history). The training objective's flow phase starts its frames here too."""
+    if isinstance(reset, torch.Tensor):
+        keep = 1.0 - reset.float().reshape(-1)  # [B] or [1]
+        keep_kv, keep_ks = keep.view(1, -1, 1, 1, 1), keep.view(1, -1, 1, 1)
+    else:  # a Python number: no host-to-device copy
+        keep = keep_kv = keep_ks = 0.0 if reset else 1.0
+    kept = TemporalState(kv=state.kv * keep_kv, ks=state.ks * keep_ks, latent=state.latent, depth=state.depth,
+                         valid=state.valid * keep)
+    lp = config.latent_patch
+    _, _, h, w = noise.shape
+    warped, valid = warp_previous(kept.latent, kept.depth, inputs.motion, inputs.depth, config.disocclusion_tolerance)
+    t0 = start_levels(valid, kept.valid, strength, lp)  # [B, T]
+    return FrameStart(x=initial_latent(warped, t0, noise, (h // lp, w // lp), lp), t0=t0, state=kept)
 
 
-def stylize_frame_tensors(model: StreamStyleModel, inputs: FrameInputs, prompt: PromptContext,
-                          state: TemporalState, noise: torch.Tensor, steps: int,
-                          strength: float | torch.Tensor, keep: torch.Tensor | None = None,
-                          rgba: tuple | None = None) -> tuple[torch.Tensor | None, TemporalState]:
-    """`stylize_frame` with the per-frame values as tensors, so one CUDA graph serves every frame:
-    strength a [1] tensor, and `keep` [1] (0 on a camera cut, else 1) multiplying the state in.
-    No host syncs and no host-to-device copies inside. With `rgba` = (out, format, width, height)
-    the frame is decoded straight into `out` (an output slot's bytes, see
-    `GuidedDecoder.forward_rgba`) and None is returned in place of the RGB tensor."""
+def stylize_frame(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str, torch.Tensor], width: int,
+                  height: int, prompt: PromptContext, state: TemporalState, noise: torch.Tensor,
+                  params: FrameParams, out: tuple[torch.Tensor, str] | None = None,
+                  trace: Callable[[str], None] | None = None) -> tuple[torch.Tensor | None, TemporalState]:
+    """Stylize one frame.
+
+    planes: {channel: [B, H, W, components]} in the engine's dtypes (`GBufferLayout.view` with a
+    batch dim), H x W = height x width; prompt: a context of batch B or 1; state: the session's
+    state at the padded size (`padded_size`); noise [B, C, h, w] standard normal at that size.
+    Returns RGB [B, 3, height, width] in [0, 1] (the padding margin cropped) and the next state
+    (new tensors). With `out` = (bytes, format) the frame (B = 1) is decoded straight into an
+    engine output slot instead (`GuidedDecoder.forward_rgba`) and None is returned for the RGB.
+    `trace`, if given, is called with each stage's name as it ends (pack, warp, dit_1 .. dit_K,
+    decode): a host-side hook for the bench, it sees no tensor.
+    Gradients flow when the caller enables them (training unrolls this function over a clip)."""
     cfg = model.config
+    mark = trace if trace is not None else (lambda stage: None)
     lp = cfg.latent_patch
     _, _, h, w = noise.shape
     grid = (h // lp, w // lp)
-    if keep is not None:
-        state = TemporalState(kv=state.kv * keep, ks=state.ks * keep, latent=state.latent, depth=state.depth,
-                              valid=state.valid * keep)
+    inputs = prepare_frame(cfg, layout, planes, width, height)
+    mark("pack")
     # The network runs in its parameters' dtype (bf16 on a GPU); the sampler integrates, and the
     # state is kept, in float32.
     dt = next(model.parameters()).dtype
+    start = start_frame(cfg, inputs, state, noise, params.strength, params.reset)
     g = model.dit.embed_gbuffers(inputs.cond.to(dt))  # [B, T, D], once per frame
     ctx, pooled = prompt.tokens.to(dt), prompt.pooled.to(dt)
-    warped, valid = warp_previous(state.latent, state.depth, inputs.motion, inputs.depth,
-                                  cfg.disocclusion_tolerance)
-    t0 = start_levels(valid, state.valid, strength, lp)  # [B, T]
-    x = initial_latent(warped, t0, noise, grid, lp)
+    mark("warp")
+    calls = itertools.count(1)
 
     def denoise(x: torch.Tensor, t: torch.Tensor):
-        v, kv, ks = model.dit(x.to(dt), t, g, ctx, prompt.bias, pooled, state.kv, state.ks)
+        v, kv, ks = model.dit(x.to(dt), t, g, ctx, prompt.bias, pooled, start.state.kv, start.state.ks)
+        mark(f"dit_{next(calls)}")
         return v.float(), (kv, ks)
 
-    x0, (kv, ks) = flow_sample(denoise, x, t0, steps, grid, lp)
+    x0, (kv, ks) = flow_sample(denoise, start.x, start.t0, params.steps, grid, lp)
     x0 = x0.clamp(-1.0, 1.0)
-    if rgba is None:
-        rgb = model.decoder(x0.to(dt), inputs.guide.to(dt)).float()
+    guide = inputs.guide.to(dt)
+    if out is None:
+        rgb = model.decoder(x0.to(dt), guide).float()[:, :, :height, :width]
     else:
-        model.decoder.forward_rgba(x0.to(dt), inputs.guide.to(dt), *rgba)
+        model.decoder.forward_rgba(x0.to(dt), guide, out[0], out[1], width, height)
         rgb = None
+    mark("decode")
     nxt = TemporalState(kv=kv, ks=ks, latent=x0.float(), depth=inputs.depth.float(),
                         valid=torch.ones_like(state.valid))
     return rgb, nxt

@@ -1,11 +1,13 @@
 """One CUDA graph per session shape: the whole per-frame step captured once, replayed every frame.
 
 Eager PyTorch pays a kernel launch from Python for every op, and at 720p and 1080p that host time,
-not the GPU, sets the frame time (benchmarks/NOTES.md). A `FrameGraph` captures
-`stylize_frame_tensors` for one (layout, size, steps) with static buffers for everything that
-changes per frame: the slot's bytes, the session's flattened state, the noise, the prompt context,
-the strength and the cut flag. A frame is then a few copies into those buffers and one replay.
-Prompt and parameter changes touch only buffer contents, never the graph.
+not the GPU, sets the frame time (benchmarks/NOTES.md). A `FrameGraph` captures the frame function
+itself, `frame.stylize_frame` (no variant of it), for one (layout, size, steps) with static buffers
+for everything that changes per frame: the slot's bytes, the session's flattened state, the noise,
+the prompt context, and the strength and the cut flag as [1] tensors in its `FrameParams`. A frame
+is then a few copies into those buffers and one replay. Prompt and parameter changes touch only
+buffer contents, never the graph. What the graph adds around the frame function is the slot's
+finiteness test, on the device, choosing the old state where it fails.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.finite import all_finite
-from .frame import PromptContext, padded_size, prepare_frame, stylize_frame_tensors
+from .frame import FrameParams, PromptContext, padded_size, stylize_frame
 from .layout import GBufferLayout
 from .network import StreamStyleModel
 from .state import StateSpec
@@ -49,9 +51,9 @@ class FrameGraph:
         self.bias[0, 0] = 0.0
         self.pooled = torch.zeros(1, cfg.text_dim, device=device)
         self.strength = torch.full((1,), 0.5, device=device)
-        self.keep = torch.ones(1, device=device)
+        self.cut = torch.zeros(1, device=device)  # 1.0 on a camera cut
         self._prompt = None  # the PromptContext last copied in (by identity)
-        self._scalars = (0.5, 1.0)  # strength, keep as the buffers hold them
+        self._scalars = (0.5, 0.0)  # strength, cut as the buffers hold them
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), torch.no_grad():
@@ -66,21 +68,14 @@ class FrameGraph:
         views = self.layout.view(self.slot, self.width, self.height)
         ok = all_finite([views[n] for n in self.finite]) if self.finite else None  # one read of each plane
         planes = {k: v.unsqueeze(0) for k, v in views.items()}
-        out, nxt = self._frame(planes)
+        out = None if self.packed is None else (self.packed, self.out_format)
+        rgb, nxt = stylize_frame(self.model, self.layout, planes, self.width, self.height,
+                                 PromptContext(self.tokens, self.bias, self.pooled), self.spec.unflatten(self.state),
+                                 self.noise, FrameParams(steps=self.steps, strength=self.strength, reset=self.cut), out=out)
+        nxt = self.spec.flatten(nxt)
         if ok is not None:
             nxt = torch.where(ok, nxt, self.state)  # a refused frame leaves the state as it was
-        return out, nxt, ok
-
-    def _frame(self, planes):
-        inputs = prepare_frame(self.model.config, self.layout, planes, self.width, self.height)
-        state = self.spec.unflatten(self.state)
-        ctx = PromptContext(self.tokens, self.bias, self.pooled)
-        if self.packed is not None:
-            _, nxt = stylize_frame_tensors(self.model, inputs, ctx, state, self.noise, self.steps, self.strength,
-                                           self.keep, rgba=(self.packed, self.out_format, self.width, self.height))
-            return self.packed, self.spec.flatten(nxt)
-        rgb, nxt = stylize_frame_tensors(self.model, inputs, ctx, state, self.noise, self.steps, self.strength, self.keep)
-        return rgb[:, :, :self.height, :self.width], self.spec.flatten(nxt)  # padding margin cropped
+        return (self.packed if out is not None else rgb), nxt, ok
 
     def load(self, slot: torch.Tensor, prompt: PromptContext, strength: float, reset: bool) -> None:
         """Copy a frame's inputs into the graph's buffers: the slot's bytes always; the prompt
@@ -95,10 +90,10 @@ class FrameGraph:
                 if src is not before:  # a blend's frames share one token block
                     buf.copy_(src, non_blocking=True)
             self._prompt = prompt
-        scalars = (float(strength), 0.0 if reset else 1.0)
+        scalars = (float(strength), 1.0 if reset else 0.0)
         if scalars != self._scalars:
             self.strength.fill_(scalars[0])
-            self.keep.fill_(scalars[1])
+            self.cut.fill_(scalars[1])
             self._scalars = scalars
 
     def replay(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

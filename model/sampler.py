@@ -33,10 +33,12 @@ def start_levels(valid: torch.Tensor, has_history: torch.Tensor, strength: float
                  latent_patch: int) -> torch.Tensor:
     """Per-token starting noise level. valid [B, 1, h, w] bool (history trusted at that latent
     pixel), has_history [B] in {0, 1}. A token keeps its history only if every latent pixel in it
-    does. Returns t [B, T] float32: `strength` where history is kept, 1.0 elsewhere."""
+    does. strength: a number, or a float32 tensor broadcastable to [B, 1]. Returns t [B, T]
+    float32: `strength` where history is kept, 1.0 elsewhere."""
     kept = -F.max_pool2d(-valid.float(), latent_patch)  # min-pool: [B, 1, th, tw]
     kept = kept.flatten(1) * has_history.float().view(-1, 1)  # [B, T]
-    strength = torch.as_tensor(strength, dtype=torch.float32, device=kept.device)
+    # A Python number stays one (a device tensor made from it would be a host-to-device copy,
+    # which waits on the stream); a tensor (a graph's buffer, a batch's [B, 1]) broadcasts.
     return kept * strength + (1.0 - kept)
 
 

@@ -26,7 +26,7 @@ from ..kernels.finite import all_finite_reference
 from .cache import CacheConfig, PagedStateCache
 from .errors import (InputError, LayoutError, PromptError, ResolutionError, SessionError,
                      SessionEvictedError)
-from .frame import FrameParams, PromptContext, padded_size, prepare_frame, stylize_frame
+from .frame import FrameParams, PromptContext, padded_size, stylize_frame
 from .layout import FORMATS, REQUIRED_FOR_WARP, GBufferLayout
 from .network import StreamStyleModel
 from .state import StateSpec
@@ -295,12 +295,8 @@ class Stylizer:
         planes = self._planes(rec, frame)
         flat = self.cache.read(s.id)
         noise = torch.randn(rec.spec.shapes()["latent"], generator=rec.generator, device=self.device)
-        state = rec.spec.unflatten(flat)
-        inputs = prepare_frame(self.config, s.layout, planes, s.width, s.height)
-        rgba = None if out is None else (out, fmt, s.width, s.height)
-        rgb, nxt = stylize_frame(self.model, inputs, rec.prompt, state, noise, params, rgba=rgba)
+        rgb, nxt = stylize_frame(self.model, s.layout, planes, s.width, s.height, rec.prompt, rec.spec.unflatten(flat),
+                                 noise, params, out=None if out is None else (out, fmt))
         self.cache.write(s.id, rec.spec.flatten(nxt))
         rec.frames += 1
-        if out is not None:
-            return None
-        return rgb[0, :, :s.height, :s.width]  # the padding margin, if any, is dropped
+        return None if rgb is None else rgb[0]  # (already cropped to the session's size)

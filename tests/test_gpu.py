@@ -7,7 +7,7 @@ import torch
 
 from streamstyle.model.cache import CacheConfig
 from streamstyle.model.config import preset
-from streamstyle.model.frame import FrameParams, prepare_frame, stylize_frame
+from streamstyle.model.frame import FrameParams, stylize_frame
 from streamstyle.model.layout import reference_layout
 from streamstyle.model.network import StreamStyleModel
 from streamstyle.model.state import StateSpec
@@ -38,8 +38,8 @@ def test_frames_on_cuda_match_the_cpu(tiny_model, frame_factory, gen):
         out = {}
         for dev in ("cpu", "cuda"):
             with torch.no_grad():
-                inputs = prepare_frame(cfg, layout, {k: v.to(dev) for k, v in f.items()}, w, h)
-                out[dev], states[dev] = stylize_frame(models[dev], inputs, null_context(models[dev], torch.device(dev)),
+                out[dev], states[dev] = stylize_frame(models[dev], layout, {k: v.to(dev) for k, v in f.items()}, w, h,
+                                                      null_context(models[dev], torch.device(dev)),
                                                       states[dev], noise.to(dev), FrameParams(steps=2))
         err = ((out["cuda"].cpu() - out["cpu"]).norm() / out["cpu"].norm()).item()
         assert err < 5e-3, err  # cuDNN convolutions may use TF32

@@ -10,7 +10,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from streamstyle.model.config import preset
-from streamstyle.model.frame import FrameParams, prepare_frame, stylize_frame
+from streamstyle.model.frame import FrameParams, stylize_frame
 from streamstyle.model.info import dit_step_flops, frame_once_flops, model_info
 from streamstyle.model.layout import reference_layout
 from streamstyle.model.network import StreamStyleModel
@@ -30,8 +30,7 @@ def test_flop_count_matches_torch_flop_counter(frame_factory, gen, w, h, steps):
     # The math backend spells attention out as matrix products, which the counter sees on every
     # device (the fused CPU kernel is not counted).
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        inputs = prepare_frame(cfg, layout, planes, w, h)
-        stylize_frame(model, inputs, ctx, state, noise, FrameParams(steps=steps))
+        stylize_frame(model, layout, planes, w, h, ctx, state, noise, FrameParams(steps=steps))
     measured = counter.get_total_flops()
     predicted = steps * dit_step_flops(cfg, w, h) + frame_once_flops(cfg, w, h)
     assert abs(predicted - measured) / measured < 0.03, (predicted, measured)

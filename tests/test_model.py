@@ -31,10 +31,11 @@ def dit_inputs(cfg, b, h, w, gen):
 
 
 def frame_inputs(model, frame_factory, w, h):
-    """A random frame in the reference layout, prepared for the network, and the empty prompt."""
+    """A random frame in the reference layout (its layout, planes and the network's inputs from
+    them), and the empty prompt."""
     layout = reference_layout(w, h)
     planes = {k: v.unsqueeze(0) for k, v in frame_factory(w, h, layout).items()}
-    return prepare_frame(model.config, layout, planes, w, h), null_context(model, torch.device("cpu"))
+    return layout, planes, prepare_frame(model.config, layout, planes, w, h), null_context(model, torch.device("cpu"))
 
 
 def test_streaming_equals_the_causal_sequence_form(tiny_model, gen):
@@ -85,7 +86,7 @@ def test_any_aspect_ratio_the_stride_divides(tiny_model, frame_factory, gen, w, 
     state = StateSpec(cfg, w, h).zeros()
     noise = torch.randn(state.latent.shape, generator=gen)
     with torch.no_grad():
-        rgb, nxt = stylize_frame(tiny_model, inputs, null_context(tiny_model, torch.device("cpu")),
+        rgb, nxt = stylize_frame(tiny_model, layout, planes, w, h, null_context(tiny_model, torch.device("cpu")),
                                  state, noise, FrameParams(steps=2))
     assert rgb.shape == (1, 3, h, w)
     assert torch.isfinite(rgb).all() and rgb.min() >= 0 and rgb.max() <= 1
@@ -98,7 +99,7 @@ def test_history_is_kept_where_valid_and_ignored_at_strength_one(tiny_model, fra
     at strength 1 the previous frame cannot matter except through the attention sums."""
     cfg = tiny_model.config
     w, h = 32, 32
-    inputs, ctx = frame_inputs(tiny_model, frame_factory, w, h)
+    layout, planes, inputs, ctx = frame_inputs(tiny_model, frame_factory, w, h)
     spec = StateSpec(cfg, w, h)
     s1, s2 = spec.zeros(), spec.zeros()
     for s in (s1, s2):
@@ -108,7 +109,7 @@ def test_history_is_kept_where_valid_and_ignored_at_strength_one(tiny_model, fra
     s2.latent.uniform_(-1, 1, generator=gen)
     noise = torch.randn(s1.latent.shape, generator=gen)
     with torch.no_grad():
-        outs = {p: [stylize_frame(tiny_model, inputs, ctx, s, noise, FrameParams(steps=1, strength=p))[0]
+        outs = {p: [stylize_frame(tiny_model, layout, planes, w, h, ctx, s, noise, FrameParams(steps=1, strength=p))[0]
                     for s in (s1, s2)] for p in (0.0, 1.0)}
     assert rel_err(outs[0.0][0], outs[0.0][1]) > 1e-2  # history matters
     assert torch.allclose(outs[1.0][0], outs[1.0][1])  # history ignored at full noise
@@ -124,14 +125,13 @@ def test_mixed_precision_forward_runs_in_bfloat16(gen, frame_factory):
     assert v.dtype == torch.bfloat16 and kv.dtype == torch.float32 and torch.isfinite(v.float()).all()
 
 
-def test_the_tensor_form_of_the_frame_function_is_the_same_function(tiny_model, frame_factory, gen):
-    """What the CUDA graph captures (strength and the cut flag as tensors) computes exactly what
-    the scalar form does, for a kept and for a cut frame."""
-    from streamstyle.model.frame import stylize_frame_tensors
-
+def test_the_graphs_tensor_params_and_a_cut_compute_the_python_form(tiny_model, frame_factory, gen):
+    """What the CUDA graph captures (strength and the cut flag as [1] device tensors) computes
+    exactly what Python values do, for a kept and for a cut frame; and a cut is one thing: the
+    frame after it equals the same frame from a fresh session's state (no sums, no history)."""
     cfg = tiny_model.config
     w, h = 32, 32
-    inputs, ctx = frame_inputs(tiny_model, frame_factory, w, h)
+    layout, planes, inputs, ctx = frame_inputs(tiny_model, frame_factory, w, h)
     state = StateSpec(cfg, w, h).zeros()
     state.kv.uniform_(0, 1, generator=gen)
     state.ks.uniform_(0, 1, generator=gen)
@@ -139,9 +139,16 @@ def test_the_tensor_form_of_the_frame_function_is_the_same_function(tiny_model, 
     state.depth.copy_(inputs.depth)
     state.valid.fill_(1.0)
     noise = torch.randn(state.latent.shape, generator=gen)
+    fresh = StateSpec(cfg, w, h).zeros()
     with torch.no_grad():
+        results = {}
         for reset in (False, True):
-            a, sa = stylize_frame(tiny_model, inputs, ctx, state, noise, FrameParams(steps=2, strength=0.4, reset=reset))
-            b, sb = stylize_frame_tensors(tiny_model, inputs, ctx, state, noise, 2, torch.tensor([0.4]),
-                                          torch.tensor([0.0 if reset else 1.0]))
+            a, sa = stylize_frame(tiny_model, layout, planes, w, h, ctx, state, noise,
+                                  FrameParams(steps=2, strength=0.4, reset=reset))
+            b, sb = stylize_frame(tiny_model, layout, planes, w, h, ctx, state, noise,
+                                  FrameParams(steps=2, strength=torch.tensor([0.4]), reset=torch.tensor([float(reset)])))
             assert torch.allclose(a, b, atol=1e-6) and torch.allclose(sa.kv, sb.kv, atol=1e-6)
+            results[reset] = a, sa
+        c, sc = stylize_frame(tiny_model, layout, planes, w, h, ctx, fresh, noise, FrameParams(steps=2, strength=0.4))
+    assert torch.equal(results[True][0], c) and torch.equal(results[True][1].kv, sc.kv)
+    assert rel_err(results[False][0], c) > 1e-2  # the history the cut drops mattered

@@ -7,7 +7,7 @@ import torch
 from streamstyle.model.cache import CacheConfig
 from streamstyle.model.errors import (CacheFullError, InputError, LayoutError, ResolutionError,
                                       SessionError, SessionEvictedError)
-from streamstyle.model.frame import FrameParams, prepare_frame, stylize_frame
+from streamstyle.model.frame import FrameParams, stylize_frame
 from streamstyle.model.layout import Channel, GBufferLayout, reference_layout
 from streamstyle.model.state import StateSpec
 from streamstyle.model.stylizer import Stylizer, null_context
@@ -42,9 +42,9 @@ def test_frames_through_the_paged_cache_equal_the_state_threaded_by_hand(tiny_mo
     ctx = null_context(tiny_model, torch.device("cpu"))
     with torch.no_grad():
         for f, out in zip(frames, got):
-            inputs = prepare_frame(cfg, layout, {k: v.unsqueeze(0) for k, v in f.items()}, w, h)
             noise = torch.randn(state.latent.shape, generator=g)
-            rgb, state = stylize_frame(tiny_model, inputs, ctx, state, noise, FrameParams(steps=2, strength=0.4))
+            rgb, state = stylize_frame(tiny_model, layout, {k: v.unsqueeze(0) for k, v in f.items()}, w, h, ctx, state,
+                                       noise, FrameParams(steps=2, strength=0.4))
             assert torch.allclose(out, rgb[0], atol=1e-6)
     assert not torch.allclose(got[0], got[1])
     sty.close_session(other)

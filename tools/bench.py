@@ -7,8 +7,9 @@ Per size and step count:
   configuration is timed;
 - model step: `Stylizer.step` p50 / p99 (device events on a GPU);
 - stages: pack, warp + start, each DiT step, decode + write-back (one pass: the decoder writes the
-  engine's output format), timed one by one in the eager path
-  with device events (so they add up to more than the graphed step: each stage pays its launches);
+  engine's output format): the same frame function the step runs, called eagerly with a device
+  event at the end of each stage (so they add up to more than the graphed step: each stage pays
+  its launches);
 - memory: peak device memory of the model alone and the extra a session of that size adds;
 - floor: the model's FLOPs and bytes per frame (`model-info`) over this card's measured bf16
   matmul rate and copy bandwidth, and the measured step over it;
@@ -32,11 +33,11 @@ import torch
 
 from ..kernels import backend as kernel_backend
 from ..model.config import ModelConfig, preset
-from ..model.frame import FrameParams, prepare_frame
+from ..model.frame import FrameParams, padded_size, stylize_frame
 from ..model.info import model_info
 from ..model.layout import FORMATS, GBufferLayout, reference_layout
 from ..model.network import StreamStyleModel
-from ..model.sampler import initial_latent, start_levels, tokens_to_latent
+from ..model.state import StateSpec
 from ..model.stylizer import Stylizer, null_context
 from ..model.weights import load_weights, shipped_weights
 from ..kernels.writeback import output_bytes
@@ -150,59 +151,61 @@ def check_and_time(model32: StreamStyleModel, w: int, h: int, steps: int, dtype:
     return row
 
 
+class StageClock:
+    """Marks along one call of the frame function (its `trace`): a device event per mark on a GPU,
+    perf_counter on the CPU. `times()` gives each stage's ms, from the previous mark to its own."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list[tuple[str, object]] = [("start", self._now())]
+
+    def _now(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        self.marks.append((stage, self._now()))
+
+    def times(self) -> dict[str, float]:
+        if self.cuda:
+            self.marks[-1][1].synchronize()
+        return {name: prev.elapsed_time(at) if self.cuda else (at - prev) * 1e3
+                for (_, prev), (name, at) in zip(self.marks, self.marks[1:])}
+
+
 @torch.no_grad()
 def stage_times(model: StreamStyleModel, w: int, h: int, steps: int, device: torch.device, reps: int,
-                gen: torch.Generator, out_format: str = "rgba8") -> dict[str, float]:
-    """Median ms of each stage of one frame, run eagerly stage by stage (the same functions the
-    per-frame step calls), after a warm-up frame. Keys: pack, warp, dit_1 .. dit_K, decode (the
+                gen: torch.Generator, out_format: str = "rgba8", seed: int = 1,
+                out: torch.Tensor | None = None) -> dict[str, float]:
+    """Median ms of each stage of one frame: the frame function itself (`stylize_frame`, eager,
+    written into an `out_format` output slot), with a mark at the end of each stage (its `trace`),
+    over reps frames after a warm-up frame. The frames run as a session opened with `seed` runs
+    them (the state carried, the noise drawn from a device generator seeded with `seed`), so the
+    last one, left in `out` when given, is the frame `Stylizer.step_into` gives for the same slot.
+    Keys: pack, warp (cut, warp, start levels, G-buffer embedding), dit_1 .. dit_K, decode (the
     decoder's pass, which writes the engine's output format: the write-back is part of it)."""
     cfg = model.config
     layout = reference_layout(w, h)
     slot = random_slot(layout, w, h, device, gen)
-    dt = next(model.parameters()).dtype
-    lp = cfg.latent_patch
+    planes = {k: v.unsqueeze(0) for k, v in layout.view(slot, w, h).items()}
     ctx = null_context(model, device)
-    out = torch.zeros(output_bytes(w, h, out_format), dtype=torch.uint8, device=device)
-    timer = Timer(device)
+    if out is None:
+        out = torch.zeros(output_bytes(w, h, out_format), dtype=torch.uint8, device=device)
+    spec = StateSpec(cfg, *padded_size(cfg, w, h))
+    state = spec.zeros(device)
+    noise_gen = torch.Generator(device=device).manual_seed(seed)
+    params = FrameParams(steps=steps)
     samples: dict[str, list[float]] = {}
-    from ..kernels.warp import warp_previous
-    from ..model.state import StateSpec
-
-    from ..model.frame import padded_size
-
-    state = StateSpec(cfg, *padded_size(cfg, w, h)).zeros(device)
-    state.valid.fill_(1.0)
     for rep in range(reps + 1):
-        box: dict[str, object] = {}
-
-        def pack():
-            box["inputs"] = prepare_frame(cfg, layout, {k: v.unsqueeze(0) for k, v in layout.view(slot, w, h).items()}, w, h)
-
-        def warp():
-            inputs = box["inputs"]
-            warped, valid = warp_previous(state.latent, state.depth, inputs.motion, inputs.depth, cfg.disocclusion_tolerance)
-            noise = torch.randn(warped.shape, generator=gen).to(device)
-            box["t0"] = t0 = start_levels(valid, state.valid, 0.5, lp)
-            box["grid"] = grid = (warped.shape[2] // lp, warped.shape[3] // lp)
-            box["x"] = initial_latent(warped, t0, noise, grid, lp)
-            box["g"] = model.dit.embed_gbuffers(inputs.cond.to(dt))
-
-        def dit_step(k):
-            def run():
-                t0, grid, x = box["t0"], box["grid"], box["x"]
-                t, t_next = t0 * (1.0 - k / steps), t0 * (1.0 - (k + 1) / steps)
-                v, _, _ = model.dit(x.to(dt), t, box["g"], ctx.tokens.to(dt), ctx.bias, ctx.pooled.to(dt), state.kv, state.ks)
-                box["x"] = x + tokens_to_latent(t_next - t, grid, lp) * v.float()
-            return run
-
-        def decode():
-            model.decoder.forward_rgba(box["x"].clamp(-1, 1).to(dt), box["inputs"].guide.to(dt), out, out_format, w, h)
-
-        stages = [("pack", pack), ("warp", warp)] + [(f"dit_{k + 1}", dit_step(k)) for k in range(steps)] + \
-                 [("decode", decode)]
-        for name, fn in stages:
-            ms = timer(fn)
-            if rep:  # the first frame is a warm-up
+        noise = torch.randn(spec.shapes()["latent"], generator=noise_gen, device=device)
+        clock = StageClock(device)
+        _, state = stylize_frame(model, layout, planes, w, h, ctx, state, noise, params, out=(out, out_format),
+                                 trace=clock.mark)
+        if rep:  # the first frame is a warm-up
+            for name, ms in clock.times().items():
                 samples.setdefault(name, []).append(ms)
     return {k: statistics.median(v) for k, v in samples.items()}
 
@@ -394,7 +397,7 @@ def format_bench(report: dict) -> str:
         lines.append(f"{r['size']:>10} {r['steps']:>5} {r['rel_err_vs_fp32']:>7.0e} {r['p50_ms']:>9.2f} {r['p99_ms']:>7.2f} "
                      f"{r['floor_ms']:>7.2f} {r['floor_ratio']:>8.1f} {st['pack']:>6.2f} {st['warp']:>6.2f} {dit:>8.2f} "
                      f"{st['decode']:>12.2f} {r.get('session_peak_mib', float('nan')):>9.0f}")
-    lines.append("(ms; stages timed one by one in the eager path, the step as the service runs it)")
+    lines.append("(ms; stages: the frame function run eagerly, marked at each stage's end; the step as the service runs it)")
     if report["service"]:
         lines += ["", "Through the service (another process, real client, prompt switches):",
                   f"{'size':>10} {'steps':>5} {'frames':>6} {'fps':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99/p50':>7} "

@@ -15,9 +15,16 @@ Per frame f of each clip:
 
 The latent target is the oracle frame averaged down by `latent_stride`, in [-1, 1].
 
-Few-step mode (`sampler_steps`, the distillation phase): each frame runs the service's sampler
-itself, K Euler steps from x_init with K drawn per frame from `sampler_steps` (1, 2 and 4: one
-model for every step count the service offers), gradients through every step. The loss is the
+The cut, the warp, the depth test and the start levels are the frame function's own
+(`frame.start_frame`), so training and serving start every frame the same way. A frame's random
+choices (`FrameDraw`) come from the trainer's generator in a fixed order, so a step is a function of
+(seed, step); `frame_loss` is one frame given them, and `batch_loss` threads the state through the
+clip with it.
+
+Few-step mode (`sampler_steps`, the distillation phase): each frame is the service's frame
+function itself, `frame.stylize_frame`, unrolled over the clip with gradients: K Euler steps from
+x_init with K drawn per frame from `sampler_steps` (1, 2 and 4: one model for every step count the
+service offers), gradients through every step, then the decoder. The loss is the
 squared error of the clean latent it reaches against z, plus the decoder's L1 on *that* latent
 (so the decoder learns to finish what the sampler leaves), and the next frame starts from it. The
 targets are a function of the G-buffers and the prompt, so the teacher is the oracle itself: the
@@ -27,16 +34,17 @@ sampler's outputs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ...kernels.warp import warp_previous
-from ..frame import PromptContext, prepare_frame
+from ..frame import FrameParams, PromptContext, prepare_frame, start_frame, stylize_frame
+from ..layout import GBufferLayout
 from ..network import StreamStyleModel
-from ..sampler import flow_sample, initial_latent, start_levels, tokens_to_latent
-from ..state import StateSpec
+from ..sampler import tokens_to_latent
+from ..state import StateSpec, TemporalState
 from .data import Clip
 
 
@@ -49,8 +57,72 @@ class ObjectiveConfig:
     sampler_steps: tuple[int, ...] = ()  # non-empty: few-step mode, K drawn from these per frame
 
 
+@dataclass(frozen=True)
+class FrameDraw:
+    """One frame's random choices, drawn by `draw_frame` in this order."""
+
+    strength: torch.Tensor  # [B, 1] the start level where history is kept
+    noise: torch.Tensor  # [B, C, h, w] standard normal
+    steps: int | None  # few-step phase: the sampler's K this frame; None in the flow phase
+    u: torch.Tensor | None  # flow phase: how far along the path from the oracle's latent, [B, 1]
+
+
+@dataclass
+class FrameLoss:
+    fm: torch.Tensor  # flow phase: velocity MSE; few-step phase: MSE of the latent reached against z
+    decoder: torch.Tensor  # L1 of the decoded frame against the target
+    rgb: torch.Tensor  # [B, 3, H, W] the decoded frame
+    state: TemporalState  # the next state (its latent the model's estimate, not yet detached)
+
+
 def stack_planes(clips: list[Clip], f: int) -> dict[str, torch.Tensor]:
     return {k: torch.stack([c.planes[f][k] for c in clips]) for k in clips[0].planes[f]}
+
+
+def latent_target(target: torch.Tensor, stride: int) -> torch.Tensor:
+    """The oracle frame [B, 3, H, W] in [0, 1] as a latent: averaged down by `stride`, in [-1, 1]."""
+    return F.avg_pool2d(target * 2 - 1, stride)
+
+
+def draw_frame(gen: torch.Generator, cfg: ObjectiveConfig, shape: tuple[int, ...], device) -> FrameDraw:
+    """shape: the latent's [B, C, h, w]."""
+    b = shape[0]
+    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * torch.rand(b, 1, generator=gen).to(device)
+    noise = torch.randn(shape, generator=gen).to(device)
+    if cfg.sampler_steps:
+        k = cfg.sampler_steps[int(torch.randint(len(cfg.sampler_steps), (1,), generator=gen))]
+        return FrameDraw(strength, noise, k, None)
+    return FrameDraw(strength, noise, None, torch.rand(b, 1, generator=gen).to(device).clamp_min(1e-3))
+
+
+def frame_loss(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str, torch.Tensor], width: int,
+               height: int, target: torch.Tensor, prompt: PromptContext, state: TemporalState, cut: torch.Tensor,
+               draw: FrameDraw) -> FrameLoss:
+    """One frame of a clip as training runs it. planes {channel: [B, H, W, components]};
+    target [B, 3, H, W] in [0, 1]; cut [B] bool. The few-step phase (`draw.steps` set) is the
+    frame function itself, `stylize_frame`; the flow phase starts the frame as it does
+    (`start_frame`) and takes one velocity step at a random point of the straight path."""
+    mc = model.config
+    z = latent_target(target, mc.latent_stride)  # [B, 3, h, w]
+    if draw.steps is not None:
+        rgb, nxt = stylize_frame(model, layout, planes, width, height, prompt, state, draw.noise,
+                                 FrameParams(steps=draw.steps, strength=draw.strength, reset=cut))
+        return FrameLoss(F.mse_loss(nxt.latent, z), F.l1_loss(rgb, target), rgb, nxt)
+    b, lp = z.shape[0], mc.latent_patch
+    grid = (z.shape[2] // lp, z.shape[3] // lp)
+    dt = next(model.parameters()).dtype
+    inputs = prepare_frame(mc, layout, planes, width, height)
+    start = start_frame(mc, inputs, state, draw.noise, draw.strength, cut)
+    g = model.dit.embed_gbuffers(inputs.cond.to(dt))
+    t = start.t0 * draw.u
+    x_t = z + draw.u.view(b, 1, 1, 1) * (start.x - z)
+    v_target = (start.x - z) / tokens_to_latent(start.t0, grid, lp)
+    v, kv, ks = model.dit(x_t.to(dt), t, g, prompt.tokens.to(dt), prompt.bias, prompt.pooled.to(dt),
+                          start.state.kv, start.state.ks)
+    rgb = model.decoder(z.to(dt), inputs.guide.to(dt)).float()
+    x0_hat = (x_t - tokens_to_latent(t, grid, lp) * v.float()).clamp(-1, 1)
+    nxt = TemporalState(kv=kv, ks=ks, latent=x0_hat, depth=inputs.depth, valid=torch.ones_like(state.valid))
+    return FrameLoss(F.mse_loss(v.float(), v_target), F.l1_loss(rgb, target), rgb, nxt)
 
 
 def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptContext], gen: torch.Generator,
@@ -59,59 +131,22 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
     mc = model.config
     dev = next(model.parameters()).device
     b, w, h = len(clips), clips[0].width, clips[0].height
-    lp, s = mc.latent_patch, mc.latent_stride
-    grid = (h // mc.patch, w // mc.patch)
     state = StateSpec(mc, w, h, batch=b).zeros(dev)
-    kv, ks, prev, prev_depth, has = state.kv, state.ks, state.latent, state.depth, state.valid
     ctx = PromptContext(torch.cat([p.tokens for p in prompts]), torch.cat([p.bias for p in prompts]),
                         torch.cat([p.pooled for p in prompts]))
-    dt = next(model.parameters()).dtype
     fm_total, dec_total = 0.0, 0.0
     frames = len(clips[0].planes)
     for f in range(frames):
         planes = {k: v.to(dev) for k, v in stack_planes(clips, f).items()}
-        inputs = prepare_frame(mc, clips[0].layout, planes, w, h)
         target = torch.stack([c.targets[f] for c in clips]).to(dev).permute(0, 3, 1, 2)  # [B, 3, H, W]
-        z = F.avg_pool2d(target * 2 - 1, s)  # [B, 3, h, w]
         cut = torch.tensor([c.cut[f] for c in clips], device=dev)
-        has = has * (~cut).float()
-        kv = kv * (~cut).float().view(1, b, 1, 1, 1)
-        ks = ks * (~cut).float().view(1, b, 1, 1)
-        warped, valid = warp_previous(prev, prev_depth, inputs.motion, inputs.depth, mc.disocclusion_tolerance)
-        strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * torch.rand(b, 1, generator=gen).to(dev)
-        t0 = start_levels(valid, has, strength, lp)  # [B, T]
-        noise = torch.randn(z.shape, generator=gen).to(dev)
-        x_init = initial_latent(warped, t0, noise, grid, lp)
-        g = model.dit.embed_gbuffers(inputs.cond.to(dt))
-        if cfg.sampler_steps:
-            k = cfg.sampler_steps[int(torch.randint(len(cfg.sampler_steps), (1,), generator=gen))]
-            kv_in, ks_in = kv, ks
-
-            def denoise(x, t):
-                v, kv_out, ks_out = model.dit(x.to(dt), t, g, ctx.tokens.to(dt), ctx.bias, ctx.pooled.to(dt),
-                                              kv_in, ks_in)
-                return v.float(), (kv_out, ks_out)
-
-            x0_hat, (kv, ks) = flow_sample(denoise, x_init, t0, k, grid, lp)
-            x0_hat = x0_hat.clamp(-1, 1)
-            fm = F.mse_loss(x0_hat, z)
-            rgb = model.decoder(x0_hat.to(dt), inputs.guide.to(dt)).float()
-        else:
-            u = torch.rand(b, 1, generator=gen).to(dev).clamp_min(1e-3)
-            t = t0 * u
-            t0_lat = tokens_to_latent(t0, grid, lp)
-            x_t = z + u.view(b, 1, 1, 1) * (x_init - z)
-            v_target = (x_init - z) / t0_lat
-            v, kv, ks = model.dit(x_t.to(dt), t, g, ctx.tokens.to(dt), ctx.bias, ctx.pooled.to(dt), kv, ks)
-            fm = F.mse_loss(v.float(), v_target)
-            rgb = model.decoder(z.to(dt), inputs.guide.to(dt)).float()
-            x0_hat = (x_t - tokens_to_latent(t, grid, lp) * v.float()).clamp(-1, 1)
-        dec = F.l1_loss(rgb, target)
-        fm_total = fm_total + fm
-        dec_total = dec_total + dec
-        prev = (x0_hat if cfg.rollout else z).detach()
-        prev_depth = inputs.depth
-        has = torch.ones_like(has)
+        out = frame_loss(model, clips[0].layout, planes, w, h, target, ctx, state, cut,
+                         draw_frame(gen, cfg, tuple(state.latent.shape), dev))
+        fm_total = fm_total + out.fm
+        dec_total = dec_total + out.decoder
+        # The attention sums carry with gradients (truncated at the clip); the latent does not.
+        latent = out.state.latent if cfg.rollout else latent_target(target, mc.latent_stride)
+        state = dataclasses.replace(out.state, latent=latent.detach())
     fm_total = fm_total / frames
     dec_total = dec_total / frames
     loss = fm_total + cfg.decoder_weight * dec_total
