@@ -63,9 +63,9 @@ def _np(mat) -> np.ndarray:
 
 @dataclass
 class _Tracked:
+    path: NodePath  # held: a NodePath's key stays the node's only while some path to it lives
     object_id: int
     prev: LMatrix4f | None = None
-    seen: int = 0
 
 
 class GBufferPass:
@@ -90,7 +90,8 @@ class GBufferPass:
         self.layout: GBufferLayout = panda3d_layout(self.width, self.height, self.depth_range)
         self.extras = extras
         self.nonfinite_total = 0
-        self._tracked: dict[int, _Tracked] = {}
+        self._tracked: dict[int, _Tracked] = {}  # NodePath key -> its id and last model matrix
+        self._next_id = 0
         self._prev_view_proj: LMatrix4f | None = None
         self._view_proj: LMatrix4f | None = None
         self._frame = 0
@@ -183,7 +184,8 @@ class GBufferPass:
             cur = LMatrix4f(path.getMat(self.scene))
             entry = self._tracked.get(key)
             if entry is None:
-                entry = self._tracked[key] = _Tracked(object_id=len(self._tracked) + 1)
+                self._next_id += 1
+                entry = self._tracked[key] = _Tracked(path, object_id=self._next_id)
                 path.setShaderInput("ss_object_id", float(entry.object_id))
                 has_mat = any(path.node().getGeomState(i).hasAttrib(MaterialAttrib)
                               for i in range(path.node().getNumGeoms())) or path.hasMaterial()

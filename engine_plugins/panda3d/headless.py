@@ -14,7 +14,10 @@ def headless_base(width: int, height: int, egl_device: int | None = None, extra_
 
     prc = [f"win-size {width} {height}", "window-type offscreen", "load-display p3headlessgl",
            "audio-library-name null", "sync-video false", "textures-power-2 none", "notify-level-device fatal",
-           "notify-level-display error"]
+           "notify-level-display error",
+           # Mipmapped textures by default: unfiltered minification shimmers from frame to frame,
+           # which no motion vector can explain and the model would have to fight as flicker.
+           "texture-minfilter mipmap", "texture-anisotropic-degree 4"]
     if egl_device is not None:
         prc.append(f"egl-device-index {egl_device}")
     loadPrcFileData("streamstyle-headless", "\n".join(prc) + "\n" + extra_prc)

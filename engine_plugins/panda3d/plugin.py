@@ -41,14 +41,15 @@ Prompt = str | Sequence[tuple[str, float]]  # a prompt, or a blend of (prompt, w
 class StreamStyle:
     """Attach StreamStyle to a ShowBase.
 
-    address: the service (`streamstyle serve --bind ...`). prompt: a string or [(prompt, weight)].
+    address: the service (`streamstyle serve --bind ...`). prompt: a string, [(prompt, weight)], or
+    None for a service without prompts.
     size: G-buffer and stylized size (default: the window's). steps (1-4), strength (0-1): the
     service's per-frame parameters. prompts: the list F3 cycles through. fallback_ms: how long
     after the newest stylized frame arrived it is still shown; past that (the service is late, gone
     or restarting) the player sees the engine's own frame.
     """
 
-    def __init__(self, base, address: str, prompt: Prompt = "watercolor painting", size: tuple[int, int] | None = None,
+    def __init__(self, base, address: str, prompt: Prompt | None = "watercolor painting", size: tuple[int, int] | None = None,
                  steps: int = 2, strength: float | None = None, prompts: Sequence[Prompt] = (),
                  fallback_ms: float = 500.0, blend_frames: int = 8, lighting: Lighting = Lighting(),
                  deadline_ms: float | None = None, seed: int = 0, enabled: bool = True, start: bool = True):
@@ -208,5 +209,7 @@ class StreamStyle:
         self.close()
 
 
-def _wire(prompt: Prompt):
-    return prompt if isinstance(prompt, str) else [(str(p), float(w)) for p, w in prompt]
+def _wire(prompt: Prompt | None):
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    return [(str(p), float(w)) for p, w in prompt]
