@@ -123,7 +123,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         run_demo(frames=args.frames, size=args.size, steps=args.steps, prompts=args.prompt, device=args.device,
-                 out=None if args.no_video else args.out, seed=args.seed, weights=args.weights)
+                 out=None if args.no_video else args.out, seed=args.seed, weights=args.weights,
+                 engine=args.engine, scene=args.scene)
     except RuntimeError as exc:
         print(f"streamstyle: error: {exc}", file=sys.stderr)
         return 2
@@ -305,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true", help="only the run and its figures, no MP4 (needs no ffmpeg)")
     p.add_argument("--seed", type=int, default=7, help="the reference scene's seed")
     p.add_argument("--weights", help="a checkpoint (default: the shipped default model)")
+    p.add_argument("--engine", default="reference", choices=["reference", "panda3d"],
+                   help="the engine that plays the game: the reference renderer, or Panda3D (needs the panda3d extra)")
+    p.add_argument("--scene", help="with --engine panda3d: a glTF/egg file or a named scene (helmet, suzanne, teapot, ...)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train or fine-tune a model on reference-engine clips and captures")

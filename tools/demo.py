@@ -42,9 +42,14 @@ def _label(img: torch.Tensor, text: str) -> torch.Tensor:
 
 def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 2, prompts: list[str] | None = None,
              device: str = "cpu", out: str | Path | None = "streamstyle-demo.mp4", seed: int = 7, weights: str | None = None,
-             preset: str = "default", fps: float = 30.0, log=print) -> dict:
+             preset: str = "default", fps: float = 30.0, engine: str = "reference", scene: str | None = None,
+             log=print) -> dict:
     w, h = size
     prompts = list(prompts or DEFAULT_PROMPTS)
+    if engine not in ("reference", "panda3d"):
+        raise RuntimeError(f"unknown engine {engine!r}; known: reference, panda3d")
+    if engine == "panda3d" and device.startswith("cuda"):
+        raise RuntimeError("the Panda3D demo streams through shared memory; run it with --device cpu")
     if out is not None:
         try:
             import imageio_ffmpeg  # noqa: F401
@@ -69,6 +74,10 @@ def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 
         if not trained:
             log("NOTE: the shipped weights are missing from this install: the service runs the default model "
                 "with UNTRAINED random weights, so the output shows the pipeline working, not a style.")
+        if engine == "panda3d":  # the engine side lives with the plugin (engine_plugins/panda3d/demo.py)
+            from ..engine_plugins.panda3d.demo import run_panda3d_demo
+
+            return run_panda3d_demo(address, frames, (w, h), steps, prompts, scene or "helmet", out, fps, seed, log)
         return _drive(address, frames, w, h, steps, prompts, device, backend, Path(out) if out is not None else None,
                       seed, fps, trained, log)
 
