@@ -39,7 +39,7 @@ from ..model.network import StreamStyleModel
 from ..model.sampler import initial_latent, start_levels, tokens_to_latent
 from ..model.stylizer import Stylizer, null_context
 from ..model.weights import load_weights, shipped_weights
-from ..kernels.writeback import output_bytes
+from ..interop.layout import output_bytes
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 2e-2, "fp8": 1e-1}  # relative L2 error of a frame vs fp32

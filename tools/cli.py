@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 
-from ..model.errors import StreamStyleError
+from ..interop.errors import DeviceError, ResolutionError, StreamStyleError
+from ..interop.limits import check_device_name, check_resolution
 
 
 def _cuda() -> bool:
@@ -34,6 +35,45 @@ def parse_size(text: str) -> tuple[int, int]:
         return int(w), int(h)
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 1920x1080 or 1080p, not {text!r}") from None
+
+
+def check_device(device: str) -> str:
+    """`cpu`, `cuda` or `cuda:N` (the contract's names), and for CUDA a GPU this machine has.
+    Raises DeviceError (bad_device)."""
+    check_device_name(device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def check_frame_args(args: argparse.Namespace) -> None:
+    """The one size and device check of every command, before anything starts: each frame size
+    given (`--size`, `--sizes`) through the contract's `check_resolution` (bad_resolution), the
+    device through `check_device` (bad_device). `--sizes` becomes a list of (width, height)."""
+    sizes = []
+    size = getattr(args, "size", None)
+    if isinstance(size, int) and not isinstance(size, bool):  # train: square clips
+        sizes.append((size, size))
+    elif isinstance(size, tuple):
+        sizes.append(size)
+    elif isinstance(size, list):
+        sizes += size
+    if isinstance(getattr(args, "sizes", None), str):
+        try:
+            args.sizes = [parse_size(text.strip()) for text in args.sizes.split(",")]
+        except argparse.ArgumentTypeError as exc:
+            raise ResolutionError(f"--sizes: {exc}") from None
+        sizes += args.sizes
+    for w, h in sizes:
+        check_resolution(w, h)
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
@@ -80,7 +120,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from ..engine_plugins.reference_engine.preview import contact_sheet
+    from .preview import contact_sheet
 
     frames = [int(x) for x in args.frames.split(",")] if args.frames else None
     try:
@@ -103,6 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
                                 preset=args.preset, deadline_ms=args.deadline_ms, dtype=args.dtype)
+    check_device(config.device)  # the config file's device too, before the model loads
     stylizer, trained = build_stylizer(config, prompts=not args.no_prompts)
     if not trained:
         logging.getLogger("streamstyle.service").warning(
@@ -249,7 +290,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .bench import BenchConfig, format_bench, run_bench
 
-    sizes = [parse_size(text.strip()) for text in args.sizes.split(",")]  # any size: the service pads to the stride
+    sizes = args.sizes  # parsed and checked by check_frame_args; any size in range: the service pads to the stride
     try:
         steps = [int(k) for k in args.steps.split(",")]
     except ValueError:
@@ -432,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "size", "unset") is None:
         args.size = [(1280, 720), (1920, 1080)]
     try:
+        check_frame_args(args)
         return args.func(args)
     except StreamStyleError as exc:
         print(f"streamstyle: error [{exc.code}]: {exc.message}", file=sys.stderr)
