@@ -268,7 +268,7 @@ def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: s
                     session.set_prompt(SWITCH_PROMPTS[(i // 250 + 1) % len(SWITCH_PROMPTS)], blend_frames=8)
                     blending.update(range(i - 20, i - 20 + 8))
                 slot = session.acquire_slot(timeout_s=30)
-                session.ring.input(slot).copy_(slots[i % len(slots)])
+                torch.as_tensor(session.ring.input(slot)).copy_(slots[i % len(slots)])  # numpy (shm) or CUDA
                 t0 = time.perf_counter()
                 ev = client.wait(session, session.submit(slot), timeout_s=60)
                 if i < 20:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..model.layout import reference_layout
+from ..interop.layout import reference_layout
 from ..model.weights import shipped_weights
 from .bench import pct
 from ..interop.client import Client
@@ -111,7 +111,7 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
             late += int(ev.late)
             total_ms.append(ev.timings["total_ms"])
             model_ms.append(ev.timings["model_ms"])
-            styled = session.output(ev.slot)[..., :3].to("cpu", copy=True)
+            styled = torch.as_tensor(session.output(ev.slot)[..., :3]).to("cpu", copy=True)  # numpy (shm) or CUDA
         else:
             late += 1
             reasons.append(f"{ev.status}:{ev.reason}:{ev.message}")
