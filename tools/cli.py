@@ -11,7 +11,10 @@ import json
 import sys
 
 from ..interop.errors import DeviceError, ResolutionError, StreamStyleError
-from ..interop.limits import check_device_name, check_resolution
+from ..interop.limits import (DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MAX_STRENGTH, MIN_STEPS, MIN_STRENGTH,
+                              check_device_name, check_resolution)
+
+STEPS = list(range(MIN_STEPS, MAX_STEPS + 1))  # the contract's step counts, for --steps
 
 
 def _cuda() -> bool:
@@ -215,8 +218,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("streamstyle: error: no --weights given and the shipped default weights are not installed",
               file=sys.stderr)
         return 2
-    if not 0.0 <= args.strength <= 1.0:
-        print(f"streamstyle: error: --strength must lie in [0, 1], got {args.strength}", file=sys.stderr)
+    if not MIN_STRENGTH <= args.strength <= MAX_STRENGTH:
+        print(f"streamstyle: error: --strength must lie in [{MIN_STRENGTH:g}, {MAX_STRENGTH:g}], got {args.strength}",
+              file=sys.stderr)
         return 2
     model = load_weights(weights, device=args.device)
     if args.device.startswith("cuda"):
@@ -296,8 +300,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"streamstyle: error: --steps is a comma list of 1-4, not {args.steps!r}", file=sys.stderr)
         return 2
-    if not steps or any(k not in (1, 2, 3, 4) for k in steps):
-        print("streamstyle: error: --steps takes step counts from 1 to 4", file=sys.stderr)
+    if not steps or any(k not in STEPS for k in steps):
+        print(f"streamstyle: error: --steps takes step counts from {MIN_STEPS} to {MAX_STEPS}", file=sys.stderr)
         return 2
     cfg = BenchConfig(preset=args.preset, weights=args.weights, sizes=sizes, steps=steps, frames=args.frames,
                       device=args.device, dtype=args.dtype, service=not args.no_service, peers=args.peers,
@@ -330,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="read the config of this checkpoint instead of a preset")
     p.add_argument("--size", type=parse_size, action="append",
                    help="frame size WxH or 720p/1080p/2160p; repeatable (default: 1280x720 and 1920x1080)")
-    p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4], help="DiT steps per frame (default 2)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, choices=STEPS, help=f"DiT steps per frame (default {DEFAULT_STEPS})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_model_info)
 
@@ -339,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the service and the reference engine as two processes, with a video")
     p.add_argument("--frames", type=int, default=96)
     p.add_argument("--size", type=parse_size, default=(256, 192), help="WxH (default 256x192)")
-    p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4])
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, choices=STEPS)
     p.add_argument("--prompt", action="append", help="a prompt; repeat to switch between several during the run")
     p.add_argument("--device", default="cpu", help="cpu (shared memory) or cuda (CUDA IPC)")
     p.add_argument("--out", default="streamstyle-demo.mp4", help="the MP4 to write")
@@ -407,9 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts-file", help='JSON {"style": ["phrasing", ...]}')
     p.add_argument("--size", type=parse_size, default=(512, 512))
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4])
-    p.add_argument("--strength", type=float, default=0.5,
-                   help="noise level history restarts from each frame (the service's default 0.5)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, choices=STEPS)
+    p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                   help=f"noise level history restarts from each frame (the service's default {DEFAULT_STRENGTH:g})")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--quiet", action="store_true")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..interop.layout import reference_layout
+from ..interop.limits import MAX_DEADLINE_MS
 from ..model.weights import shipped_weights
 from .bench import pct
 from ..interop.client import Client
@@ -82,7 +83,7 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
     layout = reference_layout(w, h)
     client = Client(address, name="reference-engine", timeout_s=120)
     session = client.open_session(w, h, layout, backend=backend, prompt=prompts[0],
-                                  params={"steps": steps, "deadline_ms": 60000.0}, seed=seed)
+                                  params={"steps": steps, "deadline_ms": MAX_DEADLINE_MS}, seed=seed)
     writer = None
     if out is not None:
         import imageio_ffmpeg
