@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import time
 
-import zmq.utils.monitor  # noqa: F401  (recv_monitor_message)
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,14 @@ from . import create_ring
 from . import protocol as P
 from .layout import GBufferLayout, output_bytes, output_view_numpy
 from .limits import DEFAULT_HEARTBEAT_MS, DEFAULT_REAP_AFTER_MS, default_bind
+
+
+def _recv_monitor_message(monitor) -> dict:
+    """pyzmq's `recv_monitor_message`, imported when a monitor event first arrives: its module
+    imports asyncio, a quarter of this module's import time otherwise."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    return recv_monitor_message(monitor)
 
 
 class ServiceError(Exception):
@@ -328,7 +335,7 @@ class Client:
                 break
             self._dispatch(msg)
         while self._monitor.poll(0):
-            event = zmq.utils.monitor.recv_monitor_message(self._monitor)
+            event = _recv_monitor_message(self._monitor)
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 self._lost = True  # the service's end closed: it died or restarts
         now = time.monotonic()
