@@ -58,8 +58,8 @@ def normalize_blend(prompt: PromptLike, max_parts: int) -> list[tuple[str, float
             if not isinstance(text, str):
                 raise PromptError(f"blend part {i}: text must be a string")
             if not blend_weight_ok(weight):
-                raise PromptError(f"blend part {i}: weight must be a finite number from {MIN_BLEND_WEIGHT:g} to "
-                                  f"{MAX_BLEND_WEIGHT:g}, got {weight!r}")
+                raise PromptError(f"blend part {i}: weight must be a positive finite number from {MIN_BLEND_WEIGHT:g} "
+                                  f"to {MAX_BLEND_WEIGHT:g}, got {weight!r}")
             parts.append((text, float(weight)))
     else:
         raise PromptError(f"a prompt is a string or a list of (text, weight), not {type(prompt).__name__}")
