@@ -29,8 +29,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..model.errors import StreamStyleError
-from ..model.layout import FORMATS, GBufferLayout
+from ..interop.errors import ErrorCode, StreamStyleError
+from ..interop.layout import FORMATS, GBufferLayout, torch_dtype
 
 FORMAT_NAME = "streamstyle-capture"
 VERSION = 1
@@ -52,15 +52,15 @@ DTYPES = {"float16": torch.float16, "float32": torch.float32, "uint8": torch.uin
 
 
 class CaptureError(StreamStyleError):
-    code = "bad_capture"
+    code = ErrorCode.BAD_CAPTURE
 
 
 class CaptureVersionError(CaptureError):
-    code = "capture_version"
+    code = ErrorCode.CAPTURE_VERSION
 
 
 class ChunkError(CaptureError):
-    code = "bad_chunk"
+    code = ErrorCode.BAD_CHUNK
 
     def __init__(self, chunk: str, message: str):
         super().__init__(f"{chunk}: {message}")
@@ -165,7 +165,8 @@ class CaptureWriter:
         for offset, name in owners.items():
             if name not in planes:
                 raise CaptureError(f"frame lacks plane {name!r}")
-            dtype, comps, _ = FORMATS[self.layout[name].format]
+            fmt = FORMATS[self.layout[name].format]
+            dtype, comps = torch_dtype(fmt.dtype), fmt.components
             x = planes[name]
             if tuple(x.shape) != (h, w, comps) or x.dtype != dtype:
                 raise CaptureError(f"plane {name!r} is {tuple(x.shape)} {x.dtype}; the layout says {(h, w, comps)} {dtype}")

@@ -8,7 +8,11 @@ stylized frame), allocated and owned by the engine, plus three signals per slot:
 Backends: `shm` (POSIX shared memory, CPU tensors, signals as counters) and `cuda-ipc` (device
 memory exported as legacy CUDA IPC handles, signals as interprocess CUDA events). The engine side
 creates a ring and describes it for the protocol; the service side imports that description.
-This package knows nothing of the model.
+
+The package is also the engine contract, torch-free: `limits` (every limit), `errors` (the error
+codes and the contract's typed errors), `layout` (the G-buffer layout as data), `protocol` (typed
+messages), `client` (the engine-side Python client). It knows nothing of the model; torch is
+imported only by a CUDA ring and by the service side of an `shm` ring.
 """
 
 from .errors import RingError

@@ -21,19 +21,25 @@ from __future__ import annotations
 import itertools
 import time
 
-import zmq.utils.monitor  # noqa: F401  (recv_monitor_message)
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+import numpy as np
 import zmq
 
 from . import create_ring
-from ..model.layout import GBufferLayout
 from . import protocol as P
-from ..service.config import default_bind
-from ..kernels.writeback import output_bytes
+from .layout import GBufferLayout, output_bytes, output_view_numpy
+from .limits import DEFAULT_HEARTBEAT_MS, DEFAULT_REAP_AFTER_MS, default_bind
+
+
+def _recv_monitor_message(monitor) -> dict:
+    """pyzmq's `recv_monitor_message`, imported when a monitor event first arrives: its module
+    imports asyncio, a quarter of this module's import time otherwise."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    return recv_monitor_message(monitor)
 
 
 class ServiceError(Exception):
@@ -81,8 +87,9 @@ class ClientSession:
             msg["params"] = self.params
         return msg
 
-    def planes(self, slot: int) -> dict[str, torch.Tensor]:
-        """Per-channel views of input slot `slot`, to write this frame's G-buffers into."""
+    def planes(self, slot: int) -> dict:
+        """Per-channel views of input slot `slot`, to write this frame's G-buffers into: numpy
+        arrays [H, W, format components] on a shared-memory ring, torch tensors on a CUDA ring."""
         return self.layout.view(self.ring.input(slot), self.width, self.height)
 
     def acquire_slot(self, timeout_s: float = 1.0) -> int:
@@ -117,7 +124,8 @@ class ClientSession:
         msg = {"type": "frame", "session": self.id, "seq": seq, "slot": slot}
         for key, value in (("view", view), ("proj", proj), ("jitter", jitter)):
             if value is not None:
-                msg[key] = [float(x) for x in torch.as_tensor(value).reshape(-1).tolist()]
+                numbers = value.tolist() if hasattr(value, "tolist") else value  # numpy, torch (any device), lists
+                msg[key] = [float(x) for x in np.asarray(numbers, dtype=np.float64).reshape(-1)]
         if dt is not None:
             msg["dt"] = float(dt)
         if params:
@@ -126,12 +134,16 @@ class ClientSession:
         self.client._send(msg)
         return seq
 
-    def output(self, slot: int) -> torch.Tensor:
-        """The stylized frame in output slot `slot`: [H, W, 4] uint8 (rgba8) or float16 (rgba16f).
+    def output(self, slot: int):
+        """The stylized frame in output slot `slot`: [H, W, 4] uint8 (rgba8) or float16 (rgba16f),
+        a view of the slot: a numpy array on a shared-memory ring, a torch tensor on a CUDA ring.
         Call after its "done": on CUDA the current stream is made to wait for the service's write."""
-        if hasattr(self.ring, "wait_done"):
-            self.ring.wait_done(slot)
         h, w = self.height, self.width
+        if self.ring.backend == "shm":
+            return output_view_numpy(self.ring.output(slot), w, h, self.output_format)
+        import torch  # a CUDA ring: torch is already loaded by it
+
+        self.ring.wait_done(slot)
         raw = self.ring.output(slot)[: output_bytes(w, h, self.output_format)]
         return raw.view(h, w, 4) if self.output_format == "rgba8" else raw.view(torch.float16).view(h, w, 4)
 
@@ -172,8 +184,8 @@ class Client:
         self._by_id: dict[int, ClientSession] = {}
         self._req = itertools.count(1)
         self._events: deque[FrameEvent] = deque()
-        self.heartbeat_ms = 500
-        self.reap_after_ms = 2000
+        self.heartbeat_ms = DEFAULT_HEARTBEAT_MS  # until the service's welcome says what applies
+        self.reap_after_ms = DEFAULT_REAP_AFTER_MS
         self.welcome: dict = {}
         self.reconnects = 0
         self.connected = False
@@ -323,7 +335,7 @@ class Client:
                 break
             self._dispatch(msg)
         while self._monitor.poll(0):
-            event = zmq.utils.monitor.recv_monitor_message(self._monitor)
+            event = _recv_monitor_message(self._monitor)
             if event["event"] == zmq.EVENT_DISCONNECTED:
                 self._lost = True  # the service's end closed: it died or restarts
         now = time.monotonic()

@@ -26,6 +26,7 @@ import threading
 import torch
 
 from .errors import RingError
+from .limits import CUDA_IPC_HANDLE_BYTES, MIN_SLOTS
 
 _lock = threading.Lock()
 _opened: dict[bytes, list] = {}  # handle bytes -> [device pointer, refcount]
@@ -61,12 +62,12 @@ def _as_stream(rt, raw: int):
 
 
 def handle_bytes(handle) -> bytes:
-    return ctypes.string_at(handle.getPtr(), 64)
+    return ctypes.string_at(handle.getPtr(), CUDA_IPC_HANDLE_BYTES)
 
 
 def _handle_from(cls, raw: bytes):
     h = cls()
-    ctypes.memmove(h.getPtr(), raw, 64)
+    ctypes.memmove(h.getPtr(), raw, CUDA_IPC_HANDLE_BYTES)
     return h
 
 
@@ -108,8 +109,8 @@ class CudaIpcRing:
 
     @classmethod
     def create(cls, slots: int, input_bytes: int, output_bytes: int, device: int = 0) -> "CudaIpcRing":
-        if slots < 3:
-            raise RingError(f"a ring needs at least 3 slots, got {slots}")
+        if slots < MIN_SLOTS:
+            raise RingError(f"a ring needs at least {MIN_SLOTS} slots, got {slots}")
         if not torch.cuda.is_available():
             raise RingError("the cuda-ipc backend needs a CUDA device")
         rt, _ = _rt()

@@ -4,7 +4,8 @@ Every message is one msgpack map with a "type" key. Decoding is bounded (message
 lengths, string map keys only) and every message is validated here, at the edge, into a frozen
 dataclass: required fields present, types and ranges right, no unknown fields. Past this module
 the service trusts its inputs. A message that fails becomes a `ProtocolError` whose `code` goes
-back to the peer in an "error" reply. docs/protocol.md is the specification.
+back to the peer in an "error" reply. docs/protocol.md is the specification. Every limit is
+`interop.limits`'s and every code `interop.errors.ErrorCode`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -16,32 +17,13 @@ from typing import Any, ClassVar, Mapping
 
 import msgpack
 
-PROTOCOL_VERSION = 1
-MAX_MESSAGE_BYTES = 1 << 20  # the largest message is an "open" with its layout and handles
-MAX_SLOTS = 8
-MIN_SLOTS = 3
-OUTPUT_FORMATS = ("rgba8", "rgba16f")
-BACKENDS = ("shm", "cuda-ipc")
-
-
-class ErrorCode:
-    BAD_MESSAGE = "bad_message"  # not msgpack, not a map, too large
-    UNKNOWN_TYPE = "unknown_type"
-    BAD_FIELD = "bad_field"  # missing, wrong type, out of range, or unknown field
-    PROTOCOL_MISMATCH = "protocol_mismatch"
-    HELLO_FIRST = "hello_first"
-    UNKNOWN_SESSION = "unknown_session"
-    BAD_RING = "bad_ring"  # a handle that cannot be opened, or a region that does not fit
-    BAD_SLOT = "bad_slot"
-    BAD_SEQUENCE = "bad_sequence"
-    NOT_READY = "not_ready"  # the slot's ready signal does not show this frame
-    SESSION_LIMIT = "session_limit"
-    CACHE_FULL = "cache_full"
-    BAD_LAYOUT = "bad_layout"
-    BAD_RESOLUTION = "bad_resolution"
-    BAD_PROMPT = "bad_prompt"
-    BAD_INPUT = "bad_input"
-    INTERNAL = "internal"
+from .errors import ErrorCode  # noqa: F401  (re-exported: the one list of codes)
+from .limits import (BACKENDS, CUDA_IPC_HANDLE_BYTES, JITTER_NUMBERS, MATRIX_NUMBERS, MAX_BLEND_FRAMES,  # noqa: F401
+                     MAX_BLEND_WEIGHT, MAX_CLIENT_NAME_CHARS, MAX_DEADLINE_MS, MAX_DEVICE, MAX_DT_S, MAX_HEIGHT,
+                     MAX_HELLO_PROTOCOL, MAX_ID, MAX_MESSAGE_BYTES, MAX_PROMPT_CHARS, MAX_PROMPT_PARTS,
+                     MAX_REGION_BYTES, MAX_SEED, MAX_SHM_NAME_CHARS, MAX_SLOTS, MAX_STEPS, MAX_STRENGTH,
+                     MAX_STRING_CHARS, MAX_WIDTH, MIN_BLEND_WEIGHT, MIN_DEADLINE_MS, MIN_DEVICE, MIN_HEIGHT,
+                     MIN_SEED, MIN_SLOTS, MIN_STEPS, MIN_STRENGTH, MIN_WIDTH, OUTPUT_FORMATS, PROTOCOL_VERSION)
 
 
 class ProtocolError(Exception):
@@ -95,11 +77,21 @@ def _num(v, name, lo=None, hi=None):
     return float(v)
 
 
-def _str(v, name, max_len=256, choices=None):
+def _str(v, name, max_len=MAX_STRING_CHARS, choices=None):
     if not isinstance(v, str) or len(v) > max_len:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a string of at most {max_len} characters")
     if choices is not None and v not in choices:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be one of {', '.join(choices)}, got {v!r}")
+    return v
+
+
+def _dimension(v, name, lo, hi):
+    """A frame width or height: out of the contract's range is bad_resolution, as the service's
+    own size check (`limits.check_resolution`) says."""
+    _int(v, name)
+    if not lo <= v <= hi:
+        raise ProtocolError(ErrorCode.BAD_RESOLUTION, f"{name} {v} is outside {lo}..{hi} "
+                                                      f"(frame sizes run from {MIN_WIDTH}x{MIN_HEIGHT} to {MAX_WIDTH}x{MAX_HEIGHT})")
     return v
 
 
@@ -149,22 +141,25 @@ class Message:
 def _prompt(v, name):
     """A string, or [[text, weight], ...]."""
     if isinstance(v, str):
-        return _str(v, name, 2000)
-    if isinstance(v, list) and 1 <= len(v) <= 8:
+        return _str(v, name, MAX_PROMPT_CHARS)
+    if isinstance(v, list) and 1 <= len(v) <= MAX_PROMPT_PARTS:
         out = []
         for i, part in enumerate(v):
             if not (isinstance(part, (list, tuple)) and len(part) == 2):
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}[{i}] must be [text, weight]")
-            out.append((_str(part[0], f"{name}[{i}].text", 2000), _num(part[1], f"{name}[{i}].weight", 0.0)))
+            out.append((_str(part[0], f"{name}[{i}].text", MAX_PROMPT_CHARS),
+                        _num(part[1], f"{name}[{i}].weight", MIN_BLEND_WEIGHT, MAX_BLEND_WEIGHT)))
         return tuple(out)
     raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a string or a list of [text, weight]")
 
 
 def _params(v, name):
     v = _map(v, name)
-    allowed = {"steps": lambda x, n: _int(x, n, 1, 4), "strength": lambda x, n: _num(x, n, 0.0, 1.0),
+    allowed = {"steps": lambda x, n: _int(x, n, MIN_STEPS, MAX_STEPS),
+               "strength": lambda x, n: _num(x, n, MIN_STRENGTH, MAX_STRENGTH),
                "reset": lambda x, n: bool(x) if isinstance(x, bool) else _int(x, n, 0, 1) == 1,
-               "seed": lambda x, n: _int(x, n, 0, 2 ** 63 - 1), "deadline_ms": lambda x, n: _num(x, n, 0.1, 60000.0)}
+               "seed": lambda x, n: _int(x, n, MIN_SEED, MAX_SEED),
+               "deadline_ms": lambda x, n: _num(x, n, MIN_DEADLINE_MS, MAX_DEADLINE_MS)}
     unknown = sorted(set(v) - set(allowed))
     if unknown:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}: unknown parameter(s) {', '.join(map(str, unknown))}")
@@ -178,12 +173,12 @@ def _region(v, name, backend):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}: unknown field(s) {', '.join(map(str, unknown))}")
     handle = v.get("handle")
     if backend == "shm":
-        handle = _str(handle, f"{name}.handle", 250)
-    elif not (isinstance(handle, bytes) and len(handle) == 64):
+        handle = _str(handle, f"{name}.handle", MAX_SHM_NAME_CHARS)
+    elif not (isinstance(handle, bytes) and len(handle) == CUDA_IPC_HANDLE_BYTES):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}.handle must be the 64 bytes of a CUDA IPC memory handle")
-    return {"handle": handle, "offset": _int(v.get("offset"), f"{name}.offset", 0, 2 ** 62),
-            "size": _int(v.get("size"), f"{name}.size", 1, 2 ** 62),
-            "device": _int(v.get("device", -1), f"{name}.device", -1, 64)}
+    return {"handle": handle, "offset": _int(v.get("offset"), f"{name}.offset", 0, MAX_REGION_BYTES),
+            "size": _int(v.get("size"), f"{name}.size", 1, MAX_REGION_BYTES),
+            "device": _int(v.get("device", MIN_DEVICE), f"{name}.device", MIN_DEVICE, MAX_DEVICE)}
 
 
 def _ring(v, name):
@@ -203,14 +198,14 @@ def _ring(v, name):
     if backend == "shm":
         if set(sync) != {"handle", "offset"}:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}.sync must have exactly handle and offset for shm")
-        sync = {"handle": _str(sync["handle"], f"{name}.sync.handle", 250),
-                "offset": _int(sync["offset"], f"{name}.sync.offset", 0, 2 ** 62)}
+        sync = {"handle": _str(sync["handle"], f"{name}.sync.handle", MAX_SHM_NAME_CHARS),
+                "offset": _int(sync["offset"], f"{name}.sync.offset", 0, MAX_REGION_BYTES)}
     else:
         if set(sync) != {"ready", "done", "released"}:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}.sync must have ready, done and released event lists")
         for k in ("ready", "done", "released"):
             evs = sync[k]
-            if not (isinstance(evs, list) and len(evs) == slots and all(isinstance(e, bytes) and len(e) == 64 for e in evs)):
+            if not (isinstance(evs, list) and len(evs) == slots and all(isinstance(e, bytes) and len(e) == CUDA_IPC_HANDLE_BYTES for e in evs)):
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"{name}.sync.{k} must list one 64-byte event handle per slot")
     fmt = _str(v.get("output_format", "rgba8"), f"{name}.output_format", choices=OUTPUT_FORMATS)
     return {"backend": backend, "slots": slots, "inputs": regions["inputs"], "outputs": regions["outputs"],
@@ -218,14 +213,14 @@ def _ring(v, name):
 
 
 def _req(v, name):
-    return _int(v, name, 0, 2 ** 63 - 1)
+    return _int(v, name, 0, MAX_ID)
 
 
 @dataclass(frozen=True)
 class Hello(Message):
     TYPE: ClassVar[str] = "hello"
-    FIELDS: ClassVar[dict] = {"protocol": (True, lambda v, n: _int(v, n, 0, 2 ** 31)),
-                              "client": (False, lambda v, n: _str(v, n, 128)), "req": (False, _req)}
+    FIELDS: ClassVar[dict] = {"protocol": (True, lambda v, n: _int(v, n, 0, MAX_HELLO_PROTOCOL)),
+                              "client": (False, lambda v, n: _str(v, n, MAX_CLIENT_NAME_CHARS)), "req": (False, _req)}
     protocol: int = PROTOCOL_VERSION
     client: str | None = None
     req: int | None = None
@@ -235,9 +230,9 @@ class Hello(Message):
 class Open(Message):
     TYPE: ClassVar[str] = "open"
     FIELDS: ClassVar[dict] = {
-        "req": (True, _req), "width": (True, lambda v, n: _int(v, n, 1, 16384)),
-        "height": (True, lambda v, n: _int(v, n, 1, 16384)), "layout": (True, _map), "ring": (True, _ring),
-        "prompt": (False, _prompt), "params": (False, _params), "seed": (False, lambda v, n: _int(v, n, 0, 2 ** 63 - 1))}
+        "req": (True, _req), "width": (True, lambda v, n: _dimension(v, n, MIN_WIDTH, MAX_WIDTH)),
+        "height": (True, lambda v, n: _dimension(v, n, MIN_HEIGHT, MAX_HEIGHT)), "layout": (True, _map), "ring": (True, _ring),
+        "prompt": (False, _prompt), "params": (False, _params), "seed": (False, lambda v, n: _int(v, n, MIN_SEED, MAX_SEED))}
     req: int = 0
     width: int = 0
     height: int = 0
@@ -252,10 +247,10 @@ class Open(Message):
 class Frame(Message):
     TYPE: ClassVar[str] = "frame"
     FIELDS: ClassVar[dict] = {
-        "session": (True, lambda v, n: _int(v, n, 1, 2 ** 63 - 1)), "seq": (True, lambda v, n: _int(v, n, 1, 2 ** 63 - 1)),
+        "session": (True, lambda v, n: _int(v, n, 1, MAX_ID)), "seq": (True, lambda v, n: _int(v, n, 1, MAX_ID)),
         "slot": (True, lambda v, n: _int(v, n, 0, MAX_SLOTS - 1)),
-        "view": (False, lambda v, n: _floats(v, n, 16)), "proj": (False, lambda v, n: _floats(v, n, 16)),
-        "jitter": (False, lambda v, n: _floats(v, n, 2)), "dt": (False, lambda v, n: _num(v, n, 0.0, 10.0)),
+        "view": (False, lambda v, n: _floats(v, n, MATRIX_NUMBERS)), "proj": (False, lambda v, n: _floats(v, n, MATRIX_NUMBERS)),
+        "jitter": (False, lambda v, n: _floats(v, n, JITTER_NUMBERS)), "dt": (False, lambda v, n: _num(v, n, 0.0, MAX_DT_S)),
         "params": (False, _params)}
     session: int = 0
     seq: int = 0
@@ -270,8 +265,8 @@ class Frame(Message):
 @dataclass(frozen=True)
 class SetPrompt(Message):
     TYPE: ClassVar[str] = "prompt"
-    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, 2 ** 63 - 1)),
-                              "prompt": (True, _prompt), "blend_frames": (False, lambda v, n: _int(v, n, 0, 600))}
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, MAX_ID)),
+                              "prompt": (True, _prompt), "blend_frames": (False, lambda v, n: _int(v, n, 0, MAX_BLEND_FRAMES))}
     req: int = 0
     session: int = 0
     prompt: Any = None
@@ -281,7 +276,7 @@ class SetPrompt(Message):
 @dataclass(frozen=True)
 class SetParams(Message):
     TYPE: ClassVar[str] = "params"
-    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, 2 ** 63 - 1)),
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, MAX_ID)),
                               "params": (True, _params)}
     req: int = 0
     session: int = 0
@@ -291,7 +286,7 @@ class SetParams(Message):
 @dataclass(frozen=True)
 class Stats(Message):
     TYPE: ClassVar[str] = "stats"
-    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (False, lambda v, n: _int(v, n, 1, 2 ** 63 - 1))}
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (False, lambda v, n: _int(v, n, 1, MAX_ID))}
     req: int = 0
     session: int | None = None
 
@@ -306,7 +301,7 @@ class Heartbeat(Message):
 @dataclass(frozen=True)
 class Close(Message):
     TYPE: ClassVar[str] = "close"
-    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, 2 ** 63 - 1))}
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, MAX_ID))}
     req: int = 0
     session: int = 0
 

@@ -1,19 +1,28 @@
 """The `shm` ring backend: one POSIX shared-memory segment holding the signals and every slot.
 
-Segment layout (little-endian):
-    0    magic b"SSRING01"
+Segment layout (little-endian), the format a C client writes:
+    0    magic b"SSRING01"                                   (HEADER_FORMAT, HEADER_BYTES = 32)
     8    u32 version (1), u32 slots
     16   u64 input slot bytes, u64 output slot bytes
-    64   u64 ready[slots], u64 released[slots], u64 done[slots]     (the signals)
-    ...  input slots, then output slots, each starting on a 4096-byte boundary
+    32   zero up to SIGNALS_OFFSET
+    64   u64 ready[slots], u64 released[slots], u64 done[slots]     (the signal block)
+    ...  input slots, then output slots, each starting on a PAGE (4096-byte) boundary
+
+The protocol's `sync` names the segment and the signal block's offset. The service accepts any
+offset from SIGNALS_OFFSET on that is 8-byte aligned and leaves the block inside the segment (so
+the 32-byte header at offset 0 is never overwritten by signals), and checks the header: magic,
+version, and a slot count equal to the ring's. Segment names are POSIX names without their leading
+"/" (a "/" anywhere is refused), at most `limits.MAX_SHM_NAME_CHARS` characters.
 
 Signals are monotonic sequence numbers: a slot's counter holds the last frame that reached that
 state. Aligned 8-byte stores are single writes on the CPUs we run on, and each side writes a
 counter only after the data it guards, so a reader that sees the new value sees the data.
 
-The service attaches without taking ownership: Python's resource tracker would otherwise unlink
-the engine's segment when the service exits. A segment is never unmapped while a tensor still
-views it (`close` leaves the mapping to the last view and says so).
+The engine side (`ShmRing`) is torch-free: its slots are numpy uint8 arrays over the segment. The
+service side (`ImportedShmRing`) views its slots as torch tensors (torch imported when it opens
+a ring). The service attaches without taking ownership: Python's resource tracker would otherwise
+unlink the engine's segment when the service exits. A segment is never unmapped while a view
+still uses it (`close` leaves the mapping to the last view and says so).
 """
 
 from __future__ import annotations
@@ -24,13 +33,18 @@ import time
 from multiprocessing import shared_memory
 
 import numpy as np
-import torch
 
 from .errors import RingError
+from .limits import MAX_SHM_NAME_CHARS, MIN_SLOTS
 
 MAGIC = b"SSRING01"
 VERSION = 1
-SIGNALS = 64
+HEADER_FORMAT = "<8sIIQQ"  # magic, version, slots, input slot bytes, output slot bytes
+HEADER_BYTES = struct.calcsize(HEADER_FORMAT)  # 32
+SIGNALS_OFFSET = 64  # where this implementation puts the signal block
+SIGNALS = SIGNALS_OFFSET  # the name before it was spelled out
+SIGNAL_BYTES = 8  # one little-endian u64 counter
+SIGNAL_ARRAYS = ("ready", "released", "done")  # in this order, `slots` counters each
 PAGE = 4096
 
 
@@ -39,7 +53,7 @@ def _align(n: int, a: int = PAGE) -> int:
 
 
 def _layout(slots: int, input_bytes: int, output_bytes: int) -> tuple[int, list[int], list[int], int]:
-    first = _align(SIGNALS + 3 * 8 * slots)
+    first = _align(SIGNALS_OFFSET + len(SIGNAL_ARRAYS) * SIGNAL_BYTES * slots)
     ins = [first + i * _align(input_bytes) for i in range(slots)]
     out0 = first + slots * _align(input_bytes)
     outs = [out0 + i * _align(output_bytes) for i in range(slots)]
@@ -77,27 +91,30 @@ class ShmRing:
         self.shm, self.slots = shm, slots
         self.input_bytes, self.output_bytes = input_bytes, output_bytes
         _, self._ins, self._outs, _ = _layout(slots, input_bytes, output_bytes)
-        self.signals = _Signals(shm.buf, SIGNALS, slots)
-        self._inputs = [torch.frombuffer(shm.buf, dtype=torch.uint8, count=input_bytes, offset=o) for o in self._ins]
-        self._outputs = [torch.frombuffer(shm.buf, dtype=torch.uint8, count=output_bytes, offset=o) for o in self._outs]
+        self.signals = _Signals(shm.buf, SIGNALS_OFFSET, slots)
+        self._inputs = [np.ndarray((input_bytes,), np.uint8, buffer=shm.buf, offset=o) for o in self._ins]
+        self._outputs = [np.ndarray((output_bytes,), np.uint8, buffer=shm.buf, offset=o) for o in self._outs]
 
     @classmethod
     def create(cls, slots: int, input_bytes: int, output_bytes: int) -> "ShmRing":
-        if slots < 3:
-            raise RingError(f"a ring needs at least 3 slots, got {slots}")
+        if slots < MIN_SLOTS:
+            raise RingError(f"a ring needs at least {MIN_SLOTS} slots, got {slots}")
         if input_bytes < 1 or output_bytes < 1:
             raise RingError("slot sizes must be positive")
         _, _, _, total = _layout(slots, input_bytes, output_bytes)
         shm = shared_memory.SharedMemory(create=True, size=total)
-        shm.buf[:SIGNALS] = struct.pack("<8sIIQQ", MAGIC, VERSION, slots, input_bytes, output_bytes).ljust(SIGNALS, b"\0")
+        shm.buf[:SIGNALS_OFFSET] = struct.pack(HEADER_FORMAT, MAGIC, VERSION, slots, input_bytes,
+                                               output_bytes).ljust(SIGNALS_OFFSET, b"\0")
         ring = cls(shm, slots, input_bytes, output_bytes)
         ring.signals.array[:] = 0
         return ring
 
-    def input(self, slot: int) -> torch.Tensor:
+    def input(self, slot: int) -> np.ndarray:
+        """Input slot `slot`'s bytes: [input_bytes] uint8, a view of the segment."""
         return self._inputs[slot]
 
-    def output(self, slot: int) -> torch.Tensor:
+    def output(self, slot: int) -> np.ndarray:
+        """Output slot `slot`'s bytes: [output_bytes] uint8, a view of the segment."""
         return self._outputs[slot]
 
     def mark_ready(self, slot: int, seq: int) -> None:
@@ -123,7 +140,7 @@ class ShmRing:
         return {"backend": "shm", "slots": self.slots, "output_format": output_format,
                 "inputs": [{"handle": name, "offset": o, "size": self.input_bytes, "device": -1} for o in self._ins],
                 "outputs": [{"handle": name, "offset": o, "size": self.output_bytes, "device": -1} for o in self._outs],
-                "sync": {"handle": name, "offset": SIGNALS}}
+                "sync": {"handle": name, "offset": SIGNALS_OFFSET}}
 
     def close(self) -> None:
         self._inputs, self._outputs, self.signals = [], [], None
@@ -152,7 +169,7 @@ class ImportedShmRing:
 
         def segment(name: str) -> shared_memory.SharedMemory:
             if name not in segments:
-                if "/" in name or not name:
+                if "/" in name or not name or len(name) > MAX_SHM_NAME_CHARS:
                     raise RingError(f"shared-memory name {name!r} is not valid")
                 try:
                     segments[name] = _attach(name)
@@ -160,6 +177,8 @@ class ImportedShmRing:
                     raise RingError(f"no shared-memory segment named {name!r}") from None
                 except OSError as exc:
                     raise RingError(f"cannot open shared memory {name!r}: {exc.strerror}") from None
+                except ValueError:  # an empty segment cannot be mapped
+                    raise RingError(f"shared memory {name!r} is empty") from None
             return segments[name]
 
         def real_size(shm) -> int:
@@ -168,7 +187,9 @@ class ImportedShmRing:
             except (AttributeError, OSError):
                 return shm.size
 
-        def region(r: dict, need: int, what: str) -> torch.Tensor:
+        import torch  # the service side views slots as tensors
+
+        def region(r: dict, need: int, what: str) -> "torch.Tensor":
             shm = segment(r["handle"])
             off, size, total = r["offset"], r["size"], real_size(shm)
             if size < need:
@@ -181,9 +202,13 @@ class ImportedShmRing:
             slots = desc["slots"]
             sync = desc["sync"]
             shm = segment(sync["handle"])
-            if sync["offset"] + 3 * 8 * slots > real_size(shm) or sync["offset"] % 8:
-                raise RingError("the signal block runs past its segment or is misaligned")
-            magic, version, nslots, _, _ = struct.unpack_from("<8sIIQQ", shm.buf, 0)
+            block = len(SIGNAL_ARRAYS) * SIGNAL_BYTES * slots
+            if real_size(shm) < HEADER_BYTES:
+                raise RingError(f"the sync segment holds {real_size(shm)} bytes, less than the {HEADER_BYTES}-byte header")
+            if sync["offset"] < SIGNALS_OFFSET or sync["offset"] + block > real_size(shm) or sync["offset"] % SIGNAL_BYTES:
+                raise RingError(f"the signal block (offset {sync['offset']}, {block} bytes) must start at or after "
+                                f"byte {SIGNALS_OFFSET}, {SIGNAL_BYTES}-byte aligned, inside its segment")
+            magic, version, nslots, _, _ = struct.unpack_from(HEADER_FORMAT, shm.buf, 0)
             if magic != MAGIC or version != VERSION or nslots != slots:
                 raise RingError("the sync segment is not a version-1 StreamStyle ring of this many slots")
             signals = _Signals(shm.buf, sync["offset"], slots)
@@ -198,10 +223,11 @@ class ImportedShmRing:
             raise
         return cls(list(segments.values()), signals, inputs, outputs, slots)
 
-    def input(self, slot: int) -> torch.Tensor:
+    def input(self, slot: int):
+        """Input slot `slot` as a [need] uint8 torch tensor over the segment."""
         return self._inputs[slot]
 
-    def output(self, slot: int) -> torch.Tensor:
+    def output(self, slot: int):
         return self._outputs[slot]
 
     def is_ready(self, slot: int, seq: int) -> bool:

@@ -35,7 +35,7 @@ from ..kernels.gbuffer_pack import pack_gbuffers
 from ..kernels.warp import warp_previous
 from .config import ModelConfig
 from .errors import InputError
-from .layout import GBufferLayout
+from .layout import GBufferLayout, pack_specs
 from .network import StreamStyleModel
 from .sampler import MAX_STEPS, flow_sample, initial_latent, start_levels
 from .state import TemporalState
@@ -115,7 +115,7 @@ def prepare_frame(config: ModelConfig, layout: GBufferLayout, planes: dict[str, 
     pw, ph = padded_size(config, width, height)
     if (pw, ph) != (width, height):
         planes = pad_planes({n: planes[n] for n in dict.fromkeys(names + ["depth", "motion"])}, width, height, pw, ph)
-    specs = layout.pack_specs(names)
+    specs = pack_specs(layout, names)
     s = config.latent_stride
     full, low = pack_gbuffers([planes[n] for n in names], specs, s)
     ncond = sum(spec.count for spec in specs[:len(config.cond_channels)])

@@ -36,7 +36,7 @@ class FrameGraph:
         self.finite = tuple(finite)
         self.packed = None
         if out_format is not None:
-            from ..kernels.writeback import output_bytes
+            from ..interop.layout import output_bytes
 
             self.packed = torch.zeros(output_bytes(width, height, out_format), dtype=torch.uint8, device=device)
         self.spec = StateSpec(cfg, *padded_size(cfg, width, height))  # the network's size

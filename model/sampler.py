@@ -17,9 +17,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-Denoise = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]]
+from ..interop.limits import MAX_STEPS, MIN_STEPS  # noqa: F401  (the contract's range)
 
-MAX_STEPS = 4
+Denoise = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]]
 
 
 def tokens_to_latent(t: torch.Tensor, grid: tuple[int, int], latent_patch: int) -> torch.Tensor:
@@ -54,7 +54,7 @@ def flow_sample(denoise: Denoise, x: torch.Tensor, t0: torch.Tensor, steps: int,
                 latent_patch: int) -> tuple[torch.Tensor, Any]:
     """Integrate from per-token levels t0 [B, T] to 0 in `steps` Euler steps.
     x [B, C, h, w]. Returns the clean latent [B, C, h, w] and the last step's aux."""
-    if not (isinstance(steps, int) and 1 <= steps <= MAX_STEPS):
+    if not (isinstance(steps, int) and MIN_STEPS <= steps <= MAX_STEPS):
         raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps!r}")
     aux = None
     for k in range(steps):

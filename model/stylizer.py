@@ -32,7 +32,7 @@ from .network import StreamStyleModel
 from .state import StateSpec
 from .text import PromptEncoder, PromptLike
 
-MAX_WIDTH, MAX_HEIGHT = 7680, 4320
+from ..interop.limits import MAX_HEIGHT, MAX_WIDTH, check_resolution  # noqa: F401  (the contract's range)
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,12 @@ class Stylizer:
         self._graphs: dict[tuple, object] = {}  # (layout, width, height, steps) -> FrameGraph
 
     def check_size(self, width: int, height: int) -> None:
+        """The contract's size check, then this model's own: at least one token (its stride)."""
+        check_resolution(width, height)
         p = self.config.patch
         for name, v, limit in (("width", width, MAX_WIDTH), ("height", height, MAX_HEIGHT)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ResolutionError(f"{name} must be an integer, got {v!r}")
-            if v < p or v > limit:
-                raise ResolutionError(f"{name} {v} is outside {p}..{limit}")
+            if v < p:
+                raise ResolutionError(f"{name} {v} is outside {p}..{limit} (this model's token stride is {p})")
 
     def open_session(self, width: int, height: int, layout: GBufferLayout, seed: int = 0) -> Session:
         """Validate the size and layout, take cache pages. Raises ResolutionError, LayoutError,
@@ -243,8 +243,8 @@ class Stylizer:
         on this device) receives H x W pixels of interleaved RGBA in `fmt` ("rgba8" or "rgba16f").
         On a GPU the write is part of the decoder's last pass (and of the session's CUDA graph).
         Raises InputError for an unknown format or a slot too small; nothing changes then."""
-        from ..kernels.writeback import FORMATS as OUTPUT_FORMATS
-        from ..kernels.writeback import output_bytes
+        from ..interop.layout import output_bytes
+        from ..interop.limits import OUTPUT_FORMATS
 
         if fmt not in OUTPUT_FORMATS:
             raise InputError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")

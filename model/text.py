@@ -25,12 +25,11 @@ from typing import Sequence, Union
 
 import torch
 
+from ..interop.limits import MAX_BLEND_WEIGHT, MAX_PROMPT_CHARS, MIN_BLEND_WEIGHT, blend_weight_ok
 from .errors import PromptError
 from .frame import PromptContext
 
 PromptLike = Union[str, Sequence[tuple[str, float]]]
-
-MAX_PROMPT_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,9 @@ def normalize_blend(prompt: PromptLike, max_parts: int) -> list[tuple[str, float
             text, weight = item
             if not isinstance(text, str):
                 raise PromptError(f"blend part {i}: text must be a string")
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
-                raise PromptError(f"blend part {i}: weight must be a positive finite number, got {weight!r}")
+            if not blend_weight_ok(weight):
+                raise PromptError(f"blend part {i}: weight must be a positive finite number from {MIN_BLEND_WEIGHT:g} "
+                                  f"to {MAX_BLEND_WEIGHT:g}, got {weight!r}")
             parts.append((text, float(weight)))
     else:
         raise PromptError(f"a prompt is a string or a list of (text, weight), not {type(prompt).__name__}")

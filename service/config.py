@@ -5,22 +5,15 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import os
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..interop.errors import DeviceError
+from ..interop.limits import (DEFAULT_DEADLINE_MS_CPU, DEFAULT_DEADLINE_MS_GPU, DEFAULT_HEARTBEAT_MS,
+                              DEFAULT_REAP_AFTER_MS, MIN_HEARTBEAT_MS, check_device_name)
+from ..interop.limits import default_bind  # noqa: F401  (the contract's; re-exported)
 from ..model.errors import ConfigError
-
-
-def default_bind() -> str:
-    """ipc:// in a per-user runtime folder on Linux, loopback TCP elsewhere."""
-    if sys.platform.startswith("linux"):
-        base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"streamstyle-{os.getuid()}")
-        return f"ipc://{os.path.join(base, 'streamstyle.sock')}"
-    return "tcp://127.0.0.1:5599"
 
 
 @dataclass(frozen=True)
@@ -30,12 +23,12 @@ class ServiceConfig:
     weights: str | None = None  # a checkpoint; None: `preset` if set, else the shipped default model
     preset: str | None = None  # serve this preset with untrained weights (when no `weights`)
     seed: int = 0  # initialises untrained weights reproducibly
-    heartbeat_ms: int = 500
+    heartbeat_ms: int = DEFAULT_HEARTBEAT_MS
     # A client whose connection closes (killed, crashed) is reaped within one heartbeat; one that
     # stays connected but says nothing for this long (hung) is reaped too.
-    reap_after_ms: int = 10000
+    reap_after_ms: int = DEFAULT_REAP_AFTER_MS
     max_sessions: int = 16
-    deadline_ms: float = 0.0  # 0: 100 ms on a GPU, 5000 ms on the CPU
+    deadline_ms: float = 0.0  # 0: DEFAULT_DEADLINE_MS_GPU (100) on a GPU, DEFAULT_DEADLINE_MS_CPU (5000) on the CPU
     cache_pages: int = 512
     cache_page_elems: int = 65536
     evict_idle_after_s: float | None = None
@@ -55,7 +48,7 @@ class ServiceConfig:
     def frame_deadline_ms(self) -> float:
         if self.deadline_ms > 0:
             return self.deadline_ms
-        return 100.0 if self.device.startswith("cuda") else 5000.0
+        return DEFAULT_DEADLINE_MS_GPU if self.device.startswith("cuda") else DEFAULT_DEADLINE_MS_CPU
 
     def validate(self) -> "ServiceConfig":
         addr = self.address
@@ -65,8 +58,12 @@ class ServiceConfig:
         if scheme == "tcp" and not self.is_loopback(addr) and not (self.curve_secret_key and self.curve_public_key):
             raise ConfigError(f"refusing to bind {addr}: a non-loopback address needs CURVE keys "
                               "(curve_secret_key and curve_public_key in the config file)")
-        if self.heartbeat_ms < 10 or self.reap_after_ms < 2 * self.heartbeat_ms:
-            raise ConfigError("heartbeat_ms must be >= 10 and reap_after_ms at least twice it")
+        if self.heartbeat_ms < MIN_HEARTBEAT_MS or self.reap_after_ms < 2 * self.heartbeat_ms:
+            raise ConfigError(f"heartbeat_ms must be >= {MIN_HEARTBEAT_MS} and reap_after_ms at least twice it")
+        try:
+            check_device_name(self.device)
+        except DeviceError as exc:
+            raise ConfigError(exc.message) from None
         if self.max_sessions < 1:
             raise ConfigError("max_sessions must be >= 1")
         if self.dtype not in ("auto", "fp32", "bf16", "fp16", "fp8"):

@@ -32,13 +32,14 @@ import zmq
 
 from .. import __version__
 from ..interop import RingError, import_ring
-from ..kernels.writeback import output_bytes  # noqa: F401  (also the service's public helper)
+from ..interop.layout import output_bytes  # noqa: F401  (also the service's public helper)
 from ..model.errors import (CacheFullError, InputError, LayoutError, PromptError, ResolutionError, StreamStyleError)
 from ..model.frame import FrameParams
 from ..model.layout import GBufferLayout
-from ..model.sampler import MAX_STEPS
 from ..model.stylizer import Stylizer
 from ..interop import protocol as P
+from ..interop.limits import (BACKENDS, DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MIN_STEPS, SOCKET_HWM,
+                              SOCKET_MAX_MESSAGE_BYTES)
 from .config import ServiceConfig
 
 log = logging.getLogger("streamstyle.service")
@@ -142,9 +143,9 @@ class Service:
         # ZeroMQ drops a peer whose message exceeds MAXMSGSIZE without a word; set it above the
         # protocol's limit so a moderately oversize message reaches the decoder and gets a typed
         # error, while a huge one still cannot make the service buffer it.
-        self.sock.setsockopt(zmq.MAXMSGSIZE, 4 * P.MAX_MESSAGE_BYTES)
-        self.sock.setsockopt(zmq.SNDHWM, 1000)
-        self.sock.setsockopt(zmq.RCVHWM, 1000)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_MESSAGE_BYTES)
+        self.sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
+        self.sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
         # A send to a peer whose connection is gone fails (EHOSTUNREACH) instead of vanishing:
         # the periodic heartbeat is then a liveness probe that libzmq answers from its own I/O
         # thread, so a killed engine is reaped within one heartbeat however busy either side is.
@@ -344,7 +345,7 @@ class Service:
             self.send(identity, {"type": "closed", "req": req, "session": state.id})
 
     def backends(self) -> list[str]:
-        return ["shm", "cuda-ipc"] if self.stylizer.device.type == "cuda" else ["shm"]
+        return list(BACKENDS) if self.stylizer.device.type == "cuda" else ["shm"]
 
     def open_session(self, client: ClientState, msg: P.Open) -> None:
         ident, req = client.identity, msg.req
@@ -393,9 +394,9 @@ class Service:
                 self.error(ident, P.ErrorCode.BAD_PROMPT, exc.message, req=req)
                 return
         try:
-            steps = int(state.params.get("steps", 2))
+            steps = int(state.params.get("steps", DEFAULT_STEPS))
             t0 = time.perf_counter()
-            if 1 <= steps <= MAX_STEPS and self.stylizer.warm_up(handle, steps, out_format=fmt):
+            if MIN_STEPS <= steps <= MAX_STEPS and self.stylizer.warm_up(handle, steps, out_format=fmt):
                 log.info("session %d: kernels and CUDA graph for %dx%d, %d steps ready in %.0f ms", handle.id,
                          msg.width, msg.height, steps, (time.perf_counter() - t0) * 1000)
         except Exception:  # the first frame will try again and report its own error
@@ -480,7 +481,7 @@ class Service:
                        session=state.id, seq=msg.seq)
             return
         p = {**state.params, **(msg.params or {})}
-        params = FrameParams(steps=p.get("steps", 2), strength=p.get("strength", 0.5), reset=bool(p.get("reset", False)))
+        params = FrameParams(steps=p.get("steps", DEFAULT_STEPS), strength=p.get("strength", DEFAULT_STRENGTH), reset=bool(p.get("reset", False)))
         events = state.events  # None on the CPU
         try:
             if state.blend is not None:

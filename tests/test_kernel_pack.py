@@ -12,7 +12,7 @@ from streamstyle.kernels.gbuffer_pack import PackKind, PackSpec, pack_gbuffers_r
 from streamstyle.kernels.gbuffer_pack.triton_kernel import pack_gbuffers_triton  # noqa: E402
 from streamstyle.model.config import preset  # noqa: E402
 from streamstyle.model.frame import FrameParams  # noqa: E402
-from streamstyle.model.layout import reference_layout  # noqa: E402
+from streamstyle.model.layout import pack_specs, reference_layout  # noqa: E402
 from streamstyle.model.network import StreamStyleModel  # noqa: E402
 from streamstyle.model.stylizer import Stylizer  # noqa: E402
 from streamstyle.tools.bench import random_slot  # noqa: E402
@@ -25,7 +25,7 @@ def slot_planes(w, h, gen, batch=1):
     slots = [random_slot(layout, w, h, "cpu", gen) for _ in range(batch)]
     views = [layout.view(s, w, h) for s in slots]
     planes = [torch.stack([v[n] for v in views]) if batch > 1 else views[0][n].unsqueeze(0) for n in names]
-    return planes, layout.pack_specs(names)
+    return planes, pack_specs(layout, names)
 
 
 @pytest.mark.parametrize("w, h, down, batch", [(36, 20, 4, 1), (16, 48, 2, 2), (8, 8, 1, 1), (64, 32, 8, 1)])

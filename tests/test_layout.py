@@ -77,3 +77,110 @@ def test_motion_encodings_scale_to_pixels():
     assert layout("pixels").motion_scale(640, 360) == (1.0, 1.0)
     assert layout("uv").motion_scale(640, 360) == (640.0, 360.0)
     assert layout("ndc").motion_scale(640, 360) == (320.0, -180.0)
+
+
+# --- the layout as contract data: numpy views, one table ------------------------------------
+
+import numpy as np  # noqa: E402
+
+from streamstyle.interop import layout as contract  # noqa: E402
+from streamstyle.model import layout as model_layout  # noqa: E402
+
+
+def test_the_model_reuses_the_contracts_layout_and_tables():
+    assert model_layout.GBufferLayout is contract.GBufferLayout and model_layout.Channel is contract.Channel
+    assert model_layout.SEMANTIC_CHANNELS is contract.SEMANTIC_CHANNELS
+    assert model_layout.ENCODINGS is contract.ENCODINGS
+    assert set(model_layout.FORMATS) == set(contract.FORMATS)
+    for name, (dtype, comps, unorm) in model_layout.FORMATS.items():
+        f = contract.FORMATS[name]
+        assert (comps, unorm) == (f.components, f.unorm) and dtype.itemsize == f.component_bytes
+
+
+def test_numpy_views_of_a_slot_are_the_bytes_torch_sees(gen):
+    w, h = 37, 23  # odd sizes: planes not multiples of anything
+    layout = contract.reference_layout(w, h)
+    buf = bytearray(layout.slot_bytes(w, h))
+    planes = layout.view_numpy(buf, w, h)
+    assert planes["color"].shape == (h, w, 4) and planes["color"].dtype == np.float16
+    assert planes["ids"].dtype == np.uint32 and planes["albedo"].dtype == np.uint8
+    assert np.shares_memory(planes["roughness"], planes["metallic"])
+    rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    values = {name: rng.random(p.shape).astype(p.dtype) if p.dtype.kind == "f" else
+              rng.integers(0, 200, p.shape).astype(p.dtype) for name, p in planes.items()}
+    for name, v in values.items():
+        planes[name][...] = v
+    tplanes = layout.view(torch.frombuffer(buf, dtype=torch.uint8), w, h)
+    for name, v in values.items():
+        if name == "roughness":  # shares its plane with metallic, written after it
+            continue
+        assert np.array_equal(tplanes[name].numpy().view(v.dtype) if name == "ids" else tplanes[name].numpy(), v), name
+
+
+def test_numpy_views_respect_row_pitch_and_refuse_a_short_or_wrong_buffer():
+    w, h = 10, 6
+    layout = contract.GBufferLayout((contract.Channel("depth", "r32f", offset=0, row_pitch=64),))
+    buf = np.zeros(64 * h, dtype=np.uint8)
+    layout.view_numpy(buf, w, h)["depth"][2, 3, 0] = 7.0
+    assert buf.view("<f4")[2 * 16 + 3] == 7.0
+    with pytest.raises(InputError, match="needs"):
+        layout.view_numpy(buf[:layout.slot_bytes(w, h) - 1], w, h)
+    with pytest.raises(InputError, match="1-D uint8"):
+        layout.view_numpy(buf.view(np.uint16), w, h)
+
+
+def test_an_empty_layout_is_refused_not_a_crash():
+    with pytest.raises(LayoutError, match="at least one channel"):
+        contract.GBufferLayout.from_dict({"channels": []})
+
+
+def test_output_views_and_sizes_come_from_the_contract():
+    from streamstyle.interop.limits import OUTPUT_BYTES_PER_PIXEL
+
+    w, h = 5, 3
+    for fmt, dtype in (("rgba8", np.uint8), ("rgba16f", np.float16)):
+        raw = np.zeros(contract.output_bytes(w, h, fmt) + 7, dtype=np.uint8)
+        px = contract.output_view_numpy(raw, w, h, fmt)
+        assert px.shape == (h, w, 4) and px.dtype == dtype and np.shares_memory(px, raw)
+        assert contract.output_bytes(w, h, fmt) == w * h * OUTPUT_BYTES_PER_PIXEL[fmt]
+
+
+def test_the_shm_ring_is_numpy_on_the_engine_side_and_torch_on_the_service_side(gen):
+    from streamstyle.interop import create_ring, import_ring
+
+    w, h = 24, 16
+    layout = contract.reference_layout(w, h)
+    ring = create_ring("shm", 3, layout.slot_bytes(w, h), contract.output_bytes(w, h, "rgba8"))
+    try:
+        assert isinstance(ring.input(1), np.ndarray) and isinstance(ring.output(1), np.ndarray)
+        depth = torch.rand(h, w, 1, generator=gen).numpy() + 1
+        layout.view_numpy(ring.input(1), w, h)["depth"][...] = depth
+        service = import_ring(ring.describe(), layout.slot_bytes(w, h), contract.output_bytes(w, h, "rgba8"))
+        try:
+            seen = layout.view(service.input(1), w, h)["depth"]
+            assert isinstance(seen, torch.Tensor) and np.array_equal(seen.numpy(), depth)
+            service.output(1)[:4] = torch.tensor([1, 2, 3, 4], dtype=torch.uint8)
+            assert ring.output(1)[:4].tolist() == [1, 2, 3, 4]
+        finally:
+            del seen
+            service.close()
+    finally:
+        ring.close()
+
+
+@pytest.mark.parametrize("offset, words", [(0, "at or after byte 64"), (32, "at or after byte 64"),
+                                           (68, "8-byte aligned"), (1 << 40, "inside its segment")])
+def test_the_shm_signal_block_must_lie_past_the_header(offset, words):
+    from streamstyle.interop import RingError, create_ring, import_ring
+
+    ring = create_ring("shm", 3, 64, 64)
+    try:
+        desc = ring.describe()
+        desc["sync"] = {**desc["sync"], "offset": offset}
+        with pytest.raises(RingError, match=words):
+            import_ring(desc, 64, 64)
+        bad = {**desc, "sync": {**desc["sync"], "handle": "/" + desc["sync"]["handle"]}}
+        with pytest.raises(RingError, match="not valid"):
+            import_ring(bad, 64, 64)
+    finally:
+        ring.close()

@@ -96,7 +96,7 @@ def run_frames(client, session, frames):
         seq = session.submit(slot)
         ev = client.wait(session, seq)
         assert ev.status == "done", (ev.status, ev.reason, ev.message)
-        outs.append(session.output(ev.slot)[..., :3].clone())
+        outs.append(torch.from_numpy(session.output(ev.slot)[..., :3].copy()))
         seqs.append(ev.seq)
     return outs, seqs
 
@@ -131,7 +131,7 @@ def test_concurrent_sessions_of_different_sizes_never_mix(service, weights):
             for client, session, size in ((ca, sa, sizes[0]), (cb, sb, sizes[1])):
                 ev = client.wait(session, session._seq)
                 assert ev.status == "done"
-                got[size].append(session.output(ev.slot)[..., :3].clone())
+                got[size].append(torch.from_numpy(session.output(ev.slot)[..., :3].copy()))
     for i, size in enumerate(sizes):
         want = reference_outputs(weights, frames[size], *size, seed=i + 1)
         for a, b in zip(got[size], want):
@@ -150,7 +150,7 @@ ENGINE = textwrap.dedent("""
             slot = s.acquire_slot(timeout_s=5)
         except TimeoutError:
             continue
-        s.planes(slot)["depth"].fill_(4.0)
+        s.planes(slot)["depth"][...] = 4.0
         s.submit(slot)
         c.poll(timeout_ms=5)
 """)

@@ -80,7 +80,7 @@ def peer(service):
 
 
 def fill(ring, layout, slot, frame_factory, seq):
-    planes = layout.view(ring.input(slot), W, H)
+    planes = layout.view(torch.from_numpy(ring.input(slot)), W, H)
     for name, value in frame_factory(W, H, layout).items():
         planes[name].copy_(value)
     ring.mark_ready(slot, seq)
@@ -220,7 +220,7 @@ def test_a_bad_frame_is_refused_and_the_session_goes_on(service, peer, frame_fac
     opened, ring, layout = peer.open()
     sid = opened["session"]
     fill(ring, layout, 0, frame_factory, 1)
-    layout.view(ring.input(0), W, H)["depth"][2, 3] = float("nan")
+    layout.view(torch.from_numpy(ring.input(0)), W, H)["depth"][2, 3] = float("nan")
     pool = service.stylizer.cache.pool.clone()
     r = peer.ask({"type": "frame", "session": sid, "seq": 1, "slot": 0})
     assert r["code"] == "bad_input" and "NaN" in r["message"]
@@ -252,7 +252,7 @@ def test_output_is_written_in_the_engines_format(service, peer, frame_factory):
                   "ring": ring.describe("rgba16f")})
     fill(ring, layout, 0, frame_factory, 1)
     assert peer.ask({"type": "frame", "session": r["session"], "seq": 1, "slot": 0})["type"] == "done"
-    px = ring.output(0).view(torch.float16).view(H, W, 4)
+    px = torch.from_numpy(ring.output(0)).view(torch.float16).view(H, W, 4)
     assert torch.all(px[..., 3] == 1.0) and px[..., :3].min() >= 0 and px[..., :3].max() <= 1
     assert px[..., :3].float().std() > 0
 
@@ -287,7 +287,7 @@ def test_a_long_frame_does_not_make_its_waiting_clients_look_silent(tmp_path, ti
         peer.hello()
         w, h = 1280, 960
         opened, ring, layout = peer.open(w, h)
-        planes = layout.view(ring.input(0), w, h)
+        planes = layout.view(torch.from_numpy(ring.input(0)), w, h)
         for name, value in frame_factory(w, h, layout).items():
             planes[name].copy_(value)
         ring.mark_ready(0, 1)

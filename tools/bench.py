@@ -40,7 +40,7 @@ from ..model.network import StreamStyleModel
 from ..model.state import StateSpec
 from ..model.stylizer import Stylizer, null_context
 from ..model.weights import load_weights, shipped_weights
-from ..kernels.writeback import output_bytes
+from ..interop.layout import output_bytes
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 2e-2, "fp8": 1e-1}  # relative L2 error of a frame vs fp32
@@ -271,7 +271,7 @@ def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: s
                     session.set_prompt(SWITCH_PROMPTS[(i // 250 + 1) % len(SWITCH_PROMPTS)], blend_frames=8)
                     blending.update(range(i - 20, i - 20 + 8))
                 slot = session.acquire_slot(timeout_s=30)
-                session.ring.input(slot).copy_(slots[i % len(slots)])
+                torch.as_tensor(session.ring.input(slot)).copy_(slots[i % len(slots)])  # numpy (shm) or CUDA
                 t0 = time.perf_counter()
                 ev = client.wait(session, session.submit(slot), timeout_s=60)
                 if i < 20:

@@ -10,7 +10,11 @@ import argparse
 import json
 import sys
 
-from ..model.errors import StreamStyleError
+from ..interop.errors import DeviceError, ResolutionError, StreamStyleError
+from ..interop.limits import (DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MAX_STRENGTH, MIN_STEPS, MIN_STRENGTH,
+                              check_device_name, check_resolution)
+
+STEPS = list(range(MIN_STEPS, MAX_STEPS + 1))  # the contract's step counts, for --steps
 
 
 def _cuda() -> bool:
@@ -34,6 +38,45 @@ def parse_size(text: str) -> tuple[int, int]:
         return int(w), int(h)
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 1920x1080 or 1080p, not {text!r}") from None
+
+
+def check_device(device: str) -> str:
+    """`cpu`, `cuda` or `cuda:N` (the contract's names), and for CUDA a GPU this machine has.
+    Raises DeviceError (bad_device)."""
+    check_device_name(device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def check_frame_args(args: argparse.Namespace) -> None:
+    """The one size and device check of every command, before anything starts: each frame size
+    given (`--size`, `--sizes`) through the contract's `check_resolution` (bad_resolution), the
+    device through `check_device` (bad_device). `--sizes` becomes a list of (width, height)."""
+    sizes = []
+    size = getattr(args, "size", None)
+    if isinstance(size, int) and not isinstance(size, bool):  # train: square clips
+        sizes.append((size, size))
+    elif isinstance(size, tuple):
+        sizes.append(size)
+    elif isinstance(size, list):
+        sizes += size
+    if isinstance(getattr(args, "sizes", None), str):
+        try:
+            args.sizes = [parse_size(text.strip()) for text in args.sizes.split(",")]
+        except argparse.ArgumentTypeError as exc:
+            raise ResolutionError(f"--sizes: {exc}") from None
+        sizes += args.sizes
+    for w, h in sizes:
+        check_resolution(w, h)
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
@@ -80,7 +123,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from ..engine_plugins.reference_engine.preview import contact_sheet
+    from .preview import contact_sheet
 
     frames = [int(x) for x in args.frames.split(",")] if args.frames else None
     try:
@@ -103,6 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
                                 preset=args.preset, deadline_ms=args.deadline_ms, dtype=args.dtype)
+    check_device(config.device)  # the config file's device too, before the model loads
     stylizer, trained = build_stylizer(config, prompts=not args.no_prompts)
     if not trained:
         logging.getLogger("streamstyle.service").warning(
@@ -175,8 +219,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("streamstyle: error: no --weights given and the shipped default weights are not installed",
               file=sys.stderr)
         return 2
-    if not 0.0 <= args.strength <= 1.0:
-        print(f"streamstyle: error: --strength must lie in [0, 1], got {args.strength}", file=sys.stderr)
+    if not MIN_STRENGTH <= args.strength <= MAX_STRENGTH:
+        print(f"streamstyle: error: --strength must lie in [{MIN_STRENGTH:g}, {MAX_STRENGTH:g}], got {args.strength}",
+              file=sys.stderr)
         return 2
     model = load_weights(weights, device=args.device)
     if args.device.startswith("cuda"):
@@ -250,14 +295,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .bench import BenchConfig, format_bench, run_bench
 
-    sizes = [parse_size(text.strip()) for text in args.sizes.split(",")]  # any size: the service pads to the stride
+    sizes = args.sizes  # parsed and checked by check_frame_args; any size in range: the service pads to the stride
     try:
         steps = [int(k) for k in args.steps.split(",")]
     except ValueError:
         print(f"streamstyle: error: --steps is a comma list of 1-4, not {args.steps!r}", file=sys.stderr)
         return 2
-    if not steps or any(k not in (1, 2, 3, 4) for k in steps):
-        print("streamstyle: error: --steps takes step counts from 1 to 4", file=sys.stderr)
+    if not steps or any(k not in STEPS for k in steps):
+        print(f"streamstyle: error: --steps takes step counts from {MIN_STEPS} to {MAX_STEPS}", file=sys.stderr)
         return 2
     cfg = BenchConfig(preset=args.preset, weights=args.weights, sizes=sizes, steps=steps, frames=args.frames,
                       device=args.device, dtype=args.dtype, service=not args.no_service, peers=args.peers,
@@ -290,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="read the config of this checkpoint instead of a preset")
     p.add_argument("--size", type=parse_size, action="append",
                    help="frame size WxH or 720p/1080p/2160p; repeatable (default: 1280x720 and 1920x1080)")
-    p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4], help="DiT steps per frame (default 2)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, choices=STEPS, help=f"DiT steps per frame (default {DEFAULT_STEPS})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_model_info)
 
@@ -299,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the service and the reference engine as two processes, with a video")
     p.add_argument("--frames", type=int, default=96)
     p.add_argument("--size", type=parse_size, default=(256, 192), help="WxH (default 256x192)")
-    p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4])
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, choices=STEPS)
     p.add_argument("--prompt", action="append", help="a prompt; repeat to switch between several during the run")
     p.add_argument("--device", default="cpu", help="cpu (shared memory) or cuda (CUDA IPC)")
     p.add_argument("--out", default="streamstyle-demo.mp4", help="the MP4 to write")
@@ -370,9 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts-file", help='JSON {"style": ["phrasing", ...]}')
     p.add_argument("--size", type=parse_size, default=(512, 512))
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4])
-    p.add_argument("--strength", type=float, default=0.5,
-                   help="noise level history restarts from each frame (the service's default 0.5)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, choices=STEPS)
+    p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                   help=f"noise level history restarts from each frame (the service's default {DEFAULT_STRENGTH:g})")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--quiet", action="store_true")
@@ -436,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "size", "unset") is None:
         args.size = [(1280, 720), (1920, 1080)]
     try:
+        check_frame_args(args)
         return args.func(args)
     except StreamStyleError as exc:
         print(f"streamstyle: error [{exc.code}]: {exc.message}", file=sys.stderr)

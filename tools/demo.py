@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..model.layout import reference_layout
+from ..interop.layout import reference_layout
+from ..interop.limits import MAX_DEADLINE_MS
 from ..model.weights import shipped_weights
 from .bench import pct
 from ..interop.client import Client
@@ -91,7 +92,7 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
     layout = reference_layout(w, h)
     client = Client(address, name="reference-engine", timeout_s=120)
     session = client.open_session(w, h, layout, backend=backend, prompt=prompts[0],
-                                  params={"steps": steps, "deadline_ms": 60000.0}, seed=seed)
+                                  params={"steps": steps, "deadline_ms": MAX_DEADLINE_MS}, seed=seed)
     writer = None
     if out is not None:
         import imageio_ffmpeg
@@ -120,7 +121,7 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
             late += int(ev.late)
             total_ms.append(ev.timings["total_ms"])
             model_ms.append(ev.timings["model_ms"])
-            styled = session.output(ev.slot)[..., :3].to("cpu", copy=True)
+            styled = torch.as_tensor(session.output(ev.slot)[..., :3]).to("cpu", copy=True)  # numpy (shm) or CUDA
         else:
             late += 1
             reasons.append(f"{ev.status}:{ev.reason}:{ev.message}")

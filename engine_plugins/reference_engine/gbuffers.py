@@ -7,9 +7,10 @@ would; `to_slot` writes them into a slot's bytes.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from ...model.layout import FORMATS, GBufferLayout
+from ...interop.layout import FORMATS, GBufferLayout, torch_dtype
 from .render import RenderedFrame
 
 
@@ -35,10 +36,11 @@ def to_planes(frame: RenderedFrame, layout: GBufferLayout) -> dict[str, torch.Te
     planes: dict[int, torch.Tensor] = {}
     out = {}
     for ch in layout.channels:
-        dtype, comps, unorm = FORMATS[ch.format]
+        fmt = FORMATS[ch.format]
+        dtype, comps, unorm = torch_dtype(fmt.dtype), fmt.components, fmt.unorm
         plane = planes.get(ch.offset)
         if plane is None:
-            fill = 255 if unorm else (0 if dtype == torch.int32 else 1)
+            fill = 255 if unorm else (0 if fmt.dtype == "uint32" else 1)
             plane = torch.full((h, w, comps), fill, dtype=dtype, device=frame.depth.device)
             planes[ch.offset] = plane
         src = _source(frame, ch.name, ch.resolved_encoding, w, h)
@@ -49,11 +51,14 @@ def to_planes(frame: RenderedFrame, layout: GBufferLayout) -> dict[str, torch.Te
     return out
 
 
-def to_slot(frame: RenderedFrame, layout: GBufferLayout, slot: torch.Tensor | None = None) -> torch.Tensor:
-    """The frame written into a slot's bytes ([N] uint8, allocated when not given)."""
+def to_slot(frame: RenderedFrame, layout: GBufferLayout, slot=None) -> torch.Tensor:
+    """The frame written into a slot's bytes: a torch tensor ([N] uint8, a CUDA ring's slot), a
+    shared-memory ring's numpy slot (viewed as a tensor, no copy), or allocated when not given."""
     h, w = frame.depth.shape[:2]
     if slot is None:
         slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8, device=frame.depth.device)
+    elif not isinstance(slot, torch.Tensor):
+        slot = torch.from_numpy(np.asarray(slot))
     views = layout.view(slot, w, h)
     for name, plane in to_planes(frame, layout).items():
         views[name].copy_(plane)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ...model.layout import reference_layout
+from ...interop.layout import reference_layout
 from ..capture import CaptureWriter, FrameMeta
 from .camera import CameraPath
 from .gbuffers import to_planes

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import torch
 
-FORMATS = ("rgba8", "rgba16f")
-BYTES_PER_PIXEL = {"rgba8": 4, "rgba16f": 8}
+# What this kernel writes: RGBA of one component type per format. The contract's formats (the
+# protocol's `output_format`, `interop.limits.OUTPUT_FORMATS`) are these; a test holds them together
+# (kernels import nothing of ours, so the kernel names what it implements).
+DTYPES = {"rgba8": torch.uint8, "rgba16f": torch.float16}
+FORMATS = tuple(DTYPES)
 
 
 def output_bytes(width: int, height: int, fmt: str) -> int:
-    """Bytes of one frame in an output format."""
-    if fmt not in BYTES_PER_PIXEL:
+    """Bytes this kernel writes for one frame in `fmt` (the contract's `interop.layout.output_bytes`)."""
+    if fmt not in DTYPES:
         raise ValueError(f"output format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    return width * height * BYTES_PER_PIXEL[fmt]
+    return width * height * 4 * DTYPES[fmt].itemsize
 
 
 def slot_values(out: torch.Tensor, width: int, height: int, fmt: str) -> torch.Tensor:

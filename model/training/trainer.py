@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import preset
+from ...interop.limits import MAX_STEPS, MIN_STEPS
 from ..errors import ConfigError
 from ..network import StreamStyleModel
 from ..stylizer import null_context
@@ -76,8 +77,8 @@ class TrainConfig:
             raise ConfigError("bank must be 0 (off) or a number of shots")
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError("distill is the share of steps in few-step mode: from 0 to 1")
-        if not self.sampler_steps or any(k not in (1, 2, 3, 4) for k in self.sampler_steps):
-            raise ConfigError("sampler_steps must name step counts from 1 to 4")
+        if not self.sampler_steps or any(not MIN_STEPS <= k <= MAX_STEPS for k in self.sampler_steps):
+            raise ConfigError(f"sampler_steps must name step counts from {MIN_STEPS} to {MAX_STEPS}")
         return self
 
     @property

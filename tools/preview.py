@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...kernels.gbuffer_pack import pack_gbuffers
-from ..capture import CaptureReader
+from ..kernels.gbuffer_pack import pack_gbuffers
+from ..model.layout import pack_specs
+from ..engine_plugins.capture import CaptureReader
 
 
 def flow_to_rgb(motion: torch.Tensor, scale: float | None = None) -> torch.Tensor:
@@ -46,7 +47,7 @@ def contact_sheet(capture: str | Path, out: str | Path, frames: list[int] | None
     picks = frames if frames is not None else sorted({0, n // 2, n - 1})
     layout = reader.layout
     names = [c for c in ("color", "depth", "normals", "albedo") if c in layout.names]
-    specs = layout.pack_specs(names)
+    specs = pack_specs(layout, names)
     rows, labels = [], None
     for i in picks:
         f = reader[i]
