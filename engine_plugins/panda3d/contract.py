@@ -1,7 +1,7 @@
 """The one place this plugin takes the engine contract from: the G-buffer layout as data.
 
 Everything else in `engine_plugins/panda3d` imports `Channel`, `GBufferLayout` and `FORMATS` from
-here, so when the layout moves (model/layout.py -> interop/layout.py) one import line changes. The
+here, the contract's torch-free layout (interop/layout.py). The
 plugin otherwise reaches the service only through the Python client and a ring.
 
 `panda3d_layout` is the slot this plugin writes: what its G-buffer pass renders, plane for plane, so
@@ -18,7 +18,7 @@ each render target is copied into the slot as it comes back from the GPU (no rep
 
 from __future__ import annotations
 
-from ...model.layout import FORMATS, Channel, GBufferLayout  # the line to repoint to interop.layout
+from ...interop.layout import FORMATS, Channel, GBufferLayout
 
 __all__ = ["FORMATS", "Channel", "GBufferLayout", "PLANES", "panda3d_layout"]
 
