@@ -22,6 +22,8 @@ MAX_SLOTS = 8
 MIN_SLOTS = 3
 OUTPUT_FORMATS = ("rgba8", "rgba16f")
 BACKENDS = ("shm", "cuda-ipc")
+OUTPUT_BYTES_PER_PIXEL = {"rgba8": 4, "rgba16f": 8}  # an output slot holds width * height of these
+LATE_REASONS = ("dropped", "deadline", "service_restarted")  # the last is the client's own, after a reconnect
 
 
 class ErrorCode:

@@ -30,8 +30,11 @@ from .errors import RingError
 
 MAGIC = b"SSRING01"
 VERSION = 1
-SIGNALS = 64
-PAGE = 4096
+HEADER_FORMAT = "<8sIIQQ"  # magic, version, slots, input slot bytes, output slot bytes
+HEADER_OFFSETS = {"magic": 0, "version": 8, "slots": 12, "input_bytes": 16, "output_bytes": 24}  # of HEADER_FORMAT
+SIGNALS = 64  # byte offset of the signal arrays: u64 ready[slots], released[slots], done[slots]
+SIGNAL_BYTES = 8
+PAGE = 4096  # every slot starts on this boundary
 
 
 def _align(n: int, a: int = PAGE) -> int:
@@ -39,7 +42,7 @@ def _align(n: int, a: int = PAGE) -> int:
 
 
 def _layout(slots: int, input_bytes: int, output_bytes: int) -> tuple[int, list[int], list[int], int]:
-    first = _align(SIGNALS + 3 * 8 * slots)
+    first = _align(SIGNALS + 3 * SIGNAL_BYTES * slots)
     ins = [first + i * _align(input_bytes) for i in range(slots)]
     out0 = first + slots * _align(input_bytes)
     outs = [out0 + i * _align(output_bytes) for i in range(slots)]
@@ -89,7 +92,7 @@ class ShmRing:
             raise RingError("slot sizes must be positive")
         _, _, _, total = _layout(slots, input_bytes, output_bytes)
         shm = shared_memory.SharedMemory(create=True, size=total)
-        shm.buf[:SIGNALS] = struct.pack("<8sIIQQ", MAGIC, VERSION, slots, input_bytes, output_bytes).ljust(SIGNALS, b"\0")
+        shm.buf[:SIGNALS] = struct.pack(HEADER_FORMAT, MAGIC, VERSION, slots, input_bytes, output_bytes).ljust(SIGNALS, b"\0")
         ring = cls(shm, slots, input_bytes, output_bytes)
         ring.signals.array[:] = 0
         return ring
@@ -183,7 +186,7 @@ class ImportedShmRing:
             shm = segment(sync["handle"])
             if sync["offset"] + 3 * 8 * slots > real_size(shm) or sync["offset"] % 8:
                 raise RingError("the signal block runs past its segment or is misaligned")
-            magic, version, nslots, _, _ = struct.unpack_from("<8sIIQQ", shm.buf, 0)
+            magic, version, nslots, _, _ = struct.unpack_from(HEADER_FORMAT, shm.buf, 0)
             if magic != MAGIC or version != VERSION or nslots != slots:
                 raise RingError("the sync segment is not a version-1 StreamStyle ring of this many slots")
             signals = _Signals(shm.buf, sync["offset"], slots)
