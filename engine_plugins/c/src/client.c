@@ -12,10 +12,11 @@
  * What must hold: a slot is handed out by ss_acquire only when its previous frame was answered or
  * (shm) released; a frame is sent with the id of the session's current service-side incarnation, or
  * reported late; every frame submitted gets exactly one DONE, LATE or ERROR event. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* SCHED_BATCH */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,7 @@ struct ss_client {
     ss_request *sent;           /* waiting for their answer (client->lock) */
     ss_session *sessions;       /* client->lock */
     int stop;
+    int sleeping;               /* atomic: the I/O thread is in (or entering) zmq_poll */
     /* the connection (I/O thread; the info fields under client->lock) */
     int state, ever_up, connected, lost;
     uint64_t reconnects;
@@ -188,10 +190,27 @@ static int prompt_copy(ss_prompt *dst, const ss_prompt *src) {
     return 0;
 }
 
+/* Wake the I/O thread, with a syscall only when it sleeps (or is about to): it sets `sleeping`
+ * before its last look at the queues and clears it after zmq_poll returns. */
 static void wake(ss_client *c) {
-    char b = 1;
-    ssize_t n = write(c->pipe_w, &b, 1); /* a full pipe already wakes it */
-    (void)n;
+    if (__atomic_load_n(&c->sleeping, __ATOMIC_SEQ_CST)) {
+        char b = 1;
+        ssize_t n = write(c->pipe_w, &b, 1); /* a full pipe already wakes it */
+        (void)n;
+    }
+}
+
+/* The frame path never waits for the I/O thread: it spins briefly on the session lock and gives up
+ * (the caller then answers as if there were nothing, or busy) if the I/O thread holds it longer,
+ * e.g. because the OS preempted it there. */
+static int frame_lock(ss_session *s) {
+    for (int i = 0; i < 100; i++) {
+        if (pthread_mutex_trylock(&s->lock) == 0) return 1;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    return 0;
 }
 
 /* session->lock held */
@@ -558,8 +577,23 @@ static void read_monitor(ss_client *c) {
     }
 }
 
+/* client->lock held */
+static int frames_waiting(ss_client *c) {
+    int any = 0;
+    for (ss_session *s = c->sessions; s && !any; s = s->next) any = __atomic_load_n(&s->fr_count, __ATOMIC_SEQ_CST) != 0;
+    return any;
+}
+
 static void *io_main(void *arg) {
     ss_client *c = arg;
+#ifdef SCHED_BATCH
+    {   /* a batch thread never preempts the thread that woke it: the render thread's ss_submit
+         * returns at once instead of yielding its core to this thread's send */
+        struct sched_param sp;
+        memset(&sp, 0, sizeof sp);
+        pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    }
+#endif
     pthread_mutex_lock(&c->lock);
     while (!c->stop) {
         double now = now_s(), due;
@@ -591,8 +625,11 @@ static void *io_main(void *arg) {
         items[n++] = (zmq_pollitem_t){NULL, c->pipe_r, ZMQ_POLLIN, 0};
         if (c->sock) items[n++] = (zmq_pollitem_t){c->sock, 0, ZMQ_POLLIN, 0};
         if (c->mon) items[n++] = (zmq_pollitem_t){c->mon, 0, ZMQ_POLLIN, 0};
+        __atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
+        if (frames_waiting(c)) timeout_ms = 0; /* submitted between the send and the flag */
         pthread_mutex_unlock(&c->lock);
         zmq_poll(items, n, timeout_ms);
+        __atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
         pthread_mutex_lock(&c->lock);
         {
             char drain[64];
@@ -1059,7 +1096,7 @@ ss_status ss_acquire(ss_session *s, void *stream, ss_slot *out) {
     uint64_t prev;
     int answered;
     if (!s || !out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session or slot");
-    pthread_mutex_lock(&s->lock);
+    if (!frame_lock(s)) return SS_BUSY;
     if (!s->live) {
         pthread_mutex_unlock(&s->lock);
         return SS_BUSY;
@@ -1094,7 +1131,7 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
     if (info && (info->fields & SS_FRAME_PARAMS) && (st = check_params(&info->params)) != SS_OK) return st;
     if (info && (info->fields & SS_FRAME_DT) && !(info->dt >= 0.0f && info->dt <= 10.0f))
         return fail(SS_INVALID_ARGUMENT, "argument", "dt must be 0..10 seconds");
-    pthread_mutex_lock(&s->lock);
+    if (!frame_lock(s)) return SS_BUSY; /* the slot stays acquired: submit it again or acquire anew */
     if (!s->acquired[slot]) {
         pthread_mutex_unlock(&s->lock);
         return fail(SS_WRONG_STATE, "state", "submit a slot acquired with ss_acquire");
@@ -1118,7 +1155,7 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
     f->slot = slot;
     f->has_info = info != NULL;
     if (info) f->info = *info;
-    s->fr_count++;
+    __atomic_store_n(&s->fr_count, s->fr_count + 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&s->lock);
     wake(s->client);
     if (seq_out) *seq_out = seq;
@@ -1127,7 +1164,7 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
 
 ss_status ss_poll(ss_session *s, ss_event *out) {
     if (!s || !out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session or event");
-    pthread_mutex_lock(&s->lock);
+    if (!frame_lock(s)) return SS_NO_EVENT;
     if (s->ev_count == 0) {
         pthread_mutex_unlock(&s->lock);
         return SS_NO_EVENT;

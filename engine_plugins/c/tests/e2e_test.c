@@ -4,8 +4,8 @@
  *   ss_e2e_test restart ADDR   a level load longer than the reap time, then the service killed and
  *                              restarted mid-stream by the driver: prints "PHASE running", expects the
  *                              kill, prints "EVENT lost", expects a new service, prints "EVENT reopened"
- * Every frame-path call is timed; "TIMING <call> n= p50_us= p99_us= max_us=" lines are printed and,
- * unless SS_NO_TIMING is set (valgrind), p99 must be <= 20 us. The last line is "RESULT ok" or
+ * Every frame-path call is timed; "TIMING <call> n= p50_us= p99_us= max_us=" lines are printed for
+ * the driver to judge (under valgrind they mean nothing). The last line is "RESULT ok" or
  * "RESULT failed N". */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -18,7 +18,6 @@
 
 #define W 64
 #define H 48
-#define P99_LIMIT_US 20.0
 
 static int failures;
 #define CHECK(cond)                                                                          \
@@ -66,7 +65,7 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void report(timing *t, int enforce) {
+static void report(timing *t) {
     double p50, p99, max;
     if (!t->n) {
         printf("TIMING %s n=0\n", t->name);
@@ -77,7 +76,6 @@ static void report(timing *t, int enforce) {
     p99 = t->us[(size_t)(t->n * 0.99)];
     max = t->us[t->n - 1];
     printf("TIMING %s n=%zu p50_us=%.2f p99_us=%.2f max_us=%.2f\n", t->name, t->n, p50, p99, max);
-    if (enforce) CHECK(p99 <= P99_LIMIT_US);
     free(t->us);
     t->us = NULL;
     t->n = t->cap = 0;
@@ -277,7 +275,7 @@ static void bad_arguments(ss_client *c) {
     ss_session *s = (ss_session *)1;
     ss_channel only_color = CHANNELS[0];
 
-    CHECK(ss_client_create(NULL, &none) == SS_INVALID_ARGUMENT && none == (ss_client *)1);
+    CHECK(ss_client_create(NULL, &none) == SS_INVALID_ARGUMENT && none == NULL);
     memset(&cc, 0, sizeof cc);
     cc.size = sizeof cc;
     cc.address = "";
@@ -354,7 +352,6 @@ static int scenario_full(const char *addr) {
     ss_frame_info info;
     ss_event ev;
     const void *p;
-    char long_prompt[5001];
     int done = 0, late = 0, answered = 0, submitted = 0;
     if (!c) return 1;
     memset(&ci, 0, sizeof ci);
@@ -387,10 +384,12 @@ static int scenario_full(const char *addr) {
         CHECK(ss_set_prompt_blend(s, five, ones, 5, 0) == SS_INVALID_ARGUMENT);
         CHECK(ss_set_prompt(s, "x", 601) == SS_INVALID_ARGUMENT);
     }
-    memset(long_prompt, 'a', sizeof long_prompt - 1);
-    long_prompt[sizeof long_prompt - 1] = 0;
-    CHECK(ss_set_prompt(s, long_prompt, 0) == SS_REFUSED);
-    CHECK(!strcmp(ss_last_error_code(), SS_ERR_BAD_FIELD));
+    {   /* refused by the service: the blend's two sides would hold 2 + 3 parts, more than 4 */
+        const char *three[] = {"ink", "chalk", "oil"};
+        const float w3[] = {1, 1, 1};
+        CHECK(ss_set_prompt_blend(s, three, w3, 3, 10) == SS_REFUSED);
+        CHECK(!strcmp(ss_last_error_code(), SS_ERR_BAD_PROMPT));
+    }
     done += run_done(s, 4, NULL); /* the blend runs over these */
 
     ss_params_init(&params);
@@ -446,10 +445,10 @@ static int scenario_full(const char *addr) {
     cfg = session_config();
     CHECK(ss_session_open(c, &cfg, &left_open) == SS_OK); /* ss_client_destroy closes it */
     if (left_open) run_done(left_open, 1, NULL);
-    report(&T_ACQUIRE, !getenv("SS_NO_TIMING"));
-    report(&T_SUBMIT, !getenv("SS_NO_TIMING"));
-    report(&T_POLL, !getenv("SS_NO_TIMING"));
-    report(&T_OUTPUT, !getenv("SS_NO_TIMING"));
+    report(&T_ACQUIRE);
+    report(&T_SUBMIT);
+    report(&T_POLL);
+    report(&T_OUTPUT);
     CHECK(ss_client_destroy(c) == SS_OK);
     return 0;
 }
@@ -532,10 +531,10 @@ static int scenario_restart(const char *addr) {
     memset(&st, 0, sizeof st);
     st.size = sizeof st;
     CHECK(ss_stats(s, &st) == SS_OK && st.done == 5);
-    report(&T_ACQUIRE, !getenv("SS_NO_TIMING"));
-    report(&T_SUBMIT, !getenv("SS_NO_TIMING"));
-    report(&T_POLL, !getenv("SS_NO_TIMING"));
-    report(&T_OUTPUT, !getenv("SS_NO_TIMING"));
+    report(&T_ACQUIRE);
+    report(&T_SUBMIT);
+    report(&T_POLL);
+    report(&T_OUTPUT);
     CHECK(ss_session_close(s) == SS_OK);
     CHECK(ss_client_destroy(c) == SS_OK);
     return 0;
