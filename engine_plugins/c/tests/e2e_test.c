@@ -484,7 +484,7 @@ static int scenario_restart(const char *addr) {
 
     /* a level load: the render thread makes no call for longer than the reap time */
     CHECK(ss_client_get_info(c, &ci) == SS_OK);
-    sleep_ms(2.5 * ci.reap_after_ms);
+    sleep_ms(1.6 * ci.reap_after_ms);
     run_done(s, 2, NULL);
     CHECK(ss_session_get_info(s, &si) == SS_OK && si.session_id == first_id && si.live == 1);
 
@@ -530,7 +530,12 @@ static int scenario_restart(const char *addr) {
     run_done(s, 5, NULL);
     memset(&st, 0, sizeof st);
     st.size = sizeof st;
-    CHECK(ss_stats(s, &st) == SS_OK && st.done == 5);
+    CHECK(ss_stats(s, &st) == SS_OK);
+    printf("after the restart: frames_in=%llu done=%llu\n", (unsigned long long)st.frames_in,
+           (unsigned long long)st.done);
+    /* a fresh service-side session: only frames since the reopen (a few may have gone out between the
+     * reopen and this loop seeing its event) */
+    CHECK(st.done >= 5 && st.done <= 5 + 3 && st.frames_in < 20);
     report(&T_ACQUIRE);
     report(&T_SUBMIT);
     report(&T_POLL);
