@@ -396,3 +396,42 @@ def test_the_c_client_survives_a_service_restart(build, tmp_path, under_valgrind
     assert proc.returncode == 0 and out.rstrip().endswith("RESULT ok"), out + err[-4000:]
     if not under_valgrind:
         _check_timings(out, "a session whose service is killed, then restarted")
+
+
+# --- the C# layer (engine_plugins/unity/Runtime) under mono --------------------------------------
+
+UNITY_DIR = C_DIR.parent / "unity"
+needs_mono = pytest.mark.skipif(shutil.which("mcs") is None or shutil.which("mono") is None,
+                                reason="mono is not installed (apt-get install mono-mcs mono-runtime)")
+
+
+@pytest.fixture(scope="module")
+def mono_smoke(build, tmp_path_factory) -> Path:
+    exe = tmp_path_factory.mktemp("mono") / "MonoSmoke.exe"
+    sources = sorted(str(p) for p in (UNITY_DIR / "Runtime").glob("*.cs")) + [str(UNITY_DIR / "Tests~" / "MonoSmoke.cs")]
+    res = subprocess.run(["mcs", "-warnaserror", f"-out:{exe}", *sources], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return exe
+
+
+def _mono(build, exe, *args, timeout=300):
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{build}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    return subprocess.run(["mono", str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@needs_build
+@needs_mono
+def test_the_csharp_structs_match_the_c_abi(build, mono_smoke):
+    want = subprocess.run([str(build / "ss_abi_layout")], capture_output=True, text=True, check=True).stdout
+    got = _mono(build, mono_smoke, "layout")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines() == want.splitlines()
+    assert len(want.splitlines()) > 70  # every struct and field of streamstyle.h
+
+
+@needs_build
+@needs_mono
+def test_the_csharp_layer_runs_a_session_under_mono(build, mono_smoke, prompt_service):
+    res = _mono(build, mono_smoke, "run", prompt_service.address)
+    print(res.stdout)
+    assert res.returncode == 0 and res.stdout.rstrip().endswith("RESULT ok"), res.stdout + res.stderr

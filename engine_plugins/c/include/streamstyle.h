@@ -149,6 +149,7 @@ typedef struct ss_session_info {
     uint32_t slots, width, height;
     uint64_t input_slot_bytes, output_slot_bytes;
     int live;                   /* 1 while open on a connected service */
+    uint64_t events_lost;       /* the oldest events dropped because ss_poll was not called (64 are kept) */
 } ss_session_info;
 SS_API ss_status ss_session_get_info(ss_session *session, ss_session_info *out);
 

@@ -243,8 +243,7 @@ static void frames_lost(ss_session *s, const char *reason, const char *message) 
             ev.late = 1;
             push_event(s, &ev);
         }
-        s->slot_seq[i] = s->slot_answered[i] = 0;
-        s->acquired[i] = 0;
+        s->slot_seq[i] = s->slot_answered[i] = 0; /* a slot acquired now stays acquired: submit it after the reopen */
     }
     s->fr_count = 0;
 }
@@ -682,13 +681,20 @@ static int wait_until(ss_client *c, double deadline) {
 static ss_status call(ss_client *c, ss_request *r, ss_reply *reply) {
     double deadline = now_s() + c->timeout_ms / 1000.0;
     ss_status st;
+    int live = 1;
     r->refs = 2;
+    if (r->kind != REQ_OPEN) {
+        pthread_mutex_lock(&r->session->lock);
+        live = r->session->live;
+        pthread_mutex_unlock(&r->session->lock);
+    }
     pthread_mutex_lock(&c->lock);
-    if (c->state != UP) {
+    if (c->state != UP || !live) {
         pthread_mutex_unlock(&c->lock);
         r->refs = 1;
         request_release(r);
-        return fail(SS_UNAVAILABLE, "unavailable", "not connected to the service");
+        return fail(SS_UNAVAILABLE, "unavailable", live ? "not connected to the service"
+                                                        : "the session is not open on the service (reconnecting)");
     }
     r->next = NULL;
     {
@@ -1080,6 +1086,7 @@ ss_status ss_session_get_info(ss_session *s, ss_session_info *out) {
     pthread_mutex_lock(&s->lock);
     out->session_id = s->id;
     out->live = s->live;
+    out->events_lost = s->events_lost;
     pthread_mutex_unlock(&s->lock);
     out->slots = s->ring->desc.slots;
     out->width = s->width;
@@ -1137,7 +1144,6 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
         return fail(SS_WRONG_STATE, "state", "submit a slot acquired with ss_acquire");
     }
     if (!s->live || s->fr_count == FRAME_CAP) {
-        s->acquired[slot] = 0;
         pthread_mutex_unlock(&s->lock);
         return SS_BUSY; /* reconnecting, or the I/O thread is behind: show the raw frame */
     }
