@@ -399,6 +399,37 @@ def test_the_c_client_survives_a_service_restart(build, tmp_path, under_valgrind
 
 
 @needs_build
+@pytest.mark.parametrize("under_valgrind", [False, True], ids=["native", "valgrind"])
+def test_a_killed_service_is_reported_and_nothing_waits_for_it(build, tmp_path, under_valgrind):
+    if under_valgrind and shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    address = f"ipc://{tmp_path}/svc.sock"
+    svc = Service(tmp_path, address, "--no-prompts", config={"heartbeat_ms": 100, "reap_after_ms": 3000})
+    cmd = [*(VALGRIND if under_valgrind else []), str(build / "ss_e2e_test"), "gone", address]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = _Lines(proc.stdout)
+    try:
+        lines.until("PHASE running", 300)
+        time.sleep(0.3)
+        svc.proc.kill()
+        svc.proc.wait(10)
+        lines.until("EVENT lost", 30)
+        out = lines.rest()
+        proc.wait(120)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        svc.stop()
+    print(out)
+    assert proc.returncode == 0 and out.rstrip().endswith("RESULT ok"), out + err[-4000:]
+    if not under_valgrind:
+        t = _timings(out)
+        for name in ("acquire", "poll"):
+            assert t[name]["n"] > 100 and t[name]["p99_us"] <= P99_LIMIT_US, (name, t[name])
+
+
+@needs_build
 @pytest.mark.gpu
 def test_the_cuda_ipc_backend_end_to_end_on_the_gpu(build, tmp_path):
     """The cuda-ipc ring from C (cuMemAlloc'd slots, IPC handles, interprocess events) against a GPU

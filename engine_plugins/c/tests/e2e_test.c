@@ -1,6 +1,8 @@
 /* e2e_test: libstreamstyle against the real service (CPU, shm), driven by tests/test_c_client.py.
  *   ss_e2e_test full ADDR      bad arguments, open, frames, prompt switch and blend, params, late
  *                              frames, stats, close (the service has its prompt encoder)
+ *   ss_e2e_test gone ADDR      the service killed for good: reported as an event, every call answers at
+ *                              once (busy, unavailable), close and destroy need no service
  *   ss_e2e_test restart ADDR   a level load longer than the reap time, then the service killed and
  *                              restarted mid-stream by the driver: prints "PHASE running", expects the
  *                              kill, prints "EVENT lost", expects a new service, prints "EVENT reopened"
@@ -545,13 +547,79 @@ static int scenario_restart(const char *addr) {
     return 0;
 }
 
+static int scenario_gone(const char *addr) {
+    ss_client *c = connect_to(addr, 10000);
+    ss_client_info ci;
+    ss_session_info si;
+    ss_session_config cfg = session_config();
+    ss_session *s = NULL;
+    ss_session_stats st;
+    ss_event ev;
+    int lost = 0, busy = 0, late = 0, iterations = 0;
+    double t0;
+    if (!c) return 1;
+    memset(&ci, 0, sizeof ci);
+    ci.size = sizeof ci;
+    memset(&si, 0, sizeof si);
+    si.size = sizeof si;
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    CHECK(ss_session_open(c, &cfg, &s) == SS_OK);
+    if (!s) return 1;
+    run_done(s, 2, NULL);
+    printf("PHASE running\n");
+    fflush(stdout);
+    /* the render loop runs on while the driver kills the service for good */
+    for (double end = now_us() + 60e6; now_us() < end && !lost;) {
+        ss_slot slot;
+        if (timed_acquire(s, &slot) == SS_OK) {
+            fill(slot.input);
+            timed_submit(s, slot.index, NULL, NULL);
+        }
+        while (timed_poll(s, &ev) == SS_OK) {
+            if (ev.kind == SS_EVENT_SERVICE_LOST) lost = 1;
+            if (ev.kind == SS_EVENT_LATE) late++;
+        }
+        sleep_ms(1);
+    }
+    CHECK(lost);
+    printf("EVENT lost (%d frames answered late before)\n", late);
+    fflush(stdout);
+    for (double end = now_us() + 1.5e6; now_us() < end; iterations++) { /* nothing may wait or succeed */
+        ss_slot slot;
+        ss_status a = timed_acquire(s, &slot);
+        busy += a == SS_BUSY;
+        CHECK(a == SS_BUSY);
+        while (timed_poll(s, &ev) == SS_OK) CHECK(ev.kind != SS_EVENT_DONE && ev.kind != SS_EVENT_REOPENED);
+        sleep_ms(1);
+    }
+    t0 = now_us();
+    CHECK(ss_set_prompt(s, "noir", 0) == SS_UNAVAILABLE && !strcmp(ss_last_error_code(), "unavailable"));
+    CHECK(ss_stats(s, &st) == SS_UNAVAILABLE);
+    CHECK(now_us() - t0 < 100e3); /* refused at once, not after the timeout */
+    CHECK(ss_session_get_info(s, &si) == SS_OK && si.live == 0);
+    CHECK(ss_client_get_info(c, &ci) == SS_OK && ci.connected == 0);
+    printf("gone: %d iterations, %d busy\n", iterations, busy);
+    report(&T_ACQUIRE);
+    report(&T_SUBMIT);
+    report(&T_POLL);
+    report(&T_OUTPUT);
+    t0 = now_us();
+    CHECK(ss_session_close(s) == SS_OK);
+    CHECK(ss_client_destroy(c) == SS_OK);
+    printf("close and destroy without a service: %.1f ms\n", (now_us() - t0) / 1e3);
+    CHECK(now_us() - t0 < 2e6);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int rc = 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
     reference_layout();
     if (argc == 3 && !strcmp(argv[1], "full")) rc = scenario_full(argv[2]);
     else if (argc == 3 && !strcmp(argv[1], "restart")) rc = scenario_restart(argv[2]);
-    else fprintf(stderr, "usage: ss_e2e_test full|restart ADDRESS\n");
+    else if (argc == 3 && !strcmp(argv[1], "gone")) rc = scenario_gone(argv[2]);
+    else fprintf(stderr, "usage: ss_e2e_test full|restart|gone ADDRESS\n");
     if (rc == 2) return 2;
     if (failures || rc) printf("RESULT failed %d\n", failures);
     else printf("RESULT ok\n");
