@@ -487,3 +487,32 @@ def test_the_csharp_layer_runs_a_session_under_mono(build, mono_smoke, prompt_se
     res = _mono(build, mono_smoke, "run", prompt_service.address)
     print(res.stdout)
     assert res.returncode == 0 and res.stdout.rstrip().endswith("RESULT ok"), res.stdout + res.stderr
+
+
+@needs_build
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_installed_library_links_from_cpp_through_pkg_config(build, tmp_path):
+    prefix = tmp_path / "prefix"
+    res = subprocess.run(["cmake", "--install", str(build), "--prefix", str(prefix)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    pc = next(prefix.rglob("streamstyle.pc"))
+    src = tmp_path / "use.cpp"
+    src.write_text(
+        '#include <streamstyle.h>\n#include <cstdio>\n#include <cstring>\n'
+        'int main() {\n'
+        '  ss_client *c = nullptr;\n'
+        '  ss_client_config cfg{};\n'
+        '  if (ss_client_create(&cfg, &c) != SS_INVALID_ARGUMENT || c != nullptr) return 1;\n'
+        '  if (std::strcmp(ss_last_error_code(), "argument") != 0) return 2;\n'
+        '  std::printf("%d %s %s\\n", ss_abi_version(), ss_status_name(SS_BUSY), SS_ERR_BAD_LAYOUT);\n'
+        '  return 0;\n}\n')
+    env = {**os.environ, "PKG_CONFIG_PATH": str(pc.parent)}
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "streamstyle"], capture_output=True, text=True,
+                           env=env, check=True).stdout.split()
+    exe = tmp_path / "use"
+    res = subprocess.run(["c++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic", str(src), "-o", str(exe),
+                          *flags], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lib_dir = next(prefix.rglob("libstreamstyle.so")).parent
+    run = subprocess.run([str(exe)], capture_output=True, text=True, env={**os.environ, "LD_LIBRARY_PATH": str(lib_dir)})
+    assert run.returncode == 0 and run.stdout.split() == ["1", "busy", "bad_layout"], run.stdout + run.stderr

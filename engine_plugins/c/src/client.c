@@ -502,6 +502,13 @@ static void handle(ss_client *c, const char *data, size_t size) {
         }
         return;
     }
+    if (m.type == SS_REPLY_ERROR &&
+        (!strcmp(m.code, SS_ERR_HELLO_FIRST) ||
+         (!strcmp(m.code, SS_ERR_UNKNOWN_SESSION) && m.has_session && session_by_id(c, m.session)))) {
+        /* the service no longer knows this connection (it restarted under ZeroMQ's own reconnect, or
+         * reaped us): start again, as after a lost connection */
+        c->lost = 1;
+    }
     if (m.type == SS_REPLY_DONE || m.type == SS_REPLY_LATE || (m.type == SS_REPLY_ERROR && m.has_seq)) {
         if (m.has_session) frame_answer(c, &m);
         return;
