@@ -516,3 +516,31 @@ def test_installed_library_links_from_cpp_through_pkg_config(build, tmp_path):
     lib_dir = next(prefix.rglob("libstreamstyle.so")).parent
     run = subprocess.run([str(exe)], capture_output=True, text=True, env={**os.environ, "LD_LIBRARY_PATH": str(lib_dir)})
     assert run.returncode == 0 and run.stdout.split() == ["1", "busy", "bad_layout"], run.stdout + run.stderr
+
+
+@needs_build
+def test_the_c_client_and_the_python_client_get_the_same_frames(build, prompt_service, tmp_path):
+    """Same service, same layout, inputs and seed: the C client's outputs equal the Python client's,
+    byte for byte (the ring, the layout and the open message mean the same thing from both)."""
+    import numpy as np
+    import torch
+
+    from streamstyle.interop.client import Client
+    from streamstyle.model.layout import reference_layout
+
+    n = 4
+    res = subprocess.run([str(build / "ss_e2e_test"), "dump", prompt_service.address, str(tmp_path), str(n)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.rstrip().endswith("RESULT ok"), res.stdout + res.stderr
+    layout = reference_layout(64, 48)
+    with Client(prompt_service.address) as client:
+        session = client.open_session(64, 48, layout, seed=11)
+        for i in range(n):
+            data = (tmp_path / f"in{i}.bin").read_bytes()
+            assert len(data) == layout.slot_bytes(64, 48)  # the C layout is the reference layout
+            slot = session.acquire_slot(timeout_s=10)
+            session.ring.input(slot)[: len(data)] = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy())
+            ev = client.wait(session, session.submit(slot))
+            assert ev.status == "done"
+            want = session.output(ev.slot).reshape(-1).numpy().tobytes()
+            assert (tmp_path / f"out{i}.bin").read_bytes() == want, f"frame {i} differs"

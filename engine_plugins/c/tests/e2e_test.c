@@ -1,6 +1,8 @@
 /* e2e_test: libstreamstyle against the real service (CPU, shm), driven by tests/test_c_client.py.
  *   ss_e2e_test full ADDR      bad arguments, open, frames, prompt switch and blend, params, late
  *                              frames, stats, close (the service has its prompt encoder)
+ *   ss_e2e_test dump ADDR DIR N  N frames' inputs and outputs written to DIR (compared with the
+ *                              Python client's outputs for the same inputs and seed)
  *   ss_e2e_test gone ADDR      the service killed for good: reported as an event, every call answers at
  *                              once (busy, unavailable), close and destroy need no service
  *   ss_e2e_test restart ADDR   a level load longer than the reap time, then the service killed and
@@ -612,6 +614,50 @@ static int scenario_gone(const char *addr) {
     return 0;
 }
 
+static void write_file(const char *dir, const char *kind, int i, const void *data, size_t n) {
+    char path[1024];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/%s%d.bin", dir, kind, i);
+    f = fopen(path, "wb");
+    CHECK(f && fwrite(data, 1, n, f) == n);
+    if (f) fclose(f);
+}
+
+/* N frames with seed 11; each frame's input slot and output written to DIR for the driver to replay
+ * through the Python client and compare byte for byte. */
+static int scenario_dump(const char *addr, const char *dir, int n) {
+    ss_client *c = connect_to(addr, 20000);
+    ss_session_config cfg = session_config();
+    ss_session *s = NULL;
+    if (!c) return 1;
+    cfg.seed = 11;
+    CHECK(ss_session_open(c, &cfg, &s) == SS_OK);
+    if (!s) return 1;
+    for (int i = 0; i < n; i++) {
+        ss_slot slot;
+        ss_event ev;
+        uint64_t seq = 0;
+        const void *p;
+        uint64_t bytes;
+        double end = now_us() + 30e6;
+        while (ss_acquire(s, NULL, &slot) == SS_BUSY && now_us() < end) sleep_ms(1);
+        fill(slot.input);
+        write_file(dir, "in", i, slot.input, SLOT_BYTES);
+        CHECK(ss_submit(s, slot.index, NULL, NULL, &seq) == SS_OK);
+        for (;;) {
+            if (ss_poll(s, &ev) == SS_OK && ev.seq == seq) break;
+            if (now_us() > end) { CHECK(!"an answer"); return 1; }
+            sleep_ms(0.5);
+        }
+        CHECK(ev.kind == SS_EVENT_DONE);
+        CHECK(ss_output(s, (uint32_t)ev.slot, NULL, &p, &bytes) == SS_OK);
+        write_file(dir, "out", i, p, (size_t)bytes);
+    }
+    CHECK(ss_session_close(s) == SS_OK);
+    CHECK(ss_client_destroy(c) == SS_OK);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int rc = 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -619,7 +665,8 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "full")) rc = scenario_full(argv[2]);
     else if (argc == 3 && !strcmp(argv[1], "restart")) rc = scenario_restart(argv[2]);
     else if (argc == 3 && !strcmp(argv[1], "gone")) rc = scenario_gone(argv[2]);
-    else fprintf(stderr, "usage: ss_e2e_test full|restart|gone ADDRESS\n");
+    else if (argc == 5 && !strcmp(argv[1], "dump")) rc = scenario_dump(argv[2], argv[3], atoi(argv[4]));
+    else fprintf(stderr, "usage: ss_e2e_test full|restart|gone ADDRESS | dump ADDRESS DIR N\n");
     if (rc == 2) return 2;
     if (failures || rc) printf("RESULT failed %d\n", failures);
     else printf("RESULT ok\n");
