@@ -36,9 +36,19 @@ static int shm_is_released(ss_ring *r, uint32_t slot, uint64_t seq) {
     return __atomic_load_n(&s->released[slot], __ATOMIC_ACQUIRE) >= seq;
 }
 
-static ss_status shm_nothing(ss_ring *r, uint32_t slot, void *stream) {
-    (void)r; (void)slot; (void)stream;
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+/* No stream to order on the host: an acquire load of the slot's signal orders this thread's later
+ * accesses of the slot after the service's (whose answer, seen first, already showed it). */
+static ss_status shm_wait_released(ss_ring *r, uint32_t slot, void *stream) {
+    shm_impl *s = r->impl;
+    (void)stream;
+    (void)__atomic_load_n(&s->released[slot], __ATOMIC_ACQUIRE);
+    return SS_OK;
+}
+
+static ss_status shm_wait_done(ss_ring *r, uint32_t slot, void *stream) {
+    shm_impl *s = r->impl;
+    (void)stream;
+    (void)__atomic_load_n(&s->done[slot], __ATOMIC_ACQUIRE);
     return SS_OK;
 }
 
@@ -50,7 +60,7 @@ static void shm_close(ss_ring *r) {
     free(r);
 }
 
-static const ss_ring_ops SHM_OPS = {shm_mark_ready, shm_is_released, shm_nothing, shm_nothing, shm_close};
+static const ss_ring_ops SHM_OPS = {shm_mark_ready, shm_is_released, shm_wait_released, shm_wait_done, shm_close};
 
 static void put_u32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i)); }
 static void put_u64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i)); }
