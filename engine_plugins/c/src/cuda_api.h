@@ -39,6 +39,8 @@ typedef struct { char reserved[64]; } ss_CUipcEventHandle;
     X(cuCtxPushCurrent_v2, ss_CUresult, (ss_CUcontext)) \
     X(cuCtxPopCurrent_v2, ss_CUresult, (ss_CUcontext *)) \
     X(cuCtxSynchronize, ss_CUresult, (void)) \
+    X(cuCtxGetCurrent, ss_CUresult, (ss_CUcontext *)) \
+    X(cuCtxGetDevice, ss_CUresult, (ss_CUdevice *)) \
     X(cuMemAlloc_v2, ss_CUresult, (ss_CUdeviceptr *, size_t)) \
     X(cuMemFree_v2, ss_CUresult, (ss_CUdeviceptr)) \
     X(cuMemsetD8_v2, ss_CUresult, (ss_CUdeviceptr, unsigned char, size_t)) \

@@ -4,8 +4,10 @@
  * one interprocess event per slot and signal (ready, released, done; timing disabled).
  *
  * The driver is opened with dlopen on first use, so the library loads on machines without CUDA.
- * Every call runs in the device's primary context (the one the CUDA runtime uses, so an engine's
- * cudaStream_t works here as a CUstream), pushed and popped around the call. On the frame path only
+ * Every call runs in the context that was current on the thread that opened the session (an engine
+ * on the driver API with its own context), or else in the device's primary context (the one the CUDA
+ * runtime uses, so an engine's cudaStream_t works here as a CUstream), pushed and popped around the
+ * call. Streams passed in must belong to that context. On the frame path only
  * stream-ordered calls are made (event record, stream wait): the host never waits on the GPU. */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
@@ -58,6 +60,7 @@ static void cu_load(void) {
 typedef struct cuda_impl {
     ss_CUdevice dev;
     ss_CUcontext ctx;
+    int primary;                /* ctx is the device's primary context, retained by us */
     ss_CUdeviceptr base;
     ss_CUevent events[3][SS_MAX_SLOTS]; /* ready, released, done */
     unsigned char mem_handle[64];
@@ -136,7 +139,7 @@ static void cuda_free(cuda_impl *c, uint32_t slots) {
         if (c->base) cu.cuMemFree_v2(c->base);
         cu.cuCtxPopCurrent_v2(&prev);
     }
-    cu.cuDevicePrimaryCtxRelease_v2(c->dev);
+    if (c->primary) cu.cuDevicePrimaryCtxRelease_v2(c->dev);
     free(c);
 }
 
@@ -167,8 +170,20 @@ ss_status ss_ring_create_cuda(uint32_t slots, uint64_t input_bytes, uint64_t out
     c = calloc(1, sizeof *c);
     r = calloc(1, sizeof *r);
     if (!c || !r) { free(c); free(r); ss_set_error("memory", "out of memory"); return SS_OUT_OF_MEMORY; }
-    CU(cu.cuDeviceGet(&c->dev, device), "cuDeviceGet");
-    CU(cu.cuDevicePrimaryCtxRetain(&c->ctx, c->dev), "cuDevicePrimaryCtxRetain");
+    CU(cu.cuCtxGetCurrent(&c->ctx), "cuCtxGetCurrent");
+    if (c->ctx) { /* the engine's own context */
+        CU(cu.cuCtxGetDevice(&c->dev), "cuCtxGetDevice");
+        if (c->dev != device) {
+            ss_set_error("argument", "the current CUDA context is on device %d; the session asks for %d", (int)c->dev,
+                         (int)device);
+            st = SS_INVALID_ARGUMENT;
+            goto out;
+        }
+    } else {
+        CU(cu.cuDeviceGet(&c->dev, device), "cuDeviceGet");
+        CU(cu.cuDevicePrimaryCtxRetain(&c->ctx, c->dev), "cuDevicePrimaryCtxRetain");
+        c->primary = 1;
+    }
     retained = 1;
     CU(cu.cuCtxPushCurrent_v2(c->ctx), "cuCtxPushCurrent");
     pushed = 1;
