@@ -544,3 +544,21 @@ def test_the_c_client_and_the_python_client_get_the_same_frames(build, prompt_se
             assert ev.status == "done"
             want = session.output(ev.slot).reshape(-1).numpy().tobytes()
             assert (tmp_path / f"out{i}.bin").read_bytes() == want, f"frame {i} differs"
+
+
+def test_the_generator_takes_a_new_limits_module_and_its_re_exports(monkeypatch):
+    import types
+
+    limits = types.ModuleType("streamstyle.interop.limits")
+    limits.MAX_SLOTS = P.MAX_SLOTS  # re-exported by protocol: one definition, attributed to limits
+    limits.MAX_PROMPT_CHARS = 2000
+    limits.STEPS = (1, 2, 3, 4)
+    limits._PRIVATE = 5
+    monkeypatch.setitem(sys.modules, "streamstyle.interop.limits", limits)
+    text = cheader.generate()
+    assert "streamstyle.interop.limits" in text.splitlines()[1]
+    assert re.search(r"#define SS_MAX_PROMPT_CHARS +2000\n", text) and text.count("#define SS_MAX_SLOTS ") == 1
+    assert re.search(r"#define SS_STEPS_LIST +1, 2, 3, 4\n", text) and "PRIVATE" not in text
+    limits.MAX_SLOTS = P.MAX_SLOTS + 1  # two homes disagreeing is the bug the header must not hide
+    with pytest.raises(ValueError, match="SS_MAX_SLOTS"):
+        cheader.generate()
