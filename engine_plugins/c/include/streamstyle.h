@@ -9,9 +9,10 @@
  *  - every call returns an ss_status; nothing throws, longjmps, aborts or prints;
  *  - handles are opaque; structs passed in start with `size` (set it to sizeof) so they can grow;
  *  - strings are UTF-8, NUL-terminated, copied by the library before the call returns;
- *  - frame-path calls (ss_acquire, ss_submit, ss_poll, ss_output) never block on the service or
- *    the network and never synchronise the GPU with the host; they take one short internal lock.
- *    Call them for one session from one thread at a time (the render thread);
+ *  - frame-path calls (ss_acquire, ss_submit, ss_poll, ss_output) never block on the service, the
+ *    network or the I/O thread and never synchronise the GPU with the host: they try the session's
+ *    lock and, if the I/O thread holds it, answer SS_BUSY / SS_NO_EVENT instead of waiting. Call
+ *    them for one session from one thread at a time (the render thread);
  *  - control calls (ss_client_create, ss_session_open/close, ss_set_prompt, ss_set_params,
  *    ss_stats) wait for the service's answer (up to the client's timeout): not for the render thread.
  */
@@ -180,7 +181,9 @@ typedef struct ss_frame_info {
 } ss_frame_info;
 
 /* Signal the acquired slot ready (shm: its counter; cuda-ipc: the ready event recorded on
- * `stream`) and queue the frame for the I/O thread. `info` may be NULL. `seq_out` may be NULL. */
+ * `stream`) and queue the frame for the I/O thread (waking it: one write to a pipe when it sleeps).
+ * `info` may be NULL. `seq_out` may be NULL. SS_BUSY: nothing was sent (reconnecting, or the queue
+ * of 16 frames is full); the slot stays acquired. */
 SS_API ss_status ss_submit(ss_session *session, uint32_t slot, const ss_frame_info *info, void *stream,
                            uint64_t *seq_out);
 
