@@ -55,6 +55,7 @@ MAX_HEIGHT = 4320
 # Output slot formats: bytes per pixel (RGBA, 8-bit unorm or half float).
 OUTPUT_FORMATS = ("rgba8", "rgba16f")
 OUTPUT_BYTES_PER_PIXEL = {"rgba8": 4, "rgba16f": 8}
+LATE_REASONS = ("dropped", "deadline", "service_restarted")  # "late" reasons; the last is the client's own, after a reconnect
 DEFAULT_OUTPUT_FORMAT = "rgba8"
 
 # Frame parameters.

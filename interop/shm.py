@@ -41,6 +41,7 @@ MAGIC = b"SSRING01"
 VERSION = 1
 HEADER_FORMAT = "<8sIIQQ"  # magic, version, slots, input slot bytes, output slot bytes
 HEADER_BYTES = struct.calcsize(HEADER_FORMAT)  # 32
+HEADER_OFFSETS = {"magic": 0, "version": 8, "slots": 12, "input_bytes": 16, "output_bytes": 24}  # of HEADER_FORMAT
 SIGNALS_OFFSET = 64  # where this implementation puts the signal block
 SIGNALS = SIGNALS_OFFSET  # the name before it was spelled out
 SIGNAL_BYTES = 8  # one little-endian u64 counter

@@ -1,0 +1,1201 @@
+/* client.c: the client, its I/O thread and the sessions (interop/client.py is the reference).
+ *
+ * Ownership and threads:
+ *  - the I/O thread owns the ZeroMQ context's sockets (the DEALER and its monitor) and is the only
+ *    thread that sends or receives; it encodes every message itself, with the session's current id;
+ *  - callers hand it work through two queues: control requests (a list under `client->lock`, the
+ *    caller waiting on `client->cond` for the answer) and frames (a small per-session ring under
+ *    `session->lock`, so the render thread never touches the client lock); a byte on a pipe wakes it;
+ *  - answers come back as events in a per-session ring under `session->lock`;
+ *  - lock order: client->lock, then session->lock. Nothing blocks while holding session->lock.
+ *
+ * What must hold: a slot is handed out by ss_acquire only when its previous frame was answered or
+ * (shm) released; a frame is sent with the id of the session's current service-side incarnation, or
+ * reported late; every frame submitted gets exactly one DONE, LATE or ERROR event. */
+#define _GNU_SOURCE /* SCHED_BATCH */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "codec.h"
+#include "ring.h"
+
+#define EVENT_CAP 64
+#define FRAME_CAP 16
+#define HELLO_WAIT_MS 1000.0
+
+/* ---- errors ---------------------------------------------------------------------------------- */
+
+static __thread char err_code[32];
+static __thread char err_message[256];
+
+void ss_set_error(const char *code, const char *fmt, ...) {
+    va_list ap;
+    snprintf(err_code, sizeof err_code, "%s", code);
+    va_start(ap, fmt);
+    vsnprintf(err_message, sizeof err_message, fmt, ap);
+    va_end(ap);
+}
+
+static ss_status fail(ss_status st, const char *code, const char *message) {
+    ss_set_error(code, "%s", message);
+    return st;
+}
+
+const char *ss_last_error_code(void) { return err_code; }
+const char *ss_last_error_message(void) { return err_message; }
+int ss_abi_version(void) { return SS_ABI_VERSION; }
+
+const char *ss_status_name(ss_status s) {
+    switch (s) {
+    case SS_OK: return "ok";
+    case SS_BUSY: return "busy";
+    case SS_NO_EVENT: return "no_event";
+    case SS_INVALID_ARGUMENT: return "invalid_argument";
+    case SS_WRONG_STATE: return "wrong_state";
+    case SS_UNAVAILABLE: return "unavailable";
+    case SS_REFUSED: return "refused";
+    case SS_NO_CUDA: return "no_cuda";
+    case SS_CUDA_FAILED: return "cuda_failed";
+    case SS_SYSTEM_FAILED: return "system_failed";
+    case SS_OUT_OF_MEMORY: return "out_of_memory";
+    }
+    return "unknown";
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- state ----------------------------------------------------------------------------------- */
+
+typedef enum { REQ_OPEN, REQ_PROMPT, REQ_PARAMS, REQ_STATS, REQ_CLOSE } req_kind;
+
+typedef struct ss_request {
+    struct ss_request *next;
+    int refs;                   /* the caller and the I/O thread; the last one frees */
+    req_kind kind;
+    ss_session *session;        /* NULL once the caller gave up waiting */
+    uint64_t req;               /* assigned when sent */
+    int sent, finished;
+    ss_status status;
+    ss_reply reply;
+    ss_prompt prompt;
+    uint32_t blend_frames;
+    ss_params params;
+} ss_request;
+
+typedef struct pending_frame {
+    uint64_t seq;
+    uint32_t slot;
+    int has_info;
+    ss_frame_info info;
+} pending_frame;
+
+struct ss_session {
+    ss_client *client;
+    ss_session *next;
+    pthread_mutex_t lock;
+    /* what "open" sends, kept for reopening */
+    uint32_t width, height, channel_count;
+    ss_channel *channels;
+    ss_prompt prompt;           /* client->lock */
+    ss_params params;           /* client->lock */
+    uint64_t seed;
+    ss_ring *ring;
+    /* the service side (I/O thread, read under session->lock) */
+    uint64_t id;
+    int live, need_reopen;
+    uint64_t reopen_req;
+    /* the frame path (session->lock) */
+    uint64_t seq;
+    uint32_t next_slot;
+    uint64_t slot_seq[SS_MAX_SLOTS], slot_answered[SS_MAX_SLOTS];
+    int acquired[SS_MAX_SLOTS];
+    ss_event events[EVENT_CAP];
+    unsigned ev_head, ev_count;
+    uint64_t events_lost;
+    pending_frame frames[FRAME_CAP];
+    unsigned fr_head, fr_count;
+};
+
+enum { DOWN, HELLO, UP };
+
+struct ss_client {
+    char *address, *name;
+    uint32_t timeout_ms;
+    void *ctx, *sock, *mon;
+    unsigned mon_count;
+    pthread_t io;
+    int io_started;
+    int pipe_r, pipe_w;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    ss_request *queue;          /* waiting to be sent (client->lock) */
+    ss_request *sent;           /* waiting for their answer (client->lock) */
+    ss_session *sessions;       /* client->lock */
+    int stop;
+    int sleeping;               /* atomic: the I/O thread is in (or entering) zmq_poll */
+    /* the connection (I/O thread; the info fields under client->lock) */
+    int state, ever_up, connected, lost;
+    uint64_t reconnects;
+    uint32_t heartbeat_ms, reap_after_ms, max_sessions;
+    char service[64];
+    char hello_code[32], hello_message[224];
+    uint64_t next_req, hello_req;
+    double last_heard, last_sent, retry_at, hello_deadline;
+};
+
+static char *dup_str(const char *s) {
+    size_t n;
+    char *d;
+    if (!s) return NULL;
+    n = strlen(s) + 1;
+    d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static void prompt_free(ss_prompt *p) {
+    for (int i = 0; i < 4; i++) free(p->texts[i]);
+    memset(p, 0, sizeof *p);
+}
+
+static int prompt_copy(ss_prompt *dst, const ss_prompt *src) {
+    memset(dst, 0, sizeof *dst);
+    dst->count = src->count;
+    for (int i = 0; i < 4; i++) {
+        dst->weights[i] = src->weights[i];
+        if (src->texts[i] && !(dst->texts[i] = dup_str(src->texts[i]))) {
+            prompt_free(dst);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Wake the I/O thread, with a syscall only when it sleeps (or is about to): it sets `sleeping`
+ * before its last look at the queues and clears it after zmq_poll returns. */
+static void wake(ss_client *c) {
+    if (__atomic_load_n(&c->sleeping, __ATOMIC_SEQ_CST)) {
+        char b = 1;
+        ssize_t n = write(c->pipe_w, &b, 1); /* a full pipe already wakes it */
+        (void)n;
+    }
+}
+
+/* The frame path never waits for the I/O thread: it spins briefly on the session lock and gives up
+ * (the caller then answers as if there were nothing, or busy) if the I/O thread holds it longer,
+ * e.g. because the OS preempted it there. */
+static int frame_lock(ss_session *s) {
+    for (int i = 0; i < 100; i++) {
+        if (pthread_mutex_trylock(&s->lock) == 0) return 1;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    return 0;
+}
+
+/* session->lock held */
+static void push_event(ss_session *s, const ss_event *ev) {
+    if (s->ev_count == EVENT_CAP) { /* the engine stopped polling: keep the newest */
+        s->ev_head = (s->ev_head + 1) % EVENT_CAP;
+        s->ev_count--;
+        s->events_lost++;
+    }
+    s->events[(s->ev_head + s->ev_count) % EVENT_CAP] = *ev;
+    s->ev_count++;
+}
+
+static void event_of(ss_event *ev, ss_event_kind kind, uint64_t seq, int32_t slot, const char *code,
+                     const char *message) {
+    memset(ev, 0, sizeof *ev);
+    ev->kind = kind;
+    ev->seq = seq;
+    ev->slot = slot;
+    if (code) snprintf(ev->code, sizeof ev->code, "%s", code);
+    if (message) snprintf(ev->message, sizeof ev->message, "%s", message);
+}
+
+/* session->lock held: every frame submitted but not answered becomes late */
+static void frames_lost(ss_session *s, const char *reason, const char *message) {
+    ss_event ev;
+    for (uint32_t i = 0; i < s->ring->desc.slots; i++) {
+        if (s->slot_seq[i] > s->slot_answered[i]) {
+            event_of(&ev, SS_EVENT_LATE, s->slot_seq[i], (int32_t)i, reason, message);
+            ev.late = 1;
+            push_event(s, &ev);
+        }
+        s->slot_seq[i] = s->slot_answered[i] = 0; /* a slot acquired now stays acquired: submit it after the reopen */
+    }
+    s->fr_count = 0;
+}
+
+/* ---- the I/O thread -------------------------------------------------------------------------- */
+
+static void drop_socket(ss_client *c) {
+    if (c->sock) {
+        zmq_socket_monitor(c->sock, NULL, 0);
+        zmq_close(c->sock);
+        c->sock = NULL;
+    }
+    if (c->mon) {
+        zmq_close(c->mon);
+        c->mon = NULL;
+    }
+}
+
+static int send_buf(ss_client *c, msgpack_sbuffer *buf) {
+    int rc = c->sock ? zmq_send(c->sock, buf->data, buf->size, ZMQ_DONTWAIT) : -1;
+    msgpack_sbuffer_clear(buf);
+    if (rc >= 0) c->last_sent = now_s();
+    return rc >= 0 ? 0 : -1;
+}
+
+static void new_socket(ss_client *c) {
+    char mon_addr[96];
+    int zero = 0, hwm = 1000, max = SS_MAX_MESSAGE_BYTES;
+    int64_t maxmsg = max;
+    drop_socket(c);
+    c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
+    if (!c->sock) return;
+    zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(c->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(c->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    snprintf(mon_addr, sizeof mon_addr, "inproc://ss-monitor-%p-%u", (void *)c, c->mon_count++);
+    if (zmq_socket_monitor(c->sock, mon_addr, ZMQ_EVENT_DISCONNECTED) == 0) {
+        c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
+        if (c->mon && zmq_connect(c->mon, mon_addr) != 0) {
+            zmq_close(c->mon);
+            c->mon = NULL;
+        }
+    }
+    if (zmq_connect(c->sock, c->address) != 0) drop_socket(c);
+}
+
+static void start_hello(ss_client *c, double now) {
+    msgpack_sbuffer buf;
+    new_socket(c);
+    c->state = HELLO;
+    c->hello_deadline = now + HELLO_WAIT_MS / 1000.0;
+    c->hello_req = ++c->next_req;
+    c->lost = 0;
+    msgpack_sbuffer_init(&buf);
+    ss_enc_hello(&buf, c->hello_req, c->name);
+    send_buf(c, &buf);
+    msgpack_sbuffer_destroy(&buf);
+}
+
+static void request_release(ss_request *r) {
+    if (--r->refs == 0) {
+        prompt_free(&r->prompt);
+        free(r);
+    }
+}
+
+static void finish(ss_client *c, ss_request *r, ss_status st, const ss_reply *reply) {
+    r->finished = 1;
+    r->status = st;
+    if (reply) r->reply = *reply;
+    pthread_cond_broadcast(&c->cond);
+    request_release(r);
+}
+
+/* client->lock held: the connection is gone; every session waits to be reopened */
+static void go_down(ss_client *c, const char *why) {
+    ss_event ev;
+    ss_request *r;
+    drop_socket(c);
+    c->state = DOWN;
+    c->connected = 0;
+    c->retry_at = now_s();
+    for (ss_session *s = c->sessions; s; s = s->next) {
+        pthread_mutex_lock(&s->lock);
+        if (s->live || s->need_reopen) {
+            s->live = 0;
+            s->need_reopen = 1;
+            frames_lost(s, SS_LATE_SERVICE_RESTARTED, why);
+            event_of(&ev, SS_EVENT_SERVICE_LOST, 0, -1, "unavailable", why);
+            push_event(s, &ev);
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    while ((r = c->sent) != NULL) {
+        c->sent = r->next;
+        ss_reply none;
+        memset(&none, 0, sizeof none);
+        snprintf(none.code, sizeof none.code, "unavailable");
+        snprintf(none.message, sizeof none.message, "the service went away: %s", why);
+        finish(c, r, SS_UNAVAILABLE, &none);
+    }
+}
+
+static void encode_open(ss_session *s, uint64_t req, msgpack_sbuffer *buf) {
+    ss_enc_open(buf, req, s->width, s->height, s->channels, s->channel_count, &s->ring->desc, &s->prompt,
+                &s->params, s->seed);
+}
+
+/* client->lock held */
+static void send_requests(ss_client *c) {
+    msgpack_sbuffer buf;
+    ss_request *r;
+    msgpack_sbuffer_init(&buf);
+    while ((r = c->queue) != NULL) {
+        c->queue = r->next;
+        if (!r->session) { /* the caller gave up before it was sent */
+            request_release(r);
+            continue;
+        }
+        r->req = ++c->next_req;
+        switch (r->kind) {
+        case REQ_OPEN: encode_open(r->session, r->req, &buf); break;
+        case REQ_PROMPT: ss_enc_prompt(&buf, r->req, r->session->id, &r->prompt, r->blend_frames); break;
+        case REQ_PARAMS: ss_enc_params(&buf, r->req, r->session->id, &r->params); break;
+        case REQ_STATS: ss_enc_stats(&buf, r->req, r->session->id); break;
+        case REQ_CLOSE: ss_enc_close(&buf, r->req, r->session->id); break;
+        }
+        if (send_buf(c, &buf) != 0) {
+            ss_reply none;
+            memset(&none, 0, sizeof none);
+            snprintf(none.code, sizeof none.code, "unavailable");
+            snprintf(none.message, sizeof none.message, "the service is not taking messages");
+            finish(c, r, SS_UNAVAILABLE, &none);
+            continue;
+        }
+        r->sent = 1;
+        r->next = c->sent;
+        c->sent = r;
+    }
+    msgpack_sbuffer_destroy(&buf);
+}
+
+/* client->lock held */
+static void send_frames(ss_client *c) {
+    msgpack_sbuffer buf;
+    pending_frame batch[FRAME_CAP];
+    msgpack_sbuffer_init(&buf);
+    for (ss_session *s = c->sessions; s; s = s->next) {
+        unsigned n;
+        uint64_t id;
+        pthread_mutex_lock(&s->lock);
+        n = s->fr_count;
+        id = s->id;
+        for (unsigned i = 0; i < n; i++) batch[i] = s->frames[(s->fr_head + i) % FRAME_CAP];
+        s->fr_head = (s->fr_head + n) % FRAME_CAP;
+        s->fr_count = 0;
+        pthread_mutex_unlock(&s->lock);
+        for (unsigned i = 0; i < n; i++) {
+            ss_enc_frame(&buf, id, batch[i].seq, batch[i].slot, batch[i].has_info ? &batch[i].info : NULL);
+            if (send_buf(c, &buf) != 0) {
+                ss_event ev;
+                pthread_mutex_lock(&s->lock);
+                if (s->slot_seq[batch[i].slot] == batch[i].seq) s->slot_answered[batch[i].slot] = batch[i].seq;
+                event_of(&ev, SS_EVENT_ERROR, batch[i].seq, (int32_t)batch[i].slot, "unavailable",
+                         "the service is not taking messages");
+                push_event(s, &ev);
+                pthread_mutex_unlock(&s->lock);
+            }
+        }
+    }
+    msgpack_sbuffer_destroy(&buf);
+}
+
+static ss_session *session_by_id(ss_client *c, uint64_t id) {
+    for (ss_session *s = c->sessions; s; s = s->next)
+        if (s->id == id && (s->live || s->need_reopen)) return s;
+    return NULL;
+}
+
+/* client->lock held: a done, late or error about one frame */
+static void frame_answer(ss_client *c, const ss_reply *m) {
+    ss_session *s = session_by_id(c, m->session);
+    ss_event ev;
+    int32_t slot = -1;
+    if (!s) return;
+    pthread_mutex_lock(&s->lock);
+    if (!s->live) {
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    for (uint32_t i = 0; i < s->ring->desc.slots; i++)
+        if (s->slot_seq[i] == m->seq) slot = (int32_t)i;
+    if (slot < 0 && m->slot >= 0 && m->slot < (int64_t)s->ring->desc.slots) slot = (int32_t)m->slot;
+    if (slot >= 0 && s->slot_answered[slot] < m->seq) s->slot_answered[slot] = m->seq;
+    if (m->type == SS_REPLY_DONE) {
+        event_of(&ev, SS_EVENT_DONE, m->seq, slot, NULL, NULL);
+        ev.late = m->late;
+        ev.queue_ms = m->queue_ms;
+        ev.model_ms = m->model_ms;
+        ev.write_ms = m->write_ms;
+        ev.total_ms = m->total_ms;
+    } else if (m->type == SS_REPLY_LATE) {
+        event_of(&ev, SS_EVENT_LATE, m->seq, slot, m->code, NULL);
+        ev.late = 1;
+    } else {
+        event_of(&ev, SS_EVENT_ERROR, m->seq, slot, m->code, m->message);
+    }
+    push_event(s, &ev);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* client->lock held */
+static void reopen_all(ss_client *c) {
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    for (ss_session *s = c->sessions; s; s = s->next) {
+        if (!s->need_reopen) continue;
+        s->reopen_req = ++c->next_req;
+        encode_open(s, s->reopen_req, &buf);
+        send_buf(c, &buf);
+    }
+    msgpack_sbuffer_destroy(&buf);
+}
+
+/* client->lock held */
+static void handle(ss_client *c, const char *data, size_t size) {
+    ss_reply m;
+    if (ss_decode_reply(data, size, &m) != 0) return; /* not from a service we understand */
+    c->last_heard = now_s();
+    if (m.type == SS_REPLY_BYE) {
+        c->lost = 1;
+        return;
+    }
+    if (c->state == HELLO) {
+        if (m.has_req && m.req == c->hello_req) {
+            if (m.type == SS_REPLY_WELCOME) {
+                c->state = UP;
+                c->connected = 1;
+                c->heartbeat_ms = m.heartbeat_ms ? m.heartbeat_ms : 500;
+                c->reap_after_ms = m.reap_after_ms ? m.reap_after_ms : 2000;
+                c->max_sessions = m.max_sessions;
+                snprintf(c->service, sizeof c->service, "%s", m.service);
+                if (c->ever_up) c->reconnects++;
+                c->ever_up = 1;
+                c->hello_code[0] = 0;
+                reopen_all(c);
+            } else if (m.type == SS_REPLY_ERROR) {
+                snprintf(c->hello_code, sizeof c->hello_code, "%s", m.code);
+                snprintf(c->hello_message, sizeof c->hello_message, "%s", m.message);
+                drop_socket(c);
+                c->state = DOWN;
+                c->retry_at = now_s() + 1.0;
+            }
+            pthread_cond_broadcast(&c->cond);
+        }
+        return;
+    }
+    if (m.type == SS_REPLY_ERROR &&
+        (!strcmp(m.code, SS_ERR_HELLO_FIRST) ||
+         (!strcmp(m.code, SS_ERR_UNKNOWN_SESSION) && m.has_session && session_by_id(c, m.session)))) {
+        /* the service no longer knows this connection (it restarted under ZeroMQ's own reconnect, or
+         * reaped us): start again, as after a lost connection */
+        c->lost = 1;
+    }
+    if (m.type == SS_REPLY_DONE || m.type == SS_REPLY_LATE || (m.type == SS_REPLY_ERROR && m.has_seq)) {
+        if (m.has_session) frame_answer(c, &m);
+        return;
+    }
+    if (!m.has_req) return;
+    for (ss_session *s = c->sessions; s; s = s->next) {
+        if (!s->need_reopen || s->reopen_req != m.req) continue;
+        pthread_mutex_lock(&s->lock);
+        s->need_reopen = 0;
+        if (m.type == SS_REPLY_OPENED) {
+            ss_event ev;
+            s->id = m.session;
+            s->live = 1;
+            event_of(&ev, SS_EVENT_REOPENED, 0, -1, NULL, "the service is back; the session was reopened");
+            push_event(s, &ev);
+        } else {
+            ss_event ev;
+            event_of(&ev, SS_EVENT_ERROR, 0, -1, m.code[0] ? m.code : SS_ERR_INTERNAL, m.message);
+            push_event(s, &ev);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    for (ss_request **p = &c->sent; *p; p = &(*p)->next) {
+        ss_request *r = *p;
+        if (r->req != m.req) continue;
+        *p = r->next;
+        if (m.type == SS_REPLY_ERROR) {
+            finish(c, r, SS_REFUSED, &m);
+        } else if (r->kind == REQ_OPEN && m.type == SS_REPLY_OPENED && !r->session) {
+            /* the caller gave up waiting: do not leave the service a session nobody owns */
+            msgpack_sbuffer buf;
+            msgpack_sbuffer_init(&buf);
+            ss_enc_close(&buf, ++c->next_req, m.session);
+            send_buf(c, &buf);
+            msgpack_sbuffer_destroy(&buf);
+            finish(c, r, SS_UNAVAILABLE, &m);
+        } else {
+            if (r->kind == REQ_OPEN && r->session) {
+                pthread_mutex_lock(&r->session->lock);
+                r->session->id = m.session;
+                r->session->live = 1;
+                pthread_mutex_unlock(&r->session->lock);
+            }
+            finish(c, r, SS_OK, &m);
+        }
+        return;
+    }
+}
+
+static void read_monitor(ss_client *c) {
+    for (;;) {
+        zmq_msg_t msg;
+        uint16_t event = 0;
+        int more = 0;
+        size_t more_size = sizeof more;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, c->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            return;
+        }
+        if (zmq_msg_size(&msg) >= 2) memcpy(&event, zmq_msg_data(&msg), 2);
+        zmq_msg_close(&msg);
+        zmq_getsockopt(c->mon, ZMQ_RCVMORE, &more, &more_size);
+        while (more) { /* the endpoint frame */
+            zmq_msg_init(&msg);
+            zmq_msg_recv(&msg, c->mon, 0);
+            zmq_msg_close(&msg);
+            zmq_getsockopt(c->mon, ZMQ_RCVMORE, &more, &more_size);
+        }
+        if (event == ZMQ_EVENT_DISCONNECTED && c->state == UP) c->lost = 1;
+    }
+}
+
+/* client->lock held */
+static int frames_waiting(ss_client *c) {
+    int any = 0;
+    for (ss_session *s = c->sessions; s && !any; s = s->next) any = __atomic_load_n(&s->fr_count, __ATOMIC_SEQ_CST) != 0;
+    return any;
+}
+
+static void *io_main(void *arg) {
+    ss_client *c = arg;
+#ifdef SCHED_BATCH
+    {   /* a batch thread never preempts the thread that woke it: the render thread's ss_submit
+         * returns at once instead of yielding its core to this thread's send */
+        struct sched_param sp;
+        memset(&sp, 0, sizeof sp);
+        pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    }
+#endif
+    pthread_mutex_lock(&c->lock);
+    while (!c->stop) {
+        double now = now_s(), due;
+        long timeout_ms;
+        zmq_pollitem_t items[3];
+        int n = 0;
+        if (c->state == DOWN && now >= c->retry_at) start_hello(c, now);
+        if (c->state == HELLO && now > c->hello_deadline) {
+            drop_socket(c);
+            c->state = DOWN;
+            c->retry_at = now;
+            continue;
+        }
+        if (c->state != UP) { /* nothing can be asked of a service that is not there */
+            ss_request *r;
+            while ((r = c->queue) != NULL) {
+                ss_reply none;
+                c->queue = r->next;
+                memset(&none, 0, sizeof none);
+                snprintf(none.code, sizeof none.code, "unavailable");
+                snprintf(none.message, sizeof none.message, "not connected to the service");
+                finish(c, r, SS_UNAVAILABLE, &none);
+            }
+        }
+        due = c->state == UP ? c->last_sent + c->heartbeat_ms / 1000.0 : c->state == HELLO ? c->hello_deadline : c->retry_at;
+        timeout_ms = (long)((due - now) * 1000.0) + 1;
+        if (timeout_ms > 50) timeout_ms = 50;
+        if (timeout_ms < 0) timeout_ms = 0;
+        items[n++] = (zmq_pollitem_t){NULL, c->pipe_r, ZMQ_POLLIN, 0};
+        if (c->sock) items[n++] = (zmq_pollitem_t){c->sock, 0, ZMQ_POLLIN, 0};
+        if (c->mon) items[n++] = (zmq_pollitem_t){c->mon, 0, ZMQ_POLLIN, 0};
+        __atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
+        if (frames_waiting(c)) timeout_ms = 0; /* submitted between the send and the flag */
+        pthread_mutex_unlock(&c->lock);
+        zmq_poll(items, n, timeout_ms);
+        __atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
+        pthread_mutex_lock(&c->lock);
+        {
+            char drain[64];
+            while (read(c->pipe_r, drain, sizeof drain) > 0) {}
+        }
+        while (c->sock) {
+            zmq_msg_t msg;
+            zmq_msg_init(&msg);
+            if (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&msg);
+                break;
+            }
+            handle(c, zmq_msg_data(&msg), zmq_msg_size(&msg)); /* copies what it keeps */
+            zmq_msg_close(&msg);
+        }
+        if (c->mon) read_monitor(c);
+        now = now_s();
+        if (c->state == UP && (c->lost || now - c->last_heard > c->reap_after_ms / 1000.0)) {
+            go_down(c, c->lost ? "the service closed the connection" : "the service went silent");
+            continue;
+        }
+        if (c->state == UP) {
+            send_requests(c);
+            send_frames(c);
+            if (now - c->last_sent > c->heartbeat_ms / 1000.0) {
+                msgpack_sbuffer buf;
+                msgpack_sbuffer_init(&buf);
+                ss_enc_heartbeat(&buf, wall_s());
+                send_buf(c, &buf);
+                msgpack_sbuffer_destroy(&buf);
+            }
+        }
+    }
+    drop_socket(c);
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* ---- control calls --------------------------------------------------------------------------- */
+
+static int wait_until(ss_client *c, double deadline) {
+    struct timespec ts;
+    double t = deadline;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    return pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+}
+
+/* Queue a request, wait for its answer. Returns with client->lock NOT held. */
+static ss_status call(ss_client *c, ss_request *r, ss_reply *reply) {
+    double deadline = now_s() + c->timeout_ms / 1000.0;
+    ss_status st;
+    int live = 1;
+    r->refs = 2;
+    if (r->kind != REQ_OPEN) {
+        pthread_mutex_lock(&r->session->lock);
+        live = r->session->live;
+        pthread_mutex_unlock(&r->session->lock);
+    }
+    pthread_mutex_lock(&c->lock);
+    if (c->state != UP || !live) {
+        pthread_mutex_unlock(&c->lock);
+        r->refs = 1;
+        request_release(r);
+        return fail(SS_UNAVAILABLE, "unavailable", live ? "not connected to the service"
+                                                        : "the session is not open on the service (reconnecting)");
+    }
+    r->next = NULL;
+    {
+        ss_request **p = &c->queue;
+        while (*p) p = &(*p)->next;
+        *p = r;
+    }
+    wake(c);
+    while (!r->finished && now_s() < deadline) wait_until(c, deadline);
+    if (!r->finished) {
+        r->session = NULL; /* the I/O thread drops it, or frees it when the answer comes */
+        request_release(r);
+        pthread_mutex_unlock(&c->lock);
+        return fail(SS_UNAVAILABLE, "unavailable", "the service did not answer in time");
+    }
+    st = r->status;
+    if (reply) *reply = r->reply;
+    if (st != SS_OK) ss_set_error(r->reply.code[0] ? r->reply.code : "internal", "%s", r->reply.message);
+    request_release(r);
+    pthread_mutex_unlock(&c->lock);
+    return st;
+}
+
+static ss_request *new_request(req_kind kind, ss_session *s) {
+    ss_request *r = calloc(1, sizeof *r);
+    if (r) {
+        r->kind = kind;
+        r->session = s;
+        ss_params_init(&r->params);
+    }
+    return r;
+}
+
+static void client_free(ss_client *c) {
+    if (c->io_started) {
+        pthread_mutex_lock(&c->lock);
+        c->stop = 1;
+        pthread_mutex_unlock(&c->lock);
+        wake(c);
+        pthread_join(c->io, NULL);
+    }
+    while (c->queue) {
+        ss_request *r = c->queue;
+        c->queue = r->next;
+        free(r);
+    }
+    while (c->sent) {
+        ss_request *r = c->sent;
+        c->sent = r->next;
+        prompt_free(&r->prompt);
+        free(r);
+    }
+    if (c->ctx) zmq_ctx_term(c->ctx);
+    if (c->pipe_r >= 0) close(c->pipe_r);
+    if (c->pipe_w >= 0) close(c->pipe_w);
+    pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->lock);
+    free(c->address);
+    free(c->name);
+    free(c);
+}
+
+ss_status ss_client_create(const ss_client_config *cfg, ss_client **out) {
+    ss_client *c;
+    pthread_condattr_t attr;
+    int fds[2];
+    double deadline;
+    ss_status st = SS_OK;
+    if (out) *out = NULL;
+    if (!cfg || !out || cfg->size < sizeof *cfg || !cfg->address || !cfg->address[0])
+        return fail(SS_INVALID_ARGUMENT, "argument", "ss_client_create needs a config with size and address");
+    if (strlen(cfg->address) > 1000 || (cfg->name && strlen(cfg->name) > 128))
+        return fail(SS_INVALID_ARGUMENT, "argument", "address or name too long");
+    c = calloc(1, sizeof *c);
+    if (!c) return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
+    c->pipe_r = c->pipe_w = -1;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    c->address = dup_str(cfg->address);
+    c->name = dup_str(cfg->name ? cfg->name : "libstreamstyle");
+    c->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 10000;
+    c->heartbeat_ms = 500;
+    c->reap_after_ms = 2000;
+    if (!c->address || !c->name) {
+        client_free(c);
+        return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
+    }
+    if (pipe(fds) != 0) {
+        client_free(c);
+        return fail(SS_SYSTEM_FAILED, "system", "pipe failed");
+    }
+    c->pipe_r = fds[0];
+    c->pipe_w = fds[1];
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    }
+    c->ctx = zmq_ctx_new();
+    if (!c->ctx) {
+        client_free(c);
+        return fail(SS_SYSTEM_FAILED, "system", "zmq_ctx_new failed");
+    }
+    c->state = DOWN;
+    c->retry_at = 0;
+    if (pthread_create(&c->io, NULL, io_main, c) != 0) {
+        client_free(c);
+        return fail(SS_SYSTEM_FAILED, "system", "cannot start the I/O thread");
+    }
+    c->io_started = 1;
+    deadline = now_s() + c->timeout_ms / 1000.0;
+    pthread_mutex_lock(&c->lock);
+    while (!c->ever_up && !c->hello_code[0] && now_s() < deadline) wait_until(c, deadline);
+    if (!c->ever_up) {
+        if (c->hello_code[0]) {
+            ss_set_error(c->hello_code, "%s", c->hello_message);
+            st = SS_REFUSED;
+        } else {
+            st = fail(SS_UNAVAILABLE, "unavailable", "no welcome from the service within the timeout");
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (st != SS_OK) {
+        client_free(c);
+        return st;
+    }
+    *out = c;
+    return SS_OK;
+}
+
+ss_status ss_client_destroy(ss_client *c) {
+    if (!c) return fail(SS_INVALID_ARGUMENT, "argument", "NULL client");
+    for (;;) {
+        ss_session *s;
+        pthread_mutex_lock(&c->lock);
+        s = c->sessions;
+        pthread_mutex_unlock(&c->lock);
+        if (!s) break;
+        ss_session_close(s);
+    }
+    client_free(c);
+    return SS_OK;
+}
+
+ss_status ss_client_get_info(ss_client *c, ss_client_info *out) {
+    if (!c || !out || out->size < sizeof *out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL or short info");
+    pthread_mutex_lock(&c->lock);
+    out->connected = c->connected;
+    out->reconnects = c->reconnects;
+    out->heartbeat_ms = c->heartbeat_ms;
+    out->reap_after_ms = c->reap_after_ms;
+    out->max_sessions = c->max_sessions;
+    snprintf(out->service, sizeof out->service, "%s", c->service);
+    pthread_mutex_unlock(&c->lock);
+    return SS_OK;
+}
+
+/* ---- sessions -------------------------------------------------------------------------------- */
+
+static void session_free(ss_session *s) {
+    if (s->ring) s->ring->ops->close(s->ring);
+    for (uint32_t i = 0; i < s->channel_count && s->channels; i++) {
+        free((char *)s->channels[i].name);
+        free((char *)s->channels[i].format);
+        free((char *)s->channels[i].encoding);
+    }
+    free(s->channels);
+    prompt_free(&s->prompt);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static void unlink_session(ss_client *c, ss_session *s) {
+    pthread_mutex_lock(&c->lock);
+    for (ss_session **p = &c->sessions; *p; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            break;
+        }
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int one_of(const char *s, const char *const *choices, int n) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(s, choices[i]) == 0) return 1;
+    return 0;
+}
+
+static ss_status check_params(const ss_params *p) {
+    if (p->steps < 0 || p->steps > 4 || p->strength > 1.0f || p->reset < 0 || p->reset > 1 || p->deadline_ms < 0 ||
+        p->deadline_ms > 60000.0 || (p->strength != p->strength) || (p->deadline_ms != p->deadline_ms))
+        return fail(SS_INVALID_ARGUMENT, "argument", "params out of range (steps 1..4, strength 0..1, reset 0/1, "
+                                                     "deadline_ms 0.1..60000)");
+    return SS_OK;
+}
+
+ss_status ss_session_open(ss_client *c, const ss_session_config *cfg, ss_session **out) {
+    static const char *const backends[] = {SS_BACKENDS_LIST};
+    static const char *const formats[] = {SS_OUTPUT_FORMATS_LIST};
+    const char *backend, *fmt;
+    uint32_t slots;
+    uint64_t out_bytes;
+    ss_session *s;
+    ss_request *r;
+    ss_status st;
+    if (out) *out = NULL;
+    if (!c || !cfg || !out || cfg->size < sizeof *cfg)
+        return fail(SS_INVALID_ARGUMENT, "argument", "ss_session_open needs a client, a config with size, and out");
+    backend = cfg->backend ? cfg->backend : SS_BACKEND_SHM;
+    fmt = cfg->output_format ? cfg->output_format : SS_FORMAT_RGBA8;
+    slots = cfg->slots ? cfg->slots : SS_MIN_SLOTS;
+    if (cfg->width == 0 || cfg->height == 0 || cfg->width > 65535 || cfg->height > 65535)
+        return fail(SS_INVALID_ARGUMENT, "argument", "width and height must be positive");
+    if (!cfg->channels || cfg->channel_count == 0 || cfg->channel_count > 64)
+        return fail(SS_INVALID_ARGUMENT, "argument", "a layout needs 1 to 64 channels");
+    for (uint32_t i = 0; i < cfg->channel_count; i++)
+        if (!cfg->channels[i].name || !cfg->channels[i].format)
+            return fail(SS_INVALID_ARGUMENT, "argument", "every channel needs a name and a format");
+    if (cfg->input_slot_bytes == 0 || cfg->input_slot_bytes > ((uint64_t)1 << 40))
+        return fail(SS_INVALID_ARGUMENT, "argument", "input_slot_bytes must be positive");
+    if (!one_of(backend, backends, SS_BACKENDS_COUNT))
+        return fail(SS_INVALID_ARGUMENT, "argument", "backend must be shm or cuda-ipc");
+    if (!one_of(fmt, formats, SS_OUTPUT_FORMATS_COUNT))
+        return fail(SS_INVALID_ARGUMENT, "argument", "output_format must be rgba8 or rgba16f");
+    if (slots < SS_MIN_SLOTS || slots > SS_MAX_SLOTS)
+        return fail(SS_INVALID_ARGUMENT, "argument", "slots must be in SS_MIN_SLOTS..SS_MAX_SLOTS");
+    if ((st = check_params(&cfg->params)) != SS_OK) return st;
+    out_bytes = (uint64_t)cfg->width * cfg->height *
+                (strcmp(fmt, SS_FORMAT_RGBA16F) == 0 ? SS_OUTPUT_BYTES_PER_PIXEL_RGBA16F : SS_OUTPUT_BYTES_PER_PIXEL_RGBA8);
+
+    s = calloc(1, sizeof *s);
+    if (!s) return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
+    pthread_mutex_init(&s->lock, NULL);
+    s->client = c;
+    s->width = cfg->width;
+    s->height = cfg->height;
+    s->seed = cfg->seed < 0 ? 0 : (uint64_t)cfg->seed;
+    s->params = cfg->params;
+    s->channels = calloc(cfg->channel_count, sizeof *s->channels);
+    if (!s->channels) {
+        session_free(s);
+        return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
+    }
+    s->channel_count = cfg->channel_count;
+    for (uint32_t i = 0; i < cfg->channel_count; i++) {
+        ss_channel *d = &s->channels[i];
+        *d = cfg->channels[i];
+        d->name = dup_str(cfg->channels[i].name);
+        d->format = dup_str(cfg->channels[i].format);
+        d->encoding = dup_str(cfg->channels[i].encoding);
+        if (!d->name || !d->format || (cfg->channels[i].encoding && !d->encoding)) {
+            session_free(s);
+            return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
+        }
+    }
+    if (cfg->prompt && !(s->prompt.texts[0] = dup_str(cfg->prompt))) {
+        session_free(s);
+        return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
+    }
+    st = strcmp(backend, SS_BACKEND_SHM) == 0
+             ? ss_ring_create_shm(slots, cfg->input_slot_bytes, out_bytes, &s->ring)
+             : ss_ring_create_cuda(slots, cfg->input_slot_bytes, out_bytes, cfg->device, &s->ring);
+    if (st != SS_OK) {
+        session_free(s);
+        return st;
+    }
+    s->ring->desc.output_format = strcmp(fmt, SS_FORMAT_RGBA16F) == 0 ? SS_FORMAT_RGBA16F : SS_FORMAT_RGBA8;
+    r = new_request(REQ_OPEN, s);
+    if (!r) {
+        session_free(s);
+        return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
+    }
+    pthread_mutex_lock(&c->lock);
+    s->next = c->sessions;
+    c->sessions = s;
+    pthread_mutex_unlock(&c->lock);
+    st = call(c, r, NULL);
+    if (st != SS_OK) {
+        unlink_session(c, s);
+        session_free(s);
+        return st;
+    }
+    *out = s;
+    return SS_OK;
+}
+
+ss_status ss_session_close(ss_session *s) {
+    ss_client *c;
+    int live;
+    if (!s) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session");
+    c = s->client;
+    pthread_mutex_lock(&s->lock);
+    live = s->live;
+    pthread_mutex_unlock(&s->lock);
+    if (live) {
+        ss_request *r = new_request(REQ_CLOSE, s);
+        if (r) call(c, r, NULL); /* a service that does not answer reaps it anyway */
+    }
+    unlink_session(c, s);
+    session_free(s);
+    return SS_OK;
+}
+
+static ss_status set_prompt(ss_session *s, const ss_prompt *p, uint32_t blend_frames) {
+    ss_request *r;
+    ss_status st;
+    if (blend_frames > 600) return fail(SS_INVALID_ARGUMENT, "argument", "blend_frames must be 0..600");
+    r = new_request(REQ_PROMPT, s);
+    if (!r || prompt_copy(&r->prompt, p) != 0) {
+        free(r);
+        return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
+    }
+    r->blend_frames = blend_frames;
+    st = call(s->client, r, NULL);
+    if (st == SS_OK) { /* what a reopen restores */
+        ss_prompt copy;
+        if (prompt_copy(&copy, p) == 0) {
+            pthread_mutex_lock(&s->client->lock);
+            prompt_free(&s->prompt);
+            s->prompt = copy;
+            pthread_mutex_unlock(&s->client->lock);
+        }
+    }
+    return st;
+}
+
+ss_status ss_set_prompt(ss_session *s, const char *prompt, uint32_t blend_frames) {
+    ss_prompt p;
+    if (!s || !prompt) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session or prompt");
+    memset(&p, 0, sizeof p);
+    p.texts[0] = (char *)prompt;
+    return set_prompt(s, &p, blend_frames);
+}
+
+ss_status ss_set_prompt_blend(ss_session *s, const char *const *texts, const float *weights, uint32_t count,
+                              uint32_t blend_frames) {
+    ss_prompt p;
+    if (!s || !texts || !weights || count == 0 || count > 4)
+        return fail(SS_INVALID_ARGUMENT, "argument", "a blend has 1 to 4 parts");
+    memset(&p, 0, sizeof p);
+    p.count = count;
+    for (uint32_t i = 0; i < count; i++) {
+        if (!texts[i] || !(weights[i] > 0.0f) || weights[i] > 1e30f)
+            return fail(SS_INVALID_ARGUMENT, "argument", "every part needs a text and a finite weight > 0");
+        p.texts[i] = (char *)texts[i];
+        p.weights[i] = weights[i];
+    }
+    return set_prompt(s, &p, blend_frames);
+}
+
+ss_status ss_set_params(ss_session *s, const ss_params *params) {
+    ss_request *r;
+    ss_status st;
+    if (!s || !params) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session or params");
+    if ((st = check_params(params)) != SS_OK) return st;
+    r = new_request(REQ_PARAMS, s);
+    if (!r) return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
+    r->params = *params;
+    st = call(s->client, r, NULL);
+    if (st == SS_OK) {
+        pthread_mutex_lock(&s->client->lock);
+        if (params->steps > 0) s->params.steps = params->steps;
+        if (params->strength >= 0) s->params.strength = params->strength;
+        if (params->seed >= 0) s->params.seed = params->seed;
+        if (params->deadline_ms > 0) s->params.deadline_ms = params->deadline_ms;
+        pthread_mutex_unlock(&s->client->lock);
+    }
+    return st;
+}
+
+ss_status ss_stats(ss_session *s, ss_session_stats *out) {
+    ss_request *r;
+    ss_reply reply;
+    ss_status st;
+    if (!s || !out || out->size < sizeof *out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL or short stats");
+    r = new_request(REQ_STATS, s);
+    if (!r) return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
+    st = call(s->client, r, &reply);
+    if (st != SS_OK) return st;
+    if (!reply.has_stats) return fail(SS_REFUSED, SS_ERR_INTERNAL, "the stats reply listed no session");
+    *out = reply.stats;
+    return SS_OK;
+}
+
+ss_status ss_session_get_info(ss_session *s, ss_session_info *out) {
+    if (!s || !out || out->size < sizeof *out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL or short info");
+    pthread_mutex_lock(&s->lock);
+    out->session_id = s->id;
+    out->live = s->live;
+    out->events_lost = s->events_lost;
+    pthread_mutex_unlock(&s->lock);
+    out->slots = s->ring->desc.slots;
+    out->width = s->width;
+    out->height = s->height;
+    out->input_slot_bytes = s->ring->desc.input_bytes;
+    out->output_slot_bytes = s->ring->desc.output_bytes;
+    return SS_OK;
+}
+
+/* ---- the frame path -------------------------------------------------------------------------- */
+
+ss_status ss_acquire(ss_session *s, void *stream, ss_slot *out) {
+    uint32_t slot;
+    uint64_t prev;
+    int answered;
+    if (!s || !out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session or slot");
+    if (!frame_lock(s)) return SS_BUSY;
+    if (!s->live) {
+        pthread_mutex_unlock(&s->lock);
+        return SS_BUSY;
+    }
+    slot = s->next_slot;
+    prev = s->slot_seq[slot];
+    answered = prev != 0 && s->slot_answered[slot] >= prev;
+    if (prev != 0 && !answered && !s->ring->ops->is_released(s->ring, slot, prev)) {
+        pthread_mutex_unlock(&s->lock);
+        return SS_BUSY;
+    }
+    s->next_slot = (slot + 1) % s->ring->desc.slots;
+    s->acquired[slot] = 1;
+    pthread_mutex_unlock(&s->lock);
+    if (answered) { /* cuda-ipc: the engine's later writes queue behind the service's reads */
+        ss_status st = s->ring->ops->wait_released(s->ring, slot, stream);
+        if (st != SS_OK) return st;
+    }
+    out->index = slot;
+    out->input = s->ring->inputs[slot];
+    out->input_bytes = s->ring->desc.input_bytes;
+    return SS_OK;
+}
+
+ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, void *stream, uint64_t *seq_out) {
+    ss_status st;
+    pending_frame *f;
+    uint64_t seq;
+    if (!s) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session");
+    if (slot >= s->ring->desc.slots) return fail(SS_INVALID_ARGUMENT, "argument", "slot outside the ring");
+    if (info && info->size < sizeof *info) return fail(SS_INVALID_ARGUMENT, "argument", "short frame info");
+    if (info && (info->fields & SS_FRAME_PARAMS) && (st = check_params(&info->params)) != SS_OK) return st;
+    if (info && (info->fields & SS_FRAME_DT) && !(info->dt >= 0.0f && info->dt <= 10.0f))
+        return fail(SS_INVALID_ARGUMENT, "argument", "dt must be 0..10 seconds");
+    if (!frame_lock(s)) return SS_BUSY; /* the slot stays acquired: submit it again or acquire anew */
+    if (!s->acquired[slot]) {
+        pthread_mutex_unlock(&s->lock);
+        return fail(SS_WRONG_STATE, "state", "submit a slot acquired with ss_acquire");
+    }
+    if (!s->live || s->fr_count == FRAME_CAP) {
+        pthread_mutex_unlock(&s->lock);
+        return SS_BUSY; /* reconnecting, or the I/O thread is behind: show the raw frame */
+    }
+    seq = s->seq + 1;
+    st = s->ring->ops->mark_ready(s->ring, slot, seq, stream);
+    if (st != SS_OK) {
+        pthread_mutex_unlock(&s->lock);
+        return st;
+    }
+    s->seq = seq;
+    s->slot_seq[slot] = seq;
+    s->acquired[slot] = 0;
+    f = &s->frames[(s->fr_head + s->fr_count) % FRAME_CAP];
+    f->seq = seq;
+    f->slot = slot;
+    f->has_info = info != NULL;
+    if (info) f->info = *info;
+    __atomic_store_n(&s->fr_count, s->fr_count + 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&s->lock);
+    wake(s->client);
+    if (seq_out) *seq_out = seq;
+    return SS_OK;
+}
+
+ss_status ss_poll(ss_session *s, ss_event *out) {
+    if (!s || !out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session or event");
+    if (!frame_lock(s)) return SS_NO_EVENT;
+    if (s->ev_count == 0) {
+        pthread_mutex_unlock(&s->lock);
+        return SS_NO_EVENT;
+    }
+    *out = s->events[s->ev_head];
+    s->ev_head = (s->ev_head + 1) % EVENT_CAP;
+    s->ev_count--;
+    pthread_mutex_unlock(&s->lock);
+    return SS_OK;
+}
+
+ss_status ss_output(ss_session *s, uint32_t slot, void *stream, const void **ptr, uint64_t *bytes) {
+    ss_status st;
+    if (!s || !ptr) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session or pointer");
+    if (slot >= s->ring->desc.slots) return fail(SS_INVALID_ARGUMENT, "argument", "slot outside the ring");
+    st = s->ring->ops->wait_done(s->ring, slot, stream);
+    if (st != SS_OK) return st;
+    *ptr = s->ring->outputs[slot];
+    if (bytes) *bytes = s->ring->desc.output_bytes;
+    return SS_OK;
+}

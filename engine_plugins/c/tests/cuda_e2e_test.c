@@ -1,0 +1,208 @@
+/* cuda_e2e_test: libstreamstyle's cuda-ipc backend against a service on the GPU (tests/test_c_client.py,
+ * `gpu` marker). ss_cuda_e2e_test ADDRESS WIDTH HEIGHT FRAMES
+ *
+ * Plays an engine that renders with CUDA: writes a frame's G-buffers into the device slot with a copy
+ * on its stream, signals ready on that stream, and reads the output after its stream waited on done.
+ * The copies and the final read are this test's; the library itself never syncs. Prints the frame-path
+ * call timings and the client's overhead: from ss_submit to the done event seen by ss_poll, minus
+ * the service's total_ms ("OVERHEAD p50_us= p99_us="). The G-buffers are the reference layout's
+ * planes with plausible values (the library dlopens the driver; so does this test). */
+#define _POSIX_C_SOURCE 200809L
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "streamstyle.h"
+
+typedef int (*cu_init_t)(unsigned);
+typedef int (*cu_device_get_t)(int *, int);
+typedef int (*cu_retain_t)(void **, int);
+typedef int (*cu_set_current_t)(void *);
+typedef int (*cu_copy_htod_t)(unsigned long long, const void *, size_t);
+typedef int (*cu_copy_dtoh_t)(void *, unsigned long long, size_t);
+typedef int (*cu_ctx_sync_t)(void);
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void report(const char *name, double *v, int n) {
+    if (n == 0) return;
+    qsort(v, (size_t)n, sizeof *v, cmp);
+    printf("%s n=%d p50_us=%.2f p99_us=%.2f max_us=%.2f\n", name, n, v[n / 2], v[(int)(n * 0.99)], v[n - 1]);
+}
+
+static uint16_t half(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000, exp = (x >> 23) & 0xff, mant = x & 0x7fffff;
+    if (exp < 113) return (uint16_t)sign;
+    return (uint16_t)(sign | ((exp - 112) << 10) | (mant >> 13));
+}
+
+int main(int argc, char **argv) {
+    static const struct { const char *name, *format, *encoding; uint32_t bytes, first; } spec[8] = {
+        {"color", "rgba16f", "linear_hdr", 8, 0}, {"depth", "r32f", "linear", 4, 0},
+        {"normals", "rgba16f", "signed", 8, 0},   {"albedo", "rgba8_unorm", "unit", 4, 0},
+        {"roughness", "rg8_unorm", "unit", 2, 0}, {"metallic", "rg8_unorm", "unit", 2, 1},
+        {"motion", "rg16f", "pixels", 4, 0},      {"ids", "r32_uint", "uint", 4, 0}};
+    ss_channel ch[8];
+    uint64_t offset = 0, last = 0;
+    unsigned char *frame, *out;
+    ss_client_config cc;
+    ss_session_config cfg;
+    ss_client *c = NULL;
+    ss_session *s = NULL;
+    int w, h, frames, done = 0, failures = 0;
+    double *t_acq, *t_sub, *t_poll, *t_out, *overhead;
+    int n_acq = 0, n_sub = 0, n_poll = 0, n_out = 0, n_over = 0;
+    void *lib, *ctx;
+    int dev;
+    cu_copy_htod_t htod;
+    cu_copy_dtoh_t dtoh;
+    if (argc != 5) {
+        fprintf(stderr, "usage: ss_cuda_e2e_test ADDRESS WIDTH HEIGHT FRAMES\n");
+        return 2;
+    }
+    w = atoi(argv[2]);
+    h = atoi(argv[3]);
+    frames = atoi(argv[4]);
+    lib = dlopen("libcuda.so.1", RTLD_NOW);
+    if (!lib) {
+        printf("SKIP no CUDA driver\n");
+        return 3;
+    }
+    htod = (cu_copy_htod_t)(uintptr_t)dlsym(lib, "cuMemcpyHtoD_v2");
+    dtoh = (cu_copy_dtoh_t)(uintptr_t)dlsym(lib, "cuMemcpyDtoH_v2");
+    ((cu_init_t)(uintptr_t)dlsym(lib, "cuInit"))(0);
+    ((cu_device_get_t)(uintptr_t)dlsym(lib, "cuDeviceGet"))(&dev, 0);
+    ((cu_retain_t)(uintptr_t)dlsym(lib, "cuDevicePrimaryCtxRetain"))(&ctx, dev);
+    ((cu_set_current_t)(uintptr_t)dlsym(lib, "cuCtxSetCurrent"))(ctx); /* as the runtime would have */
+
+    for (int i = 0; i < 8; i++) {
+        memset(&ch[i], 0, sizeof ch[i]);
+        ch[i].name = spec[i].name;
+        ch[i].format = spec[i].format;
+        ch[i].encoding = spec[i].encoding;
+        ch[i].first = spec[i].first;
+        if (spec[i].first) { ch[i].offset = last; continue; }
+        ch[i].offset = last = offset;
+        offset = (offset + (uint64_t)w * h * spec[i].bytes + 255) / 256 * 256;
+    }
+    frame = calloc(1, offset);
+    out = malloc((size_t)w * h * 4);
+    for (int px = 0; px < w * h; px++) {
+        float d = 1.0f + (float)(px % 97) / 10.0f;
+        uint16_t *color = (uint16_t *)(void *)(frame + ch[0].offset + 8 * (size_t)px);
+        uint16_t *normal = (uint16_t *)(void *)(frame + ch[2].offset + 8 * (size_t)px);
+        memcpy(frame + ch[1].offset + 4 * (size_t)px, &d, 4);
+        for (int k = 0; k < 4; k++) {
+            color[k] = half((float)((px * (k + 3)) % 255) / 255.0f);
+            normal[k] = half(k == 1 ? 1.0f : 0.0f);
+        }
+        memset(frame + ch[3].offset + 4 * (size_t)px, (px * 7) & 0xff, 4);
+        memset(frame + ch[4].offset + 2 * (size_t)px, (px * 3) & 0xff, 2);
+    }
+
+    memset(&cc, 0, sizeof cc);
+    cc.size = sizeof cc;
+    cc.address = argv[1];
+    cc.name = "c-cuda-e2e";
+    cc.timeout_ms = 120000; /* the first open captures the session's graph */
+    if (ss_client_create(&cc, &c) != SS_OK) {
+        printf("FAIL create: %s %s\n", ss_last_error_code(), ss_last_error_message());
+        return 1;
+    }
+    memset(&cfg, 0, sizeof cfg);
+    cfg.size = sizeof cfg;
+    cfg.width = (uint32_t)w;
+    cfg.height = (uint32_t)h;
+    cfg.channels = ch;
+    cfg.channel_count = 8;
+    cfg.input_slot_bytes = offset;
+    cfg.backend = SS_BACKEND_CUDA_IPC;
+    cfg.slots = 3;
+    cfg.device = 0;
+    ss_params_init(&cfg.params);
+    if (ss_session_open(c, &cfg, &s) != SS_OK) {
+        printf("FAIL open: %s %s\n", ss_last_error_code(), ss_last_error_message());
+        ss_client_destroy(c);
+        return 1;
+    }
+    t_acq = calloc((size_t)frames * 64 + 64, sizeof(double));
+    t_sub = calloc((size_t)frames + 1, sizeof(double));
+    t_poll = calloc((size_t)frames * 4096 + 64, sizeof(double));
+    t_out = calloc((size_t)frames + 1, sizeof(double));
+    overhead = calloc((size_t)frames + 1, sizeof(double));
+    for (int f = 0; f < frames; f++) {
+        ss_slot slot;
+        ss_event ev;
+        uint64_t seq = 0;
+        double t0, submitted, end = now_us() + 30e6;
+        ss_status st;
+        for (;;) {
+            t0 = now_us();
+            st = ss_acquire(s, NULL, &slot);
+            if (n_acq < frames * 64) t_acq[n_acq++] = now_us() - t0;
+            if (st != SS_BUSY || now_us() > end) break;
+        }
+        if (st != SS_OK) { printf("FAIL acquire %s\n", ss_status_name(st)); failures++; break; }
+        if (htod((unsigned long long)(uintptr_t)slot.input, frame, offset) != 0) { printf("FAIL copy\n"); failures++; break; }
+        t0 = now_us();
+        st = ss_submit(s, slot.index, NULL, NULL, &seq);
+        submitted = now_us();
+        t_sub[n_sub++] = submitted - t0;
+        if (st != SS_OK) { printf("FAIL submit %s\n", ss_status_name(st)); failures++; break; }
+        for (;;) {
+            t0 = now_us();
+            st = ss_poll(s, &ev);
+            if (n_poll < frames * 4096) t_poll[n_poll++] = now_us() - t0;
+            if (st == SS_OK && ev.seq == seq) break;
+            if (now_us() > end) { printf("FAIL no answer\n"); failures++; goto out; }
+        }
+        if (ev.kind != SS_EVENT_DONE) {
+            printf("frame %llu: kind %d %s %s\n", (unsigned long long)seq, ev.kind, ev.code, ev.message);
+            continue;
+        }
+        if (f >= 3) overhead[n_over++] = (now_us() - submitted) - ev.total_ms * 1000.0; /* past the warm-up */
+        {
+            const void *p;
+            uint64_t n;
+            int opaque = 1;
+            t0 = now_us();
+            st = ss_output(s, (uint32_t)ev.slot, NULL, &p, &n);
+            t_out[n_out++] = now_us() - t0;
+            if (st != SS_OK || dtoh(out, (unsigned long long)(uintptr_t)p, (size_t)w * h * 4) != 0) {
+                printf("FAIL output\n");
+                failures++;
+                break;
+            }
+            for (int i = 0; i < w * h; i++) opaque &= out[4 * i + 3] == 255;
+            if (!opaque) { printf("FAIL output not opaque\n"); failures++; }
+        }
+        done++;
+    }
+out:
+    printf("cuda-ipc %dx%d: %d of %d frames done\n", w, h, done, frames);
+    report("TIMING acquire", t_acq, n_acq);
+    report("TIMING submit", t_sub, n_sub);
+    report("TIMING poll", t_poll, n_poll);
+    report("TIMING output", t_out, n_out);
+    report("OVERHEAD", overhead, n_over);
+    ss_session_close(s);
+    ss_client_destroy(c);
+    free(frame); free(out); free(t_acq); free(t_sub); free(t_poll); free(t_out); free(overhead);
+    if (done != frames) failures++;
+    printf(failures ? "RESULT failed %d\n" : "RESULT ok\n", failures);
+    return failures ? 1 : 0;
+}
