@@ -5,7 +5,7 @@ name (color, depth, normals, ...), a pixel format, the components of that format
 its plane lies in the slot (byte offset, row pitch). Two channels may share a plane (roughness and
 metallic packed in one RG8 target). Nothing about a particular engine is code.
 
-What must hold after `validate`: every channel the model needs is present once; every format and
+What must hold after `validate`: there is at least one channel; every channel the model needs is present once; every format and
 encoding is known and fits its semantic channel; every plane lies inside the slot and planes that
 share an offset agree on format and pitch. `view` then turns a slot's bytes into per-channel tensors
 without copying, and `pack_specs` tells the packing kernel how to normalise each channel.
@@ -111,6 +111,8 @@ class GBufferLayout:
                  height: int | None = None, slot_bytes: int | None = None) -> "GBufferLayout":
         """Check the layout; raise `LayoutError` naming every problem found."""
         problems: list[str] = []
+        if not self.channels:
+            problems.append("the layout has no channels")
         seen: set[str] = set()
         for ch in self.channels:
             where = f"channel {ch.name!r}"

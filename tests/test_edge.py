@@ -311,9 +311,7 @@ def test_a_failing_handler_answers_internal_and_the_service_keeps_serving(servic
     if msg is None:
         msg = open_message(peer, req=84)
     elif msg["type"] in ("prompt", "params", "close", "frame"):
-        msg = {**msg, "session": sid}
-        if msg["type"] != "close":
-            context = {**context, "session": sid}
+        msg, context = {**msg, "session": sid}, {**context, "session": sid}
     before = state_of(service)
     maps = mappings(msg)
     obj, attr = target(service)
