@@ -329,3 +329,50 @@ def test_a_failing_handler_answers_internal_and_the_service_keeps_serving(servic
         assert after[0] == before[0] and after[1] == before[1]  # no session or page left behind
         assert mappings(msg) == maps  # nor a mapping of the refused ring
     alive(peer)
+
+
+# --- the real client gets the service's answer at once -------------------------------------------
+
+@pytest.fixture(scope="module")
+def child_address(tmp_path_factory):
+    from streamstyle.tools.launch import child_service
+
+    log = tmp_path_factory.mktemp("svc") / "service.log"
+    with child_service(["--preset", "tiny", "--no-prompts", "--quiet"], log_path=log) as address:
+        yield address
+
+
+def _open_huge(client, session):
+    layout = reference_layout(64, 48)
+    return client.request({"type": "open", "width": 100000, "height": 100000, "layout": layout.to_dict(),
+                           "ring": session.ring.describe()})
+
+
+@pytest.mark.parametrize("case, words", [
+    ("steps=5", "steps must be in 1..4"),
+    ("strength=2", "strength must be in 0.0..1.0"),
+    ("unknown key", "unknown field(s) colour"),
+    ("5000-character prompt", "at most 2000 characters"),
+    ("100000x100000", "width must be in"),
+])
+def test_the_client_raises_the_services_error_at_once(child_address, case, words):
+    """Before, these failed to parse, so the error carried no `req` and the client waited its
+    whole timeout (10 s) and raised "no answer"."""
+    from streamstyle.interop.client import Client, ServiceError
+
+    with Client(child_address, timeout_s=10) as client:
+        session = client.open_session(64, 48, reference_layout(64, 48))
+        action = {
+            "steps=5": lambda: client.open_session(64, 48, reference_layout(64, 48), params={"steps": 5}),
+            "strength=2": lambda: session.set_params(strength=2),
+            "unknown key": lambda: client.request({"type": "stats", "colour": 1}),
+            "5000-character prompt": lambda: session.set_prompt("x" * 5000),
+            "100000x100000": lambda: _open_huge(client, session),
+        }[case]
+        t0 = time.monotonic()
+        with pytest.raises(ServiceError) as info:
+            action()
+        took = time.monotonic() - t0
+        assert info.value.code == "bad_field" and words in info.value.message, info.value
+        assert took < 2.0, f"{case}: the answer took {took:.1f} s"
+        assert session.stats()["frames_in"] == 0  # the session and the connection go on
