@@ -322,7 +322,7 @@ class Service:
             if msg.protocol != P.PROTOCOL_VERSION:
                 self.error(identity, P.ErrorCode.PROTOCOL_MISMATCH,
                            f"the engine speaks protocol {msg.protocol}; this service speaks {P.PROTOCOL_VERSION}",
-                           req=req)
+                           **context)
                 return
             cfg = self.stylizer.config
             welcome = {"type": "welcome", "req": req, "protocol": P.PROTOCOL_VERSION,
@@ -334,7 +334,7 @@ class Service:
             self.send(identity, welcome)
             return
         if not client.welcomed:
-            self.error(identity, P.ErrorCode.HELLO_FIRST, "send hello before anything else", req=req)
+            self.error(identity, P.ErrorCode.HELLO_FIRST, "send hello before anything else", **context)
             return
         if isinstance(msg, P.Heartbeat):
             self.send(identity, {"type": "heartbeat", "time": time.time()})

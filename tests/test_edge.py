@@ -215,6 +215,15 @@ def test_errors_carry_req_session_and_seq_when_the_raw_message_had_them(service,
     assert {k: r[k] for k in ("req", "session", "seq") if k in r} == context
 
 
+def test_a_frame_before_hello_is_answered_with_its_session_and_seq(service):
+    p = Peer(service)
+    try:
+        r = p.ask({"type": "frame", "session": 3, "seq": 12, "slot": 0})
+        assert (r["code"], r["session"], r["seq"]) == ("hello_first", 3, 12) and "req" not in r
+    finally:
+        p.close()
+
+
 # --- refused frames change nothing --------------------------------------------------------------
 
 def test_refused_frames_do_not_consume_their_sequence_number(service, peer, frame_factory):
@@ -245,7 +254,9 @@ def test_a_not_ready_frame_behind_a_dropped_one_gives_back_only_its_own_number(s
     fill(ring, layout, 0, frame_factory, 1)
     peer.send({"type": "frame", "session": sid, "seq": 1, "slot": 0})  # ready, but replaced before it runs
     peer.send({"type": "frame", "session": sid, "seq": 2, "slot": 1})  # not ready
-    time.sleep(0.05)
+    for _ in range(2):  # both queued before either runs, however slow the machine
+        assert service.sock.poll(5000)
+        service.handle(*service.sock.recv_multipart())
     got = peer.replies(2)
     assert [(m["type"], m["seq"], m.get("reason") or m.get("code")) for m in got] == [
         ("late", 1, "dropped"), ("error", 2, "not_ready")]
