@@ -14,9 +14,9 @@ The loop, single-threaded so that the model, the cache and the rings are touched
 Per session, frames run in order, sequence numbers strictly increase, and the queue holds one
 waiting frame: a newer frame replaces it (the older is answered "late", reason "dropped"). A frame
 refused without running (bad_slot, bad_sequence, not_ready) consumes nothing: its sequence number
-may be sent again and the session's counts do not move. A frame
-whose deadline passed before it could start is answered "late" (reason "deadline"); one that
-finished after its deadline is "done" with late = true. Sessions belong to the client that opened
+may be sent again and the session's counts do not move. A frame whose deadline passed before it
+could start is answered "late" (reason "deadline"); one that finished after its deadline is
+"done" with late = true. Sessions belong to the client that opened
 them: another client's frames for them are refused, so frames of different sessions never mix.
 """
 
