@@ -36,7 +36,8 @@ def encoder():
 
 @pytest.fixture
 def service(tmp_path, tiny_model, encoder):
-    cfg = ServiceConfig(bind=f"ipc://{tmp_path}/s.sock", heartbeat_ms=40, reap_after_ms=2000, max_sessions=3)
+    # No test here is about reaping: a loaded machine's slow prompt encode must not reap the peer.
+    cfg = ServiceConfig(bind=f"ipc://{tmp_path}/s.sock", heartbeat_ms=40, reap_after_ms=60000, max_sessions=3)
     svc = Service(cfg, Stylizer(tiny_model, encoder), context=zmq.Context.instance())
     yield svc
     svc.shutdown()
