@@ -79,7 +79,9 @@ def _error_codes(module) -> list[tuple[str, str, str]]:
     codes = getattr(module, "ErrorCode", None)
     if codes is None:
         return []
-    members = [(n, v) for n, v in vars(codes).items() if _NAME.match(n) and isinstance(v, str)]
+    wire = set(codes.wire()) if hasattr(codes, "wire") else None  # local codes never reach an engine
+    members = [(n, v) for n, v in vars(codes).items()
+               if _NAME.match(n) and isinstance(v, str) and (wire is None or v in wire)]
     out = [(f"SS_ERR_{n}", _c_string(v), f"{module.__name__}.ErrorCode.{n}") for n, v in members]
     out.append(("SS_ERR_COUNT", str(len(members)), f"{module.__name__}.ErrorCode.*"))
     out.append(("SS_ERR_LIST", ", ".join(_c_string(v) for _, v in members), f"{module.__name__}.ErrorCode.*"))

@@ -184,7 +184,7 @@ class GBufferLayout:
         problems: list[str] = []
         seen: set[str] = set()
         if not self.channels:
-            problems.append("a layout needs at least one channel")
+            problems.append("the layout has no channels")
         for ch in self.channels:
             where = f"channel {ch.name!r}"
             if ch.name not in SEMANTIC_CHANNELS:

@@ -1,10 +1,12 @@
 """The wire protocol between an engine (ZeroMQ DEALER) and the service (ROUTER), version 1.
 
 Every message is one msgpack map with a "type" key. Decoding is bounded (message size, msgpack
-lengths, string map keys only) and every message is validated here, at the edge, into a frozen
-dataclass: required fields present, types and ranges right, no unknown fields. Past this module
-the service trusts its inputs. A message that fails becomes a `ProtocolError` whose `code` goes
-back to the peer in an "error" reply. docs/protocol.md is the specification. Every limit is
+lengths, string map keys only, at every level) and every message is validated here, at the edge,
+into a frozen dataclass: required fields present, types and ranges right, no unknown fields. Past
+this module the service trusts its inputs. A message that fails becomes a `ProtocolError` whose
+`code` goes back to the peer in an "error" reply, with the `req`, `session` and `seq` the raw map
+held as integers (its `context`), however much of the rest failed: a client waiting on `req` gets
+the answer instead of a timeout. docs/protocol.md is the specification. Every limit is
 `interop.limits`'s and every code `interop.errors.ErrorCode`; both are re-exported here.
 """
 
@@ -26,10 +28,25 @@ from .limits import (BACKENDS, CUDA_IPC_HANDLE_BYTES, JITTER_NUMBERS, MATRIX_NUM
                      MIN_SEED, MIN_SLOTS, MIN_STEPS, MIN_STRENGTH, MIN_WIDTH, OUTPUT_FORMATS, PROTOCOL_VERSION)
 
 
+CONTEXT_FIELDS = ("req", "session", "seq")  # what an error reply echoes, so the peer can match it
+
+
 class ProtocolError(Exception):
-    def __init__(self, code: str, message: str):
+    """A refused message: `code` (an ErrorCode), `message`, and `context`, the fields of
+    CONTEXT_FIELDS the raw message held as integers (empty when it was not a readable map)."""
+
+    def __init__(self, code: str, message: str, context: Mapping[str, int] | None = None):
         super().__init__(message)
         self.code, self.message = code, message
+        self.context = dict(context or {})
+
+
+def context_of(raw: Any) -> dict:
+    """The `req`, `session` and `seq` of a decoded map, those that are integers (not booleans),
+    whatever else is wrong with it."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k in CONTEXT_FIELDS if (v := raw.get(k)).__class__ is int}
 
 
 def encode(msg: Mapping[str, Any]) -> bytes:
@@ -37,25 +54,36 @@ def encode(msg: Mapping[str, Any]) -> bytes:
 
 
 def decode_raw(data: bytes) -> dict:
-    """Bytes -> a map with a string "type", or ProtocolError(bad_message)."""
+    """Bytes -> a map with a string "type", or ProtocolError(bad_message).
+
+    Exactly one msgpack object, nothing after it (`unpackb` reports any trailing bytes, complete
+    or not, as ExtraData); map keys are strings at every level: `strict_map_key` still lets
+    `bin` keys through, which some C and C++ msgpack libraries write, so every map is looked at
+    as it is built."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=MAX_MESSAGE_BYTES)
+    odd_keys = []
+
+    def look(m: dict) -> dict:
+        for k in m:
+            if k.__class__ is not str:
+                odd_keys.append(k)
+                break
+        return m
+
     try:
-        unpacker.feed(data)
-        obj = unpacker.unpack()
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, object_hook=look)
+    except msgpack.ExtraData as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "trailing data after the message", context_of(exc.unpacked)) from None
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"not a msgpack message: {type(exc).__name__}") from None
-    try:
-        unpacker.unpack()
-    except msgpack.OutOfData:
-        pass
-    else:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "trailing data after the message")
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a map")
+    if odd_keys:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"map keys must be strings (msgpack str), not "
+                            f"{type(odd_keys[0]).__name__}", context_of(obj))
     if not isinstance(obj.get("type"), str):
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message needs a string 'type'")
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message needs a string 'type'", context_of(obj))
     return obj
 
 
@@ -309,14 +337,23 @@ class Close(Message):
 REQUESTS = {m.TYPE: m for m in (Hello, Open, Frame, SetPrompt, SetParams, Stats, Heartbeat, Close)}
 
 
-def parse_request(data: bytes) -> Message:
-    """Engine -> service bytes into a validated message, or ProtocolError."""
-    raw = decode_raw(data)
+def parse_message(raw: dict) -> Message:
+    """A map from `decode_raw` into a validated message, or ProtocolError carrying the map's
+    context."""
     cls = REQUESTS.get(raw["type"])
     if cls is None:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {raw['type'][:40]!r}; "
-                                                     f"known: {', '.join(REQUESTS)}")
-    return cls.parse(raw)
+                                                     f"known: {', '.join(REQUESTS)}", context_of(raw))
+    try:
+        return cls.parse(raw)
+    except ProtocolError as exc:
+        exc.context = context_of(raw)
+        raise
+
+
+def parse_request(data: bytes) -> Message:
+    """Engine -> service bytes into a validated message, or ProtocolError."""
+    return parse_message(decode_raw(data))
 
 
 def error_reply(code: str, message: str, **context) -> dict:

@@ -178,8 +178,9 @@ class ImportedShmRing:
                     raise RingError(f"no shared-memory segment named {name!r}") from None
                 except OSError as exc:
                     raise RingError(f"cannot open shared memory {name!r}: {exc.strerror}") from None
-                except ValueError:  # an empty segment cannot be mapped
-                    raise RingError(f"shared memory {name!r} is empty") from None
+                except ValueError as exc:  # a zero-byte segment cannot be mapped; a NUL in the name
+                    what = "is empty (0 bytes)" if "empty" in str(exc) else f"cannot be opened: {exc}"
+                    raise RingError(f"shared-memory segment {name!r} {what}") from None
             return segments[name]
 
         def real_size(shm) -> int:

@@ -25,7 +25,7 @@ from typing import Sequence, Union
 
 import torch
 
-from ..interop.limits import MAX_BLEND_WEIGHT, MAX_PROMPT_CHARS, MIN_BLEND_WEIGHT, blend_weight_ok
+from ..interop.limits import MAX_PROMPT_CHARS
 from .errors import PromptError
 from .frame import PromptContext
 
@@ -45,8 +45,9 @@ class EncodedPrompt:
 
 
 def normalize_blend(prompt: PromptLike, max_parts: int) -> list[tuple[str, float]]:
-    """A prompt or weighted prompts -> [(text, weight)] with weights summing to 1.
-    Raises `PromptError` for anything else."""
+    """A prompt or weighted prompts -> [(text, weight)] with weights summing to 1 (each in
+    [0, 1]; 0 only for a part negligible beside the largest). Every given weight must be finite
+    and above 0. Raises `PromptError` for anything else."""
     if isinstance(prompt, str):
         parts = [(prompt, 1.0)]
     elif isinstance(prompt, (list, tuple)):
@@ -57,9 +58,12 @@ def normalize_blend(prompt: PromptLike, max_parts: int) -> list[tuple[str, float
             text, weight = item
             if not isinstance(text, str):
                 raise PromptError(f"blend part {i}: text must be a string")
-            if not blend_weight_ok(weight):
-                raise PromptError(f"blend part {i}: weight must be a positive finite number from {MIN_BLEND_WEIGHT:g} "
-                                  f"to {MAX_BLEND_WEIGHT:g}, got {weight!r}")
+            # Finite and above 0: the arithmetic below is safe for any such weights. The contract's
+            # narrower range (interop.limits MIN/MAX_BLEND_WEIGHT) is for what a peer sends; a
+            # blend in progress hands the model relative weights far below it (1e-6 beside 1e6).
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight)
+                                                                                       and weight > 0):
+                raise PromptError(f"blend part {i}: weight must be a positive finite number, got {weight!r}")
             parts.append((text, float(weight)))
     else:
         raise PromptError(f"a prompt is a string or a list of (text, weight), not {type(prompt).__name__}")
@@ -70,6 +74,11 @@ def normalize_blend(prompt: PromptLike, max_parts: int) -> list[tuple[str, float
     for text, _ in parts:
         if len(text) > MAX_PROMPT_CHARS:
             raise PromptError(f"a prompt is at most {MAX_PROMPT_CHARS} characters, got {len(text)}")
+    # Scaled by the largest first: the sum cannot overflow (1e308 + 1e308) and is at least 1, so
+    # nothing divides by zero. A part more than ~1e308 times below the largest comes out as 0.0
+    # (no attention at all), which is what its weight means at that ratio.
+    top = max(w for _, w in parts)
+    parts = [(t, w / top) for t, w in parts]
     total = sum(w for _, w in parts)
     return [(t, w / total) for t, w in parts]
 
@@ -199,7 +208,8 @@ class PromptEncoder:
                 self._blocks.popitem(last=False)
         host = torch.full((length + self.text_dim,), float("-inf"))
         for i, (enc, w) in enumerate(encoded):
-            host[i * max_tokens:i * max_tokens + min(enc.length, max_tokens)] = math.log(w)
+            # log(0) is -inf, as for padding: a part with no weight gets no attention.
+            host[i * max_tokens:i * max_tokens + min(enc.length, max_tokens)] = math.log(w) if w > 0 else float("-inf")
         if len(encoded) == 2:
             host[length:] = slerp(encoded[0][0].host_pooled(), encoded[1][0].host_pooled(), encoded[1][1])
         else:

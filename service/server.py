@@ -2,7 +2,9 @@
 
 The loop, single-threaded so that the model, the cache and the rings are touched by one thread:
 1. drain the socket (bounded), validating each message at the edge (`protocol`) and answering
-   every bad one with a typed error, never with a crash;
+   every bad one with a typed error, never with a crash: `handle` runs every handler behind one
+   catch-all that logs the traceback and answers `internal`, and every error echoes the `req`,
+   `session` and `seq` the raw message held as integers;
 2. run at most one queued frame per session, round robin: check its deadline and its ready signal,
    `Stylizer.step` straight from the input slot, release the slot, write the output slot in the
    engine's format, signal done, reply "done" with per-stage timings;
@@ -11,8 +13,10 @@ The loop, single-threaded so that the model, the cache and the rings are touched
 
 Per session, frames run in order, sequence numbers strictly increase, and the queue holds one
 waiting frame: a newer frame replaces it (the older is answered "late", reason "dropped"). A frame
-whose deadline passed before it could start is answered "late" (reason "deadline"); one that
-finished after its deadline is "done" with late = true. Sessions belong to the client that opened
+refused without running (bad_slot, bad_sequence, not_ready) consumes nothing: its sequence number
+may be sent again and the session's counts do not move. A frame whose deadline passed before it
+could start is answered "late" (reason "deadline"); one that finished after its deadline is
+"done" with late = true. Sessions belong to the client that opened
 them: another client's frames for them are refused, so frames of different sessions never mix.
 """
 
@@ -37,6 +41,7 @@ from ..model.errors import (CacheFullError, InputError, LayoutError, PromptError
 from ..model.frame import FrameParams
 from ..model.layout import GBufferLayout
 from ..model.stylizer import Stylizer
+from ..model.text import normalize_blend
 from ..interop import protocol as P
 from ..interop.limits import (BACKENDS, DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MIN_STEPS, SOCKET_HWM,
                               SOCKET_MAX_MESSAGE_BYTES)
@@ -90,6 +95,7 @@ def collect_due_garbage(thresholds: tuple[int, int, int]) -> None:
 class PendingFrame:
     msg: P.Frame
     received: float  # time.perf_counter()
+    prev_seq: int = 0  # the session's last_seq before this frame took its number
 
 
 @dataclass
@@ -125,12 +131,12 @@ class ClientState:
 
 
 def _parts(prompt) -> list[tuple[str, float]]:
+    """A validated prompt as [(text, weight)] summing to 1, by the model's own arithmetic (which
+    neither overflows nor divides by zero). A part that comes out at 0 (far below the largest) is
+    left out: it has no attention anyway, and the model takes only weights above 0."""
     if prompt is None:
         return []
-    if isinstance(prompt, str):
-        return [(prompt, 1.0)]
-    total = sum(w for _, w in prompt)
-    return [(t, w / total) for t, w in prompt]
+    return [(t, w) for t, w in normalize_blend(prompt, 1 if isinstance(prompt, str) else len(prompt)) if w > 0]
 
 
 class Service:
@@ -237,9 +243,7 @@ class Service:
                     frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if len(frames) != 2:
-                    continue  # a DEALER sends exactly one part; anything else is not ours
-                self.handle(frames[0], frames[1])
+                self.handle(frames[0], *frames[1:])  # a DEALER sends one part; handle refuses more
                 self._answered(frames[0])
         for state in list(self.sessions.values()):
             if state.pending is not None:
@@ -284,34 +288,54 @@ class Service:
 
     # --- messages -------------------------------------------------------------------------
 
-    def handle(self, identity: bytes, data: bytes) -> None:
+    def handle(self, identity: bytes, *parts: bytes) -> None:
+        """Answer one message (its ZeroMQ parts after the identity). Whatever fails in here, a
+        bug included, becomes an error reply carrying the message's req/session/seq: the service
+        outlives any one message, as it does any one frame (`_run_frame` has its own guard)."""
         now = time.monotonic()
         client = self.clients.get(identity)
         if client is None:
             client = self.clients[identity] = ClientState(identity, now)
         client.last_seen = now
+        context: dict = {}
         try:
-            msg = P.parse_request(data)
+            self._handle(client, parts, context)
         except P.ProtocolError as exc:
-            self.error(identity, exc.code, exc.message)
-            return
+            self.error(identity, exc.code, exc.message, **{**context, **exc.context})
+        except Exception:
+            log.error("message from %s failed:\n%s", client.name or identity.hex(), traceback.format_exc())
+            self.error(identity, P.ErrorCode.INTERNAL, "the service failed on this message; see its log", **context)
+
+    def _handle(self, client: ClientState, parts: tuple, context: dict) -> None:
+        identity = client.identity
+        if len(parts) != 1:
+            if parts:  # the first part's req, if it has one, so that the peer learns which failed
+                try:
+                    context.update(P.context_of(P.decode_raw(parts[0])))
+                except P.ProtocolError as exc:
+                    context.update(exc.context)
+            raise P.ProtocolError(P.ErrorCode.BAD_MESSAGE, f"a message is one ZeroMQ part; this one has {len(parts)}")
+        raw = P.decode_raw(parts[0])
+        context.update(P.context_of(raw))  # from here on, even a crash is answered with them
+        msg = P.parse_message(raw)
         req = getattr(msg, "req", None)
         if isinstance(msg, P.Hello):
             if msg.protocol != P.PROTOCOL_VERSION:
                 self.error(identity, P.ErrorCode.PROTOCOL_MISMATCH,
                            f"the engine speaks protocol {msg.protocol}; this service speaks {P.PROTOCOL_VERSION}",
-                           req=req)
+                           **context)
                 return
-            client.welcomed, client.name = True, msg.client or ""
             cfg = self.stylizer.config
-            self.send(identity, {"type": "welcome", "req": req, "protocol": P.PROTOCOL_VERSION,
-                                 "service": f"streamstyle {__version__}", "heartbeat_ms": self.config.heartbeat_ms,
-                                 "reap_after_ms": self.config.reap_after_ms, "max_sessions": self.config.max_sessions,
-                                 "model": {"preset": cfg.name, "token_stride": cfg.patch},
-                                 "output_formats": list(P.OUTPUT_FORMATS), "backends": self.backends()})
+            welcome = {"type": "welcome", "req": req, "protocol": P.PROTOCOL_VERSION,
+                       "service": f"streamstyle {__version__}", "heartbeat_ms": self.config.heartbeat_ms,
+                       "reap_after_ms": self.config.reap_after_ms, "max_sessions": self.config.max_sessions,
+                       "model": {"preset": cfg.name, "token_stride": cfg.patch},
+                       "output_formats": list(P.OUTPUT_FORMATS), "backends": self.backends()}
+            client.welcomed, client.name = True, msg.client or ""
+            self.send(identity, welcome)
             return
         if not client.welcomed:
-            self.error(identity, P.ErrorCode.HELLO_FIRST, "send hello before anything else", req=req)
+            self.error(identity, P.ErrorCode.HELLO_FIRST, "send hello before anything else", **context)
             return
         if isinstance(msg, P.Heartbeat):
             self.send(identity, {"type": "heartbeat", "time": time.time()})
@@ -333,9 +357,9 @@ class Service:
         elif isinstance(msg, P.SetPrompt):
             self.set_prompt(state, msg)
         elif isinstance(msg, P.SetParams):
-            state.params.update(msg.params)
             if "seed" in msg.params:
                 self.stylizer.reseed(state.handle, msg.params["seed"])
+            state.params.update(msg.params)  # after the reseed: a failure leaves the session as it was
             self.send(identity, {"type": "ok", "req": req, "session": state.id})
         elif isinstance(msg, P.Stats):
             self.send(identity, {"type": "stats", "req": req, "service": self.service_stats(),
@@ -374,25 +398,25 @@ class Service:
             log.info("open from %s refused: %s", client.name, exc)
             self.error(ident, P.ErrorCode.BAD_RING, str(exc), req=req)
             return
+        handle = None
         try:
-            handle = self.stylizer.open_session(msg.width, msg.height, layout, seed=msg.seed or 0)
-        except (LayoutError, CacheFullError, ResolutionError) as exc:
-            ring.close()
-            code = {"bad_layout": P.ErrorCode.BAD_LAYOUT, "cache_full": P.ErrorCode.CACHE_FULL}.get(exc.code, P.ErrorCode.BAD_RESOLUTION)
-            self.error(ident, code, exc.message, req=req)
-            return
-        state = SessionState(handle.id, ident, msg.width, msg.height, ring, handle, fmt, params=dict(msg.params or {}))
-        if self.stylizer.device.type == "cuda":
-            state.events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
-        if msg.prompt is not None:
             try:
-                self.stylizer.set_prompt(handle, msg.prompt if isinstance(msg.prompt, str) else list(msg.prompt))
-                state.prompt = msg.prompt
-            except PromptError as exc:
-                self.stylizer.close_session(handle)
-                ring.close()
-                self.error(ident, P.ErrorCode.BAD_PROMPT, exc.message, req=req)
+                handle = self.stylizer.open_session(msg.width, msg.height, layout, seed=msg.seed or 0)
+                if msg.prompt is not None:
+                    self.stylizer.set_prompt(handle, msg.prompt if isinstance(msg.prompt, str) else list(msg.prompt))
+            except (LayoutError, CacheFullError, ResolutionError, PromptError) as exc:
+                code = {"bad_layout": P.ErrorCode.BAD_LAYOUT, "cache_full": P.ErrorCode.CACHE_FULL,
+                        "bad_prompt": P.ErrorCode.BAD_PROMPT}.get(exc.code, P.ErrorCode.BAD_RESOLUTION)
+                self._discard(ring, handle)
+                self.error(ident, code, exc.message, req=req)
                 return
+            state = SessionState(handle.id, ident, msg.width, msg.height, ring, handle, fmt,
+                                 params=dict(msg.params or {}), prompt=msg.prompt)
+            if self.stylizer.device.type == "cuda":
+                state.events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
+        except Exception:  # refused by a failure: nothing of it stays (the catch-all answers)
+            self._discard(ring, handle)
+            raise
         try:
             steps = int(state.params.get("steps", DEFAULT_STEPS))
             t0 = time.perf_counter()
@@ -409,7 +433,19 @@ class Service:
                           "input_bytes": in_bytes, "output_bytes": output_bytes(msg.width, msg.height, fmt),
                           "cache_pages": self.stylizer.pages_in_use(handle)})
 
+    def _discard(self, ring, handle) -> None:
+        """Undo a refused open: the stylizer's session (if made) and the ring's mappings."""
+        if handle is not None:
+            try:
+                self.stylizer.close_session(handle)
+            except Exception:
+                log.warning("closing the refused session %s failed:\n%s", handle.id, traceback.format_exc())
+        ring.close()
+
     def set_prompt(self, state: SessionState, msg: P.SetPrompt) -> None:
+        """Switch now, or (blend_frames > 0) blend over the next frames. The protocol has already
+        refused weights the model would (each finite and above 0), so the blend's arithmetic
+        cannot divide by zero; a refused prompt leaves the session's prompt and blend as they were."""
         new = msg.prompt if isinstance(msg.prompt, str) else list(msg.prompt)
         try:
             if msg.blend_frames and state.prompt is not None:
@@ -437,7 +473,7 @@ class Service:
             self.error(state.owner, P.ErrorCode.BAD_SEQUENCE, f"sequence {msg.seq} does not follow {state.last_seq}",
                        session=state.id, seq=msg.seq)
             return
-        state.last_seq = msg.seq
+        prev_seq, state.last_seq = state.last_seq, msg.seq
         state.frames_in += 1
         if state.pending is not None:  # keep the newest frame
             old = state.pending.msg
@@ -445,13 +481,15 @@ class Service:
             state.ring.mark_released(old.slot, old.seq)
             self.send(state.owner, {"type": "late", "session": state.id, "seq": old.seq, "slot": old.slot,
                                     "reason": "dropped"})
-        state.pending = PendingFrame(msg, time.perf_counter())
+        state.pending = PendingFrame(msg, time.perf_counter(), prev_seq)
 
     def _blend_step(self, state: SessionState) -> None:
         old, new, total, k = state.blend
         k += 1
         a = min(1.0, k / total)
-        parts = [(t, w * (1 - a)) for t, w in old if w * (1 - a) > 0] + [(t, w * a) for t, w in new]
+        # At the ends of the blend a side's weights can underflow to 0; the model takes only
+        # weights above 0.
+        parts = [(t, w * (1 - a)) for t, w in old if w * (1 - a) > 0] + [(t, w * a) for t, w in new if w * a > 0]
         self.stylizer.set_prompt(state.handle, parts)
         state.blend = None if a >= 1.0 else (old, new, total, k)
 
@@ -476,7 +514,11 @@ class Service:
             self.send(state.owner, {"type": "late", **reply, "reason": "deadline"})
             return
         if not state.ring.is_ready(msg.slot, msg.seq):
-            state.late += 1
+            # Refused without running, so it consumes nothing: its number goes back (nothing newer
+            # can have been queued since it left the queue: one thread does both) and it is not
+            # counted as a frame in. The engine may send the same seq again once it is ready.
+            state.last_seq = pending.prev_seq
+            state.frames_in -= 1
             self.error(state.owner, P.ErrorCode.NOT_READY, f"slot {msg.slot}'s ready signal does not show frame {msg.seq}",
                        session=state.id, seq=msg.seq)
             return

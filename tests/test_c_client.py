@@ -23,9 +23,11 @@ import time
 from pathlib import Path
 
 import msgpack
+import numpy as np
 import pytest
 
 from streamstyle.interop import cheader
+from streamstyle.interop import limits as L
 from streamstyle.interop import protocol as P
 
 C_DIR = Path(__file__).resolve().parent.parent / "engine_plugins" / "c"
@@ -56,10 +58,12 @@ def test_the_committed_header_is_the_contract():
 
 def test_the_header_carries_every_error_code_and_limit():
     text = cheader.generate()
-    codes = [v for k, v in vars(P.ErrorCode).items() if k.isupper()]
+    codes = P.ErrorCode.wire()
     for k, v in vars(P.ErrorCode).items():
-        if k.isupper():
+        if k.isupper() and v in codes:
             assert f'#define SS_ERR_{k} ' in text and f'"{v}"' in text
+        elif k.isupper() and isinstance(v, str):  # local codes (bad_config...) never reach an engine
+            assert f'#define SS_ERR_{k} ' not in text
     assert re.search(rf"#define SS_ERR_COUNT +{len(codes)}\n", text)
     assert re.search(rf"#define SS_MAX_SLOTS +{P.MAX_SLOTS}\n", text)
     assert re.search(rf"#define SS_MAX_MESSAGE_BYTES +{P.MAX_MESSAGE_BYTES}\n", text)
@@ -91,9 +95,9 @@ def test_shm_header_offsets_match_its_struct_format():
 def test_output_bytes_per_pixel_match_the_writeback():
     from streamstyle.kernels.writeback.reference import output_bytes
 
-    for fmt, bpp in P.OUTPUT_BYTES_PER_PIXEL.items():
+    for fmt, bpp in L.OUTPUT_BYTES_PER_PIXEL.items():
         assert output_bytes(7, 5, fmt) == 35 * bpp
-    assert set(P.OUTPUT_BYTES_PER_PIXEL) == set(P.OUTPUT_FORMATS)
+    assert set(L.OUTPUT_BYTES_PER_PIXEL) == set(P.OUTPUT_FORMATS)
 
 
 # --- the C build ------------------------------------------------------------------------------
@@ -172,11 +176,10 @@ def _replies() -> dict[str, dict | bytes]:
         "bye": {"type": "bye"},
         "future": {"type": "something_new", "req": 9},
     }
-    for reason in P.LATE_REASONS:
+    for reason in L.LATE_REASONS:
         out[f"late_{reason}"] = {"type": "late", "session": 7, "seq": 12, "slot": 0, "reason": reason}
-    for name, code in vars(P.ErrorCode).items():
-        if name.isupper():
-            out[f"error_{code}"] = P.error_reply(code, f"refused: {code}", req=20)
+    for code in P.ErrorCode.wire():
+        out[f"error_{code}"] = P.error_reply(code, f"refused: {code}", req=20)
     out["error_frame"] = P.error_reply(P.ErrorCode.NOT_READY, "not ready", session=7, seq=13)
     out["error_long"] = P.error_reply(P.ErrorCode.INTERNAL, "x" * 5000, req=21)
     raw = {k: P.encode(v) for k, v in out.items()}
@@ -214,12 +217,11 @@ def test_the_c_client_decodes_every_reply_and_error_code(build, tmp_path):
     d = got["done"]
     assert (d["session"], d["seq"], d["slot"], d["late"]) == ("7", "11", "2", "1")
     assert (float(d["queue_ms"]), float(d["model_ms"]), float(d["total_ms"])) == (0.25, 3.0, 3.5)
-    for reason in P.LATE_REASONS:
+    for reason in L.LATE_REASONS:
         assert got[f"late_{reason}"]["code"] == reason and got[f"late_{reason}"]["seq"] == "12"
-    for name, code in vars(P.ErrorCode).items():
-        if name.isupper():
-            e = got[f"error_{code}"]
-            assert (e["type"], e["code"], e["req"], e["message_len"]) == ("error", code, "20", str(len(f"refused: {code}")))
+    for code in P.ErrorCode.wire():
+        e = got[f"error_{code}"]
+        assert (e["type"], e["code"], e["req"], e["message_len"]) == ("error", code, "20", str(len(f"refused: {code}")))
     assert got["error_frame"]["seq"] == "13" and got["error_frame"]["session"] == "7" and "req" not in got["error_frame"]
     assert int(got["error_long"]["message_len"]) < 5000  # bounded, not overrun
     assert got["ok"]["known"] == "1" and got["closed"]["type"] == "closed" and got["bye"]["type"] == "bye"
@@ -542,7 +544,7 @@ def test_the_c_client_and_the_python_client_get_the_same_frames(build, prompt_se
             session.ring.input(slot)[: len(data)] = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy())
             ev = client.wait(session, session.submit(slot))
             assert ev.status == "done"
-            want = session.output(ev.slot).reshape(-1).numpy().tobytes()
+            want = np.asarray(session.output(ev.slot)).reshape(-1).tobytes()
             assert (tmp_path / f"out{i}.bin").read_bytes() == want, f"frame {i} differs"
 
 

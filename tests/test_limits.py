@@ -220,6 +220,7 @@ def test_the_blend_rules_are_the_contracts_on_both_sides():
     for weight in (0.0, 1e-300, 1e300, -1.0, limits.MIN_BLEND_WEIGHT / 2, limits.MAX_BLEND_WEIGHT * 2):
         with pytest.raises(P.ProtocolError):
             _prompt([["a", weight]])
+    for weight in (0.0, -1.0, float("nan"), float("inf")):  # the model refuses these too
         with pytest.raises(PromptError):
             normalize_blend([("a", weight)], max_parts=limits.MAX_PROMPT_PARTS)
     edge = [["a", limits.MIN_BLEND_WEIGHT], ["b", limits.MAX_BLEND_WEIGHT]]

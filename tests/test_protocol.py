@@ -68,3 +68,65 @@ def test_malformed_rings_are_refused(ring, words):
     msg = {"type": "open", "req": 1, "width": 64, "height": 32, "layout": {}, "ring": ring}
     with pytest.raises(P.ProtocolError, match=words):
         P.parse_request(P.encode(msg))
+
+
+def open_msg(**kw):
+    layout = {"channels": [{"name": "depth", "format": "r32f", "offset": 0, "depth_range": [0.1, 100.0]}]}
+    return {"type": "open", "req": 5, "width": 64, "height": 32, "layout": layout, "ring": shm_ring(),
+            "params": {"steps": 2}, **kw}
+
+
+@pytest.mark.parametrize("where", ["top", "layout", "channel", "ring", "region", "sync", "params"])
+def test_bin_map_keys_at_any_level_are_bad_message_with_the_context(where):
+    msg = open_msg()
+    target = {"top": msg, "layout": msg["layout"], "channel": msg["layout"]["channels"][0], "ring": msg["ring"],
+              "region": msg["ring"]["outputs"][2], "sync": msg["ring"]["sync"], "params": msg["params"]}[where]
+    target[b"steps"] = 1
+    with pytest.raises(P.ProtocolError, match="map keys must be strings") as info:
+        P.parse_request(msgpack.packb(msg, use_bin_type=True))
+    assert info.value.code == "bad_message" and info.value.context == {"req": 5}
+
+
+@pytest.mark.parametrize("data, context", [
+    (P.encode({"type": "stats", "req": 3}) + b"\xc1", {"req": 3}),  # not msgpack at all
+    (P.encode({"type": "stats", "req": 3}) + b"\x91", {"req": 3}),  # the start of an array
+    (P.encode({"type": "frame", "session": 2, "seq": 4, "slot": 0}) + P.encode({"type": "frame"}), {"session": 2, "seq": 4}),
+    (P.encode([1, 2]) + b"\x00", {}),
+])
+def test_trailing_bytes_of_any_kind_are_refused(data, context):
+    with pytest.raises(P.ProtocolError, match="trailing data") as info:
+        P.parse_request(data)
+    assert info.value.code == "bad_message" and info.value.context == context
+
+
+@pytest.mark.parametrize("data", [b"\x91" * 5000 + b"\xc0", b"\x81\xa1a" * 3000 + b"\xc0", b"", b"\xdd\xff\xff\xff\xff"])
+def test_deep_nesting_and_impossible_lengths_are_bad_message(data):
+    with pytest.raises(P.ProtocolError) as info:
+        P.parse_request(data)
+    assert info.value.code == "bad_message"
+
+
+@pytest.mark.parametrize("msg, context", [
+    ({"type": "frame", "session": 2, "seq": 4, "slot": 99}, {"session": 2, "seq": 4}),
+    ({"type": "frame", "session": True, "seq": -4, "slot": 0}, {"seq": -4}),  # a boolean is not an integer
+    ({"type": "prompt", "req": 9, "session": 1, "prompt": 42}, {"req": 9, "session": 1}),
+    ({"type": "nope", "req": 2 ** 64 - 1}, {"req": 2 ** 64 - 1}),
+    ({"type": "stats", "req": 1.0}, {}),
+])
+def test_a_refused_message_carries_the_integers_that_identify_it(msg, context):
+    with pytest.raises(P.ProtocolError) as info:
+        P.parse_request(P.encode(msg))
+    assert info.value.context == context
+
+
+@pytest.mark.parametrize("weight, ok", [(1e-6, True), (1e6, True), (3, True), (1e-300, False), (1e300, False),
+                                        (0.0, False), (-0.0, False), (-2.0, False), (float("inf"), False),
+                                        (float("nan"), False), (False, False)])
+def test_blend_weights_lie_in_the_contracts_range(weight, ok):
+    data = P.encode({"type": "prompt", "req": 1, "session": 1, "prompt": [["ink", 1.0], ["wash", weight]]})
+    if ok:
+        assert P.parse_request(data).prompt[1] == ("wash", float(weight))
+    else:
+        with pytest.raises(P.ProtocolError, match="weight must be") as info:
+            P.parse_request(data)
+        assert info.value.code == "bad_field"

@@ -56,6 +56,12 @@
 #define SS_DEFAULT_TCP_PORT                5599
 #define SS_SOCKET_FILE                     "streamstyle.sock"
 #define SS_DEVICE_PATTERN                  "cpu|cuda(:[0-9]+)\077"
+/* streamstyle.interop.protocol */
+#define SS_CONTEXT_FIELD_REQ               "req"
+#define SS_CONTEXT_FIELD_SESSION           "session"
+#define SS_CONTEXT_FIELD_SEQ               "seq"
+#define SS_CONTEXT_FIELDS_COUNT            3
+#define SS_CONTEXT_FIELDS_LIST             "req", "session", "seq"
 /* streamstyle.interop.protocol.ErrorCode */
 #define SS_ERR_BAD_MESSAGE                 "bad_message"
 #define SS_ERR_UNKNOWN_TYPE                "unknown_type"
@@ -75,14 +81,8 @@
 #define SS_ERR_BAD_PROMPT                  "bad_prompt"
 #define SS_ERR_BAD_INPUT                   "bad_input"
 #define SS_ERR_INTERNAL                    "internal"
-#define SS_ERR_BAD_CONFIG                  "bad_config"
-#define SS_ERR_BAD_CHECKPOINT              "bad_checkpoint"
-#define SS_ERR_BAD_DEVICE                  "bad_device"
-#define SS_ERR_BAD_CAPTURE                 "bad_capture"
-#define SS_ERR_CAPTURE_VERSION             "capture_version"
-#define SS_ERR_BAD_CHUNK                   "bad_chunk"
-#define SS_ERR_COUNT                       24
-#define SS_ERR_LIST                        "bad_message", "unknown_type", "bad_field", "protocol_mismatch", "hello_first", "unknown_session", "session_evicted", "bad_ring", "bad_slot", "bad_sequence", "not_ready", "session_limit", "cache_full", "bad_layout", "bad_resolution", "bad_prompt", "bad_input", "internal", "bad_config", "bad_checkpoint", "bad_device", "bad_capture", "capture_version", "bad_chunk"
+#define SS_ERR_COUNT                       18
+#define SS_ERR_LIST                        "bad_message", "unknown_type", "bad_field", "protocol_mismatch", "hello_first", "unknown_session", "session_evicted", "bad_ring", "bad_slot", "bad_sequence", "not_ready", "session_limit", "cache_full", "bad_layout", "bad_resolution", "bad_prompt", "bad_input", "internal"
 /* streamstyle.interop.shm */
 #define SS_SHM_MAX_SHM_NAME_CHARS          250
 #define SS_SHM_MIN_SLOTS                   3
