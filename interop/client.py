@@ -3,9 +3,14 @@ and the Unreal and Unity plugins.
 
 It owns the frame ring, opens sessions, submits frames and collects their outcome without ever
 blocking on the service: `poll()` returns whatever "done" and "late" notices have arrived, sends
-heartbeats, and when the service has been silent past its reap time (killed, restarting) it
-reconnects and reopens every session on the same ring, answering in-flight frames as late with
-reason "service_restarted". Meanwhile the game shows its raw or previous frame.
+heartbeats, and when the connection to the service drops (the service was killed, or stopped
+answering ZeroMQ's heartbeats for its reap time) or the service says "bye", it reconnects and
+reopens every session on the same ring, answering in-flight frames as late with reason
+"service_restarted". Meanwhile the game shows its raw or previous frame.
+
+Liveness is judged by the connection, never by how long the service has been quiet: a frame can
+hold the service's thread for seconds (a large frame on the CPU), while libzmq's I/O thread keeps
+answering heartbeats. So a slow frame is a slow frame, and only a dead or frozen service is lost.
 
     client = Client("ipc:///run/user/1000/streamstyle.sock")
     session = client.open_session(1280, 720, layout, prompt="watercolor")
@@ -191,6 +196,11 @@ class Client:
         s.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
         s.setsockopt(zmq.SNDHWM, 1000)
         s.setsockopt(zmq.RCVHWM, 1000)
+        # ZMTP heartbeats: libzmq pings the service and drops the connection (EVENT_DISCONNECTED,
+        # watched in `poll`) when nothing comes back for reap_after_ms. The first connection uses
+        # the defaults; later ones the service's welcome (which also sends a TTL with its pings).
+        s.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.reap_after_ms)
         if self.curve_server_key:
             public, secret = zmq.curve_keypair()
             s.curve_serverkey = self.curve_server_key.encode()
@@ -222,7 +232,7 @@ class Client:
             raise
         self.heartbeat_ms = self.welcome["heartbeat_ms"]
         self.reap_after_ms = self.welcome["reap_after_ms"]
-        self._last_heard = self._last_sent = time.monotonic()
+        self._last_sent = time.monotonic()
 
     def reconnect(self, timeout_s: float | None = None) -> None:
         """Connect afresh and reopen every session on its ring. In-flight frames become late."""
@@ -263,7 +273,6 @@ class Client:
         if not self._sock.poll(timeout_ms, zmq.POLLIN):
             return None
         data = self._sock.recv()
-        self._last_heard = time.monotonic()
         try:
             return P.decode_raw(data)
         except P.ProtocolError:
@@ -304,7 +313,7 @@ class Client:
                 self._events.append(FrameEvent(session, msg["seq"], slot, "error", reason=msg.get("code"),
                                                message=msg.get("message")))
         elif kind == "bye":
-            self._last_heard = 0.0  # the service is going away: reconnect at the next poll
+            self._lost = True  # the service is going away: reconnect at the next poll
 
     def _pump(self, timeout_ms: int = 0) -> None:
         """Receive what has arrived into the event queue, without handing it out."""
@@ -315,7 +324,7 @@ class Client:
 
     def poll(self, timeout_ms: int = 0) -> list[FrameEvent]:
         """Everything that has arrived, never blocking longer than `timeout_ms`. Sends heartbeats;
-        reconnects (and reopens sessions) when the service has gone silent."""
+        reconnects (and reopens sessions) when the connection dropped or the service said bye."""
         end = time.monotonic() + timeout_ms / 1000
         while True:
             msg = self._recv(max(0, int((end - time.monotonic()) * 1000)) if not self._events else 0)
@@ -329,8 +338,7 @@ class Client:
         now = time.monotonic()
         if self.connected and now - self._last_sent > self.heartbeat_ms / 1000:
             self._send({"type": "heartbeat", "time": time.time()})
-        silent = now - self._last_heard > self.reap_after_ms / 1000
-        if (self._lost or silent or not self.connected) and now >= self._retry_at:
+        if (self._lost or not self.connected) and now >= self._retry_at:
             try:
                 self.reconnect(timeout_s=min(self.timeout_s, 1.0))
             except ServiceError:
