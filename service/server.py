@@ -140,6 +140,7 @@ class Service:
         self.config = config
         self.stylizer = stylizer
         self.ctx = context or zmq.Context.instance()
+        claim_address(config.address)  # libzmq would silently take an ipc:// address over from a live service
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         # ZeroMQ drops a peer whose message exceeds MAXMSGSIZE without a word; set it above the
@@ -169,7 +170,6 @@ class Service:
             import os
 
             os.makedirs(os.path.dirname(addr[len("ipc://"):]) or ".", exist_ok=True)
-        claim_address(addr)  # libzmq would silently take an ipc:// address over from a live service
         try:
             self.sock.bind(addr)
         except zmq.ZMQError as exc:
