@@ -293,6 +293,8 @@ class Client:
                 continue
             if reply.get("req") == req:
                 if reply["type"] == "error":
+                    if reply.get("code") == P.ErrorCode.HELLO_FIRST:
+                        self._lost = True  # reaped while frozen: the next poll reconnects
                     raise ServiceError(reply.get("code", "internal"), reply.get("message", ""))
                 return reply
             self._dispatch(reply)
@@ -312,8 +314,10 @@ class Client:
             else:
                 self._events.append(FrameEvent(session, msg["seq"], slot, "error", reason=msg.get("code"),
                                                message=msg.get("message")))
-        elif kind == "bye":
-            self._lost = True  # the service is going away: reconnect at the next poll
+        elif kind == "bye" or (kind == "error" and msg.get("code") == P.ErrorCode.HELLO_FIRST):
+            # The service is going away, or has reaped this client (frozen past its reap time)
+            # and no longer knows it: reconnect at the next poll.
+            self._lost = True
 
     def _pump(self, timeout_ms: int = 0) -> None:
         """Receive what has arrived into the event queue, without handing it out."""

@@ -296,6 +296,12 @@ class Service:
                 for sid in list(c.sessions):
                     self.close_session(sid, abandoned=True)
                 del self.clients[c.identity]
+                if not gone and c.welcomed:
+                    # A frozen client's connection may outlive its reaping (ZeroMQ's heartbeat
+                    # timeout and this silence run on separate clocks): when it runs again it
+                    # reads this first and reconnects, rather than talking to a service that
+                    # no longer knows it.
+                    self.send(c.identity, {"type": "bye", "reason": "reaped"})
         self._gone.clear()
 
     def shutdown(self) -> None:

@@ -300,17 +300,21 @@ def test_a_killed_engine_leaves_no_shared_memory_and_a_frozen_one_keeps_its_ring
 
 # --- liveness while a frame runs ------------------------------------------------------------
 
-def run_one(client, session, frame_seed=0):
+def render(w: int, h: int, seed: int = 0):
+    """A reference-engine frame, rendered before the client connects: an engine that stops
+    talking for longer than the reap time (a render on a loaded CPU can) is rightly reaped."""
     from streamstyle.engine_plugins.reference_engine import CameraPath, Renderer, Scene
+
+    scene = Scene.generate(seed, objects=6)
+    return Renderer(scene, CameraPath("orbit", seed=seed, extent=scene.extent), w, h).render(0)
+
+
+def submit(session, frame) -> int:
     from streamstyle.engine_plugins.reference_engine.gbuffers import to_slot
 
-    scene = Scene.generate(frame_seed, objects=6)
-    frame = Renderer(scene, CameraPath("orbit", seed=frame_seed, extent=scene.extent), session.width,
-                     session.height).render(0)
     slot = session.acquire_slot(timeout_s=10)
     to_slot(frame, session.layout, session.ring.input(slot))
-    seq = session.submit(slot)
-    return seq
+    return session.submit(slot)
 
 
 @pytest.mark.slow
@@ -323,11 +327,12 @@ def test_a_15_s_frame_is_no_dead_service(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     service = start_service(tmp_path, address, "--preset", "default", env=env,
                             config={"heartbeat_ms": 100, "reap_after_ms": reap_ms, "deadline_ms": 600000})
+    w, h = 1280, 720
+    frame = render(w, h)
     try:
         with Client(address, timeout_s=120) as client:
-            w, h = 1280, 720
             session = client.open_session(w, h, reference_layout(w, h), params={"steps": 4})
-            seq = run_one(client, session)
+            seq = submit(session, frame)
             t0 = time.monotonic()
             events = []
             while not events and time.monotonic() - t0 < 300:
@@ -343,27 +348,35 @@ def test_a_15_s_frame_is_no_dead_service(tmp_path):
         stop(service)
 
 
+def polled(client, condition) -> bool:
+    """Poll once (as an engine does every frame), then ask."""
+    client.poll(timeout_ms=20)
+    return condition()
+
+
 def test_a_stopped_service_is_noticed_and_a_resumed_one_serves_again(tmp_path, weights):
     address = f"ipc://{tmp_path}/svc.sock"
     reap_ms = 1000
     service = start_service(tmp_path, address, "--weights", str(weights),
                             config={"heartbeat_ms": 100, "reap_after_ms": reap_ms})
+    frame = render(64, 48)
     try:
         with Client(address, timeout_s=20) as client:
             session = client.open_session(64, 48, reference_layout(64, 48))
-            assert client.wait(session, run_one(client, session)).status == "done"
+            ev = client.wait(session, submit(session, frame))
+            assert ev.status == "done", (ev.status, ev.reason, ev.message, client.reconnects)
             service.send_signal(signal.SIGSTOP)
             t0 = time.monotonic()
-            wait_for(lambda: client.poll(timeout_ms=20) is not None and not client.connected, 15,
+            wait_for(lambda: polled(client, lambda: not client.connected), 15,
                      "the client to notice the stopped service", every_s=0)
             noticed = time.monotonic() - t0
             # one reap period of silence, then the reconnect attempt's own second
             assert noticed < reap_ms / 1000 + 3.0, noticed
             service.send_signal(signal.SIGCONT)
-            wait_for(lambda: client.poll(timeout_ms=20) is not None and client.connected, 30,
-                     "the client to reconnect", every_s=0)
+            wait_for(lambda: polled(client, lambda: client.connected), 30, "the client to reconnect", every_s=0)
             assert client.reconnects == 1
-            assert client.wait(session, run_one(client, session)).status == "done"
+            ev = client.wait(session, submit(session, frame))
+            assert ev.status == "done", (ev.status, ev.reason, ev.message)
     finally:
         if service.poll() is None:
             service.send_signal(signal.SIGCONT)
