@@ -199,7 +199,7 @@ class Trainer:
         checkpoint holds whole steps only, and `resume` continues at the same step."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        metrics = (self.out / "metrics.jsonl").open("a")
+        metrics = (self.out / "metrics.jsonl").open("a", buffering=1)  # a row per line, as it happens
         bar = None
         if progress:
             from tqdm import tqdm
