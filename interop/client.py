@@ -177,8 +177,10 @@ class Client:
         self._by_id: dict[int, ClientSession] = {}
         self._req = itertools.count(1)
         self._events: deque[FrameEvent] = deque()
+        # Until a welcome says otherwise: the service's defaults. The first connection's
+        # heartbeat timeout is this (the service's TTL bounds it too); later ones the welcome's.
         self.heartbeat_ms = 500
-        self.reap_after_ms = 2000
+        self.reap_after_ms = 10000
         self.welcome: dict = {}
         self.reconnects = 0
         self.connected = False
@@ -197,8 +199,8 @@ class Client:
         s.setsockopt(zmq.SNDHWM, 1000)
         s.setsockopt(zmq.RCVHWM, 1000)
         # ZMTP heartbeats: libzmq pings the service and drops the connection (EVENT_DISCONNECTED,
-        # watched in `poll`) when nothing comes back for reap_after_ms. The first connection uses
-        # the defaults; later ones the service's welcome (which also sends a TTL with its pings).
+        # watched in `poll`) when nothing comes back for reap_after_ms: a killed or stopped
+        # service. libzmq's I/O thread answers them on the service's side, however long a frame.
         s.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.reap_after_ms)
         if self.curve_server_key:
@@ -220,19 +222,27 @@ class Client:
             self._sock = None
 
     def connect(self, timeout_s: float | None = None) -> None:
-        self._close_socket()
-        self._sock = self._new_socket()
-        self._lost = False
-        self.connected = True
-        try:
-            self.welcome = self.request({"type": "hello", "protocol": P.PROTOCOL_VERSION, "client": self.name},
-                                        timeout_s=timeout_s)
-        except ServiceError:
-            self.connected = False
-            raise
-        self.heartbeat_ms = self.welcome["heartbeat_ms"]
-        self.reap_after_ms = self.welcome["reap_after_ms"]
-        self._last_sent = time.monotonic()
+        # A connection's heartbeat settings are fixed when it is made, and only the welcome says
+        # what the service uses: when they differ from the ones this socket was made with, say
+        # hello once more on a socket made with the service's (the service's own TTL cannot
+        # stand in: libzmq drops that timer at any message and re-arms it only at a PING).
+        for _ in range(2):
+            self._close_socket()
+            made_with = (self.heartbeat_ms, self.reap_after_ms)
+            self._sock = self._new_socket()
+            self._lost = False
+            self.connected = True
+            try:
+                self.welcome = self.request({"type": "hello", "protocol": P.PROTOCOL_VERSION, "client": self.name},
+                                            timeout_s=timeout_s)
+            except ServiceError:
+                self.connected = False
+                raise
+            self.heartbeat_ms = self.welcome["heartbeat_ms"]
+            self.reap_after_ms = self.welcome["reap_after_ms"]
+            self._last_sent = time.monotonic()
+            if (self.heartbeat_ms, self.reap_after_ms) == made_with:
+                break
 
     def reconnect(self, timeout_s: float | None = None) -> None:
         """Connect afresh and reopen every session on its ring. In-flight frames become late."""

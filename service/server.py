@@ -159,9 +159,9 @@ class Service:
             self.sock.curve_publickey = config.curve_public_key.encode()
         # ZeroMQ's own heartbeats (ZMTP PING/PONG), answered by libzmq's I/O thread even while a
         # frame holds this thread for seconds: a peer that stops answering for reap_after_ms
-        # (killed, frozen) loses its connection, and the TTL sent with each PING makes every
-        # client drop its connection to this service after as long a silence (this process
-        # killed or stopped). A long frame keeps both sides' connections up.
+        # (killed, frozen) loses its connection, and a long frame keeps every connection up.
+        # Clients bound their own wait the same way (HEARTBEAT_TIMEOUT on their DEALER, from the
+        # welcome); the TTL sent with each PING is only a hint to those that set none.
         self.sock.setsockopt(zmq.HEARTBEAT_IVL, config.heartbeat_ms)
         self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, config.reap_after_ms)
         self.sock.setsockopt(zmq.HEARTBEAT_TTL, min(config.reap_after_ms, 6_553_500))  # ZMTP's maximum
