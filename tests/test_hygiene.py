@@ -325,10 +325,12 @@ def submit(session, frame) -> int:
 
 
 @pytest.mark.slow
-def test_a_15_s_frame_is_no_dead_service(tmp_path):
-    """The untrained default model at 1280x720, 4 steps, on one CPU thread: a frame that holds
-    the service's only thread for many reap periods. The client keeps polling (and sending its
-    heartbeats) meanwhile; it must neither reconnect nor lose the frame."""
+def test_a_frame_many_reap_periods_long_is_no_dead_service(tmp_path):
+    """The untrained default model at 1280x720, 4 steps, on one CPU thread: a genuinely slow
+    frame (measured 9 to 23 s on the 2-core test machine, by its load) that holds the service's
+    only thread for at least 5 reap periods. The client keeps polling (and sending its
+    heartbeats) meanwhile; it must neither reconnect nor lose the frame. (Before ZMTP heartbeats
+    the client reconnected after one reap period and the frame came back late: tested.)"""
     address = f"ipc://{tmp_path}/svc.sock"
     reap_ms = 1000
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
