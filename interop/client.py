@@ -3,9 +3,14 @@ and the Unreal and Unity plugins.
 
 It owns the frame ring, opens sessions, submits frames and collects their outcome without ever
 blocking on the service: `poll()` returns whatever "done" and "late" notices have arrived, sends
-heartbeats, and when the service has been silent past its reap time (killed, restarting) it
-reconnects and reopens every session on the same ring, answering in-flight frames as late with
-reason "service_restarted". Meanwhile the game shows its raw or previous frame.
+heartbeats, and when the connection to the service drops (the service was killed, or stopped
+answering ZeroMQ's heartbeats for its reap time) or the service says "bye", it reconnects and
+reopens every session on the same ring, answering in-flight frames as late with reason
+"service_restarted". Meanwhile the game shows its raw or previous frame.
+
+Liveness is judged by the connection, never by how long the service has been quiet: a frame can
+hold the service's thread for seconds (a large frame on the CPU), while libzmq's I/O thread keeps
+answering heartbeats. So a slow frame is a slow frame, and only a dead or frozen service is lost.
 
     client = Client("ipc:///run/user/1000/streamstyle.sock")
     session = client.open_session(1280, 720, layout, prompt="watercolor")
@@ -31,7 +36,7 @@ import zmq
 from . import create_ring
 from . import protocol as P
 from .layout import GBufferLayout, output_bytes, output_view_numpy
-from .limits import DEFAULT_HEARTBEAT_MS, DEFAULT_REAP_AFTER_MS, default_bind
+from .limits import DEFAULT_HEARTBEAT_MS, DEFAULT_REAP_AFTER_MS, SOCKET_HWM, default_bind
 
 
 def _recv_monitor_message(monitor) -> dict:
@@ -201,8 +206,13 @@ class Client:
         s = self._ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
-        s.setsockopt(zmq.SNDHWM, 1000)
-        s.setsockopt(zmq.RCVHWM, 1000)
+        s.setsockopt(zmq.SNDHWM, SOCKET_HWM)
+        s.setsockopt(zmq.RCVHWM, SOCKET_HWM)
+        # ZMTP heartbeats: libzmq pings the service and drops the connection (EVENT_DISCONNECTED,
+        # watched in `poll`) when nothing comes back for reap_after_ms: a killed or stopped
+        # service. libzmq's I/O thread answers them on the service's side, however long a frame.
+        s.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.reap_after_ms)
         if self.curve_server_key:
             public, secret = zmq.curve_keypair()
             s.curve_serverkey = self.curve_server_key.encode()
@@ -222,19 +232,27 @@ class Client:
             self._sock = None
 
     def connect(self, timeout_s: float | None = None) -> None:
-        self._close_socket()
-        self._sock = self._new_socket()
-        self._lost = False
-        self.connected = True
-        try:
-            self.welcome = self.request({"type": "hello", "protocol": P.PROTOCOL_VERSION, "client": self.name},
-                                        timeout_s=timeout_s)
-        except ServiceError:
-            self.connected = False
-            raise
-        self.heartbeat_ms = self.welcome["heartbeat_ms"]
-        self.reap_after_ms = self.welcome["reap_after_ms"]
-        self._last_heard = self._last_sent = time.monotonic()
+        # A connection's heartbeat settings are fixed when it is made, and only the welcome says
+        # what the service uses: when they differ from the ones this socket was made with, say
+        # hello once more on a socket made with the service's (the service's own TTL cannot
+        # stand in: libzmq drops that timer at any message and re-arms it only at a PING).
+        for _ in range(2):
+            self._close_socket()
+            made_with = (self.heartbeat_ms, self.reap_after_ms)
+            self._sock = self._new_socket()
+            self._lost = False
+            self.connected = True
+            try:
+                self.welcome = self.request({"type": "hello", "protocol": P.PROTOCOL_VERSION, "client": self.name},
+                                            timeout_s=timeout_s)
+            except ServiceError:
+                self.connected = False
+                raise
+            self.heartbeat_ms = self.welcome["heartbeat_ms"]
+            self.reap_after_ms = self.welcome["reap_after_ms"]
+            self._last_sent = time.monotonic()
+            if (self.heartbeat_ms, self.reap_after_ms) == made_with:
+                break
 
     def reconnect(self, timeout_s: float | None = None) -> None:
         """Connect afresh and reopen every session on its ring. In-flight frames become late."""
@@ -275,7 +293,6 @@ class Client:
         if not self._sock.poll(timeout_ms, zmq.POLLIN):
             return None
         data = self._sock.recv()
-        self._last_heard = time.monotonic()
         try:
             return P.decode_raw(data)
         except P.ProtocolError:
@@ -296,6 +313,8 @@ class Client:
                 continue
             if reply.get("req") == req:
                 if reply["type"] == "error":
+                    if reply.get("code") == P.ErrorCode.HELLO_FIRST:
+                        self._lost = True  # reaped while frozen: the next poll reconnects
                     raise ServiceError(reply.get("code", "internal"), reply.get("message", ""))
                 return reply
             self._dispatch(reply)
@@ -315,8 +334,10 @@ class Client:
             else:
                 self._events.append(FrameEvent(session, msg["seq"], slot, "error", reason=msg.get("code"),
                                                message=msg.get("message")))
-        elif kind == "bye":
-            self._last_heard = 0.0  # the service is going away: reconnect at the next poll
+        elif kind == "bye" or (kind == "error" and msg.get("code") == P.ErrorCode.HELLO_FIRST):
+            # The service is going away, or has reaped this client (frozen past its reap time)
+            # and no longer knows it: reconnect at the next poll.
+            self._lost = True
 
     def _pump(self, timeout_ms: int = 0) -> None:
         """Receive what has arrived into the event queue, without handing it out."""
@@ -327,7 +348,7 @@ class Client:
 
     def poll(self, timeout_ms: int = 0) -> list[FrameEvent]:
         """Everything that has arrived, never blocking longer than `timeout_ms`. Sends heartbeats;
-        reconnects (and reopens sessions) when the service has gone silent."""
+        reconnects (and reopens sessions) when the connection dropped or the service said bye."""
         end = time.monotonic() + timeout_ms / 1000
         while True:
             msg = self._recv(max(0, int((end - time.monotonic()) * 1000)) if not self._events else 0)
@@ -341,8 +362,7 @@ class Client:
         now = time.monotonic()
         if self.connected and now - self._last_sent > self.heartbeat_ms / 1000:
             self._send({"type": "heartbeat", "time": time.time()})
-        silent = now - self._last_heard > self.reap_after_ms / 1000
-        if (self._lost or silent or not self.connected) and now >= self._retry_at:
+        if (self._lost or not self.connected) and now >= self._retry_at:
             try:
                 self.reconnect(timeout_s=min(self.timeout_s, 1.0))
             except ServiceError:

@@ -4,15 +4,16 @@ Segment layout (little-endian), the format a C client writes:
     0    magic b"SSRING01"                                   (HEADER_FORMAT, HEADER_BYTES = 32)
     8    u32 version (1), u32 slots
     16   u64 input slot bytes, u64 output slot bytes
-    32   zero up to SIGNALS_OFFSET
+    32   u32 owner: the pid of the engine process that created the ring (0: not given)
+         (OWNER_OFFSET; zero from there up to SIGNALS_OFFSET)
     64   u64 ready[slots], u64 released[slots], u64 done[slots]     (the signal block)
     ...  input slots, then output slots, each starting on a PAGE (4096-byte) boundary
 
 The protocol's `sync` names the segment and the signal block's offset. The service accepts any
 offset from SIGNALS_OFFSET on that is 8-byte aligned and leaves the block inside the segment (so
-the 32-byte header at offset 0 is never overwritten by signals), and checks the header: magic,
-version, and a slot count equal to the ring's. Segment names are POSIX names without their leading
-"/" (a "/" anywhere is refused), at most `limits.MAX_SHM_NAME_CHARS` characters.
+the header is never overwritten by signals), and checks the header: magic, version, and a slot
+count equal to the ring's. Segment names are POSIX names without their leading "/" (a "/"
+anywhere is refused), at most `limits.MAX_SHM_NAME_CHARS` characters.
 
 Signals are monotonic sequence numbers: a slot's counter holds the last frame that reached that
 state. Aligned 8-byte stores are single writes on the CPUs we run on, and each side writes a
@@ -23,6 +24,13 @@ service side (`ImportedShmRing`) views its slots as torch tensors (torch importe
 a ring). The service attaches without taking ownership: Python's resource tracker would otherwise
 unlink the engine's segment when the service exits. A segment is never unmapped while a view
 still uses it (`close` leaves the mapping to the last view and says so).
+
+Who unlinks: the engine, when it closes the ring, when the ring is garbage-collected, or at
+interpreter exit. An engine that dies without any of that (SIGKILL, a crash, a C client) leaves
+its segments behind; when the service reaps such a client, it unlinks the ring's segments
+(`ImportedShmRing.unlink_abandoned`) if the owner process recorded in the header is gone (or none
+was recorded) and no other session uses them. A live owner keeps its ring: a frozen or
+reconnecting engine reopens its sessions on it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+import weakref
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -42,6 +51,8 @@ VERSION = 1
 HEADER_FORMAT = "<8sIIQQ"  # magic, version, slots, input slot bytes, output slot bytes
 HEADER_BYTES = struct.calcsize(HEADER_FORMAT)  # 32
 HEADER_OFFSETS = {"magic": 0, "version": 8, "slots": 12, "input_bytes": 16, "output_bytes": 24}  # of HEADER_FORMAT
+OWNER_OFFSET = 32  # u32: the engine's pid, so the service can tell an abandoned ring (0: not given)
+OWNER_FORMAT = "<I"
 SIGNALS_OFFSET = 64  # where this implementation puts the signal block
 SIGNALS = SIGNALS_OFFSET  # the name before it was spelled out
 SIGNAL_BYTES = 8  # one little-endian u64 counter
@@ -59,6 +70,44 @@ def _layout(slots: int, input_bytes: int, output_bytes: int) -> tuple[int, list[
     out0 = first + slots * _align(input_bytes)
     outs = [out0 + i * _align(output_bytes) for i in range(slots)]
     return first, ins, outs, out0 + slots * _align(output_bytes)
+
+
+def _unlink(name: str) -> bool:
+    """Remove the segment's name (mappings stay valid until unmapped). False if it was gone."""
+    try:
+        shared_memory._posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _release(shm: shared_memory.SharedMemory) -> None:
+    """The engine's end of a segment: unmap it (unless a view still holds it) and unlink it."""
+    try:
+        shm.close()
+    except BufferError:
+        pass  # a caller still holds a view: the mapping lives until it goes
+    try:
+        shm.unlink()  # also tells this process's resource tracker that it is done
+    except FileNotFoundError:
+        pass
+
+
+def process_alive(pid: int) -> bool:
+    """True if process `pid` exists in this pid namespace and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"  # state follows the (name)
+    except (OSError, IndexError):
+        return True
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
@@ -104,10 +153,13 @@ class ShmRing:
             raise RingError("slot sizes must be positive")
         _, _, _, total = _layout(slots, input_bytes, output_bytes)
         shm = shared_memory.SharedMemory(create=True, size=total)
-        shm.buf[:SIGNALS_OFFSET] = struct.pack(HEADER_FORMAT, MAGIC, VERSION, slots, input_bytes,
-                                               output_bytes).ljust(SIGNALS_OFFSET, b"\0")
+        header = struct.pack(HEADER_FORMAT, MAGIC, VERSION, slots, input_bytes, output_bytes)
+        header += struct.pack(OWNER_FORMAT, os.getpid())
+        shm.buf[:SIGNALS_OFFSET] = header.ljust(SIGNALS_OFFSET, b"\0")
         ring = cls(shm, slots, input_bytes, output_bytes)
         ring.signals.array[:] = 0
+        # Unlinked when closed, when collected, or at interpreter exit, whichever comes first.
+        ring._finalizer = weakref.finalize(ring, _release, shm)
         return ring
 
     def input(self, slot: int) -> np.ndarray:
@@ -145,14 +197,11 @@ class ShmRing:
 
     def close(self) -> None:
         self._inputs, self._outputs, self.signals = [], [], None
-        try:
-            self.shm.close()
-        except BufferError:
-            pass  # a caller still holds a view: the mapping lives until it goes
-        try:
-            self.shm.unlink()
-        except FileNotFoundError:
-            pass
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()  # runs `_release` once, however often close is called
+        else:
+            _release(self.shm)
 
 
 class ImportedShmRing:
@@ -160,9 +209,11 @@ class ImportedShmRing:
 
     backend = "shm"
 
-    def __init__(self, segments, signals, inputs, outputs, slots):
+    def __init__(self, segments, signals, inputs, outputs, slots, owner: int = 0):
         self._segments, self.signals = segments, signals
         self._inputs, self._outputs, self.slots = inputs, outputs, slots
+        self.segment_names = tuple(s.name for s in segments)
+        self.owner = owner  # the engine's pid from the header; 0 if it gave none
 
     @classmethod
     def open(cls, desc: dict, input_bytes: int, output_bytes: int) -> "ImportedShmRing":
@@ -211,6 +262,7 @@ class ImportedShmRing:
                 raise RingError(f"the signal block (offset {sync['offset']}, {block} bytes) must start at or after "
                                 f"byte {SIGNALS_OFFSET}, {SIGNAL_BYTES}-byte aligned, inside its segment")
             magic, version, nslots, _, _ = struct.unpack_from(HEADER_FORMAT, shm.buf, 0)
+            (owner,) = struct.unpack_from(OWNER_FORMAT, shm.buf, OWNER_OFFSET)
             if magic != MAGIC or version != VERSION or nslots != slots:
                 raise RingError("the sync segment is not a version-1 StreamStyle ring of this many slots")
             signals = _Signals(shm.buf, sync["offset"], slots)
@@ -223,7 +275,7 @@ class ImportedShmRing:
                 except BufferError:
                     pass
             raise
-        return cls(list(segments.values()), signals, inputs, outputs, slots)
+        return cls(list(segments.values()), signals, inputs, outputs, slots, owner)
 
     def input(self, slot: int):
         """Input slot `slot` as a [need] uint8 torch tensor over the segment."""
@@ -253,3 +305,11 @@ class ImportedShmRing:
                 clean = False
         self._segments = []
         return clean
+
+    def unlink_abandoned(self, keep=frozenset()) -> list[str]:
+        """For a session reaped as dead: unlink this ring's segments if its owner is gone (its
+        pid is no live process, or it gave none), sparing the names in `keep` (other sessions
+        still use them). Returns the names unlinked. Works after `close` too."""
+        if process_alive(self.owner):
+            return []
+        return [name for name in self.segment_names if name not in keep and _unlink(name)]

@@ -8,8 +8,10 @@ The loop, single-threaded so that the model, the cache and the rings are touched
 2. run at most one queued frame per session, round robin: check its deadline and its ready signal,
    `Stylizer.step` straight from the input slot, release the slot, write the output slot in the
    engine's format, signal done, reply "done" with per-stage timings;
-3. send heartbeats, and reap the sessions of any client silent for `reap_after_ms` (rings closed,
-   cache pages returned).
+3. send heartbeats, and reap the sessions of any client whose connection closed or who was silent
+   for `reap_after_ms` (rings closed, cache pages returned, a dead engine's shared memory
+   unlinked). ZeroMQ's own heartbeats (set on the socket) keep connections judged by libzmq's
+   I/O thread, so a frame that holds this thread for seconds drops no one.
 
 Per session, frames run in order, sequence numbers strictly increase, and the queue holds one
 waiting frame: a newer frame replaces it (the older is answered "late", reason "dropped"). A frame
@@ -45,6 +47,7 @@ from ..model.text import normalize_blend
 from ..interop import protocol as P
 from ..interop.limits import (BACKENDS, DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MIN_STEPS, SOCKET_HWM,
                               SOCKET_MAX_MESSAGE_BYTES)
+from .address import AddressInUseError, claim_address, in_use_message
 from .config import ServiceConfig
 
 log = logging.getLogger("streamstyle.service")
@@ -144,6 +147,7 @@ class Service:
         self.config = config
         self.stylizer = stylizer
         self.ctx = context or zmq.Context.instance()
+        claim_address(config.address)  # libzmq would silently take an ipc:// address over from a live service
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         # ZeroMQ drops a peer whose message exceeds MAXMSGSIZE without a word; set it above the
@@ -160,12 +164,26 @@ class Service:
             self.sock.curve_server = True
             self.sock.curve_secretkey = config.curve_secret_key.encode()
             self.sock.curve_publickey = config.curve_public_key.encode()
+        # ZeroMQ's own heartbeats (ZMTP PING/PONG), answered by libzmq's I/O thread even while a
+        # frame holds this thread for seconds: a peer that stops answering for reap_after_ms
+        # (killed, frozen) loses its connection, and a long frame keeps every connection up.
+        # Clients bound their own wait the same way (HEARTBEAT_TIMEOUT on their DEALER, from the
+        # welcome); the TTL sent with each PING is only a hint to those that set none.
+        self.sock.setsockopt(zmq.HEARTBEAT_IVL, config.heartbeat_ms)
+        self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, config.reap_after_ms)
+        self.sock.setsockopt(zmq.HEARTBEAT_TTL, min(config.reap_after_ms, 6_553_500))  # ZMTP's maximum
         addr = config.address
         if addr.startswith("ipc://"):
             import os
 
             os.makedirs(os.path.dirname(addr[len("ipc://"):]) or ".", exist_ok=True)
-        self.sock.bind(addr)
+        try:
+            self.sock.bind(addr)
+        except zmq.ZMQError as exc:
+            self.sock.close(linger=0)
+            if exc.errno == zmq.EADDRINUSE:
+                raise AddressInUseError(in_use_message(addr)) from None
+            raise
         self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.clients: dict[bytes, ClientState] = {}
         self.sessions: dict[int, SessionState] = {}
@@ -173,6 +191,7 @@ class Service:
         self._drained_at = time.monotonic()
         self._gone: set[bytes] = set()
         self._running = False
+        self.stop_signal: int | None = None  # the signal that stopped `run`, if one did
         self.frames_total = 0
         self.errors_sent = 0
         self.gc_watch = GcWatch()
@@ -200,7 +219,7 @@ class Service:
         end = None if stop_after_s is None else time.monotonic() + stop_after_s
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                signal.signal(sig, lambda *_: self.stop())
+                signal.signal(sig, self._on_signal)
             except ValueError:  # not the main thread
                 pass
         log.info("serving on %s", self.address)
@@ -228,6 +247,11 @@ class Service:
 
     def stop(self) -> None:
         self._running = False
+
+    def _on_signal(self, signum, frame) -> None:
+        # The loop ends after the current tick: a frame under way finishes and is answered.
+        self.stop_signal = self.stop_signal or signum
+        self.stop()
 
     def tick(self) -> None:
         busy = any(s.pending for s in self.sessions.values())
@@ -275,8 +299,14 @@ class Service:
                     why = "disconnected" if gone else f"silent for {silence:.1f} s"
                     log.warning("client %s %s: reaping %d session(s)", c.name or c.identity.hex(), why, len(c.sessions))
                 for sid in list(c.sessions):
-                    self.close_session(sid)
+                    self.close_session(sid, abandoned=True)
                 del self.clients[c.identity]
+                if not gone and c.welcomed:
+                    # A frozen client's connection may outlive its reaping (ZeroMQ's heartbeat
+                    # timeout and this silence run on separate clocks): when it runs again it
+                    # reads this first and reconnects, rather than talking to a service that
+                    # no longer knows it.
+                    self.send(c.identity, {"type": "bye", "reason": "reaped"})
         self._gone.clear()
 
     def shutdown(self) -> None:
@@ -572,7 +602,10 @@ class Service:
         self.send(state.owner, {"type": "done", **reply, "late": late, "timings": {
             "queue_ms": (start - t0) * 1000, "model_ms": model_ms, "write_ms": write_ms, "total_ms": total_ms}})
 
-    def close_session(self, sid: int) -> None:
+    def close_session(self, sid: int, abandoned: bool = False) -> None:
+        """Close a session: pages back, ring unmapped. `abandoned`: its client was reaped as dead,
+        and the ring's shared memory, which a dead engine can no longer unlink, is unlinked here
+        (unless its owner still lives: see `interop.shm`)."""
         state = self.sessions.pop(sid, None)
         if state is None:
             return
@@ -584,6 +617,10 @@ class Service:
             pass
         if not state.ring.close():
             log.warning("session %d: a view of its ring outlived it; the mapping stays until it goes", sid)
+        if abandoned and hasattr(state.ring, "unlink_abandoned"):
+            in_use = {n for other in self.sessions.values() for n in getattr(other.ring, "segment_names", ())}
+            for name in state.ring.unlink_abandoned(keep=in_use):
+                log.info("session %d: unlinked shared memory %s left by its dead engine", sid, name)
         client = self.clients.get(state.owner)
         if client is not None:
             client.sessions.discard(sid)

@@ -13,6 +13,7 @@ import secrets
 import time
 
 import msgpack
+import numpy as np
 import pytest
 import torch
 import zmq
@@ -153,7 +154,7 @@ def test_weights_at_the_ends_of_the_range_blend_finitely(service, peer, frame_fa
         fill(ring, layout, seq % 3, frame_factory, seq)
         r = peer.ask({"type": "frame", "session": sid, "seq": seq, "slot": seq % 3})
         assert r["type"] == "done", r
-        assert torch.isfinite(ring.output(seq % 3).float()).all()
+        assert np.asarray(ring.output(seq % 3)).std() > 0  # a real picture, not an unwritten slot
     assert service.sessions[sid].blend is None
 
 

@@ -13,6 +13,7 @@ import sys
 from ..interop.errors import DeviceError, ResolutionError, StreamStyleError
 from ..interop.limits import (DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MAX_STRENGTH, MIN_STEPS, MIN_STRENGTH,
                               check_device_name, check_resolution)
+from .signals import Interrupted, deferred, exit_code, raised
 
 STEPS = list(range(MIN_STEPS, MAX_STEPS + 1))  # the contract's step counts, for --steps
 
@@ -140,6 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ..service.config import ServiceConfig
     from ..service.loader import build_stylizer
+    from ..service.address import claim_address
     from ..service.server import Service
 
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
@@ -147,6 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
                                 preset=args.preset, deadline_ms=args.deadline_ms, dtype=args.dtype)
     check_device(config.device)  # the config file's device too, before the model loads
+    claim_address(config.address)  # before the model loads: a taken address fails in a second
     stylizer, trained = build_stylizer(config, prompts=not args.no_prompts)
     if not trained:
         logging.getLogger("streamstyle.service").warning(
@@ -159,7 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         Path(args.ready_file).write_text(service.address)
     print(f"streamstyle service {service.address} ({stylizer.device}, {stylizer.config.name} model)", flush=True)
     service.run()
-    return 0
+    return exit_code(service.stop_signal) if service.stop_signal else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -196,9 +199,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                       reference_weight=args.reference_weight, checkpoint_every=args.checkpoint_every,
                       prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after)
-    out = Trainer(cfg).run(progress=not args.quiet)
+    # A stop signal ends the run at the next step boundary, with a checkpoint that --resume continues.
+    with deferred() as stop:
+        out = Trainer(cfg).run(progress=not args.quiet, stop=lambda: bool(stop))
     print(f"weights (EMA) and training state in {out}; metrics in {out / 'metrics.jsonl'}")
-    return 0
+    return exit_code(stop.signum) if stop else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -482,10 +487,14 @@ def main(argv: list[str] | None = None) -> int:
         args.size = [(1280, 720), (1920, 1080)]
     try:
         check_frame_args(args)
-        return args.func(args)
+        with raised():  # SIGTERM and SIGINT unwind (children stopped, rings unlinked), no traceback
+            return args.func(args)
     except StreamStyleError as exc:
         print(f"streamstyle: error [{exc.code}]: {exc.message}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"streamstyle: {exc}", file=sys.stderr)
+        return exit_code(exc.signum)
 
 
 if __name__ == "__main__":

@@ -133,26 +133,27 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
         panel = torch.cat([_label(raw, "input"), _label(gbuf, "normals"), _label(styled, prompt[:40])], dim=1)
         writer.send(panel.contiguous().numpy().tobytes())
 
-    bar = tqdm(total=frames, unit="frame", desc="demo", dynamic_ncols=True)
-    for i in range(frames):
-        want = prompts[min(len(prompts) - 1, i // per_prompt)]
-        if want != current:
-            session.set_prompt(want, blend_frames=8)
-            current = want
-        frame = renderer.render(i)  # overlaps with the service working on the previous frame
-        if pending is not None:
-            finish(pending)
-            bar.update(1)
-        slot = session.acquire_slot(timeout_s=120)
-        to_slot(frame, layout, session.ring.input(slot))
-        if backend == "cuda-ipc":
-            pass  # the ring's ready event orders the copy before the service reads
-        seq = session.submit(slot, view=frame.view, proj=frame.proj, dt=1 / fps,
-                             params={"reset": True} if frame.cut else None)
-        pending = (seq, frame, current, time.perf_counter())
-    finish(pending)
-    bar.update(1)
-    bar.close()
+    # The bar is closed on every way out, a stop signal's included, so that what is printed
+    # after it starts on a line of its own.
+    with tqdm(total=frames, unit="frame", desc="demo", dynamic_ncols=True) as bar:
+        for i in range(frames):
+            want = prompts[min(len(prompts) - 1, i // per_prompt)]
+            if want != current:
+                session.set_prompt(want, blend_frames=8)
+                current = want
+            frame = renderer.render(i)  # overlaps with the service working on the previous frame
+            if pending is not None:
+                finish(pending)
+                bar.update(1)
+            slot = session.acquire_slot(timeout_s=120)
+            to_slot(frame, layout, session.ring.input(slot))
+            if backend == "cuda-ipc":
+                pass  # the ring's ready event orders the copy before the service reads
+            seq = session.submit(slot, view=frame.view, proj=frame.proj, dt=1 / fps,
+                                 params={"reset": True} if frame.cut else None)
+            pending = (seq, frame, current, time.perf_counter())
+        finish(pending)
+        bar.update(1)
     wall = time.perf_counter() - t_start
     if writer is not None:
         writer.close()

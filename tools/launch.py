@@ -1,9 +1,18 @@
 """Run `streamstyle serve` in a child process for as long as a `with` block lasts (the demo and
-the benchmark drive a real service in its own process this way)."""
+the benchmark drive a real service in its own process this way).
+
+What must hold: the child never outlives the block. It is stopped (SIGTERM, then SIGKILL after a
+timeout) on every way out of the block: normal end, an exception, or a stop signal that the
+command line turned into one (`tools.signals`). Should this process die without unwinding
+(SIGKILL), Linux's parent-death signal stops the child as well.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +20,28 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
+
+from .signals import Interrupted
+
+
+def _die_with_parent():
+    """A `preexec_fn`: the child gets SIGTERM when this thread's process dies, however it dies
+    (Linux's PR_SET_PDEATHSIG, which follows the thread that started the child: call from the
+    main thread). Elsewhere None, and the `finally` of `child_service` is the only guard."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 @contextlib.contextmanager
@@ -26,7 +57,8 @@ def child_service(args: Sequence[str], env: dict | None = None, log_path: str | 
     cmd = [sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--ready-file", str(ready), *args]
     log = open(log_path, "w") if log_path else None
     try:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                preexec_fn=_die_with_parent())
     finally:
         if log:
             log.close()  # the child holds its own descriptor
@@ -41,16 +73,23 @@ def child_service(args: Sequence[str], env: dict | None = None, log_path: str | 
             time.sleep(0.1)
         try:
             yield address
-        except BaseException:
-            if log_path and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        except BaseException as exc:
+            if log_path and not isinstance(exc, (KeyboardInterrupt, Interrupted)):
                 # what the service said is usually the reason the engine side failed
                 print(f"streamstyle: the service's log ({log_path}) ends with:\n"
                       f"{Path(log_path).read_text()[-2000:]}", file=sys.stderr)
             raise
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(proc, stop_timeout_s)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout_s`; reaped either way (no zombie)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

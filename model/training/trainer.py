@@ -3,11 +3,12 @@
 AdamW with warm-up and cosine decay, gradient clipping, bf16 autocast on a GPU, an EMA of the
 weights (what ships), a tqdm bar with loss and throughput, and `metrics.jsonl` in the output folder.
 
-Checkpoints (every `checkpoint_every` steps and at the end) hold `model.safetensors` +
-`config.json` (the EMA weights: a loadable model on their own), `raw.safetensors` (the trained
-weights), `optimizer.safetensors` and `train_state.json` (step and settings). Resuming from a
-folder with all of them continues the run exactly: every step's data and noise are a function of
-(seed, step). A folder with the weights alone is enough too: the optimizer then starts afresh.
+Checkpoints (every `checkpoint_every` steps, at the end, and at the step boundary where `run` is
+told to stop) hold `model.safetensors` + `config.json` (the EMA weights: a loadable model on their
+own), `raw.safetensors` (the trained weights), `optimizer.safetensors` and `train_state.json` (step
+and settings). Resuming from a folder with all of them continues the run exactly: every step's data
+and noise are a function of (seed, step). A folder with the weights alone is enough too: the
+optimizer then starts afresh.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -192,10 +194,13 @@ class Trainer:
             {"step": self.step, "config": cfg, "optimizer_groups": sd["param_groups"]}, indent=2, default=str))
         return folder
 
-    def run(self, progress: bool = True) -> Path:
+    def run(self, progress: bool = True, stop: Callable[[], bool] | None = None) -> Path:
+        """Train to `cfg.steps`. `stop` is asked at every step boundary; once it says True the
+        run checkpoints where it is and returns (a stop signal, in `streamstyle train`): the
+        checkpoint holds whole steps only, and `resume` continues at the same step."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        metrics = (self.out / "metrics.jsonl").open("a")
+        metrics = (self.out / "metrics.jsonl").open("a", buffering=1)  # a row per line, as it happens
         bar = None
         if progress:
             from tqdm import tqdm
@@ -213,6 +218,11 @@ class Trainer:
                     self.checkpoint()
                     why = f"time limit of {cfg.time_limit:.0f} s" if timed_out else f"{cfg.stop_after} steps"
                     self.log(f"stopped after {why} at step {self.step} of {cfg.steps}: checkpoint in {self.out}; "
+                             f"continue with --resume {self.out}")
+                    break
+                if stop is not None and stop():
+                    self.checkpoint()
+                    self.log(f"interrupted at step {self.step} of {cfg.steps}: checkpoint in {self.out}; "
                              f"continue with --resume {self.out}")
                     break
                 step = self.step

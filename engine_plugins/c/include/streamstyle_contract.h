@@ -95,6 +95,8 @@
 #define SS_SHM_HEADER_OFFSETS_SLOTS        12
 #define SS_SHM_HEADER_OFFSETS_INPUT_BYTES  16
 #define SS_SHM_HEADER_OFFSETS_OUTPUT_BYTES 24
+#define SS_SHM_OWNER_OFFSET                32
+#define SS_SHM_OWNER_FORMAT                "<I"
 #define SS_SHM_SIGNALS_OFFSET              64
 #define SS_SHM_SIGNALS                     64
 #define SS_SHM_SIGNAL_BYTES                8

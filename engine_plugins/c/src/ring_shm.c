@@ -107,6 +107,8 @@ ss_status ss_ring_create_shm(uint32_t slots, uint64_t input_bytes, uint64_t outp
     put_u32(s->base + SS_SHM_HEADER_OFFSETS_SLOTS, slots);
     put_u64(s->base + SS_SHM_HEADER_OFFSETS_INPUT_BYTES, input_bytes);
     put_u64(s->base + SS_SHM_HEADER_OFFSETS_OUTPUT_BYTES, output_bytes);
+    /* The owner pid: a service that reaps this client as dead unlinks the ring only if this process is gone. */
+    put_u32(s->base + SS_SHM_OWNER_OFFSET, (uint32_t)getpid());
     s->ready = (volatile uint64_t *)(void *)(s->base + SS_SHM_SIGNALS);
     s->released = s->ready + slots;
     s->done = s->released + slots;

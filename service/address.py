@@ -1,0 +1,100 @@
+"""Whether the service may bind its address: one live service per address, stale sockets cleaned.
+
+What must hold:
+- `claim_address` raises `AddressInUseError` when another live process listens on the address,
+  and changes nothing then. libzmq would not: binding `ipc://PATH` unlinks whatever is at PATH
+  and binds afresh, so a second service silently takes the address over and the first keeps
+  running, unreachable. Hence the probe: a plain Unix-socket connect to PATH. If something
+  accepts, a live service holds it; if the connect is refused, the socket file is stale (its
+  service died without removing it) and is removed here, so the bind that follows starts clean.
+- Anything at PATH that is not a socket is refused, never removed.
+- For `tcp://`, a listener on the port is found by a trial bind with the options libzmq uses
+  (SO_REUSEADDR), so TIME_WAIT leftovers do not count as taken; the service's own bind turns
+  a remaining EADDRINUSE (a race) into the same error (`server.Service`).
+The check runs before the model loads (`streamstyle serve` fails in well under a second) and
+again just before the bind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from urllib.parse import urlparse
+
+from ..model.errors import StreamStyleError
+
+
+class AddressInUseError(StreamStyleError, OSError):
+    """Another live process listens on the service's address."""
+
+    code = "address_in_use"
+
+
+def in_use_message(address: str) -> str:
+    return (f"{address} is in use by another live service; stop it or give another --bind "
+            "(only one service may serve an address)")
+
+
+def claim_address(address: str) -> None:
+    """Raise AddressInUseError if a live process listens on `address`; remove a stale ipc socket."""
+    if address.startswith("ipc://"):
+        _claim_ipc(address, address[len("ipc://"):])
+    elif address.startswith("tcp://"):
+        _claim_tcp(address)
+
+
+def _claim_ipc(address: str, path: str) -> None:
+    if path.startswith("@"):
+        return  # Linux's abstract namespace: no file, and a second bind fails by itself
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise AddressInUseError(f"{address}: {path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        # Nobody listens: the file is what a killed service left behind.
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    except OSError as exc:
+        if exc.errno == errno.EAGAIN:  # a full accept backlog is a live (busy) listener
+            raise AddressInUseError(in_use_message(address)) from None
+        raise AddressInUseError(f"{address}: cannot probe {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise AddressInUseError(in_use_message(address))
+
+
+def _claim_tcp(address: str) -> None:
+    url = urlparse(address)
+    try:
+        port = url.port
+    except ValueError:
+        return  # not a numeric port (a wildcard): the bind itself decides
+    host = url.hostname or ""
+    if not port or host in ("", "*"):
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return  # the bind will say what is wrong with the host
+    family, _, _, _, sockaddr = infos[0]
+    trial = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        trial.bind(sockaddr)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUseError(in_use_message(address)) from None
+        # Other failures (a host not on this machine, a privileged port) are the bind's to report.
+    finally:
+        trial.close()
