@@ -85,7 +85,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     frames = [int(x) for x in args.frames.split(",")] if args.frames else None
     try:
         out = contact_sheet(args.capture, args.out, frames=frames, tile_width=args.tile_width)
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, RuntimeError) as exc:
         print(f"streamstyle: error: {exc}", file=sys.stderr)
         return 2
     print(f"contact sheet: {out}")
@@ -96,13 +96,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     from ..service.config import ServiceConfig
-    from ..service.loader import build_stylizer
+
+    config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
+                                preset=args.preset, deadline_ms=args.deadline_ms, dtype=args.dtype,
+                                cpu_threads=args.cpu_threads)
+    if args.print_config:
+        print(config.to_toml(), end="")
+        return 0
+
+    from ..service.loader import build_stylizer, set_cpu_threads
     from ..service.server import Service
 
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
-                                preset=args.preset, deadline_ms=args.deadline_ms, dtype=args.dtype)
+    threads = set_cpu_threads(config)
     stylizer, trained = build_stylizer(config, prompts=not args.no_prompts)
     if not trained:
         logging.getLogger("streamstyle.service").warning(
@@ -113,7 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         Path(args.ready_file).write_text(service.address)
-    print(f"streamstyle service {service.address} ({stylizer.device}, {stylizer.config.name} model)", flush=True)
+    print(f"streamstyle service {service.address} ({stylizer.device}, {stylizer.config.name} model, "
+          f"{threads} CPU thread{'s' if threads != 1 else ''})", flush=True)
     service.run()
     return 0
 
@@ -394,7 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default cpu)")
     p.add_argument("--weights", help="a checkpoint folder or .safetensors file (default: the shipped default model)")
     p.add_argument("--preset", help="serve this preset with untrained weights instead (tiny, default, large)")
-    p.add_argument("--config", help="a JSON file of service settings (see docs/protocol.md)")
+    p.add_argument("--config", help="a TOML (or JSON) file of service settings (see docs/protocol.md)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective settings (file and flags) as TOML and exit")
+    p.add_argument("--cpu-threads", type=int, metavar="N",
+                   help="torch's intra-op threads (default 0: every core this process may use)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16", "fp8"],
                    help="the model's dtype (default auto: bf16 on a GPU, fp32 on the CPU; fp8: FP8 block GEMMs)")
     p.add_argument("--deadline-ms", type=float, help="frames not served within this are late (default: 100 GPU, 5000 CPU)")
