@@ -66,6 +66,18 @@ def test_our_bert_forward_matches_transformers_where_it_is_installed():
         assert (enc.tokens - states * mask.unsqueeze(-1)).abs().max() < 1e-5, text
 
 
+def test_encoding_a_prompt_imports_no_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys; from streamstyle.model.text import PromptEncoder; "
+            "PromptEncoder(max_tokens=8).encode('ink outlines'); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'transformers', 'sentence_transformers', 'scipy', 'sklearn'}))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
 def test_a_text_model_folder_that_does_not_fit_is_refused(tmp_path):
     import shutil
 

@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16", "fp8"],
                    help="the model's dtype (auto: bf16 on a GPU, fp32 on the CPU; fp8: FP8 block GEMMs)")
     p.add_argument("--no-service", action="store_true", help="skip the end-to-end run through the service")
-    p.add_argument("--service-config", help="a service config file (JSON, docs/protocol.md) for the end-to-end run")
+    p.add_argument("--service-config", help="a service config file (TOML or JSON, docs/protocol.md) for the end-to-end run")
     p.add_argument("--peers", action="store_true", help="also time StreamDiffusion's and SANA's setups (needs diffusers)")
     p.add_argument("--json", help="write the full report here")
     p.set_defaults(func=cmd_bench)
