@@ -1,8 +1,25 @@
+"""Model presets and their JSON form; the service config (TOML or JSON files, typed errors, --print-config,
+the CPU thread count in a real serve process)."""
+
+import dataclasses
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
 import pytest
 
 from streamstyle.model.config import PRESETS, ModelConfig, preset
 from streamstyle.model.errors import ConfigError
 from streamstyle.model.info import count_parameters
+from streamstyle.service.config import ConfigFieldError, ServiceConfig, available_cpus
+from streamstyle.tools.cli import main
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 def test_presets_validate_and_round_trip_through_json():
@@ -46,21 +63,6 @@ def test_config_json_rejects_unknown_fields_and_versions():
 
 
 # --- the service's config: TOML (JSON still read), typed errors naming the field, --print-config ---
-
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-from streamstyle.service.config import ConfigFieldError, ServiceConfig, available_cpus  # noqa: E402
-from streamstyle.tools.cli import main  # noqa: E402
 
 TOML = """\
 # a service for one engine on this machine
