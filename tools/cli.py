@@ -129,7 +129,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     frames = [int(x) for x in args.frames.split(",")] if args.frames else None
     try:
         out = contact_sheet(args.capture, args.out, frames=frames, tile_width=args.tile_width)
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, RuntimeError) as exc:
         print(f"streamstyle: error: {exc}", file=sys.stderr)
         return 2
     print(f"contact sheet: {out}")
@@ -140,16 +140,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     from ..service.config import ServiceConfig
-    from ..service.loader import build_stylizer
+
+    config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
+                                preset=args.preset, deadline_ms=args.deadline_ms, dtype=args.dtype,
+                                cpu_threads=args.cpu_threads)
+    if args.print_config:
+        print(config.to_toml(), end="")
+        return 0
+
     from ..service.address import claim_address
+    from ..service.loader import build_stylizer, set_cpu_threads
     from ..service.server import Service
 
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
-                                preset=args.preset, deadline_ms=args.deadline_ms, dtype=args.dtype)
     check_device(config.device)  # the config file's device too, before the model loads
     claim_address(config.address)  # before the model loads: a taken address fails in a second
+    threads = set_cpu_threads(config)
     stylizer, trained = build_stylizer(config, prompts=not args.no_prompts)
     if not trained:
         logging.getLogger("streamstyle.service").warning(
@@ -160,7 +167,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         Path(args.ready_file).write_text(service.address)
-    print(f"streamstyle service {service.address} ({stylizer.device}, {stylizer.config.name} model)", flush=True)
+    print(f"streamstyle service {service.address} ({stylizer.device}, {stylizer.config.name} model, "
+          f"{threads} CPU thread{'s' if threads != 1 else ''})", flush=True)
     service.run()
     return exit_code(service.stop_signal) if service.stop_signal else 0
 
@@ -438,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16", "fp8"],
                    help="the model's dtype (auto: bf16 on a GPU, fp32 on the CPU; fp8: FP8 block GEMMs)")
     p.add_argument("--no-service", action="store_true", help="skip the end-to-end run through the service")
-    p.add_argument("--service-config", help="a service config file (JSON, docs/protocol.md) for the end-to-end run")
+    p.add_argument("--service-config", help="a service config file (TOML or JSON, docs/protocol.md) for the end-to-end run")
     p.add_argument("--peers", action="store_true", help="also time StreamDiffusion's and SANA's setups (needs diffusers)")
     p.add_argument("--json", help="write the full report here")
     p.set_defaults(func=cmd_bench)
@@ -448,7 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default cpu)")
     p.add_argument("--weights", help="a checkpoint folder or .safetensors file (default: the shipped default model)")
     p.add_argument("--preset", help="serve this preset with untrained weights instead (tiny, default, large)")
-    p.add_argument("--config", help="a JSON file of service settings (see docs/protocol.md)")
+    p.add_argument("--config", help="a TOML (or JSON) file of service settings (see docs/protocol.md)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective settings (file and flags) as TOML and exit")
+    p.add_argument("--cpu-threads", type=int, metavar="N",
+                   help="torch's intra-op threads (default 0: every core this process may use)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16", "fp8"],
                    help="the model's dtype (default auto: bf16 on a GPU, fp32 on the CPU; fp8: FP8 block GEMMs)")
     p.add_argument("--deadline-ms", type=float, help="frames not served within this are late (default: 100 GPU, 5000 CPU)")

@@ -19,6 +19,7 @@ import torch
 from ..interop.layout import reference_layout
 from ..interop.limits import MAX_DEADLINE_MS
 from ..model.weights import shipped_weights
+from ..service.config import available_cpus
 from .bench import pct
 from ..interop.client import Client
 from .launch import child_service
@@ -54,9 +55,10 @@ def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 
     if out is not None:
         try:
             import imageio_ffmpeg  # noqa: F401
+            import PIL  # noqa: F401  (the captions)
         except ImportError:
-            raise RuntimeError("the demo's video needs imageio-ffmpeg (pip install imageio-ffmpeg), "
-                               "or run it with --no-video") from None
+            raise RuntimeError("the demo's video needs the video extra (imageio-ffmpeg and pillow): "
+                               "pip install 'streamstyle[video]', or run it with --no-video") from None
     if weights is None and shipped_weights() is not None:
         weights = str(shipped_weights())
     backend = "cuda-ipc" if device.startswith("cuda") else "shm"
@@ -66,8 +68,7 @@ def run_demo(frames: int = 96, size: tuple[int, int] = (256, 192), steps: int = 
     if not device.startswith("cuda"):
         # Two processes share the CPU: the engine renders on one thread, the service takes the
         # rest. Oversubscribed OpenMP pools stall each other for seconds on a small machine.
-        cores = os.cpu_count() or 2
-        env["OMP_NUM_THREADS"] = str(max(1, cores - 1))
+        args += ["--cpu-threads", str(max(1, available_cpus() - 1))]
         torch.set_num_threads(1)
     service_log = Path(tempfile.mkdtemp(prefix="streamstyle-demo-")) / "service.log"
     with child_service(args, env=env, log_path=service_log, stop_timeout_s=15) as address:

@@ -38,7 +38,10 @@ def _tile(x: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def contact_sheet(capture: str | Path, out: str | Path, frames: list[int] | None = None, tile_width: int = 192) -> Path:
-    from PIL import Image, ImageDraw
+    try:
+        from PIL import Image, ImageDraw
+    except ImportError:
+        raise RuntimeError("a contact sheet needs pillow: pip install 'streamstyle[video]'") from None
 
     reader = CaptureReader(capture)
     n = len(reader)
