@@ -322,6 +322,9 @@ class GBufferLayout:
         """Build from plain data (JSON or msgpack); malformed data raises `LayoutError`."""
         if not isinstance(data, Mapping) or not isinstance(data.get("channels"), (list, tuple)):
             raise LayoutError("a layout is a mapping with a 'channels' list")
+        extra = sorted(set(data) - {"channels"}, key=str)
+        if extra:  # a misspelt or newer key would otherwise be ignored without a word
+            raise LayoutError(f"a layout has only 'channels'; unknown key(s) {', '.join(map(str, extra))}")
         allowed = set(CHANNEL_FIELDS)
         channels = []
         for i, item in enumerate(data["channels"]):

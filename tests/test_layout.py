@@ -184,3 +184,10 @@ def test_the_shm_signal_block_must_lie_past_the_header(offset, words):
             import_ring(bad, 64, 64)
     finally:
         ring.close()
+
+
+def test_unknown_top_level_layout_keys_are_refused():
+    data = contract.reference_layout(16, 8).to_dict()
+    with pytest.raises(LayoutError, match="unknown key.*colour_space"):
+        contract.GBufferLayout.from_dict({**data, "colour_space": "srgb"})
+    assert contract.GBufferLayout.from_dict(data) == contract.reference_layout(16, 8)
