@@ -39,8 +39,10 @@ class ErrorCode:
     BAD_CAPTURE = "bad_capture"  # a capture folder
     CAPTURE_VERSION = "capture_version"
     BAD_CHUNK = "bad_chunk"
+    ADDRESS_IN_USE = "address_in_use"  # `serve` on an address another live service holds
 
-    LOCAL: frozenset = frozenset({BAD_CONFIG, BAD_CHECKPOINT, BAD_DEVICE, BAD_CAPTURE, CAPTURE_VERSION, BAD_CHUNK})
+    LOCAL: frozenset = frozenset({BAD_CONFIG, BAD_CHECKPOINT, BAD_DEVICE, BAD_CAPTURE, CAPTURE_VERSION, BAD_CHUNK,
+                                  ADDRESS_IN_USE})
 
     @classmethod
     def all(cls) -> tuple[str, ...]:

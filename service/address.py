@@ -23,13 +23,13 @@ import socket
 import stat
 from urllib.parse import urlparse
 
-from ..model.errors import StreamStyleError
+from ..interop.errors import ErrorCode, StreamStyleError
 
 
 class AddressInUseError(StreamStyleError, OSError):
     """Another live process listens on the service's address."""
 
-    code = "address_in_use"
+    code = ErrorCode.ADDRESS_IN_USE
 
 
 def in_use_message(address: str) -> str:
