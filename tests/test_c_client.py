@@ -10,12 +10,10 @@ libzmq or msgpack-c, which .ci/run installs from Debian.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -23,12 +21,13 @@ import time
 from pathlib import Path
 
 import msgpack
-import numpy as np
 import pytest
 
 from streamstyle.interop import cheader
 from streamstyle.interop import limits as L
 from streamstyle.interop import protocol as P
+
+from .service_process import ServiceProcess
 
 C_DIR = Path(__file__).resolve().parent.parent / "engine_plugins" / "c"
 P99_LIMIT_US = 20.0  # issue 14: no frame-path call waits
@@ -245,35 +244,9 @@ def test_the_codec_is_clean_under_valgrind(build, tmp_path):
 
 # --- end to end -------------------------------------------------------------------------------
 
-class Service:
+def Service(work: Path, address: str, *extra: str, config: dict | None = None):
     """`streamstyle serve` on the CPU with the tiny preset, bound to `address`."""
-
-    def __init__(self, work: Path, address: str, *extra: str, config: dict | None = None):
-        ready = work / f"ready-{time.monotonic_ns()}"
-        args = [sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--preset", "tiny",
-                "--ready-file", str(ready), "--quiet", *extra]
-        if config:
-            cfg = work / f"config-{time.monotonic_ns()}.json"
-            cfg.write_text(json.dumps(config))
-            args += ["--config", str(cfg)]
-        self.log = work / f"service-{time.monotonic_ns()}.log"
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        end = time.monotonic() + 180
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > end:
-                self.stop()
-                raise RuntimeError(f"the service did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    return ServiceProcess(work, address, "--preset", "tiny", *extra, config=config)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ import streamstyle
 
 ROOT = Path(streamstyle.__file__).resolve().parent
 # Top-level imports that an extra of pyproject.toml provides.
-EXTRA_IMPORTS = {"triton": "triton", "diffusers": "peers", "cuda": "cuda", "imageio_ffmpeg": "video", "PIL": "video"}
+EXTRA_IMPORTS = {"triton": "triton", "diffusers": "peers", "cuda": "cuda", "imageio_ffmpeg": "video", "PIL": "video",
+                 "panda3d": "panda3d", "gltf": "panda3d"}
 # What the wheel must not ship: the tests, and setup.py (it would be `streamstyle.setup`).
 NOT_SHIPPED = ("tests/", "setup.py")
 
@@ -155,9 +156,10 @@ def test_the_installed_wheel_imports_every_module_and_runs_the_demo(installed, t
     assert walked["failed"] == {}
     # every module walked: all the source's but the root __init__ (the walk's start) and __main__
     assert len(walked["imported"]) + len(walked["need_extra"]) == len(source_modules()) - 2
-    # Only the Triton kernels need an extra that the plain install lacks.
-    assert set(walked["need_extra"].values()) <= {"triton"}, walked["need_extra"]
-    assert all(m.endswith(".triton_kernel") for m in walked["need_extra"])
+    # Only the Triton kernels and the Panda3D integration need an extra that the plain install lacks.
+    assert set(walked["need_extra"].values()) <= {"triton", "panda3d"}, walked["need_extra"]
+    assert all(m.endswith(".triton_kernel") or ".panda3d." in m or m.endswith("panda3d_capture")
+               for m in walked["need_extra"]), walked["need_extra"]
     assert "streamstyle.model.text" in walked["imported"] and "streamstyle.tools.demo" in walked["imported"]
 
     streamstyle_cmd = installed.parent / "streamstyle"

@@ -6,9 +6,6 @@ and a service that never answers; motion vectors reproduce the next frame; captu
 from __future__ import annotations
 
 import ast
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from streamstyle.engine_plugins.panda3d.plugin import StreamStyle, View  # noqa:
 from streamstyle.engine_plugins.panda3d.scenes import build_scene, find_asset  # noqa: E402
 
 from .conftest import perturb  # noqa: E402
+from .service_process import ServiceProcess  # noqa: E402
 
 W, H = 64, 48
 PLUGIN = Path(__file__).resolve().parents[1] / "engine_plugins" / "panda3d"
@@ -59,28 +57,9 @@ def weights(tmp_path_factory):
     return save_weights(perturb(StreamStyleModel(preset("tiny")), g), tmp_path_factory.mktemp("w") / "tiny")
 
 
-class Service:
+def Service(address: str, weights, workdir: Path):
     """`streamstyle serve` in a child process at a fixed address (so it can be restarted there)."""
-
-    def __init__(self, address: str, weights, workdir: Path):
-        ready = workdir / f"ready-{time.monotonic_ns()}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamstyle", "serve", "--bind", address, "--weights",
-                                      str(weights), "--no-prompts", "--quiet", "--ready-file", str(ready)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        end = time.monotonic() + 120
-        while not ready.exists():
-            assert self.proc.poll() is None, self.proc.stderr.read()
-            assert time.monotonic() < end, "the service did not start"
-            time.sleep(0.05)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    return ServiceProcess(workdir, address, "--weights", str(weights), "--no-prompts", timeout_s=120)
 
 
 def run_frames(base, world, seconds: float = 0.0, until=None, limit_s: float = 90.0, move: bool = True):

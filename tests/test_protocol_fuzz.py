@@ -35,7 +35,7 @@ SEED, PROMPT = 5, "pencil hatching"
 
 
 def put(ring, layout, slot, planes, seq):
-    views = layout.view(ring.input(slot), W, H)
+    views = layout.view(torch.from_numpy(ring.input(slot)), W, H)
     for name, value in planes.items():
         views[name].copy_(value)
     ring.mark_ready(slot, seq)
@@ -48,7 +48,7 @@ def run(peer, sid, ring, layout, frames, first_seq):
         put(ring, layout, seq % ring.slots, planes, seq)
         r = peer.ask({"type": "frame", "session": sid, "seq": seq, "slot": seq % ring.slots})
         assert r["type"] == "done", r
-        outs.append(ring.output(seq % ring.slots).clone())
+        outs.append(torch.from_numpy(ring.output(seq % ring.slots).copy()))
     return outs
 
 

@@ -1,7 +1,6 @@
 """End to end on the CPU: the service in its own process, engines in others, real ZeroMQ sockets,
 real shared memory."""
 
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from streamstyle.model.weights import load_weights, save_weights
 from streamstyle.interop.client import Client, ServiceError, ServiceUnavailable
 
 from .conftest import perturb
+from .service_process import ServiceProcess as _ServiceProcess
 
 
 @pytest.fixture(scope="module")
@@ -33,32 +33,10 @@ def weights(tmp_path_factory):
     return save_weights(perturb(StreamStyleModel(preset("tiny")), g), tmp_path_factory.mktemp("w") / "tiny")
 
 
-class ServiceProcess:
-    def __init__(self, tmp_path, weights, *extra, config=None, address=None):
-        self.address = address or f"ipc://{tmp_path}/svc.sock"
-        ready = tmp_path / f"ready-{time.monotonic_ns()}"
-        args = [sys.executable, "-m", "streamstyle", "serve", "--bind", self.address, "--weights", str(weights),
-                "--ready-file", str(ready), "--quiet", *extra]
-        if config:
-            cfg = tmp_path / f"config-{time.monotonic_ns()}.json"
-            cfg.write_text(json.dumps(config))
-            args += ["--config", str(cfg)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        end = time.monotonic() + 120
-        while not ready.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited: {self.proc.stderr.read()}")
-            if time.monotonic() > end:
-                raise RuntimeError("service did not start")
-            time.sleep(0.05)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def ServiceProcess(tmp_path, weights, *extra, config=None, address=None):
+    """The shipped-path service with this module's tiny weights."""
+    return _ServiceProcess(tmp_path, address or f"ipc://{tmp_path}/svc.sock", "--weights", str(weights), *extra,
+                           config=config)
 
 
 @pytest.fixture
