@@ -69,6 +69,19 @@ void FStreamStyleViewExtension::BeginRenderViewFamily(FSceneViewFamily& Family)
         AsyncTask(ENamedThreads::AnyBackgroundThreadNormalTask,
                   [S, P = FString(Prompt)]() { ss_set_prompt(S, TCHAR_TO_UTF8(*P), 8); });
     }
+    const int32 Steps = CVarSteps.GetValueOnGameThread() > 0 ? CVarSteps.GetValueOnGameThread() : Settings->Steps;
+    const float Strength = CVarStrength.GetValueOnGameThread() >= 0 ? CVarStrength.GetValueOnGameThread() : Settings->Strength;
+    if (Session && (Steps != LastSteps || Strength != LastStrength))
+    {
+        LastSteps = Steps;
+        LastStrength = Strength;
+        ss_params Params;
+        ss_params_init(&Params);
+        Params.steps = FMath::Clamp(Steps, 1, 4);
+        Params.strength = FMath::Clamp(Strength, 0.0f, 1.0f);
+        ss_session* S = Session;
+        AsyncTask(ENamedThreads::AnyBackgroundThreadNormalTask, [S, Params]() { ss_set_params(S, &Params); });
+    }
 }
 
 void FStreamStyleViewExtension::OpenAsync(FIntPoint NewSize)

@@ -53,6 +53,8 @@ private:
     uint64 InputCount = 0, OutputCount = 0;
     TArray<TRefCountPtr<IPooledRenderTarget>> Packed; // one per bridge plane, in the plane's format
     FString LastPrompt;
+    int32 LastSteps = 0;
+    float LastStrength = -1.0f;
     VkCommandPool Pool = VK_NULL_HANDLE;
     VkCommandBuffer Cmds[8] = {};
     uint32 NextCmd = 0;
