@@ -609,11 +609,26 @@ int main(int argc, char **argv) {
         }
         ssvk_cuda_close(cuda);
         CUH(cuh.cuMemFree_v2(ring));
+        free(ms);
     }
     VK(vkDeviceWaitIdle(dev));
     host_buffer_free(&stage);
     host_buffer_free(&back);
     ssvk_destroy(bridge);
+    for (uint32_t i = 0; i < info.plane_count; i++) {
+        vkDestroyImage(dev, planes_img[i].image, NULL);
+        vkFreeMemory(dev, planes_img[i].mem, NULL);
+        free(source[i]);
+    }
+    vkDestroyImage(dev, composite.image, NULL);
+    vkFreeMemory(dev, composite.mem, NULL);
+    vkDestroyFence(dev, fence, NULL);
+    vkDestroyCommandPool(dev, pool, NULL);
+    vkDestroyDevice(dev, NULL);
+    vkDestroyInstance(inst, NULL);
+    free(expect_slot);
+    free(slot_cpu);
+    free(out_pattern);
     printf("RESULT ok\n");
     return 0;
 }
