@@ -124,6 +124,17 @@ def test_the_bridge_formats_are_the_contract_formats():
     assert {k: int(v) for k, v in table.items()} == {k: f.pixel_bytes for k, f in LY.FORMATS.items()}
 
 
+def test_the_session_mode_is_built_where_libstreamstyle_builds(host):
+    """With libzmq and msgpack-c present, CMake builds libstreamstyle beside the bridge and ssvk_host gets
+    its session mode (the whole chain, run on the GPU machine by gpu-check.sh)."""
+    if subprocess.run(["pkg-config", "--exists", "libzmq"]).returncode != 0 or not Path("/usr/include/msgpack.h").exists():
+        pytest.skip("libzmq or msgpack-c is not installed: the session mode is not built")
+    got = subprocess.run([str(host), "session", "ipc:///nonexistent/ss.sock", "64", "32", "1"], capture_output=True,
+                         text=True, timeout=120)
+    assert got.returncode != 0 and "built without libstreamstyle" not in got.stdout, got.stdout
+    assert (host.parent / "libstreamstyle" / "libstreamstyle.so").exists()
+
+
 @pytest.mark.gpu
 def test_the_cuda_half_on_the_gpu(host):
     if not any(Path(d, "libcuda.so.1").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib")):

@@ -7,6 +7,13 @@
 # If the loader is missing, put libvulkan1_*.deb and libvulkan-dev_*.deb in a folder and pass it:
 #   VULKAN_DEBS=/path/to/debs engine_plugins/vulkan/gpu-check.sh
 # (libvulkan1 is unpacked into /, as the device README says; the headers into the build folder).
+#
+# Optional, the whole chain through libstreamstyle and the service: where libzmq and msgpack-c are
+# installed (Debian libzmq3-dev, libmsgpack-dev and what they pull in), ssvk_host is also built with its
+# "session" mode; with a GPU service listening at SS_SERVICE_ADDRESS, e.g.
+#   python -m streamstyle serve --bind ipc:///tmp/ss.sock --device cuda --no-prompts &
+#   SS_SERVICE_ADDRESS=ipc:///tmp/ss.sock engine_plugins/vulkan/gpu-check.sh
+# it runs 100 frames at each size through the service and adds their rows to the table.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${SSVK_BUILD:-/tmp/ssvk-gpu-build}
@@ -39,6 +46,18 @@ for size in "1280 720" "1920 1080"; do
         "$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$t")" "$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$t")" \
         "$(sed -n 's/.*p90_ms=\([0-9.]*\).*/\1/p' <<<"$t")" "$(sed -n 's/.*GBps=\([0-9]*\).*/\1/p' <<<"$t")" "$ok")")
 done
+if [ -n "${SS_SERVICE_ADDRESS:-}" ]; then
+    for size in "1280 720" "1920 1080"; do
+        set -- $size
+        log="$build/session-$1x$2.log"
+        if "$build/ssvk_host" session "$SS_SERVICE_ADDRESS" "$1" "$2" 100 >"$log" 2>&1 && grep -q "^RESULT ok" "$log"; then ok=ok; else ok=FAIL; status=1; fi
+        echo "---- ssvk_host session $SS_SERVICE_ADDRESS $1 $2 100 ($ok)"; cat "$log"
+        t=$(grep "^TIMING frame" "$log" || true)
+        rows+=("$(printf '| %sx%s session | frames done: %s | frame p50 %s ms | p90 %s ms | service included | %s |' "$1" "$2" \
+            "$(sed -n 's/.*done=\([0-9]*\).*/\1/p' "$log" | head -1)" "$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$t")" \
+            "$(sed -n 's/.*p90_ms=\([0-9.]*\).*/\1/p' <<<"$t")" "$ok")")
+    done
+fi
 echo
 grep -h "^DEVICE\|^CUDA" "$build"/host-1920x1080.log || true
 echo "| size | slot bytes | copy_in p50 ms | p90 ms | GB/s | checks |"

@@ -274,6 +274,124 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+#ifdef SSVK_WITH_CLIENT
+/* The whole chain through libstreamstyle and the service: a cuda-ipc session opened with the same
+ * layout; per frame the bridge's Vulkan copies (rendered = n), ss_acquire on the stream, the CUDA copies
+ * into the slot (consumed = n), ss_submit (ready), the DONE polled, ss_output (the stream waits on done),
+ * the CUDA copy out (stylized = m), the composite on Vulkan behind the GPU-side wait, read back and
+ * compared with the ring's output slot. Prints the frame time (Vulkan submit to composite read back). */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int run_session(const char *address, int frames, ssvk_bridge *bridge, const ssvk_info *info, ssvk_cuda *cuda,
+                       uint64_t slot_bytes, const image *planes_img, VkImage composite, host_buffer *back,
+                       VkFence fence, uint64_t n, uint64_t m) {
+    ss_client_config cc = {sizeof cc};
+    ss_session_config sc = {sizeof sc};
+    ss_client *client = NULL;
+    ss_session *session = NULL;
+    void *stream;
+    unsigned char *ring_out = malloc(info->output_frame_bytes);
+    double *t = calloc((size_t)frames, sizeof *t);
+    int done = 0, failures = 0, nt = 0;
+    cc.address = address;
+    cc.name = "ssvk_host";
+    cc.timeout_ms = 120000; /* the first open captures the session's graph */
+    if (ss_client_create(&cc, &client) != SS_OK) {
+        printf("FAIL ss_client_create: %s %s\n", ss_last_error_code(), ss_last_error_message());
+        return 1;
+    }
+    sc.width = W;
+    sc.height = H;
+    sc.channels = channels;
+    sc.channel_count = 8;
+    sc.input_slot_bytes = slot_bytes;
+    sc.backend = SS_BACKEND_CUDA_IPC;
+    sc.slots = 3;
+    sc.device = 0;
+    ss_params_init(&sc.params);
+    if (ss_session_open(client, &sc, &session) != SS_OK) {
+        printf("FAIL ss_session_open: %s %s\n", ss_last_error_code(), ss_last_error_message());
+        ss_client_destroy(client);
+        return 1;
+    }
+    CUH(cuh.cuStreamCreate(&stream, 1));
+    for (int f = 0; f < frames && failures == 0; f++) {
+        ss_slot slot;
+        ss_event ev;
+        uint64_t seq = 0;
+        ss_status st;
+        double t0 = now_ms(), end = t0 + 30000;
+        VkCommandBuffer cmd;
+        while ((st = ss_acquire(session, stream, &slot)) == SS_BUSY && now_ms() < end) usleep(100);
+        if (st != SS_OK) { printf("FAIL ss_acquire %s\n", ss_status_name(st)); failures++; break; }
+        cmd = begin();
+        for (uint32_t i = 0; i < info->plane_count; i++)
+            ssvk_record_input(bridge, cmd, i, planes_img[i].image, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL);
+        VK(vkEndCommandBuffer(cmd));
+        VK(ssvk_submit_input(bridge, queue, cmd, ++n, VK_NULL_HANDLE));
+        if (ssvk_cuda_copy_in(cuda, stream, n, (uint64_t)(uintptr_t)slot.input) != SS_OK) DIE("ssvk_cuda_copy_in");
+        if ((st = ss_submit(session, slot.index, NULL, stream, &seq)) != SS_OK) {
+            printf("FAIL ss_submit %s\n", ss_status_name(st));
+            failures++;
+            break;
+        }
+        for (;;) {
+            if (ss_poll(session, &ev) == SS_OK && ev.seq == seq) break;
+            if (now_ms() > end) { printf("FAIL no answer for frame %llu\n", (unsigned long long)seq); failures++; break; }
+            usleep(50);
+        }
+        if (failures) break;
+        if (ev.kind != SS_EVENT_DONE) {
+            printf("frame %llu: kind %d %s %s\n", (unsigned long long)seq, ev.kind, ev.code, ev.message);
+            continue;
+        }
+        {
+            const void *out;
+            VkBufferImageCopy r = {0};
+            if (ss_output(session, (uint32_t)ev.slot, stream, &out, NULL) != SS_OK) DIE("ss_output");
+            if (ssvk_cuda_copy_out(cuda, stream, ++m, (uint64_t)(uintptr_t)out) != SS_OK) DIE("ssvk_cuda_copy_out");
+            cmd = begin();
+            ssvk_record_output(bridge, cmd, composite, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL);
+            to_layout(cmd, composite, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL);
+            r.imageSubresource.aspectMask = VK_IMAGE_ASPECT_COLOR_BIT;
+            r.imageSubresource.layerCount = 1;
+            r.imageExtent.width = W;
+            r.imageExtent.height = H;
+            r.imageExtent.depth = 1;
+            vkCmdCopyImageToBuffer(cmd, composite, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, back->buf, 1, &r);
+            to_layout(cmd, composite, VK_IMAGE_LAYOUT_TRANSFER_SRC_OPTIMAL, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL);
+            VK(vkEndCommandBuffer(cmd));
+            vkResetFences(dev, 1, &fence);
+            VK(ssvk_submit_output(bridge, queue, cmd, m, fence));
+            VK(vkWaitForFences(dev, 1, &fence, VK_TRUE, 10000000000ull)); /* the test reads the composite */
+            if (f >= 3) t[nt++] = now_ms() - t0;
+            CUH(cuh.cuStreamSynchronize(stream));
+            CUH(cuh.cuMemcpyDtoH_v2(ring_out, (unsigned long long)(uintptr_t)out, info->output_frame_bytes));
+            if (memcmp(back->map, ring_out, info->output_frame_bytes)) {
+                printf("FAIL frame %llu: the composite differs from the ring's output slot\n", (unsigned long long)seq);
+                failures++;
+            }
+            for (uint64_t i = 3; i < info->output_frame_bytes; i += 4)
+                if (ring_out[i] != 255) { printf("FAIL frame %llu: output not opaque\n", (unsigned long long)seq); failures++; break; }
+            done++;
+        }
+        VK(vkDeviceWaitIdle(dev));
+    }
+    qsort(t, (size_t)nt, sizeof *t, cmp_double);
+    printf("SESSION width=%u height=%u frames=%d done=%d\n", W, H, frames, done);
+    if (nt) printf("TIMING frame p50_ms=%.3f p90_ms=%.3f (Vulkan copies to composite read back, service included)\n",
+                   t[nt / 2], t[(nt * 9) / 10]);
+    ss_session_close(session);
+    ss_client_destroy(client);
+    free(ring_out);
+    free(t);
+    return failures || done < frames / 2;
+}
+#endif
+
 int main(int argc, char **argv) {
     int cuda_mode, frames = 0;
     uint64_t slot_bytes;
@@ -290,13 +408,16 @@ int main(int argc, char **argv) {
     VkCommandBuffer cmd;
     VkFence fence;
     uint64_t n = 0, m = 0, value;
-    if (argc < 4 || (strcmp(argv[1], "vulkan") != 0 && strcmp(argv[1], "cuda") != 0) ||
-        (strcmp(argv[1], "cuda") == 0 && argc < 5)) {
-        fprintf(stderr, "usage: ssvk_host vulkan W H | ssvk_host cuda W H FRAMES\n");
+    int session_mode = argc == 6 && strcmp(argv[1], "session") == 0;
+    const char *address = session_mode ? argv[2] : NULL;
+    if (session_mode) argv++, argc--; /* the rest as "cuda W H FRAMES" */
+    if (argc < 4 || (strcmp(argv[1], "vulkan") != 0 && strcmp(argv[1], "cuda") != 0 && !session_mode) ||
+        (strcmp(argv[1], "vulkan") != 0 && argc < 5)) {
+        fprintf(stderr, "usage: ssvk_host vulkan W H | ssvk_host cuda W H FRAMES | ssvk_host session ADDRESS W H FRAMES\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
-    cuda_mode = strcmp(argv[1], "cuda") == 0;
+    cuda_mode = strcmp(argv[1], "vulkan") != 0;
     W = (uint32_t)atoi(argv[2]);
     H = (uint32_t)atoi(argv[3]);
     if (cuda_mode) frames = atoi(argv[4]);
@@ -509,7 +630,7 @@ int main(int argc, char **argv) {
         ssvk_cuda *cuda;
         ss_status s;
         uint64_t in_ptr, out_ptr;
-        if (frames < 1 || frames > 64) DIE("FRAMES must be 1..64");
+        if (frames < 1 || (frames > 64 && !session_mode)) DIE("FRAMES must be 1..64");
         if (!(cuh.lib = dlopen("libcuda.so.1", RTLD_NOW))) {
             printf("SKIP no CUDA driver (libcuda.so.1)\n");
             return 3;
@@ -528,6 +649,17 @@ int main(int argc, char **argv) {
         printf("CUDA device=\"%s\"\n", name);
         if ((s = ssvk_cuda_open(bridge, 0, &cuda)) != SS_OK) DIE("ssvk_cuda_open -> %d", s);
         ssvk_cuda_pointers(cuda, &in_ptr, &out_ptr);
+        if (session_mode) {
+#ifdef SSVK_WITH_CLIENT
+            int rc = run_session(address, frames, bridge, &info, cuda, slot_bytes, planes_img, composite.image, &back,
+                                 fence, n, m);
+            ssvk_cuda_close(cuda);
+            printf(rc ? "RESULT failed\n" : "RESULT ok\n");
+            return rc;
+#else
+            DIE("session mode: this ssvk_host was built without libstreamstyle (%s)", address);
+#endif
+        }
         printf("CHECK cuda_import ok input=0x%llx output=0x%llx\n", (unsigned long long)in_ptr, (unsigned long long)out_ptr);
         CUH(cuh.cuMemAlloc_v2(&ring, slots * (in_step + out_step)));
         CUH(cuh.cuIpcGetMemHandle(handle, ring)); /* the ring is memory the service can open */
