@@ -3,7 +3,8 @@ against cuda.h where the headers are), and ssvk_host plays an engine on whatever
 (lavapipe, Mesa's CPU Vulkan, in CI): memory exported as an fd and read back through a second import of
 a dup of it, the plane plan equal to the layout's slot, timeline semaphores signalled and waited through
 Vulkan, the composite copy held on the GPU until `stylized` is signalled, refusals of a bad layout. The
-CUDA half runs on the GPU machine (engine_plugins/vulkan/gpu-check.sh; the `gpu` test here).
+CUDA half runs against a fake libcuda here (its plumbing: descriptors, plane copies, semaphore values,
+release) and for real on the GPU machine (engine_plugins/vulkan/gpu-check.sh; the `gpu` test here).
 
 Skips, saying what is missing, without cmake, the Vulkan headers and loader (libvulkan-dev) or a Vulkan
 device (mesa-vulkan-drivers), which .ci/run installs from Debian.
@@ -122,6 +123,23 @@ def test_the_bridge_formats_are_the_contract_formats():
     text = (VK_DIR / "src" / "vk_bridge.c").read_text()
     table = dict(re.findall(r'\{"(\w+)", VK_FORMAT_\w+, (\d+)\}', text))
     assert {k: int(v) for k, v in table.items()} == {k: f.pixel_bytes for k, f in LY.FORMATS.items()}
+
+
+def test_the_cuda_half_against_a_fake_driver(host):
+    """src/cuda_bridge.c against tests/fake_cuda.c's libcuda.so.1: the imports' descriptors, the planes at
+    the layout's offsets and pitches, copy_in waiting on rendered >= n and signalling consumed = n,
+    copy_out waiting on composited >= m - 1 and signalling stylized = m, a failing call reported, the
+    context balanced and everything released; and SS_NO_CUDA without a driver."""
+    exe = host.parent / "ssvk_cuda_half_test"
+    env = {**os.environ, "LD_LIBRARY_PATH": str(host.parent / "fake_cuda")}
+    got = subprocess.run([str(exe), "fake"], capture_output=True, text=True, timeout=120, env=env)
+    assert got.returncode == 0 and "RESULT ok" in got.stdout, got.stdout + got.stderr
+    assert set(_checks(got.stdout)) == {"open", "copy_in", "copy_in_waits_rendered", "copy_out", "failure_reported",
+                                        "close"}
+    if any(Path(d, "libcuda.so.1").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib")):
+        return  # a real driver is installed: the no-driver case cannot be shown here
+    got = subprocess.run([str(exe), "nodriver"], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0 and "CHECK no_driver ok" in got.stdout, got.stdout + got.stderr
 
 
 def test_the_session_mode_is_built_where_libstreamstyle_builds(host):
