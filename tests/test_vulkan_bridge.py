@@ -63,7 +63,7 @@ def _checks(out: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in re.finditer(r"^CHECK (\S+) (.*)$", out, re.M)}
 
 
-@pytest.mark.parametrize("size", [(67, 35), (320, 181)])
+@pytest.mark.parametrize("size", [(67, 35), (320, 181), (1280, 720)])
 def test_the_vulkan_half_exports_writes_and_reads_back(host, size):
     out = _run(host, "vulkan", *map(str, size))
     checks = _checks(out)
