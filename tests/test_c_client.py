@@ -39,7 +39,8 @@ def _missing() -> str | None:
             return f"{tool} is not installed (apt-get install cmake pkg-config gcc)"
     if subprocess.run(["pkg-config", "--exists", "libzmq"]).returncode != 0:
         return "libzmq is not installed (apt-get install libzmq3-dev)"
-    if not any(Path(d, "msgpack.h").exists() for d in ("/usr/include", "/usr/local/include")):
+    include = [d for var in ("CPATH", "C_INCLUDE_PATH") for d in os.environ.get(var, "").split(":") if d]
+    if not any(Path(d, "msgpack.h").exists() for d in (*include, "/usr/include", "/usr/local/include")):
         return "msgpack-c is not installed (apt-get install libmsgpack-dev)"
     return None
 

@@ -280,6 +280,15 @@ static void new_socket(ss_client *c) {
     zmq_setsockopt(c->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(c->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    /* Liveness is the connection's, kept by ZeroMQ's own heartbeats (libzmq's I/O thread answers
+     * them while the service's one thread runs a long frame or captures a graph at open): a peer
+     * that stops answering for reap_after_ms loses the connection, which the monitor reports.
+     * A connection keeps the settings it was made with: the welcome's apply from the next one. */
+    {
+        int ivl = (int)c->heartbeat_ms, timeout = (int)c->reap_after_ms;
+        zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
+        zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_TIMEOUT, &timeout, sizeof timeout);
+    }
     snprintf(mon_addr, sizeof mon_addr, "inproc://ss-monitor-%p-%u", (void *)c, c->mon_count++);
     if (zmq_socket_monitor(c->sock, mon_addr, ZMQ_EVENT_DISCONNECTED) == 0) {
         c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
@@ -484,7 +493,7 @@ static void handle(ss_client *c, const char *data, size_t size) {
                 c->state = UP;
                 c->connected = 1;
                 c->heartbeat_ms = m.heartbeat_ms ? m.heartbeat_ms : 500;
-                c->reap_after_ms = m.reap_after_ms ? m.reap_after_ms : 2000;
+                c->reap_after_ms = m.reap_after_ms ? m.reap_after_ms : SS_DEFAULT_REAP_AFTER_MS;
                 c->max_sessions = m.max_sessions;
                 snprintf(c->service, sizeof c->service, "%s", m.service);
                 if (c->ever_up) c->reconnects++;
@@ -653,8 +662,8 @@ static void *io_main(void *arg) {
         }
         if (c->mon) read_monitor(c);
         now = now_s();
-        if (c->state == UP && (c->lost || now - c->last_heard > c->reap_after_ms / 1000.0)) {
-            go_down(c, c->lost ? "the service closed the connection" : "the service went silent");
+        if (c->state == UP && c->lost) {  /* never because the service is quiet: a slow frame is not a dead service */
+            go_down(c, "the service closed the connection");
             continue;
         }
         if (c->state == UP) {
@@ -786,8 +795,8 @@ ss_status ss_client_create(const ss_client_config *cfg, ss_client **out) {
     c->address = dup_str(cfg->address);
     c->name = dup_str(cfg->name ? cfg->name : "libstreamstyle");
     c->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 10000;
-    c->heartbeat_ms = 500;
-    c->reap_after_ms = 2000;
+    c->heartbeat_ms = SS_DEFAULT_HEARTBEAT_MS;
+    c->reap_after_ms = SS_DEFAULT_REAP_AFTER_MS;
     if (!c->address || !c->name) {
         client_free(c);
         return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
