@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from ..interop.limits import DEFAULT_DEADLINE_MS_CPU
 from ..kernels import backend as kernel_backend
 from ..model.config import ModelConfig, preset
 from ..model.frame import FrameParams, padded_size, stylize_frame
@@ -44,6 +45,10 @@ from ..interop.layout import output_bytes
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 2e-2, "fp8": 1e-1}  # relative L2 error of a frame vs fp32
+
+# The service's deadline while benchmarked: generous, so that a slow frame is timed, not dropped
+# (on the CPU the service's own default; a loaded 2-core machine can take over a second a frame).
+BENCH_DEADLINE_MS = {"cpu": DEFAULT_DEADLINE_MS_CPU, "cuda": 1000.0}
 
 
 def cast_model(model: StreamStyleModel, dtype: str) -> StreamStyleModel:
@@ -249,7 +254,8 @@ def service_run(sizes: list[tuple[int, int]], steps: int, frames: int, device: s
     from .launch import child_service
 
     args = ["--device", device, *(["--weights", str(weights)] if weights else ["--preset", preset_name]),
-            "--quiet", "--deadline-ms", "1000", "--dtype", dtype, *([] if prompts else ["--no-prompts"]),
+            "--quiet", "--deadline-ms", str(BENCH_DEADLINE_MS["cpu" if device == "cpu" else "cuda"]), "--dtype", dtype,
+            *([] if prompts else ["--no-prompts"]),
             *(["--config", str(service_config)] if service_config else [])]
     rows = []
     with child_service(args) as address:
