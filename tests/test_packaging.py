@@ -26,7 +26,13 @@ import streamstyle
 
 ROOT = Path(streamstyle.__file__).resolve().parent
 # Top-level imports that an extra of pyproject.toml provides.
-EXTRA_IMPORTS = {"triton": "triton", "diffusers": "peers", "cuda": "cuda", "imageio_ffmpeg": "video", "PIL": "video"}
+EXTRA_IMPORTS = {"triton": "triton", "diffusers": "peers", "cuda": "cuda", "imageio_ffmpeg": "video", "PIL": "video",
+                 "prometheus_client": "studio", "pythonosc": "studio"}
+# The modules that need an extra a plain install lacks: the Triton kernels, and the studio's
+# metrics and OSC receiver (`serve --metrics/--osc` say which extra to install).
+NEED_EXTRA = {"triton": lambda m: m.endswith(".triton_kernel"),
+              "prometheus_client": lambda m: m == "streamstyle.service.metrics",
+              "pythonosc": lambda m: m == "streamstyle.service.osc"}
 # What the wheel must not ship: the tests, and setup.py (it would be `streamstyle.setup`).
 NOT_SHIPPED = ("tests/", "setup.py")
 
@@ -155,9 +161,9 @@ def test_the_installed_wheel_imports_every_module_and_runs_the_demo(installed, t
     assert walked["failed"] == {}
     # every module walked: all the source's but the root __init__ (the walk's start) and __main__
     assert len(walked["imported"]) + len(walked["need_extra"]) == len(source_modules()) - 2
-    # Only the Triton kernels need an extra that the plain install lacks.
-    assert set(walked["need_extra"].values()) <= {"triton"}, walked["need_extra"]
-    assert all(m.endswith(".triton_kernel") for m in walked["need_extra"])
+    # Only the Triton kernels and the studio's metrics and OSC need an extra that the plain install lacks.
+    assert set(walked["need_extra"].values()) <= set(NEED_EXTRA), walked["need_extra"]
+    assert all(NEED_EXTRA[top](m) for m, top in walked["need_extra"].items()), walked["need_extra"]
     assert "streamstyle.model.text" in walked["imported"] and "streamstyle.tools.demo" in walked["imported"]
 
     streamstyle_cmd = installed.parent / "streamstyle"
