@@ -604,7 +604,8 @@ class Service:
 
     def _control(self, cmd: Command) -> dict:
         if cmd.op == "stats":
-            return {"service": self.service_stats(), "sessions": [self.session_stats(s) for _, s in sorted(self.sessions.items())]}
+            return {"service": self.service_stats(), "sessions": [self.session_stats(s) for _, s in sorted(self.sessions.items())],
+                    "presets": {name: _wire_preset(p) for name, p in sorted(self.presets.items())}}
         if cmd.session is None:
             if len(self.sessions) != 1:
                 raise ControlError(P.ErrorCode.UNKNOWN_SESSION, f"name a session: {len(self.sessions)} are open")

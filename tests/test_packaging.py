@@ -141,6 +141,8 @@ def test_the_wheel_ships_every_module_of_the_tree_and_the_default_weights(wheel)
     assert shipped - want == set(), "modules in the wheel that are not the package's"
     assert "streamstyle/model/weights/default/model.safetensors" in names
     assert "streamstyle/model/weights/default/config.json" in names
+    for name in ("index.html", "app.js", "style.css"):  # the preview page (serve --preview)
+        assert f"streamstyle/service/static/{name}" in names
     assert not [n for n in names if n.startswith(("streamstyle/docs/", "streamstyle/benchmarks/"))]
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()

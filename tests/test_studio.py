@@ -380,3 +380,129 @@ def test_the_operators_doc_matches_the_code(tmp_path):
     in_code = set(re.findall(r'"(streamstyle_[a-z_]+)"', source))
     in_doc = {n.removesuffix("_total") for n in re.findall(r"`(streamstyle_[a-z_]+)`", text)}
     assert in_doc == in_code
+
+
+# --- the preview page -----------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def fetch(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+def test_the_preview_serves_frames_stats_and_controls_over_http(make_service, tmp_path, gen):
+    import json
+
+    port = free_port()
+    path = tmp_path / "presets.toml"
+    path.write_text(PRESETS)
+    svc = make_service(preview_port=port, presets=str(path))
+    status, headers, body = fetch(port, "/")
+    assert status == 200 and b"StreamStyle" in body and "text/html" in headers["Content-Type"]
+    with Client(svc.address) as client:
+        session = client.open_session(W, H, reference_layout(W, H), prompt="film noir")
+        run_frames(client, session, gen, 1)  # no page has asked for a frame: nothing is copied
+        assert svc.preview.handovers == 0
+        assert fetch(port, "/frame.jpg")[0] == 204  # a page asks: from now on frames are handed over
+        numbers, bodies = [], []
+        for _ in range(3):
+            run_frames(client, session, gen, 1)
+            time.sleep(1.0 / 15)  # PREVIEW_MAX_FPS
+            status, headers, body = fetch(port, "/frame.jpg")
+            assert status == 200 and body[:2] == b"\xff\xd8" and headers["X-Session"] == str(session.id)
+            numbers.append(int(headers["X-Frame-Number"]))
+            bodies.append(body)
+        assert numbers == sorted(set(numbers)) and len(set(bodies)) == 3  # new frames, new pictures
+        stats = json.loads(fetch(port, "/api/stats")[2])
+        assert stats["sessions"][0]["done"] == session.stats()["done"] and set(stats["presets"]) == {"ink", "dusk"}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/control", method="POST",
+                                     data=json.dumps({"op": "preset", "value": "ink"}).encode())
+        assert json.loads(urllib.request.urlopen(req, timeout=10).read())["ok"]
+        assert session.stats()["preset"] == "ink"
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/control", method="POST",
+                                     data=json.dumps({"op": "steps", "value": 9}).encode())
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 400 and json.loads(e.value.read())["code"] == "bad_field"
+        assert session.stats()["steps"] == 1  # unchanged
+    print(f"preview hand-over: {svc.preview.handover_s / svc.preview.handovers * 1e6:.1f} us per frame at {W}x{H}")
+
+
+def test_the_preview_page_in_headless_chromium(make_service, tmp_path, gen):
+    pw = pytest.importorskip("playwright.sync_api")
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    from pathlib import Path
+
+    port = free_port()
+    path = tmp_path / "presets.toml"
+    path.write_text(PRESETS)
+    svc = make_service(preview_port=port, presets=str(path))
+    client = Client(svc.address)
+    session = client.open_session(W, H, reference_layout(W, H), prompt="film noir")
+    stop = threading.Event()
+
+    def feed():
+        while not stop.is_set():
+            run_frames(client, session, gen, 1)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 960, "height": 420})
+            page.goto(f"http://127.0.0.1:{port}/")
+            # Frames change: the image's snapshot number moves on, twice.
+            page.wait_for_function("Number(document.getElementById('frame').dataset.number || 0) >= 1", timeout=60000)
+            first = int(page.get_attribute("#frame", "data-number"))
+            page.wait_for_function(f"Number(document.getElementById('frame').dataset.number) >= {first + 2}", timeout=60000)
+            page.wait_for_selector("#presets button[data-preset=ink]")
+            stop.set()
+            feeder.join(60)
+            assert not feeder.is_alive()
+            # The overlay's figures are `stats`' once the page has polled after the last frame.
+            t = float(page.evaluate("document.body.dataset.statsAt"))
+            page.wait_for_function(f"Number(document.body.dataset.statsAt) > {t} + 600", timeout=10000)
+            st = session.stats()
+            sv = client.stats()["service"]
+            overlay = {k: page.inner_text(f"#o-{k}") for k in ("done", "late", "dropped", "p50", "p99", "pages", "free")}
+            assert overlay == {"done": str(st["done"]), "late": str(st["late"]), "dropped": str(st["dropped"]),
+                               "p50": f"{st['latency_p50_ms']:.2f}", "p99": f"{st['latency_p99_ms']:.2f}",
+                               "pages": str(st["cache_pages"]), "free": str(sv["cache_pages_free"])}
+            assert st["done"] >= 3
+            # A preset click changes the session's prompt (seen through the protocol's stats).
+            page.click("#presets button[data-preset=ink]")
+            assert wait_for(lambda: session.stats()["prompt"] == "cel shading with ink outlines")
+            assert session.stats()["steps"] == 1
+            # The slider moves the blend between the two prompts typed beside it.
+            page.fill("#blend-a", "watercolor painting")
+            page.fill("#blend-b", "film noir")
+            page.evaluate("() => { const s = document.getElementById('blend'); s.value = 25;"
+                          " s.dispatchEvent(new Event('input')); }")
+            assert wait_for(lambda: session.stats()["prompt"] == [["watercolor painting", 0.75], ["film noir", 0.25]])
+            page.evaluate("() => { const s = document.getElementById('blend'); s.value = 60;"
+                          " s.dispatchEvent(new Event('input')); }")
+            assert wait_for(lambda: session.stats()["prompt"] == [["watercolor painting", 0.4], ["film noir", 0.6]])
+            # The prompt box and the steps control.
+            page.fill("#prompt", "pencil hatching")
+            page.click("#prompt-form button")
+            assert wait_for(lambda: session.stats()["prompt"] == "pencil hatching")
+            page.select_option("#steps", "3")
+            assert wait_for(lambda: session.stats()["steps"] == 3)
+            run_frames(client, session, gen, 2)  # a picture of the new look for the screenshot
+            time.sleep(1.0)
+            shot = Path(__file__).resolve().parents[1] / "docs" / "images" / "preview.png"
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()
+            stop.set()
+            client.close()
