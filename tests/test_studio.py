@@ -506,3 +506,42 @@ def test_the_preview_page_in_headless_chromium(make_service, tmp_path, gen):
             browser.close()
             stop.set()
             client.close()
+
+
+# --- the command line -------------------------------------------------------------------------
+
+def test_serve_starts_every_studio_part_from_its_flags_and_refuses_a_bad_presets_file(tmp_path, tiny_model):
+    import json
+    import subprocess
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from pythonosc.udp_client import SimpleUDPClient
+
+    from streamstyle.model.weights import save_weights
+
+    from .test_service_e2e import ServiceProcess
+
+    weights = save_weights(tiny_model, tmp_path / "tiny")
+    presets = tmp_path / "looks.toml"
+    presets.write_text(PRESETS)
+    mport, oport, pport = free_port(), free_port(socket.SOCK_DGRAM), free_port()
+    svc = ServiceProcess(tmp_path, weights, "--no-prompts", "--metrics", str(mport), "--osc", str(oport),
+                         "--preview", str(pport), "--presets", str(presets))
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+        names = {f.name for f in text_string_to_metric_families(text)}
+        assert {"streamstyle_sessions", "streamstyle_cache_pages_free", "streamstyle_frame_latency_ms"} <= names
+        SimpleUDPClient("127.0.0.1", oport).send_message("/streamstyle/_/steps", 2)  # no session open: refused
+        SimpleUDPClient("127.0.0.1", oport).send_message("/nothing", 2)  # not ours: ignored and counted
+        assert wait_for(lambda: json.loads(fetch(pport, "/api/stats")[2])["service"]["controls_rejected"] == 1)
+        stats = json.loads(fetch(pport, "/api/stats")[2])
+        assert stats["service"]["osc_bad"] == 1 and set(stats["presets"]) == {"ink", "dusk"}
+    finally:
+        svc.stop()
+    assert svc.proc.returncode == 0
+    presets.write_text('[presets.x]\nprompt = "a"\nsteps = 7\n')
+    bad = subprocess.run([sys.executable, "-m", "streamstyle", "serve", "--bind", f"ipc://{tmp_path}/b.sock",
+                          "--weights", str(weights), "--presets", str(presets), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "[bad_config]" in bad.stderr and "'x'" in bad.stderr and "steps" in bad.stderr

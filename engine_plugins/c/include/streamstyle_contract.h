@@ -62,6 +62,7 @@
 #define SS_MIN_PORT                        0
 #define SS_MAX_PORT                        65535
 #define SS_PREVIEW_MAX_FPS                 15
+#define SS_PREVIEW_MAX_WIDTH               640
 #define SS_CONTROL_QUEUE_MAX               1024
 #define SS_DEVICE_PATTERN                  "cpu|cuda(:[0-9]+)\077"
 /* streamstyle.interop.protocol */
