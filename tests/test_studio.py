@@ -545,3 +545,37 @@ def test_serve_starts_every_studio_part_from_its_flags_and_refuses_a_bad_presets
                           "--weights", str(weights), "--presets", str(presets), "--quiet"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "[bad_config]" in bad.stderr and "'x'" in bad.stderr and "steps" in bad.stderr
+
+
+def test_log_json_writes_one_json_object_per_line(tmp_path, tiny_model):
+    import json
+    import logging
+    import signal
+    import subprocess
+    import sys
+
+    from streamstyle.model.weights import save_weights
+    from streamstyle.service.logs import JsonFormatter
+
+    record = logging.LogRecord("streamstyle.service", logging.WARNING, __file__, 1, 'a "quoted"\nline: %s', ("été",), None)
+    record.session = 3
+    record.odd = object()
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == 'a "quoted"\nline: été' and line["level"] == "warning" and line["session"] == 3
+    assert isinstance(line["odd"], str) and line["time"].endswith("+00:00")
+
+    weights = save_weights(tiny_model, tmp_path / "tiny")
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-m", "streamstyle", "serve", "--bind", f"ipc://{tmp_path}/j.sock",
+                             "--weights", str(weights), "--no-prompts", "--log-json", "--ready-file", str(ready)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(ready.exists, timeout=120)
+    with Client(f"ipc://{tmp_path}/j.sock") as client:
+        client.open_session(W, H, reference_layout(W, H)).close()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    lines = [json.loads(x) for x in err.splitlines() if x.strip()]
+    assert any("serving on" in x["message"] for x in lines)
+    assert any(x["message"].startswith("session ") and " opened by " in x["message"] for x in lines), lines
+    assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)

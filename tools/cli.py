@@ -153,8 +153,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..service.loader import build_stylizer, set_cpu_threads
     from ..service.server import Service
 
-    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from ..service.logs import configure
+
+    configure(logging.INFO if not args.quiet else logging.WARNING, as_json=args.log_json)
     check_device(config.device)  # the config file's device too, before the model loads
     claim_address(config.address)  # before the model loads: a taken address fails in a second
     threads = set_cpu_threads(config)
@@ -470,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--osc", type=int, metavar="PORT", help="OSC control on this loopback UDP port")
     p.add_argument("--preview", type=int, metavar="PORT", help="the live preview page on this loopback port")
     p.add_argument("--presets", metavar="FILE", help="a presets file (TOML) of named looks; save_preset writes it")
+    p.add_argument("--log-json", action="store_true", help="log one JSON object per line (docs/operators.md)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_serve)
