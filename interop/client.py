@@ -173,6 +173,10 @@ class ClientSession:
         """Save the session's current look as preset `name` in the service's presets file."""
         return self.client.request({"type": "save_preset", "session": self.id, "name": name})
 
+    def record(self, on: bool) -> dict:
+        """Start or stop recording the session's output (an MP4 in the service's recordings_dir)."""
+        return self.client.request({"type": "record", "session": self.id, "on": bool(on)})
+
     def stats(self) -> dict:
         return self.client.request({"type": "stats", "session": self.id})["sessions"][0]
 

@@ -109,6 +109,8 @@ MAX_PRESETS = 256  # in one presets file
 MIN_PORT, MAX_PORT = 0, 65535  # metrics_port, osc_port, preview_port; 0 is off
 PREVIEW_MAX_FPS = 15  # the preview page's snapshots: the loop copies the newest output at most this often
 PREVIEW_MAX_WIDTH = 640  # ...and only every k-th pixel of each k-th row, k the least for this width
+RECORD_FPS = 30  # a recording's frame rate (one service frame, one video frame)
+RECORD_QUEUE_FRAMES = 8  # frames waiting for the encoder; more are left out of the recording and counted
 CONTROL_QUEUE_MAX = 1024  # commands from OSC and the page waiting for the loop; more are refused and counted
 
 # Devices a service or a command may run on: cpu, cuda or cuda:N.

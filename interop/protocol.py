@@ -368,7 +368,26 @@ class SavePreset(Message):
     name: str = ""
 
 
-REQUESTS = {m.TYPE: m for m in (Hello, Open, Frame, SetPrompt, SetParams, Stats, Heartbeat, Close, UsePreset, SavePreset)}
+def _bool(v, name):
+    if not isinstance(v, bool):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be true or false")
+    return v
+
+
+@dataclass(frozen=True)
+class Record(Message):
+    """Start (`on` true) or stop recording the session's output to an MP4 in the service's
+    `recordings_dir`."""
+    TYPE: ClassVar[str] = "record"
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, MAX_ID)),
+                              "on": (True, _bool)}
+    req: int = 0
+    session: int = 0
+    on: bool = False
+
+
+REQUESTS = {m.TYPE: m for m in (Hello, Open, Frame, SetPrompt, SetParams, Stats, Heartbeat, Close, UsePreset, SavePreset,
+                                Record)}
 
 
 def parse_message(raw: dict) -> Message:

@@ -98,6 +98,7 @@ class ServiceConfig:
     # Loopback unless the CURVE keys are set (the operator has opted into a networked service).
     studio_host: str = "127.0.0.1"
     presets: str | None = None  # a presets file (TOML, docs/operators.md); `save_preset` writes it
+    recordings_dir: str = "recordings"  # where `record` writes session<id>-<UTC time>.mp4
 
     @property
     def address(self) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from ..interop.limits import CONTROL_QUEUE_MAX
 
 # What a command may do, and the type of its value.
-OPS = ("prompt", "preset", "blend", "strength", "steps", "enabled", "save_preset", "stats", "watch")
+OPS = ("prompt", "preset", "blend", "strength", "steps", "enabled", "save_preset", "record", "stats", "watch")
 
 
 class ControlError(Exception):

@@ -127,6 +127,7 @@ class SessionState:
     bypassed: int = 0
     preset: str | None = None  # the last preset applied, until the prompt changes otherwise
     blend_pair: tuple | None = None  # (a, b): the two prompts a studio blend weight moves between
+    recorder: object = None  # a recorder.Recorder while the session's output is recorded
     late: int = 0
     dropped: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2048))
@@ -463,10 +464,11 @@ class Service:
         elif isinstance(msg, P.Stats):
             self.send(identity, {"type": "stats", "req": req, "service": self.service_stats(),
                                  "sessions": [self.session_stats(state)]})
-        elif isinstance(msg, (P.UsePreset, P.SavePreset)):
-            op = "preset" if isinstance(msg, P.UsePreset) else "save_preset"
+        elif isinstance(msg, (P.UsePreset, P.SavePreset, P.Record)):
+            op, value = {P.UsePreset: "preset", P.SavePreset: "save_preset", P.Record: "record"}[type(msg)], \
+                msg.on if isinstance(msg, P.Record) else msg.name
             try:
-                result = self.apply_control(state, op, msg.name)
+                result = self.apply_control(state, op, value)
             except ControlError as exc:
                 self.error(identity, exc.code, exc.message, req=req, session=state.id)
                 return
@@ -652,6 +654,8 @@ class Service:
                     raise ControlError(P.ErrorCode.BAD_FIELD, f"enabled must be true/false or 1/0, got {value!r}")
                 state.enabled = bool(value)
                 return {"enabled": state.enabled}
+            if op == "record":
+                return self._record_control(state, P._bool(value, "record.on"))
             if op == "save_preset":
                 name = P._preset_name(value, "save_preset.name")
                 if not self.config.presets:
@@ -672,6 +676,31 @@ class Service:
         except StreamStyleError as exc:
             raise ControlError(exc.code, exc.message) from None
         raise ControlError(P.ErrorCode.BAD_FIELD, f"unknown control {op!r}")
+
+    def _record_control(self, state: SessionState, on: bool) -> dict:
+        if not on:
+            if state.recorder is None:
+                return {"recording": None, "frames": 0}
+            rec, state.recorder = state.recorder, None
+            return {"recorded": rec.path, "frames": rec.stop(), "skipped": rec.skipped}
+        if state.recorder is not None:
+            return {"recording": state.recorder.path}
+        import os
+        from datetime import datetime, timezone
+
+        from .recorder import Recorder
+
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        path = os.path.join(self.config.recordings_dir, f"session{state.id}-{stamp}.mp4")
+        try:
+            os.makedirs(self.config.recordings_dir, exist_ok=True)
+            state.recorder = Recorder(path, state.width, state.height, state.output_format)
+        except ModuleNotFoundError:
+            raise ControlError(P.ErrorCode.RECORDING_UNAVAILABLE, "recording needs the video extra: "
+                               "pip install 'streamstyle[video]'") from None
+        except OSError as exc:
+            raise ControlError(P.ErrorCode.RECORDING_UNAVAILABLE, f"cannot record to {path}: {exc}") from None
+        return {"recording": path}
 
     def _blend_control(self, state: SessionState, value) -> dict:
         """`weight` (0..1) between the session's blend pair, or `(a, b, weight)` setting the pair."""
@@ -810,6 +839,8 @@ class Service:
             "queue_ms": (start - t0) * 1000, "model_ms": model_ms, "write_ms": write_ms, "total_ms": total_ms}})
         if self.metrics is not None:
             self.metrics.on_frame(state.id, total_ms, late)
+        if state.recorder is not None:
+            state.recorder.offer(state.ring.output(msg.slot))
         if self.preview is not None and self.preview.wants(state.id, end):
             self.preview.hand_over(state.id, state.ring.output(msg.slot), state.width, state.height, state.output_format)
 
@@ -821,6 +852,9 @@ class Service:
         if state is None:
             return
         state.pending = None
+        if state.recorder is not None:
+            state.recorder.stop()
+            state.recorder = None
         self.stylizer.sync()  # no device work may still use the ring's memory
         try:
             self.stylizer.close_session(state.handle)
@@ -852,7 +886,8 @@ class Service:
                 "model_p50_ms": statistics.median(s.model_ms) if s.model_ms else None,
                 "cache_pages": self.stylizer.pages_in_use(s.handle), "prompt": _wire_prompt(s.prompt),
                 "steps": s.params.get("steps", DEFAULT_STEPS), "strength": s.params.get("strength", DEFAULT_STRENGTH),
-                "enabled": s.enabled, "bypassed": s.bypassed, "preset": s.preset}
+                "enabled": s.enabled, "bypassed": s.bypassed, "preset": s.preset,
+                "recording": s.recorder.path if s.recorder is not None else None}
 
     def service_stats(self) -> dict:
         ipc = 0

@@ -579,3 +579,47 @@ def test_log_json_writes_one_json_object_per_line(tmp_path, tiny_model):
     assert any("serving on" in x["message"] for x in lines)
     assert any(x["message"].startswith("session ") and " opened by " in x["message"] for x in lines), lines
     assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+
+
+# --- recording --------------------------------------------------------------------------------
+
+def test_a_recording_holds_the_frames_the_session_produced(make_service, tmp_path, gen):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import numpy as np
+
+    svc = make_service(recordings_dir=str(tmp_path / "rec"))
+    with Client(svc.address) as client:
+        session = client.open_session(W, H, reference_layout(W, H))
+        run_frames(client, session, gen, 2)  # not recorded
+        started = session.record(True)
+        assert started["recording"].startswith(str(tmp_path / "rec")) and session.stats()["recording"] == started["recording"]
+        outputs = []
+        for _ in range(5):
+            ev = run_frames(client, session, gen, 1)[0]
+            outputs.append(np.array(session.output(ev.slot))[..., :3].astype(np.float32))
+        stopped = session.record(False)
+        assert stopped["recorded"] == started["recording"] and stopped["frames"] == 5 and stopped["skipped"] == 0
+        assert session.stats()["recording"] is None
+        assert session.record(False)["frames"] == 0  # stopping twice is harmless
+        with pytest.raises(ServiceError) as e:
+            client.request({"type": "record", "session": session.id, "on": 1})
+        assert e.value.code == "bad_field"
+    reader = imageio_ffmpeg.read_frames(started["recording"])
+    meta = next(reader)
+    assert tuple(meta["size"]) == (W, H)
+    frames = [np.frombuffer(f, np.uint8).reshape(H, W, 3).astype(np.float32) for f in reader]
+    assert len(frames) == 5
+    for i, got in enumerate(frames):  # lossy H.264 of small random pictures: nearest its own frame, in order
+        errs = [float(np.abs(got - o).mean()) for o in outputs]
+        assert int(np.argmin(errs)) == i, errs
+
+
+def test_recording_without_a_writable_folder_is_refused(make_service, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    svc = make_service(recordings_dir=str(blocker / "sub"))
+    with Client(svc.address) as client:
+        session = client.open_session(W, H, reference_layout(W, H))
+        with pytest.raises(ServiceError) as e:
+            session.record(True)
+        assert e.value.code == "recording_unavailable" and session.stats()["recording"] is None

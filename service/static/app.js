@@ -46,6 +46,7 @@ function showStats(stats) {
       `  ${s.enabled ? "on" : "off (bypassed)"}${s.preset ? "  preset " + s.preset : ""}`;
     if (document.activeElement !== $("steps")) $("steps").value = String(s.steps);
     if (document.activeElement !== $("enabled")) $("enabled").checked = s.enabled;
+    if (document.activeElement !== $("record")) $("record").checked = s.recording !== null;
     if (document.activeElement !== $("strength")) {
       $("strength").value = String(Math.round(s.strength * 100));
       $("strength-value").textContent = fmt(s.strength, 2);
@@ -102,6 +103,7 @@ $("strength").addEventListener("input", (e) => {
   control("strength", v);
 });
 $("enabled").addEventListener("change", (e) => control("enabled", e.target.checked));
+$("record").addEventListener("change", (e) => control("record", e.target.checked));
 
 refreshStats();
 setInterval(refreshStats, 500);

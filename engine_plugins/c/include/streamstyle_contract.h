@@ -63,6 +63,8 @@
 #define SS_MAX_PORT                        65535
 #define SS_PREVIEW_MAX_FPS                 15
 #define SS_PREVIEW_MAX_WIDTH               640
+#define SS_RECORD_FPS                      30
+#define SS_RECORD_QUEUE_FRAMES             8
 #define SS_CONTROL_QUEUE_MAX               1024
 #define SS_DEVICE_PATTERN                  "cpu|cuda(:[0-9]+)\077"
 /* streamstyle.interop.protocol */
@@ -91,9 +93,10 @@
 #define SS_ERR_BAD_INPUT                   "bad_input"
 #define SS_ERR_UNKNOWN_PRESET              "unknown_preset"
 #define SS_ERR_NO_PRESETS_FILE             "no_presets_file"
+#define SS_ERR_RECORDING_UNAVAILABLE       "recording_unavailable"
 #define SS_ERR_INTERNAL                    "internal"
-#define SS_ERR_COUNT                       20
-#define SS_ERR_LIST                        "bad_message", "unknown_type", "bad_field", "protocol_mismatch", "hello_first", "unknown_session", "session_evicted", "bad_ring", "bad_slot", "bad_sequence", "not_ready", "session_limit", "cache_full", "bad_layout", "bad_resolution", "bad_prompt", "bad_input", "unknown_preset", "no_presets_file", "internal"
+#define SS_ERR_COUNT                       21
+#define SS_ERR_LIST                        "bad_message", "unknown_type", "bad_field", "protocol_mismatch", "hello_first", "unknown_session", "session_evicted", "bad_ring", "bad_slot", "bad_sequence", "not_ready", "session_limit", "cache_full", "bad_layout", "bad_resolution", "bad_prompt", "bad_input", "unknown_preset", "no_presets_file", "recording_unavailable", "internal"
 /* streamstyle.interop.shm */
 #define SS_SHM_MAX_SHM_NAME_CHARS          250
 #define SS_SHM_MIN_SLOTS                   3
