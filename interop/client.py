@@ -164,6 +164,19 @@ class ClientSession:
         self.client.request({"type": "params", "session": self.id, "params": params})
         self.params.update(params)
 
+    def use_preset(self, name: str) -> dict:
+        """Switch to the service's preset `name`; its reply (`prompt`, `params`). ServiceError
+        `unknown_preset` if the service has none of that name."""
+        return self.client.request({"type": "preset", "session": self.id, "name": name})
+
+    def save_preset(self, name: str) -> dict:
+        """Save the session's current look as preset `name` in the service's presets file."""
+        return self.client.request({"type": "save_preset", "session": self.id, "name": name})
+
+    def record(self, on: bool) -> dict:
+        """Start or stop recording the session's output (an MP4 in the service's recordings_dir)."""
+        return self.client.request({"type": "record", "session": self.id, "on": bool(on)})
+
     def stats(self) -> dict:
         return self.client.request({"type": "stats", "session": self.id})["sessions"][0]
 

@@ -31,6 +31,9 @@ class ErrorCode:
     BAD_RESOLUTION = "bad_resolution"
     BAD_PROMPT = "bad_prompt"
     BAD_INPUT = "bad_input"
+    UNKNOWN_PRESET = "unknown_preset"  # `preset` names no preset of the service's presets file
+    NO_PRESETS_FILE = "no_presets_file"  # `save_preset` on a service started without --presets
+    RECORDING_UNAVAILABLE = "recording_unavailable"  # `record` without the video extra, or an unwritable folder
     INTERNAL = "internal"
     # Local: never sent by the service.
     BAD_CONFIG = "bad_config"  # a service or model configuration

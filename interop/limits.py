@@ -55,7 +55,9 @@ MAX_HEIGHT = 4320
 # Output slot formats: bytes per pixel (RGBA, 8-bit unorm or half float).
 OUTPUT_FORMATS = ("rgba8", "rgba16f")
 OUTPUT_BYTES_PER_PIXEL = {"rgba8": 4, "rgba16f": 8}
-LATE_REASONS = ("dropped", "deadline", "service_restarted")  # "late" reasons; the last is the client's own, after a reconnect
+# "late" reasons: "service_restarted" is the client's own, after a reconnect; "bypassed": the session's
+# look is switched off (studio control `enabled = false`): show the raw frame.
+LATE_REASONS = ("dropped", "deadline", "service_restarted", "bypassed")
 DEFAULT_OUTPUT_FORMAT = "rgba8"
 
 # Frame parameters.
@@ -98,6 +100,18 @@ MIN_HEARTBEAT_MS = 10  # and reap_after_ms at least twice heartbeat_ms
 # Addresses.
 DEFAULT_TCP_PORT = 5599
 SOCKET_FILE = "streamstyle.sock"
+
+# Studio controls (presets, OSC, the preview page, metrics): preset names are also OSC address parts
+# and TOML keys, hence the pattern.
+MAX_PRESET_NAME_CHARS = 64
+PRESET_NAME_PATTERN = r"[A-Za-z0-9_.-]+"
+MAX_PRESETS = 256  # in one presets file
+MIN_PORT, MAX_PORT = 0, 65535  # metrics_port, osc_port, preview_port; 0 is off
+PREVIEW_MAX_FPS = 15  # the preview page's snapshots: the loop copies the newest output at most this often
+PREVIEW_MAX_WIDTH = 640  # ...and only every k-th pixel of each k-th row, k the least for this width
+RECORD_FPS = 30  # a recording's frame rate (one service frame, one video frame)
+RECORD_QUEUE_FRAMES = 8  # frames waiting for the encoder; more are left out of the recording and counted
+CONTROL_QUEUE_MAX = 1024  # commands from OSC and the page waiting for the loop; more are refused and counted
 
 # Devices a service or a command may run on: cpu, cuda or cuda:N.
 DEVICE_PATTERN = r"cpu|cuda(:[0-9]+)?"
@@ -179,6 +193,8 @@ _TABLE = (
      "`max_prompts` (4 for every shipped preset), old and new parts together while blending; `bad_prompt` beyond"),
     ("blend weight", f"{_num(MIN_BLEND_WEIGHT)} to {_num(MAX_BLEND_WEIGHT)}, finite", "each part's weight (normalised to sum 1)"),
     ("`blend_frames`", f"0 to {MAX_BLEND_FRAMES}", "`prompt`"),
+    ("preset name", f"1 to {MAX_PRESET_NAME_CHARS} characters of `{PRESET_NAME_PATTERN}`; at most {MAX_PRESETS} presets",
+     "`preset.name`, `save_preset.name`, the presets file"),
     ("`client` name", f"at most {MAX_CLIENT_NAME_CHARS} characters", "`hello`"),
     ("other strings", f"at most {MAX_STRING_CHARS} characters", "any string field not listed above"),
     ("`heartbeat_ms`", f"default {DEFAULT_HEARTBEAT_MS}, at least {MIN_HEARTBEAT_MS}", "service config; `welcome` says what applies"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
@@ -22,10 +23,11 @@ import msgpack
 from .errors import ErrorCode  # noqa: F401  (re-exported: the one list of codes)
 from .limits import (BACKENDS, CUDA_IPC_HANDLE_BYTES, JITTER_NUMBERS, MATRIX_NUMBERS, MAX_BLEND_FRAMES,  # noqa: F401
                      MAX_BLEND_WEIGHT, MAX_CLIENT_NAME_CHARS, MAX_DEADLINE_MS, MAX_DEVICE, MAX_DT_S, MAX_HEIGHT,
-                     MAX_HELLO_PROTOCOL, MAX_ID, MAX_MESSAGE_BYTES, MAX_PROMPT_CHARS, MAX_PROMPT_PARTS,
+                     MAX_HELLO_PROTOCOL, MAX_ID, MAX_MESSAGE_BYTES, MAX_PRESET_NAME_CHARS, MAX_PROMPT_CHARS, MAX_PROMPT_PARTS,
                      MAX_REGION_BYTES, MAX_SEED, MAX_SHM_NAME_CHARS, MAX_SLOTS, MAX_STEPS, MAX_STRENGTH,
                      MAX_STRING_CHARS, MAX_WIDTH, MIN_BLEND_WEIGHT, MIN_DEADLINE_MS, MIN_DEVICE, MIN_HEIGHT,
-                     MIN_SEED, MIN_SLOTS, MIN_STEPS, MIN_STRENGTH, MIN_WIDTH, OUTPUT_FORMATS, PROTOCOL_VERSION)
+                     MIN_SEED, MIN_SLOTS, MIN_STEPS, MIN_STRENGTH, MIN_WIDTH, OUTPUT_FORMATS, PRESET_NAME_PATTERN,
+                     PROTOCOL_VERSION)
 
 
 CONTEXT_FIELDS = ("req", "session", "seq")  # what an error reply echoes, so the peer can match it
@@ -334,7 +336,58 @@ class Close(Message):
     session: int = 0
 
 
-REQUESTS = {m.TYPE: m for m in (Hello, Open, Frame, SetPrompt, SetParams, Stats, Heartbeat, Close)}
+def _preset_name(v, name):
+    _str(v, name, MAX_PRESET_NAME_CHARS)
+    if not re.fullmatch(PRESET_NAME_PATTERN, v):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be 1 to {MAX_PRESET_NAME_CHARS} characters of "
+                                                 f"{PRESET_NAME_PATTERN}")
+    return v
+
+
+@dataclass(frozen=True)
+class UsePreset(Message):
+    """Switch a session to a named look of the service's presets file (prompt or blend, steps,
+    strength, blend_frames); `unknown_preset` if it has none of that name."""
+    TYPE: ClassVar[str] = "preset"
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, MAX_ID)),
+                              "name": (True, _preset_name)}
+    req: int = 0
+    session: int = 0
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class SavePreset(Message):
+    """Save the session's current look (prompt, steps, strength) under `name` in the presets
+    file, replacing one of that name; `no_presets_file` if the service was started without one."""
+    TYPE: ClassVar[str] = "save_preset"
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, MAX_ID)),
+                              "name": (True, _preset_name)}
+    req: int = 0
+    session: int = 0
+    name: str = ""
+
+
+def _bool(v, name):
+    if not isinstance(v, bool):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be true or false")
+    return v
+
+
+@dataclass(frozen=True)
+class Record(Message):
+    """Start (`on` true) or stop recording the session's output to an MP4 in the service's
+    `recordings_dir`."""
+    TYPE: ClassVar[str] = "record"
+    FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, MAX_ID)),
+                              "on": (True, _bool)}
+    req: int = 0
+    session: int = 0
+    on: bool = False
+
+
+REQUESTS = {m.TYPE: m for m in (Hello, Open, Frame, SetPrompt, SetParams, Stats, Heartbeat, Close, UsePreset, SavePreset,
+                                Record)}
 
 
 def parse_message(raw: dict) -> Message:

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 from ..interop.errors import DeviceError
 from ..interop.limits import (DEFAULT_DEADLINE_MS_CPU, DEFAULT_DEADLINE_MS_GPU, DEFAULT_HEARTBEAT_MS,
-                              DEFAULT_REAP_AFTER_MS, MIN_HEARTBEAT_MS, check_device_name)
+                              DEFAULT_REAP_AFTER_MS, MAX_PORT, MIN_HEARTBEAT_MS, MIN_PORT, check_device_name)
 from ..interop.limits import default_bind  # noqa: F401  (the contract's; re-exported)
 from ..model.errors import ConfigError
 
@@ -90,6 +90,15 @@ class ServiceConfig:
     # torch's intra-op threads; 0: every core this process may use (available_cpus()), whatever
     # OMP_NUM_THREADS says. A demo's engine on the same machine wants one core left to it.
     cpu_threads: int = 0
+    # The studio side (docs/operators.md), each off at 0: a Prometheus scrape port, an OSC (UDP)
+    # control port, a live preview page's HTTP port; all bound to `studio_host`.
+    metrics_port: int = 0
+    osc_port: int = 0
+    preview_port: int = 0
+    # Loopback unless the CURVE keys are set (the operator has opted into a networked service).
+    studio_host: str = "127.0.0.1"
+    presets: str | None = None  # a presets file (TOML, docs/operators.md); `save_preset` writes it
+    recordings_dir: str = "recordings"  # where `record` writes session<id>-<UTC time>.mp4
 
     @property
     def address(self) -> str:
@@ -138,6 +147,14 @@ class ServiceConfig:
             check_device_name(self.device)
         except DeviceError as exc:
             raise ConfigFieldError("device", exc.message) from None
+        for name in ("metrics_port", "osc_port", "preview_port"):
+            if not MIN_PORT <= getattr(self, name) <= MAX_PORT:
+                raise ConfigFieldError(name, f"must be a port in {MIN_PORT}..{MAX_PORT} (0: off), got {getattr(self, name)}")
+        if self.metrics_port and self.metrics_port == self.preview_port:  # both TCP (OSC is UDP)
+            raise ConfigFieldError("preview_port", f"metrics_port and preview_port are both {self.preview_port}")
+        if not (self.is_loopback_host(self.studio_host) or (self.curve_secret_key and self.curve_public_key)):
+            raise ConfigFieldError("studio_host", f"refusing to serve metrics, OSC or the preview on {self.studio_host!r}: "
+                                   "a non-loopback host needs the service's CURVE keys set")
         if self.max_sessions < 1:
             raise ConfigFieldError("max_sessions", f"must be >= 1, got {self.max_sessions}")
         if self.dtype not in ("auto", "fp32", "bf16", "fp16", "fp8"):
@@ -146,7 +163,10 @@ class ServiceConfig:
 
     @staticmethod
     def is_loopback(addr: str) -> bool:
-        host = urlparse(addr).hostname or ""
+        return ServiceConfig.is_loopback_host(urlparse(addr).hostname or "")
+
+    @staticmethod
+    def is_loopback_host(host: str) -> bool:
         if host == "localhost":
             return True
         try:

@@ -39,7 +39,7 @@ import zmq
 from .. import __version__
 from ..interop import RingError, import_ring
 from ..interop.layout import output_bytes  # noqa: F401  (also the service's public helper)
-from ..model.errors import (CacheFullError, InputError, LayoutError, PromptError, ResolutionError, StreamStyleError)
+from ..model.errors import (CacheFullError, ConfigError, InputError, LayoutError, PromptError, ResolutionError, StreamStyleError)
 from ..model.frame import FrameParams
 from ..model.layout import GBufferLayout
 from ..model.stylizer import Stylizer
@@ -47,8 +47,11 @@ from ..model.text import normalize_blend
 from ..interop import protocol as P
 from ..interop.limits import (BACKENDS, DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MIN_STEPS, SOCKET_HWM,
                               SOCKET_MAX_MESSAGE_BYTES)
+from ..interop.limits import MIN_BLEND_WEIGHT
 from .address import AddressInUseError, claim_address, in_use_message
 from .config import ServiceConfig
+from .control import Command, ControlError, ControlQueue
+from .presets import Preset, load_presets, save_presets
 
 log = logging.getLogger("streamstyle.service")
 
@@ -63,6 +66,7 @@ class GcWatch:
         self.in_frames = 0
         self.in_frame = False
         self._start: float | None = None
+        self.on_pause = None  # metrics' hook: (ms, in_frame)
 
     def __call__(self, phase: str, info: dict) -> None:
         if phase == "start":
@@ -76,6 +80,8 @@ class GcWatch:
         self.total_ms += ms
         self.max_ms = max(self.max_ms, ms)
         self.in_frames += int(self.in_frame)
+        if self.on_pause is not None:
+            self.on_pause(ms, self.in_frame)
 
     def stats(self) -> dict:
         return {"gc_collections": self.count, "gc_total_ms": round(self.total_ms, 3), "gc_max_ms": round(self.max_ms, 3),
@@ -117,6 +123,11 @@ class SessionState:
     blend: tuple | None = None  # (old parts, new parts, frames total, frames done)
     frames_in: int = 0
     done: int = 0
+    enabled: bool = True  # a studio control: off, frames are answered late "bypassed" (the engine shows its raw frame)
+    bypassed: int = 0
+    preset: str | None = None  # the last preset applied, until the prompt changes otherwise
+    blend_pair: tuple | None = None  # (a, b): the two prompts a studio blend weight moves between
+    recorder: object = None  # a recorder.Recorder while the session's output is recorded
     late: int = 0
     dropped: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2048))
@@ -140,6 +151,15 @@ def _parts(prompt) -> list[tuple[str, float]]:
     if prompt is None:
         return []
     return [(t, w) for t, w in normalize_blend(prompt, 1 if isinstance(prompt, str) else len(prompt)) if w > 0]
+
+
+def _wire_prompt(prompt):
+    """A session's prompt as the wire writes it: a string, [[text, weight], ...], or None."""
+    return prompt if prompt is None or isinstance(prompt, str) else [[t, w] for t, w in prompt]
+
+
+def _wire_preset(preset: Preset) -> dict:
+    return {"prompt": _wire_prompt(preset.prompt), **preset.params}
 
 
 class Service:
@@ -195,6 +215,52 @@ class Service:
         self.frames_total = 0
         self.errors_sent = 0
         self.gc_watch = GcWatch()
+        # The studio side (docs/operators.md): commands from other threads, presets, metrics,
+        # OSC and the preview page, each only when its config asks for it.
+        self.controls = ControlQueue()
+        self.controls_applied = 0
+        self.controls_rejected: dict[str, int] = {}
+        self.presets: dict[str, Preset] = {}
+        self.metrics = self.osc = self.preview = None
+        try:
+            self._start_studio()
+        except BaseException:
+            self._stop_studio()
+            self.sock.close(linger=0)
+            raise
+
+    def _start_studio(self) -> None:
+        try:
+            self._start_studio_parts()
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"metrics, OSC and the preview need the studio extra ({exc.name} is missing): "
+                              "pip install 'streamstyle[studio]'") from None
+        except OSError as exc:  # a port taken, a host this machine lacks
+            raise ConfigError(f"cannot listen for the studio side on {self.config.studio_host}: {exc}") from None
+
+    def _start_studio_parts(self) -> None:
+        cfg = self.config
+        if cfg.presets:
+            self.presets = load_presets(cfg.presets)
+        if cfg.metrics_port:
+            from .metrics import Metrics
+
+            self.metrics = Metrics(self)
+            self.metrics.serve(cfg.studio_host, cfg.metrics_port)
+            self.gc_watch.on_pause = self.metrics.on_gc
+        if cfg.osc_port:
+            from .osc import OscReceiver
+
+            self.osc = OscReceiver(self.controls, cfg.studio_host, cfg.osc_port)
+        if cfg.preview_port:
+            from .preview import PreviewServer
+
+            self.preview = PreviewServer(self.controls, cfg.studio_host, cfg.preview_port)
+
+    def _stop_studio(self) -> None:
+        for part in (self.metrics, self.osc, self.preview):
+            if part is not None:
+                part.close()
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -210,6 +276,8 @@ class Service:
 
     def error(self, identity: bytes, code: str, message: str, **context) -> None:
         self.errors_sent += 1
+        if self.metrics is not None:
+            self.metrics.on_error(code)
         self.send(identity, P.error_reply(code, message, **context))
 
     # --- the loop -------------------------------------------------------------------------
@@ -269,6 +337,7 @@ class Service:
                     break
                 self.handle(frames[0], *frames[1:])  # a DEALER sends one part; handle refuses more
                 self._answered(frames[0])
+        self.drain_controls()  # after the messages, before the frames: a change applies on the next frame
         for state in list(self.sessions.values()):
             if state.pending is not None:
                 self.run_frame(state)
@@ -315,6 +384,7 @@ class Service:
         for c in self.clients.values():
             self.send(c.identity, {"type": "bye"})
         self.sock.close(linger=100)
+        self._stop_studio()
 
     # --- messages -------------------------------------------------------------------------
 
@@ -394,6 +464,15 @@ class Service:
         elif isinstance(msg, P.Stats):
             self.send(identity, {"type": "stats", "req": req, "service": self.service_stats(),
                                  "sessions": [self.session_stats(state)]})
+        elif isinstance(msg, (P.UsePreset, P.SavePreset, P.Record)):
+            op, value = {P.UsePreset: "preset", P.SavePreset: "save_preset", P.Record: "record"}[type(msg)], \
+                msg.on if isinstance(msg, P.Record) else msg.name
+            try:
+                result = self.apply_control(state, op, value)
+            except ControlError as exc:
+                self.error(identity, exc.code, exc.message, req=req, session=state.id)
+                return
+            self.send(identity, {"type": "ok", "req": req, "session": state.id, **result})
         elif isinstance(msg, P.Close):
             self.close_session(state.id)
             self.send(identity, {"type": "closed", "req": req, "session": state.id})
@@ -473,26 +552,172 @@ class Service:
         ring.close()
 
     def set_prompt(self, state: SessionState, msg: P.SetPrompt) -> None:
-        """Switch now, or (blend_frames > 0) blend over the next frames. The protocol has already
-        refused weights the model would (each finite and above 0), so the blend's arithmetic
-        cannot divide by zero; a refused prompt leaves the session's prompt and blend as they were."""
-        new = msg.prompt if isinstance(msg.prompt, str) else list(msg.prompt)
         try:
-            if msg.blend_frames and state.prompt is not None:
-                old_parts, new_parts = _parts(state.prompt), _parts(msg.prompt)
-                if len(old_parts) + len(new_parts) > self.stylizer.config.max_prompts:
-                    raise PromptError(f"a blend from {len(old_parts)} to {len(new_parts)} prompt parts needs more "
-                                      f"than {self.stylizer.config.max_prompts} parts")
-                self.stylizer.prompts_ready(new_parts)  # encode now: a bad prompt fails here, not mid-blend
-                state.blend = (old_parts, new_parts, msg.blend_frames, 0)
-            else:
-                self.stylizer.set_prompt(state.handle, new)
-                state.blend = None
+            self.switch_prompt(state, msg.prompt, msg.blend_frames or 0)
         except PromptError as exc:
             self.error(state.owner, P.ErrorCode.BAD_PROMPT, exc.message, req=msg.req, session=state.id)
             return
-        state.prompt = msg.prompt
+        state.preset = None
         self.send(state.owner, {"type": "ok", "req": msg.req, "session": state.id})
+
+    def switch_prompt(self, state: SessionState, prompt, blend_frames: int = 0) -> None:
+        """Switch now, or (blend_frames > 0) blend over the next frames. The protocol has already
+        refused weights the model would (each finite and above 0), so the blend's arithmetic
+        cannot divide by zero; a refused prompt (PromptError) leaves the session's prompt and
+        blend as they were."""
+        new = prompt if isinstance(prompt, str) else list(prompt)
+        if blend_frames and state.prompt is not None:
+            old_parts, new_parts = _parts(state.prompt), _parts(prompt)
+            if len(old_parts) + len(new_parts) > self.stylizer.config.max_prompts:
+                raise PromptError(f"a blend from {len(old_parts)} to {len(new_parts)} prompt parts needs more "
+                                  f"than {self.stylizer.config.max_prompts} parts")
+            self.stylizer.prompts_ready(new_parts)  # encode now: a bad prompt fails here, not mid-blend
+            state.blend = (old_parts, new_parts, blend_frames, 0)
+        else:
+            self.stylizer.set_prompt(state.handle, new)
+            state.blend = None
+        state.prompt = prompt
+
+    # --- studio commands (OSC, the preview page, the preset messages) ----------------------
+
+    def drain_controls(self) -> None:
+        """Apply the commands other threads queued; each resolves its reply, if it has one."""
+        for cmd in self.controls.drain():
+            try:
+                result = self._control(cmd)
+            except ControlError as exc:
+                self.controls_rejected[cmd.source] = self.controls_rejected.get(cmd.source, 0) + 1
+                if self.metrics is not None:
+                    self.metrics.on_control(cmd.source, exc.code)
+                log.info("%s command %s refused: [%s] %s", cmd.source, cmd.op, exc.code, exc.message)
+                if cmd.reply is not None:
+                    cmd.reply.set_exception(exc)
+                continue
+            except Exception as exc:  # the loop outlives any one command
+                log.error("%s command %s failed:\n%s", cmd.source, cmd.op, traceback.format_exc())
+                if cmd.reply is not None:
+                    cmd.reply.set_exception(ControlError(P.ErrorCode.INTERNAL, f"{type(exc).__name__}"))
+                continue
+            self.controls_applied += 1
+            if self.metrics is not None:
+                self.metrics.on_control(cmd.source, "ok")
+            if cmd.reply is not None:
+                cmd.reply.set_result(result)
+
+    def _control(self, cmd: Command) -> dict:
+        if cmd.op == "stats":
+            return {"service": self.service_stats(), "sessions": [self.session_stats(s) for _, s in sorted(self.sessions.items())],
+                    "presets": {name: _wire_preset(p) for name, p in sorted(self.presets.items())}}
+        if cmd.session is None:
+            if len(self.sessions) != 1:
+                raise ControlError(P.ErrorCode.UNKNOWN_SESSION, f"name a session: {len(self.sessions)} are open")
+            state = next(iter(self.sessions.values()))
+        else:
+            state = self.sessions.get(cmd.session)
+            if state is None:
+                raise ControlError(P.ErrorCode.UNKNOWN_SESSION, f"no session {cmd.session}")
+        if cmd.op == "watch":
+            if self.preview is not None:
+                self.preview.watching = state.id
+            return {"session": state.id}
+        return self.apply_control(state, cmd.op, cmd.value)
+
+    def apply_control(self, state: SessionState, op: str, value) -> dict:
+        """One studio change to a session, checked by the protocol's own rules; ControlError
+        (and the session unchanged) if refused. Applies from the next frame on."""
+        try:
+            if op == "prompt":
+                prompt = P._prompt(value, "prompt")
+                self.switch_prompt(state, prompt)
+                state.preset = None
+                return {"prompt": _wire_prompt(prompt)}
+            if op == "preset":
+                name = P._preset_name(value, "preset")
+                preset = self.presets.get(name)
+                if preset is None:
+                    known = ", ".join(sorted(self.presets)) or "none"
+                    raise ControlError(P.ErrorCode.UNKNOWN_PRESET, f"no preset {name!r} (known: {known})")
+                self.switch_prompt(state, preset.prompt, preset.blend_frames)
+                state.params.update(preset.params)
+                state.preset = name
+                if not isinstance(preset.prompt, str) and len(preset.prompt) == 2:
+                    state.blend_pair = (preset.prompt[0][0], preset.prompt[1][0])
+                return {"prompt": _wire_prompt(preset.prompt), "params": preset.params}
+            if op == "blend":
+                return self._blend_control(state, value)
+            if op in ("steps", "strength"):
+                params = P._params({op: value}, "params")
+                state.params.update(params)
+                return {"params": params}
+            if op == "enabled":
+                if not isinstance(value, (bool, int)) or isinstance(value, int) and not isinstance(value, bool) and value not in (0, 1):
+                    raise ControlError(P.ErrorCode.BAD_FIELD, f"enabled must be true/false or 1/0, got {value!r}")
+                state.enabled = bool(value)
+                return {"enabled": state.enabled}
+            if op == "record":
+                return self._record_control(state, P._bool(value, "record.on"))
+            if op == "save_preset":
+                name = P._preset_name(value, "save_preset.name")
+                if not self.config.presets:
+                    raise ControlError(P.ErrorCode.NO_PRESETS_FILE, "this service was started without a presets file "
+                                       "(serve --presets FILE)")
+                if state.prompt is None:
+                    raise ControlError(P.ErrorCode.BAD_PROMPT, "the session has no prompt to save")
+                preset = Preset(name, state.prompt, state.params.get("steps"), state.params.get("strength"))
+                presets = {**self.presets, name: preset}
+                save_presets(self.config.presets, presets)  # written before it counts: a failure changes nothing
+                self.presets = presets
+                state.preset = name
+                return {"preset": {"name": name, **_wire_preset(preset)}}
+        except P.ProtocolError as exc:
+            raise ControlError(exc.code, exc.message) from None
+        except PromptError as exc:
+            raise ControlError(P.ErrorCode.BAD_PROMPT, exc.message) from None
+        except StreamStyleError as exc:
+            raise ControlError(exc.code, exc.message) from None
+        raise ControlError(P.ErrorCode.BAD_FIELD, f"unknown control {op!r}")
+
+    def _record_control(self, state: SessionState, on: bool) -> dict:
+        if not on:
+            if state.recorder is None:
+                return {"recording": None, "frames": 0}
+            rec, state.recorder = state.recorder, None
+            return {"recorded": rec.path, "frames": rec.stop(), "skipped": rec.skipped}
+        if state.recorder is not None:
+            return {"recording": state.recorder.path}
+        import os
+        from datetime import datetime, timezone
+
+        from .recorder import Recorder
+
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        path = os.path.join(self.config.recordings_dir, f"session{state.id}-{stamp}.mp4")
+        try:
+            os.makedirs(self.config.recordings_dir, exist_ok=True)
+            state.recorder = Recorder(path, state.width, state.height, state.output_format)
+        except ModuleNotFoundError:
+            raise ControlError(P.ErrorCode.RECORDING_UNAVAILABLE, "recording needs the video extra: "
+                               "pip install 'streamstyle[video]'") from None
+        except OSError as exc:
+            raise ControlError(P.ErrorCode.RECORDING_UNAVAILABLE, f"cannot record to {path}: {exc}") from None
+        return {"recording": path}
+
+    def _blend_control(self, state: SessionState, value) -> dict:
+        """`weight` (0..1) between the session's blend pair, or `(a, b, weight)` setting the pair."""
+        if isinstance(value, (list, tuple)) and len(value) == 3:
+            a, b, weight = P._str(value[0], "blend.a", P.MAX_PROMPT_CHARS), P._str(value[1], "blend.b", P.MAX_PROMPT_CHARS), value[2]
+            pair = (a, b)
+        else:
+            weight, pair = value, state.blend_pair
+            if pair is None and isinstance(state.prompt, tuple) and len(state.prompt) == 2:
+                pair = (state.prompt[0][0], state.prompt[1][0])
+            if pair is None:
+                raise ControlError(P.ErrorCode.BAD_FIELD, "no blend pair yet: send two prompts and a weight first")
+        weight = P._num(weight, "blend.weight", 0.0, 1.0)
+        parts = tuple((t, w) for t, w in ((pair[0], 1.0 - weight), (pair[1], weight)) if w >= MIN_BLEND_WEIGHT)
+        self.switch_prompt(state, parts if len(parts) > 1 else parts[0][0])
+        state.blend_pair, state.preset = pair, None
+        return {"prompt": _wire_prompt(state.prompt), "weight": weight}
 
     def queue_frame(self, state: SessionState, msg: P.Frame) -> None:
         if msg.slot >= state.ring.slots:
@@ -509,6 +734,8 @@ class Service:
             old = state.pending.msg
             state.dropped += 1
             state.ring.mark_released(old.slot, old.seq)
+            if self.metrics is not None:
+                self.metrics.on_late(state.id, "dropped")
             self.send(state.owner, {"type": "late", "session": state.id, "seq": old.seq, "slot": old.slot,
                                     "reason": "dropped"})
         state.pending = PendingFrame(msg, time.perf_counter(), prev_seq)
@@ -542,6 +769,15 @@ class Service:
             state.late += 1
             state.ring.mark_released(msg.slot, msg.seq)
             self.send(state.owner, {"type": "late", **reply, "reason": "deadline"})
+            if self.metrics is not None:
+                self.metrics.on_late(state.id, "deadline")
+            return
+        if not state.enabled:  # switched off by a studio control: the engine shows its raw frame
+            state.bypassed += 1
+            state.ring.mark_released(msg.slot, msg.seq)
+            self.send(state.owner, {"type": "late", **reply, "reason": "bypassed"})
+            if self.metrics is not None:
+                self.metrics.on_late(state.id, "bypassed")
             return
         if not state.ring.is_ready(msg.slot, msg.seq):
             # Refused without running, so it consumes nothing: its number goes back (nothing newer
@@ -601,6 +837,12 @@ class Service:
         state.model_ms.append(model_ms)
         self.send(state.owner, {"type": "done", **reply, "late": late, "timings": {
             "queue_ms": (start - t0) * 1000, "model_ms": model_ms, "write_ms": write_ms, "total_ms": total_ms}})
+        if self.metrics is not None:
+            self.metrics.on_frame(state.id, total_ms, late)
+        if state.recorder is not None:
+            state.recorder.offer(state.ring.output(msg.slot))
+        if self.preview is not None and self.preview.wants(state.id, end):
+            self.preview.hand_over(state.id, state.ring.output(msg.slot), state.width, state.height, state.output_format)
 
     def close_session(self, sid: int, abandoned: bool = False) -> None:
         """Close a session: pages back, ring unmapped. `abandoned`: its client was reaped as dead,
@@ -610,6 +852,9 @@ class Service:
         if state is None:
             return
         state.pending = None
+        if state.recorder is not None:
+            state.recorder.stop()
+            state.recorder = None
         self.stylizer.sync()  # no device work may still use the ring's memory
         try:
             self.stylizer.close_session(state.handle)
@@ -624,6 +869,8 @@ class Service:
         client = self.clients.get(state.owner)
         if client is not None:
             client.sessions.discard(sid)
+        if self.metrics is not None:
+            self.metrics.on_session_closed(sid)
         log.info("session %d closed", sid)
 
     # --- stats ----------------------------------------------------------------------------
@@ -637,7 +884,10 @@ class Service:
         return {"session": s.id, "width": s.width, "height": s.height, "frames_in": s.frames_in, "done": s.done,
                 "late": s.late, "dropped": s.dropped, "latency_p50_ms": pct(0.5), "latency_p99_ms": pct(0.99),
                 "model_p50_ms": statistics.median(s.model_ms) if s.model_ms else None,
-                "cache_pages": self.stylizer.pages_in_use(s.handle)}
+                "cache_pages": self.stylizer.pages_in_use(s.handle), "prompt": _wire_prompt(s.prompt),
+                "steps": s.params.get("steps", DEFAULT_STEPS), "strength": s.params.get("strength", DEFAULT_STRENGTH),
+                "enabled": s.enabled, "bypassed": s.bypassed, "preset": s.preset,
+                "recording": s.recorder.path if s.recorder is not None else None}
 
     def service_stats(self) -> dict:
         ipc = 0
@@ -648,4 +898,6 @@ class Service:
         return {"sessions": len(self.sessions), "clients": len(self.clients), "frames": self.frames_total,
                 "ipc_allocations_open": ipc, "cpu_threads": torch.get_num_threads(),
                 "errors_sent": self.errors_sent, "cache_pages_used": self.stylizer.cache.used_pages,
-                "cache_pages_free": self.stylizer.cache.blocks.num_free, **self.gc_watch.stats()}
+                "cache_pages_free": self.stylizer.cache.blocks.num_free, **self.gc_watch.stats(),
+                "controls_applied": self.controls_applied, "controls_rejected": sum(self.controls_rejected.values()),
+                "osc_bad": self.osc.bad if self.osc is not None else 0}

@@ -166,7 +166,9 @@ def test_to_toml_loads_back_to_the_same_config_and_never_prints_the_secret_key(t
                         preset="tiny", seed=9, heartbeat_ms=100, reap_after_ms=900, max_sessions=3,
                         deadline_ms=12.5, cache_pages=64, cache_page_elems=4096, evict_idle_after_s=1e20,
                         dtype="bf16", cuda_graphs=False, gc_between_frames=False, curve_secret_key="S" * 40,
-                        curve_public_key="P" * 40, cpu_threads=5).validate()
+                        curve_public_key="P" * 40, cpu_threads=5, metrics_port=9100, osc_port=9000,
+                        preview_port=8080, studio_host="10.0.0.7", presets="/studio/looks.toml",
+                        recordings_dir="/studio/takes").validate()
     assert all(getattr(cfg, f.name) != f.default for f in dataclasses.fields(cfg))  # every field exercised
     text = cfg.to_toml()
     assert "S" * 40 not in text and "# curve_secret_key = (set; not shown)" in text

@@ -27,7 +27,13 @@ import streamstyle
 ROOT = Path(streamstyle.__file__).resolve().parent
 # Top-level imports that an extra of pyproject.toml provides.
 EXTRA_IMPORTS = {"triton": "triton", "diffusers": "peers", "cuda": "cuda", "imageio_ffmpeg": "video", "PIL": "video",
-                 "panda3d": "panda3d", "gltf": "panda3d"}
+                 "panda3d": "panda3d", "gltf": "panda3d", "prometheus_client": "studio", "pythonosc": "studio"}
+# The modules that need an extra a plain install lacks: the Triton kernels, the Panda3D integration,
+# and the studio's metrics and OSC receiver (`serve --metrics/--osc` say which extra to install).
+NEED_EXTRA = {"triton": lambda m: m.endswith(".triton_kernel"),
+              "panda3d": lambda m: ".panda3d." in m or m.endswith(".panda3d_capture"),
+              "prometheus_client": lambda m: m == "streamstyle.service.metrics",
+              "pythonosc": lambda m: m == "streamstyle.service.osc"}
 # What the wheel must not ship: the tests, and setup.py (it would be `streamstyle.setup`).
 NOT_SHIPPED = ("tests/", "setup.py")
 
@@ -136,6 +142,8 @@ def test_the_wheel_ships_every_module_of_the_tree_and_the_default_weights(wheel)
     assert shipped - want == set(), "modules in the wheel that are not the package's"
     assert "streamstyle/model/weights/default/model.safetensors" in names
     assert "streamstyle/model/weights/default/config.json" in names
+    for name in ("index.html", "app.js", "style.css"):  # the preview page (serve --preview)
+        assert f"streamstyle/service/static/{name}" in names
     assert not [n for n in names if n.startswith(("streamstyle/docs/", "streamstyle/benchmarks/"))]
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
@@ -156,10 +164,9 @@ def test_the_installed_wheel_imports_every_module_and_runs_the_demo(installed, t
     assert walked["failed"] == {}
     # every module walked: all the source's but the root __init__ (the walk's start) and __main__
     assert len(walked["imported"]) + len(walked["need_extra"]) == len(source_modules()) - 2
-    # Only the Triton kernels and the Panda3D integration need an extra that the plain install lacks.
-    assert set(walked["need_extra"].values()) <= {"triton", "panda3d"}, walked["need_extra"]
-    assert all(m.endswith(".triton_kernel") or ".panda3d." in m or m.endswith("panda3d_capture")
-               for m in walked["need_extra"]), walked["need_extra"]
+    # Only the Triton kernels, the Panda3D integration and the studio's metrics and OSC need an extra that the plain install lacks.
+    assert set(walked["need_extra"].values()) <= set(NEED_EXTRA), walked["need_extra"]
+    assert all(NEED_EXTRA[top](m) for m, top in walked["need_extra"].items()), walked["need_extra"]
     assert "streamstyle.model.text" in walked["imported"] and "streamstyle.tools.demo" in walked["imported"]
 
     streamstyle_cmd = installed.parent / "streamstyle"

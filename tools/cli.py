@@ -143,7 +143,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
                                 preset=args.preset, deadline_ms=args.deadline_ms, dtype=args.dtype,
-                                cpu_threads=args.cpu_threads)
+                                cpu_threads=args.cpu_threads, metrics_port=args.metrics, osc_port=args.osc,
+                                preview_port=args.preview, presets=args.presets)
     if args.print_config:
         print(config.to_toml(), end="")
         return 0
@@ -152,8 +153,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..service.loader import build_stylizer, set_cpu_threads
     from ..service.server import Service
 
-    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from ..service.logs import configure
+
+    configure(logging.INFO if not args.quiet else logging.WARNING, as_json=args.log_json)
     check_device(config.device)  # the config file's device too, before the model loads
     claim_address(config.address)  # before the model loads: a taken address fails in a second
     threads = set_cpu_threads(config)
@@ -465,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the model's dtype (default auto: bf16 on a GPU, fp32 on the CPU; fp8: FP8 block GEMMs)")
     p.add_argument("--deadline-ms", type=float, help="frames not served within this are late (default: 100 GPU, 5000 CPU)")
     p.add_argument("--no-prompts", action="store_true", help="no prompt encoder (prompts are refused)")
+    p.add_argument("--metrics", type=int, metavar="PORT", help="Prometheus metrics on this loopback port (docs/operators.md)")
+    p.add_argument("--osc", type=int, metavar="PORT", help="OSC control on this loopback UDP port")
+    p.add_argument("--preview", type=int, metavar="PORT", help="the live preview page on this loopback port")
+    p.add_argument("--presets", metavar="FILE", help="a presets file (TOML) of named looks; save_preset writes it")
+    p.add_argument("--log-json", action="store_true", help="log one JSON object per line (docs/operators.md)")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_serve)

@@ -34,8 +34,9 @@
 #define SS_LATE_DROPPED                    "dropped"
 #define SS_LATE_DEADLINE                   "deadline"
 #define SS_LATE_SERVICE_RESTARTED          "service_restarted"
-#define SS_LATE_REASONS_COUNT              3
-#define SS_LATE_REASONS_LIST               "dropped", "deadline", "service_restarted"
+#define SS_LATE_BYPASSED                   "bypassed"
+#define SS_LATE_REASONS_COUNT              4
+#define SS_LATE_REASONS_LIST               "dropped", "deadline", "service_restarted", "bypassed"
 #define SS_DEFAULT_OUTPUT_FORMAT           "rgba8"
 #define SS_MIN_STEPS                       1
 #define SS_MAX_STEPS                       4
@@ -55,6 +56,16 @@
 #define SS_MIN_HEARTBEAT_MS                10
 #define SS_DEFAULT_TCP_PORT                5599
 #define SS_SOCKET_FILE                     "streamstyle.sock"
+#define SS_MAX_PRESET_NAME_CHARS           64
+#define SS_PRESET_NAME_PATTERN             "[A-Za-z0-9_.-]+"
+#define SS_MAX_PRESETS                     256
+#define SS_MIN_PORT                        0
+#define SS_MAX_PORT                        65535
+#define SS_PREVIEW_MAX_FPS                 15
+#define SS_PREVIEW_MAX_WIDTH               640
+#define SS_RECORD_FPS                      30
+#define SS_RECORD_QUEUE_FRAMES             8
+#define SS_CONTROL_QUEUE_MAX               1024
 #define SS_DEVICE_PATTERN                  "cpu|cuda(:[0-9]+)\077"
 /* streamstyle.interop.protocol */
 #define SS_CONTEXT_FIELD_REQ               "req"
@@ -80,9 +91,12 @@
 #define SS_ERR_BAD_RESOLUTION              "bad_resolution"
 #define SS_ERR_BAD_PROMPT                  "bad_prompt"
 #define SS_ERR_BAD_INPUT                   "bad_input"
+#define SS_ERR_UNKNOWN_PRESET              "unknown_preset"
+#define SS_ERR_NO_PRESETS_FILE             "no_presets_file"
+#define SS_ERR_RECORDING_UNAVAILABLE       "recording_unavailable"
 #define SS_ERR_INTERNAL                    "internal"
-#define SS_ERR_COUNT                       18
-#define SS_ERR_LIST                        "bad_message", "unknown_type", "bad_field", "protocol_mismatch", "hello_first", "unknown_session", "session_evicted", "bad_ring", "bad_slot", "bad_sequence", "not_ready", "session_limit", "cache_full", "bad_layout", "bad_resolution", "bad_prompt", "bad_input", "internal"
+#define SS_ERR_COUNT                       21
+#define SS_ERR_LIST                        "bad_message", "unknown_type", "bad_field", "protocol_mismatch", "hello_first", "unknown_session", "session_evicted", "bad_ring", "bad_slot", "bad_sequence", "not_ready", "session_limit", "cache_full", "bad_layout", "bad_resolution", "bad_prompt", "bad_input", "unknown_preset", "no_presets_file", "recording_unavailable", "internal"
 /* streamstyle.interop.shm */
 #define SS_SHM_MAX_SHM_NAME_CHARS          250
 #define SS_SHM_MIN_SLOTS                   3
