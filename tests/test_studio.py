@@ -109,6 +109,13 @@ def sample(samples, name, **labels):
     return hits[0]
 
 
+def count(samples, name, **labels):
+    """A labelled counter's value, 0 when the series was never created (nothing counted)."""
+    hits = [s.value for s in samples["__samples__"] if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(hits) <= 1, (name, labels, hits)
+    return hits[0] if hits else 0
+
+
 # --- metrics ------------------------------------------------------------------------------
 
 def test_a_scrape_counts_the_frames_and_the_late_and_dropped_ones(make_service, gen):
@@ -147,22 +154,26 @@ def test_dropped_deadline_and_errors_are_counted_by_reason_and_code(tmp_path, ti
         svc.tick()
         got = {e.seq: e for e in _events(client, svc, 2)}
         assert got[s1].status == "late" and got[s1].reason == "dropped" and got[s2].status == "done"
-        # One tick: `session`'s frame runs first (hundreds of ms on this CPU, past its own 1 ms
-        # deadline: done, late), and `other`'s, queued with it, has missed its deadline by then.
+        # Two frames with a 1 ms deadline, read in one tick: whichever runs first takes longer than
+        # that (done, late), or is already past it when its turn comes (late, deadline); the one
+        # behind it has missed its deadline by then. Which of the two the first is depends on the
+        # machine's load, so the expected counts are read off the answers the engine got.
         s3 = session.submit(frame_into(session, gen), params={"deadline_ms": 1.0})
         o1 = other.submit(frame_into(other, gen), params={"deadline_ms": 1.0})
         time.sleep(0.05)
         got = {(e.session.id, e.seq): e for e in _events(client, svc, 2)}
-        assert got[session.id, s3].status == "done" and got[session.id, s3].late
         assert got[other.id, o1].status == "late" and got[other.id, o1].reason == "deadline"
+        first = got[session.id, s3]
+        assert (first.status, first.late) == ("done", True) or (first.status, first.reason) == ("late", "deadline")
         client._send({"type": "frame", "session": session.id, "seq": 99, "slot": 7})  # bad_slot
         svc.tick()
         m = scrape(port)
         sid = str(session.id)
         assert sample(m, "streamstyle_frames_late_total", session=sid, reason="dropped") == 1
-        assert sample(m, "streamstyle_frames_late_total", session=sid, reason="after_deadline") == 1
+        assert count(m, "streamstyle_frames_late_total", session=sid, reason="after_deadline") == int(first.status == "done")
+        assert count(m, "streamstyle_frames_late_total", session=sid, reason="deadline") == int(first.status == "late")
         assert sample(m, "streamstyle_frames_late_total", session=str(other.id), reason="deadline") == 1
-        assert sample(m, "streamstyle_frame_latency_ms_count", session=sid) == 2
+        assert sample(m, "streamstyle_frame_latency_ms_count", session=sid) == 1 + int(first.status == "done")
         assert not [x for x in m["__samples__"] if x.name.startswith("streamstyle_frame_latency") and x.labels["session"] == str(other.id)]
         assert sample(m, "streamstyle_errors_total", code="bad_slot") == 1
         assert sample(m, "streamstyle_sessions") == 2 and sample(m, "streamstyle_clients") == 1
