@@ -204,7 +204,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(out=args.out, preset=args.preset, init=args.init, resume=args.resume, device=args.device,
                       size=args.size, frames=args.frames, batch=args.batch, steps=args.steps, lr=args.lr,
                       seed=args.seed, styles=args.styles, data=tuple(args.data or ()),
-                      reference_weight=args.reference_weight, allow_eval_scenes=args.allow_eval_scenes, checkpoint_every=args.checkpoint_every,
+                      reference_weight=args.reference_weight, allow_eval_scenes=args.allow_eval_scenes,
+                      checkpoint_every=args.checkpoint_every,
                       prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after)
     # A stop signal ends the run at the next step boundary, with a checkpoint that --resume continues.

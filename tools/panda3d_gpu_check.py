@@ -152,7 +152,7 @@ def format_table(report: dict) -> str:
     cols = [("render_ms", "engine render"), ("read_ms", "read"), ("pack_ms", "pack"), ("copy_ms", "H2D copy"),
             ("service_ms", "service"), ("model_ms", "model"), ("round_trip_ms", "round trip")]
     head = f"{'size':<10}{'frames':>7}" + "".join(f"{name:>22}" for _, name in cols)
-    lines = [f"{report['renderer']} | backend {report['backend']} | service on {report['device']}",
+    lines = [f"{report['renderer']} | scene {report['scene']} | backend {report['backend']} | service on {report['device']}",
              "ms, p50 / p99", head]
     for r in report["rows"]:
         line = f"{r['size'][0]}x{r['size'][1]:<5}{r['frames']:>7}"
@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1280x720,1920x1080")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--scene", default="helmet")
+    ap.add_argument("--scene", default="auto",
+                    help="a scene spec (engine_plugins/panda3d/scenes.py); auto: helmet if its asset is found, else "
+                         "Panda3D's own panda model (the GPU machine gets no shared assets)")
     ap.add_argument("--backend", default="cuda-ipc", choices=("cuda-ipc", "shm"))
     ap.add_argument("--device", default="cuda", help="the service's device")
     ap.add_argument("--egl-device", type=int, default=None, help="EGL device index (0: the first GPU); none: default")
@@ -183,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine_plugins.panda3d.headless import headless_base
     from ..interop.client import Client
 
+    if args.scene == "auto":
+        from ..engine_plugins.panda3d.scenes import find_asset
+
+        args.scene = "helmet" if find_asset("helmet") is not None else "panda"
     work = Path(tempfile.mkdtemp(prefix="ss-p3d-check-"))
     address = f"ipc://{work}/service.sock"
     service = ServiceProcess(address, args.device, args.weights, args.prompts, work)
