@@ -75,5 +75,6 @@ def contact_sheet(rows: dict[str, dict[str, "object"]], path, tile: tuple[int, i
             if c in row:
                 img = (row[c].detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
                 sheet.paste(Image.fromarray(img).resize(tile, Image.LANCZOS), (j * tw, y))
-    sheet.save(path, optimize=True)
+    # A 256-colour palette keeps a sheet of a dozen-odd stills small enough for the docs.
+    sheet.quantize(256, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
     return Path(path).stat().st_size

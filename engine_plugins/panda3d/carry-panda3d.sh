@@ -6,12 +6,12 @@
 #   DEST/panda3d-<ver>-cp312-stripped.tar.xz   the panda3d package + direct/, to untar into a site dir
 #   DEST/panda3d_gltf-*.whl                     the glTF loader (pure Python; its simplepbr dependency
 #                                               serves only its viewer and is left out: 2.4 MB)
-# Removed: ffmpeg (video), tinydisplay (software renderer), assimp and ptloader (other model
-# formats), Bullet, ODE and the physics/particles module, OpenAL audio, vision (webcams), VRPN, AI,
-# skel, the RenderPipeline light helper, direct's editors, Tk/wx panels and packaging tools, the
+# Removed: ffmpeg (video), tinydisplay (software renderer), assimp (other model
+# formats; ptloader stays: it brings in the egg loader), Bullet, ODE and the physics/particles module, OpenAL audio, vision (webcams), VRPN, AI,
+# skel, the RenderPipeline light helper, direct's level editor, Tk/wx panels and packaging tools, the
 # command-line tools (panda3d_tools/),
 # deploy_libs/ and interrogate's input files (pandac/input). Kept: libCg.so (libpanda links it),
-# libpandagl, libp3headlessgl (EGL), the egg loader and Panda3D's own models/.
+# libpandagl, libp3headlessgl (EGL), the egg loader and Panda3D's own models/ (less `environment`).
 # Size: 14 MB. A device call carries 64 MiB with the tracked tree (51.5 MB on 2026-12-01), so the
 # shared glTF assets do not fit beside it: the GPU check renders Panda3D's own `panda` model there.
 # Usage: engine_plugins/panda3d/carry-panda3d.sh [DEST] [PYTHON_VERSION (3.12)]
@@ -32,14 +32,17 @@ unzip -q "$dest"/download/panda3d-$ver-$tag-*.whl -d "$stage"
 (
   cd "$stage"
   rm -rf panda3d_tools deploy_libs pandac/input panda3d-$ver.dist-info/RECORD
-  (cd direct && rm -rf leveleditor tkpanels tkwidgets directtools directscripts dist p3d doc cluster wxwidgets)
+  (cd direct && rm -rf leveleditor tkpanels tkwidgets directscripts dist p3d doc cluster wxwidgets)
   cd panda3d
   rm -f libp3ffmpeg.so libp3tinydisplay.so libp3assimp.so libp3openal_audio.so libp3fmod_audio.so \
         libpandabullet.so.* bullet.*.so libpandaode.so.* ode.*.so libpandaphysics.so.* physics.*.so \
         libp3vision.so.* vision.*.so libp3vrpn.so.* vrpn.*.so libpandaai.so.* ai.*.so libpandaskel.so.* skel.*.so \
-        _rplight.*.so libp3ptloader.so
+        _rplight.*.so
+  # Panda3D's `environment` model and the editor's icons and sounds: 1.6 MB of barely compressible
+  # images, and a call carries 64 MiB with the tree; teapot, panda and the rest stay.
+  rm -rf models/environment.egg.pz models/maps/envir-* models/icons models/audio
 )
 out="$dest/panda3d-$ver-$tag-stripped.tar.xz"
-XZ_OPT=-9e tar -C "$stage" -cJf "$out" .
+XZ_OPT=-9 tar -C "$stage" -cJf "$out" .
 echo "$out: $(du -k "$out" | cut -f1) KiB (the wheel: $(du -k "$dest"/download/panda3d-$ver-$tag-*.whl | cut -f1) KiB)"
 du -ck "$out" "$dest"/*.whl | tail -1 | awk '{print "to carry in all: " $1 " KiB"}'
