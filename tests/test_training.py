@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from streamstyle.engine_plugins.reference_engine.oracles import STYLES
-from streamstyle.model.training.evaluate import EvalConfig, _frames, evaluate, score_sequence
+from streamstyle.model.training.evaluate import EvalConfig, evaluate, reference_sequences, score_sequence
 from streamstyle.model.training.trainer import TrainConfig, Trainer
 from streamstyle.model.weights import load_weights
 from streamstyle.model.stylizer import Stylizer
@@ -156,7 +156,8 @@ def test_fine_tuning_on_a_capture(tmp_path):
 @pytest.fixture(scope="module")
 def eval_frames():
     cfg = EvalConfig(seeds=[1000000], size=(48, 48), frames=4)
-    frames = _frames(1000000, cfg, "cpu")
+    (seq,) = reference_sequences(cfg, "cpu")
+    frames = seq.frames
     return frames, {n: [fn(f).float() for f in frames] for n, fn in STYLES.items()}
 
 

@@ -206,7 +206,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(out=args.out, preset=args.preset, init=args.init, resume=args.resume, device=args.device,
                       size=args.size, frames=args.frames, batch=args.batch, steps=args.steps, lr=args.lr,
                       seed=args.seed, styles=args.styles, data=tuple(args.data or ()),
-                      reference_weight=args.reference_weight, checkpoint_every=args.checkpoint_every,
+                      reference_weight=args.reference_weight, allow_eval_scenes=args.allow_eval_scenes,
+                      checkpoint_every=args.checkpoint_every,
                       prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after)
     # A stop signal ends the run at the next step boundary, with a checkpoint that --resume continues.
@@ -243,18 +244,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model = model.to(torch.bfloat16)
     encoder = PromptEncoder(device=args.device, max_tokens=model.config.max_prompt_tokens)
     cfg = EvalConfig(size=args.size, frames=args.frames, steps=args.steps, strength=args.strength)
-    if args.seeds:
-        cfg.seeds = [int(x) for x in args.seeds.split(",")]
-    elif args.set:
-        cfg.seeds = list(split(args.set).seeds)[: args.max_seeds]
-    if args.prompts_file:
-        try:
-            cfg.prompts = load_prompts_file(args.prompts_file)
-        except ValueError as exc:
-            print(f"streamstyle: error: {exc}", file=sys.stderr)
-            return 2
+    source, extra = None, {}
     try:
-        report = evaluate(Stylizer(model, encoder, device=args.device), cfg, progress=not args.quiet)
+        if args.set == "real":
+            # Real scenes rendered by Panda3D (the `panda3d` extra), scored by the same evaluate.
+            from ..tools.real_eval import RealScenes
+
+            source = RealScenes(args.scenes)
+            extra = {"source": source, "count": len(source), "set_name": "real"}
+        elif args.seeds:
+            cfg.seeds = [int(x) for x in args.seeds.split(",")]
+        elif args.set:
+            cfg.seeds = list(split(args.set).seeds)[: args.max_seeds]
+        if args.prompts_file:
+            cfg.prompts = load_prompts_file(args.prompts_file)
+        if args.styles != "all":
+            from ..engine_plugins.reference_engine.oracles import style_names
+
+            wanted = style_names(args.styles)
+            missing = [s for s in wanted if s not in cfg.prompts]
+            if missing:
+                raise ValueError(f"no phrasing for style(s) {', '.join(missing)} in the prompts")
+            cfg.prompts = {s: cfg.prompts[s] for s in wanted}
+    except ImportError as exc:
+        print(f"streamstyle: error: --set real needs Panda3D (pip install 'streamstyle[panda3d]'): {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"streamstyle: error: {exc}", file=sys.stderr)
+        return 2
+    stills: dict[str, dict] = {}
+    if args.stills:
+        # The last frame of each sequence: the engine's colour, then each style's output.
+        def keep(seq, style, outputs):
+            row = stills.setdefault(seq.name, {"engine": seq.frames[-1].color})
+            row[style] = outputs[-1]
+
+        extra["keep"] = keep
+    try:
+        report = evaluate(Stylizer(model, encoder, device=args.device), cfg, progress=not args.quiet, **extra)
     except ValueError as exc:
         print(f"streamstyle: error: {exc}", file=sys.stderr)
         return 2
@@ -264,6 +291,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         Path(args.json).write_text(_json.dumps(report, indent=2))
         print(f"report: {args.json}")
+    if args.stills:
+        from ..tools.real_eval import contact_sheet
+
+        size = contact_sheet(stills, args.stills)
+        print(f"stills: {args.stills} ({size / 1e3:.0f} kB)")
     return 0
 
 
@@ -379,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", help="a capture folder to train on (repeatable)")
     p.add_argument("--reference-weight", type=float, default=1.0,
                    help="share of reference-engine clips when --data is given (0: captures only)")
+    p.add_argument("--allow-eval-scenes", action="store_true",
+                   help="train on captures of the real-scene evaluation split (voids `eval --set real`)")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--frames", type=int, default=4, help="frames per clip")
@@ -422,11 +456,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="the model the table is for (default: the shipped default model)")
     p.set_defaults(func=cmd_prompt_table)
 
+    from ..engine_plugins.panda3d.realset import REAL_SCENES
+
     p = sub.add_parser("eval", help="fidelity, temporal stability and prompt adherence of a model")
     p.add_argument("--weights", help="a checkpoint (default: the shipped default model)")
     p.add_argument("--seeds", help="comma list of scene seeds")
-    p.add_argument("--set", default="heldout", help="a named split of seeds (default heldout)")
+    p.add_argument("--set", default="heldout",
+                   help="heldout (reference-engine seeds kept out of training; the default), train, or real "
+                        "(real scenes rendered by Panda3D, kept out of training; needs the panda3d extra)")
     p.add_argument("--max-seeds", type=int, default=4)
+    p.add_argument("--scenes", default="all", help=f"--set real: 'all' or a comma list of {', '.join(REAL_SCENES)}")
+    p.add_argument("--styles", default="all", help="'all' or a comma list of the styles to score")
     p.add_argument("--prompts-file", help='JSON {"style": ["phrasing", ...]}')
     p.add_argument("--size", type=parse_size, default=(512, 512))
     p.add_argument("--frames", type=int, default=16)
@@ -435,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"noise level history restarts from each frame (the service's default {DEFAULT_STRENGTH:g})")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--json", help="write the full report here")
+    p.add_argument("--stills", help="write a PNG contact sheet here: each sequence's last frame, engine and styled")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 

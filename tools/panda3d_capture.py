@@ -9,12 +9,14 @@ and the sun term (`extra` target). World positions are rebuilt from depth and th
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..engine_plugins.capture import CaptureWriter, FrameMeta
+from ..engine_plugins.panda3d.contract import panda3d_layout
 from ..engine_plugins.reference_engine.oracles import STYLES, style_names
 from ..engine_plugins.reference_engine.prompts import PHRASINGS
 from ..engine_plugins.reference_engine.record import EXTRAS, to_rgb8
@@ -59,13 +61,39 @@ def capture_planes(frame) -> dict[str, torch.Tensor]:
             "roughness": half["surface"], "motion": half["motion"], "metallic": half["motion"], "ids": ids}
 
 
+def render_panda3d(base, scene: str, frames: int, size: tuple[int, int], fps: float = 30.0, start: int = 0):
+    """Render `frames` frames of `scene` (its flythrough and moving objects from frame `start`) with
+    `base` and yield `(GBufferFrame, RenderedFrame, engine, camera)` per frame: the engine's read-back
+    (extras included) and the same frame as the oracles take it. The scene is removed afterwards."""
+    from ..engine_plugins.panda3d.gbuffer import GBufferPass
+    from ..engine_plugins.panda3d.scenes import build_scene
+
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    w, h = size
+    world = build_scene(base, scene)
+    gpass = GBufferPass(base, w, h, extras=True)
+    engine = {"name": "panda3d", "scene": scene, "renderer": base.win.getGsg().getDriverRenderer()}
+    cam = {"fov_y_deg": float(base.camLens.getFov()[1]), "near": gpass.depth_range[0], "far": gpass.depth_range[1]}
+    try:
+        prev_view = None
+        for i in range(frames):
+            world.pose(base, start + i, fps)
+            gpass.begin_frame(cut=i == 0)
+            base.graphicsEngine.renderFrame()
+            f = gpass.read()
+            yield f, to_rendered(f, i, fps, prev_view), engine, cam
+            prev_view = f.view
+    finally:
+        gpass.destroy()
+        world.root.removeNode()
+
+
 def record_panda3d_capture(out: str | Path, scene: str = "helmet", frames: int = 16, size: tuple[int, int] = (256, 192),
                            styles: str = "all", fps: float = 30.0, base=None) -> Path:
     """Render `frames` frames of `scene` (flythrough, moving objects) in Panda3D and write a capture
     with the chosen style targets. `base`: an existing headless ShowBase (one per process)."""
-    from ..engine_plugins.panda3d.gbuffer import GBufferPass
     from ..engine_plugins.panda3d.headless import headless_base
-    from ..engine_plugins.panda3d.scenes import build_scene
 
     if frames < 1:
         raise ValueError(f"frames must be at least 1, got {frames}")
@@ -74,26 +102,18 @@ def record_panda3d_capture(out: str | Path, scene: str = "helmet", frames: int =
     own = base is None
     base = base or headless_base(w, h)
     try:
-        world = build_scene(base, scene)
-        gpass = GBufferPass(base, w, h, extras=True)
-        engine = {"name": "panda3d", "scene": scene, "renderer": base.win.getGsg().getDriverRenderer()}
-        cam = {"fov_y_deg": float(base.camLens.getFov()[1]), "near": gpass.depth_range[0], "far": gpass.depth_range[1]}
-        prev_view = None
-        with CaptureWriter(out, w, h, fps, gpass.layout, extras=EXTRAS, styles={n: list(PHRASINGS[n]) for n in names},
-                           engine=engine, camera=cam) as writer:
-            for i in range(frames):
-                world.pose(base, i, fps)
-                gpass.begin_frame(cut=i == 0)
-                base.graphicsEngine.renderFrame()
-                f = gpass.read()
-                rf = to_rendered(f, i, fps, prev_view)
+        with ExitStack() as stack:
+            writer = None
+            for f, rf, engine, cam in render_panda3d(base, scene, frames, size, fps):
+                if writer is None:  # the engine and camera entries are known once the scene is built
+                    layout = panda3d_layout(w, h, (cam["near"], cam["far"]))
+                    writer = stack.enter_context(CaptureWriter(out, w, h, fps, layout, extras=EXTRAS,
+                                                               styles={n: list(PHRASINGS[n]) for n in names},
+                                                               engine=engine, camera=cam))
                 targets = {n: to_rgb8(STYLES[n](rf)) for n in names}
                 extras = {"world_pos": rf.world_pos.float(), "surface_pos": rf.surface_pos.half(), "sun": rf.sun.half()}
                 writer.append(capture_planes(f), targets=targets, extras=extras,
                               meta=FrameMeta(time=rf.time, cut=rf.cut, view=rf.view, proj=rf.proj))
-                prev_view = f.view
-        gpass.destroy()
-        world.root.removeNode()
     finally:
         if own:
             base.destroy()

@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 
 from ...engine_plugins.capture import CaptureReader
+from ...engine_plugins.panda3d.realset import REAL_SCENES, is_real_eval_capture
 from ...engine_plugins.reference_engine import CameraPath, Renderer, Scene
 from ...engine_plugins.reference_engine.gbuffers import to_planes
 from ...engine_plugins.reference_engine.oracles import STYLES, style_names
@@ -211,8 +212,14 @@ class CaptureClips:
     """Clips cut from capture folders that hold style targets. Each capture's manifest lists its
     styles and their phrasings; a clip takes `frames` consecutive frames of one capture."""
 
-    def __init__(self, folders: Sequence[str | Path], frames: int, seed: int = 0):
+    def __init__(self, folders: Sequence[str | Path], frames: int, seed: int = 0, allow_eval_scenes: bool = False):
         self.readers = [CaptureReader(f) for f in folders]
+        held = [str(r.path) for r in self.readers if is_real_eval_capture(r.manifest.get("engine"))]
+        if held and not allow_eval_scenes:
+            # The real-scene evaluation split only means something if no such scene was trained on.
+            raise ValueError(f"{', '.join(held)}: recorded from a scene of the real-scene evaluation split "
+                             f"({', '.join(REAL_SCENES)}); training on it would void `eval --set real` "
+                             f"(allow_eval_scenes / --allow-eval-scenes if that is really meant)")
         self.frames, self.seed = frames, seed
         usable = [r for r in self.readers if r.styles and len(r) >= frames]
         if not usable:

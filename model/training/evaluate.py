@@ -10,6 +10,11 @@ by a per-frame baseline (same steps, every frame a reset from noise, nothing car
   (exact motion vectors, depth-test occlusion), as a ratio to the oracle's own warp error;
 - adherence: the share of frames whose output is nearer (low-passed, L2) to the oracle of the
   asked style than to any other style's oracle.
+
+The frames come from a source of sequences (`Sequence`: a name, a seed, rendered frames). The
+held-out set's source is the reference engine at held-out seeds (`reference_sequences`); the real
+set's is a real engine (tools/real_eval.py: Panda3D on real scenes, the oracles applied to its
+G-buffers). Every source goes through the same `evaluate`: one computation, other data.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,10 +134,24 @@ class EvalConfig:
     fps: float = 30.0
 
 
-def _frames(seed: int, cfg: EvalConfig, device):
-    scene = Scene.generate(seed)
-    r = Renderer(scene, CameraPath(cfg.camera, seed=seed, extent=scene.extent), *cfg.size, fps=cfg.fps, device=device)
-    return [r.render(i) for i in range(cfg.frames)]
+@dataclass
+class Sequence:
+    """One camera path's frames (`RenderedFrame`s on the evaluation's device, cut on the first) as
+    a source hands them over; `seed` seeds the session's noise."""
+    name: str
+    seed: int
+    frames: list
+
+
+SequenceSource = Callable[[EvalConfig, torch.device], Iterable[Sequence]]
+
+
+def reference_sequences(cfg: EvalConfig, device) -> Iterable[Sequence]:
+    """The reference engine's scenes at `cfg.seeds`, along `cfg.camera`'s path."""
+    for seed in cfg.seeds:
+        scene = Scene.generate(seed)
+        r = Renderer(scene, CameraPath(cfg.camera, seed=seed, extent=scene.extent), *cfg.size, fps=cfg.fps, device=device)
+        yield Sequence(f"seed {seed}", seed, [r.render(i) for i in range(cfg.frames)])
 
 
 def _run(stylizer: Stylizer, frames, prompt: str, cfg: EvalConfig, seed: int, per_frame: bool) -> list[torch.Tensor]:
@@ -152,24 +172,36 @@ def _run(stylizer: Stylizer, frames, prompt: str, cfg: EvalConfig, seed: int, pe
         stylizer.close_session(session)
 
 
-def evaluate(stylizer: Stylizer, cfg: EvalConfig, progress: bool = True) -> dict:
+def evaluate(stylizer: Stylizer, cfg: EvalConfig, progress: bool = True, source: SequenceSource = reference_sequences,
+             count: int | None = None, set_name: str = "heldout",
+             keep: Callable[[Sequence, str, list[torch.Tensor]], None] | None = None) -> dict:
+    """Every style of `cfg.prompts` on every sequence of `source(cfg, device)` (`count` of them, for
+    the progress bar; default len(cfg.seeds)). The report's `sequences` names what was scored.
+    `keep(sequence, style, outputs)` is handed each temporal run's outputs ([H, W, 3] in [0, 1])."""
     device = stylizer.device
     unknown = sorted(set(cfg.prompts) - set(STYLES))
     if unknown:
         raise ValueError(f"the prompts name unknown styles: {', '.join(unknown)}; known: {', '.join(STYLES)}")
-    jobs = [(seed, style) for seed in cfg.seeds for style in cfg.prompts]
+    if cfg.frames < 1:
+        raise ValueError(f"frames must be at least 1, got {cfg.frames}")
+    count = len(cfg.seeds) if count is None else count
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), unit="sequence", desc="eval", dynamic_ncols=True)
+        bar = tqdm(total=count * len(cfg.prompts), unit="sequence", desc=f"eval {set_name}", dynamic_ncols=True)
     per_style: dict[str, dict[str, list[float]]] = {}
-    for i, seed in enumerate(cfg.seeds):
-        frames = _frames(seed, cfg, device)
+    names = []
+    for i, seq in enumerate(source(cfg, device)):
+        frames, seed = seq.frames, seq.seed
+        names.append(seq.name)
         oracles = {name: [fn(f).float() for f in frames] for name, fn in STYLES.items()}
         for style, phrasings in cfg.prompts.items():
             prompt = phrasings[i % len(phrasings)]
-            temporal = score_sequence(_run(stylizer, frames, prompt, cfg, seed, False), frames, style, oracles)
+            outputs = _run(stylizer, frames, prompt, cfg, seed, False)
+            if keep is not None:
+                keep(seq, style, outputs)
+            temporal = score_sequence(outputs, frames, style, oracles)
             baseline = score_sequence(_run(stylizer, frames, prompt, cfg, seed, True), frames, style, oracles)
             acc = per_style.setdefault(style, {})
             for name, value in (("psnr", temporal.psnr), ("ssim", temporal.ssim), ("warp_ratio", temporal.warp_ratio),
@@ -184,7 +216,8 @@ def evaluate(stylizer: Stylizer, cfg: EvalConfig, progress: bool = True) -> dict
     styles = {s: {k: statistics.fmean(v) for k, v in m.items()} for s, m in per_style.items()}
     keys = next(iter(styles.values())).keys() if styles else []
     overall = {k: statistics.fmean(s[k] for s in styles.values()) for k in keys}
-    return {"size": list(cfg.size), "frames": cfg.frames, "steps": cfg.steps, "seeds": cfg.seeds,
+    return {"set": set_name, "size": list(cfg.size), "frames": cfg.frames, "steps": cfg.steps,
+            "seeds": cfg.seeds if source is reference_sequences else [], "sequences": names,
             "styles": styles, "overall": overall}
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     pool: int = 0  # > 0: cycle through this many distinct clips (tests, overfitting checks)
     data: tuple[str, ...] = ()  # capture folders to train on as well
     reference_weight: float = 1.0  # share of clips from the reference engine when `data` is given
+    allow_eval_scenes: bool = False  # True: captures of the real-scene evaluation split may be trained on
     checkpoint_every: int = 500
     bank: int = 0  # > 0: draw reference clips from this many rendered shots (see ClipBank)
     refresh: int = 4  # with a bank: one new shot every this many clips drawn
@@ -103,7 +104,7 @@ def _source(cfg: TrainConfig, device):
         ref = ClipBank(ref, cfg.bank, cfg.refresh, seed=cfg.seed)
     if not cfg.data:
         return ref
-    caps = CaptureClips(cfg.data, cfg.frames, seed=cfg.seed)
+    caps = CaptureClips(cfg.data, cfg.frames, seed=cfg.seed, allow_eval_scenes=cfg.allow_eval_scenes)
     if cfg.reference_weight <= 0:
         return caps
     return MixedClips([(ref, cfg.reference_weight), (caps, 1.0)], seed=cfg.seed)
