@@ -31,7 +31,7 @@ EXTRA_IMPORTS = {"triton": "triton", "diffusers": "peers", "cuda": "cuda", "imag
 # The modules that need an extra a plain install lacks: the Triton kernels, the Panda3D integration,
 # and the studio's metrics and OSC receiver (`serve --metrics/--osc` say which extra to install).
 NEED_EXTRA = {"triton": lambda m: m.endswith(".triton_kernel"),
-              "panda3d": lambda m: ".panda3d." in m or m.endswith(".panda3d_capture"),
+              "panda3d": lambda m: ".panda3d." in m or m.endswith((".panda3d_capture", ".real_eval")),
               "prometheus_client": lambda m: m == "streamstyle.service.metrics",
               "pythonosc": lambda m: m == "streamstyle.service.osc"}
 # What the wheel must not ship: the tests, and setup.py (it would be `streamstyle.setup`).
