@@ -55,7 +55,8 @@ class Child:
         self.address = f"ipc://{work}/service.sock"
         self.config = work / "service.json"
         # Heartbeats as usual; a reap time long enough that a slow answer never drops the engine.
-        self.config.write_text(json.dumps({"max_sessions": 4, "reap_after_ms": 600000}))
+        self.config.write_text(json.dumps({"max_sessions": 4, "reap_after_ms": 600000,
+                                           "recordings_dir": str(work / "recordings")}))
         self.args = ["--preset", preset, "--quiet", "--config", str(self.config)] + ([] if prompts else ["--no-prompts"])
         self.start()
 

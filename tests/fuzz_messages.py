@@ -142,8 +142,10 @@ class Fuzzer:
             return m
         if kind == "frame":
             # Now and then a number already used (or the one just sent again): bad_sequence.
-            self.seq += 0 if rng.random() < 0.1 else 1
+            self.seq += 0 if rng.random() < 0.2 else 1
             seq = max(1, self.seq - rng.choice((0, 0, 0, 1, 5))) if rng.random() < 0.1 else self.seq
+            if rng.random() < 0.15:
+                seq = 1  # at or below the last frame of any session that ran one: bad_sequence
             m = {"type": "frame", "session": self._session(rng), "seq": seq, "slot": rng.randint(0, self.ring["slots"] - 1)}
             if rng.random() < 0.3:
                 m["view"] = [rng.uniform(-2, 2) for _ in range(16)]
@@ -169,6 +171,11 @@ class Fuzzer:
             return {"type": "heartbeat", "time": time.time()} if rng.random() < 0.5 else {"type": "heartbeat"}
         if kind == "close":
             return {"type": "close", "req": req, "session": self._session(rng)}
+        if kind in ("preset", "save_preset"):  # the fuzzed service has no presets file: unknown/none
+            return {"type": kind, "req": req, "session": self._session(rng),
+                    "name": rng.choice(("noir", "warm-watercolor", "x", "a" * 40))}
+        if kind == "record":
+            return {"type": "record", "req": req, "session": self._session(rng), "on": rng.random() < 0.5}
         raise ValueError(f"unknown request type {kind!r}")
 
     # --- breakage ------------------------------------------------------------------------------

@@ -53,7 +53,8 @@ def run(peer, sid, ring, layout, frames, first_seq):
 
 
 def test_generated_messages_never_crash_the_service_nor_touch_another_session(tmp_path, tiny_model, frame_factory):
-    cfg = ServiceConfig(bind=f"ipc://{tmp_path}/f.sock", heartbeat_ms=60000, reap_after_ms=600000, max_sessions=4)
+    cfg = ServiceConfig(bind=f"ipc://{tmp_path}/f.sock", heartbeat_ms=60000, reap_after_ms=600000, max_sessions=4,
+                        recordings_dir=str(tmp_path / "recordings"))  # `record` messages are fuzzed too
     svc = Service(cfg, Stylizer(tiny_model, PromptEncoder(max_tokens=16)), context=zmq.Context.instance())
     layout = reference_layout(W, H)
     frames = [frame_factory(W, H, layout) for _ in range(4)]
