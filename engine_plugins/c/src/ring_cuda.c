@@ -16,46 +16,12 @@
 #include <string.h>
 
 #include "cuda_api.h"
+#include "cuda_loader.h"
 #include "ring.h"
 
 #define SS_CUDA_ALIGN 512
 
-static struct {
-#define SS_FIELD(name, ret, args) ret(*name) args;
-    SS_CUDA_FUNCTIONS(SS_FIELD)
-#undef SS_FIELD
-    void *lib;
-    int state; /* 0 not tried, 1 loaded, -1 unavailable */
-    char why[160];
-} cu;
-
-static pthread_once_t cu_once = PTHREAD_ONCE_INIT;
-
-static void cu_load(void) {
-    static const char *const names[] = {"libcuda.so.1", "libcuda.so"};
-    for (size_t i = 0; i < sizeof names / sizeof *names && !cu.lib; i++) cu.lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-    if (!cu.lib) {
-        const char *e = dlerror();
-        strncpy(cu.why, e ? e : "libcuda.so.1 not found", sizeof cu.why - 1);
-        cu.state = -1;
-        return;
-    }
-#define SS_LOAD(name, ret, args)                                               \
-    *(void **)(&cu.name) = dlsym(cu.lib, #name);                            \
-    if (!cu.name) {                                                         \
-        strncpy(cu.why, "libcuda lacks " #name, sizeof cu.why - 1);         \
-        cu.state = -1;                                                      \
-        return;                                                             \
-    }
-    SS_CUDA_FUNCTIONS(SS_LOAD)
-#undef SS_LOAD
-    if (cu.cuInit(0) != 0) {
-        strncpy(cu.why, "cuInit failed: no usable CUDA device or driver", sizeof cu.why - 1);
-        cu.state = -1;
-        return;
-    }
-    cu.state = 1;
-}
+SS_CUDA_LOADER(SS_CUDA_FUNCTIONS)
 
 typedef struct cuda_impl {
     ss_CUdevice dev;

@@ -16,43 +16,9 @@
 
 #include "bridge.h"
 #include "cuda_ext_api.h"
+#include "cuda_loader.h"
 
-static struct {
-#define SX_FIELD(name, ret, args) ret(*name) args;
-    SSVK_CUDA_FUNCTIONS(SX_FIELD)
-#undef SX_FIELD
-    void *lib;
-    int state; /* 0 not tried, 1 loaded, -1 unavailable */
-    char why[160];
-} cu;
-
-static pthread_once_t cu_once = PTHREAD_ONCE_INIT;
-
-static void cu_load(void) {
-    static const char *const names[] = {"libcuda.so.1", "libcuda.so"};
-    for (size_t i = 0; i < sizeof names / sizeof *names && !cu.lib; i++) cu.lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-    if (!cu.lib) {
-        const char *e = dlerror();
-        strncpy(cu.why, e ? e : "libcuda.so.1 not found", sizeof cu.why - 1);
-        cu.state = -1;
-        return;
-    }
-#define SX_LOAD(name, ret, args)                                       \
-    *(void **)(&cu.name) = dlsym(cu.lib, #name);                    \
-    if (!cu.name) {                                                 \
-        strncpy(cu.why, "libcuda lacks " #name, sizeof cu.why - 1); \
-        cu.state = -1;                                              \
-        return;                                                     \
-    }
-    SSVK_CUDA_FUNCTIONS(SX_LOAD)
-#undef SX_LOAD
-    if (cu.cuInit(0) != 0) {
-        strncpy(cu.why, "cuInit failed: no usable CUDA device or driver", sizeof cu.why - 1);
-        cu.state = -1;
-        return;
-    }
-    cu.state = 1;
-}
+SS_CUDA_LOADER(SSVK_CUDA_FUNCTIONS)
 
 struct ssvk_cuda {
     ssvk_bridge *bridge;
