@@ -38,7 +38,7 @@ from .limits import OUTPUT_BYTES_PER_PIXEL, OUTPUT_FORMATS
 # Semantic channels: name -> number of components the model reads.
 SEMANTIC_CHANNELS: dict[str, int] = {
     "color": 3, "depth": 1, "normals": 3, "albedo": 3, "roughness": 1, "metallic": 1,
-    "motion": 2, "ids": 1,
+    "motion": 2, "ids": 1, "surface": 3,
 }
 
 # Component types: numpy dtype name -> bytes. (Torch has no full uint32: its views use int32.)
@@ -83,6 +83,9 @@ ENCODINGS: dict[str, tuple[str, ...]] = {
     "metallic": ("unit",),
     "motion": ("pixels", "uv", "ndc"),
     "ids": ("uint",),
+    # surface: the shaded point's position in its object's own frame (world units), so that it
+    # stays put on a moving object; engines without one leave the channel out.
+    "surface": ("object",),
 }
 
 REQUIRED_FOR_WARP = ("depth", "motion")
@@ -202,7 +205,7 @@ class GBufferLayout:
                                 f"but {ch.format} has {fmt.components}")
             if ch.resolved_encoding not in ENCODINGS[ch.name]:
                 problems.append(f"{where}: encoding {ch.encoding!r} is not one of {ENCODINGS[ch.name]}")
-            if (ch.name == "ids") != (fmt.dtype == "uint32"):
+            if (ch.name == "ids") != (fmt.dtype == "uint32") or (ch.name == "surface" and fmt.unorm):
                 problems.append(f"{where}: format {ch.format} does not suit this channel")
             if not (isinstance(ch.offset, int) and ch.offset >= 0):
                 problems.append(f"{where}: offset must be a non-negative integer, got {ch.offset!r}")
@@ -353,16 +356,21 @@ class GBufferLayout:
         return cls(tuple(channels)).validate()
 
 
-def reference_layout(width: int, height: int, depth_range: tuple[float, float] = (0.1, 1000.0)) -> GBufferLayout:
+def reference_layout(width: int, height: int, depth_range: tuple[float, float] = (0.1, 1000.0),
+                     surface: bool = False) -> GBufferLayout:
     """The layout the reference engine writes: planes back to back in one slot.
 
     color RGBA16F (linear HDR), depth R32F, normals RGBA16F (signed), albedo RGBA8, roughness and
-    metallic sharing one RG8 plane, motion RG16F in pixels, object ids R32_UINT.
+    metallic sharing one RG8 plane, motion RG16F in pixels, object ids R32_UINT; with `surface`,
+    the optional object-space surface position as RGBA16F after them (training and evaluation use
+    it; the engine-side examples and benchmarks keep the smaller slot without it).
     """
     spec = [("color", "rgba16f", 0, "linear_hdr"), ("depth", "r32f", 0, "linear"),
             ("normals", "rgba16f", 0, "signed"), ("albedo", "rgba8_unorm", 0, "unit"),
             ("roughness", "rg8_unorm", 0, "unit"), ("metallic", "rg8_unorm", 1, "unit"),
             ("motion", "rg16f", 0, "pixels"), ("ids", "r32_uint", 0, "uint")]
+    if surface:
+        spec.append(("surface", "rgba16f", 0, "object"))
     channels, offset, last_plane = [], 0, None
     for name, fmt, first, enc in spec:
         if first and last_plane is not None:  # shares the previous channel's plane

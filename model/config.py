@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
+# Version 1 (before the full-resolution refiner) still reads: its missing fields take their
+# defaults, so its DiT weights can start a version-2 run (`load_weights(..., partial=True)`).
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,10 @@ class ModelConfig:
     latent_channels: int = 3
     cond_channels: tuple[str, ...] = ("color", "depth", "normals", "albedo", "roughness", "metallic")
     guide_channels: tuple[str, ...] = ("color", "depth", "normals", "albedo")
-    decoder_width: int = 16
+    decoder_width: int = 16  # version 1's guided decoder (kept so its configs read; unused)
+    refiner_width: int = 32  # channels of the full-resolution refiner's two passes
+    id_features: int = 3  # object-id embedding width fed to the refiner (0: ids unused)
+    surface_features: int = 4  # Fourier features of the surface position (sin and cos of each)
     text_dim: int = 384  # all-MiniLM-L6-v2 hidden size
     max_prompt_tokens: int = 32  # per prompt, after tokenization
     max_prompts: int = 4  # parts of one weighted blend
@@ -67,12 +73,16 @@ class ModelConfig:
 
         problems = []
         for field_name in ("width", "depth", "heads", "patch", "latent_stride", "latent_channels",
-                           "decoder_width", "text_dim", "max_prompt_tokens", "max_prompts"):
+                           "decoder_width", "refiner_width", "text_dim", "max_prompt_tokens", "max_prompts"):
             value = getattr(self, field_name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{field_name} must be a positive integer, got {value!r}")
         if problems:
             raise ConfigError(f"model config {self.name!r}: " + "; ".join(problems))
+        for field_name in ("id_features", "surface_features"):
+            value = getattr(self, field_name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                problems.append(f"{field_name} must be a non-negative integer, got {value!r}")
         if self.width % self.heads:
             problems.append(f"width {self.width} is not a multiple of heads {self.heads}")
         if self.patch % self.latent_stride:
@@ -111,7 +121,7 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise ConfigError("model config must be a JSON object")
         version = data.pop("config_version", None)
-        if version != CONFIG_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ConfigError(f"model config version {version!r} is not supported "
                               f"(this build reads version {CONFIG_VERSION})")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -126,7 +136,8 @@ class ModelConfig:
 
 def _tiny() -> ModelConfig:
     return ModelConfig(name="tiny", width=32, depth=2, heads=2, mlp_ratio=2.0, patch=8,
-                       latent_stride=4, decoder_width=8, max_prompt_tokens=16, max_prompts=4)
+                       latent_stride=4, decoder_width=8, refiner_width=8, id_features=2, surface_features=2,
+                       max_prompt_tokens=16, max_prompts=4)
 
 
 def _default() -> ModelConfig:

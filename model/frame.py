@@ -2,8 +2,10 @@
 
 `stylize_frame` is the whole per-frame computation, and its only copy: pack the engine's planes
 (`prepare_frame`), apply a camera cut and warp the previous latent with the depth test, set each
-token's start level (`start_frame`), run 1-4 DiT steps (`sampler.flow_sample`), decode to RGB or
-straight into an engine output slot, and build the next state. Everything runs it: the service's
+token's start level (`start_frame`), run 1-4 DiT steps (`sampler.flow_sample`), warp the previous
+full-resolution frame with the same depth test (`frame_history`), finish the frame at full
+resolution with it (`refiner.Refiner`), write it as RGB or straight into an engine output slot,
+and build the next state (the frame itself is the next history). Everything runs it: the service's
 eager step (`Stylizer.step` / `step_into`), the CUDA graph (`FrameGraph` captures this function),
 `streamstyle bench` (the timed step is `Stylizer.step_into`; the stage breakdown runs this function
 with `trace`), evaluation (through `Stylizer`) and training's few-step phase, which unrolls it over
@@ -25,6 +27,7 @@ What always holds:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Callable
@@ -35,10 +38,14 @@ from ..kernels.gbuffer_pack import pack_gbuffers
 from ..kernels.warp import warp_previous
 from .config import ModelConfig
 from .errors import InputError
+from ..kernels.writeback import write_rgba
 from .layout import GBufferLayout, pack_specs
 from .network import StreamStyleModel
 from .sampler import MAX_STEPS, flow_sample, initial_latent, start_levels
 from .state import TemporalState
+
+# Layout channels the refiner reads when an engine has them (zeros in their place otherwise).
+OPTIONAL_INPUTS = ("ids", "surface")
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,10 @@ class FrameInputs:
     guide: torch.Tensor  # [B, Cguide, H, W] normalised G-buffers at full resolution
     depth: torch.Tensor  # [B, 1, h, w] linear depth at latent-pixel centres
     motion: torch.Tensor  # [B, 2, h, w] current-to-previous offset, in latent pixels
+    depth_full: torch.Tensor  # [B, 1, H, W] linear depth at full resolution
+    motion_full: torch.Tensor  # [B, 2, H, W] current-to-previous offset, in pixels
+    ids: torch.Tensor | None  # [B, H, W] object ids (the layout's, if it has them)
+    surface: torch.Tensor | None  # [B, H, W, 3] object-space surface position (if the layout has it)
 
 
 @dataclass
@@ -112,9 +123,12 @@ def prepare_frame(config: ModelConfig, layout: GBufferLayout, planes: dict[str, 
     the token stride is padded (`padded_size`, `pad_planes`): the inputs are at the padded size, and
     the caller crops the output back to width x height."""
     names = list(config.cond_channels) + [n for n in config.guide_channels if n not in config.cond_channels]
+    present = {ch.name for ch in layout.channels}
+    optional = [n for n in OPTIONAL_INPUTS if n in present and n in planes]
     pw, ph = padded_size(config, width, height)
     if (pw, ph) != (width, height):
-        planes = pad_planes({n: planes[n] for n in dict.fromkeys(names + ["depth", "motion"])}, width, height, pw, ph)
+        planes = pad_planes({n: planes[n] for n in dict.fromkeys(names + ["depth", "motion"] + optional)},
+                            width, height, pw, ph)
     specs = pack_specs(layout, names)
     s = config.latent_stride
     full, low = pack_gbuffers([planes[n] for n in names], specs, s)
@@ -131,7 +145,17 @@ def prepare_frame(config: ModelConfig, layout: GBufferLayout, planes: dict[str, 
     raw = planes["motion"][:, c::s, c::s, mch.first:mch.first + 2].permute(0, 3, 1, 2).float()
     # Python scalars, not a device tensor: no host-to-device copy, so this can run inside a CUDA graph.
     motion = torch.stack((raw[:, 0] * (sx / s), raw[:, 1] * (sy / s)), dim=1)
-    return FrameInputs(cond=low[:, :ncond], guide=guide, depth=depth, motion=motion)
+    depth_full = planes["depth"][..., dch.first:dch.first + 1].permute(0, 3, 1, 2).float()
+    raw = planes["motion"][..., mch.first:mch.first + 2].float()
+    motion_full = torch.stack((raw[..., 0] * sx, raw[..., 1] * sy), dim=1)
+    ids = surface = None
+    if "ids" in optional:
+        ids = planes["ids"][..., layout["ids"].first]
+    if "surface" in optional:
+        sch = layout["surface"]
+        surface = planes["surface"][..., sch.first:sch.first + 3]
+    return FrameInputs(cond=low[:, :ncond], guide=guide, depth=depth, motion=motion, depth_full=depth_full,
+                       motion_full=motion_full, ids=ids, surface=surface)
 
 
 def start_frame(config: ModelConfig, inputs: FrameInputs, state: TemporalState, noise: torch.Tensor,
@@ -145,8 +169,7 @@ def start_frame(config: ModelConfig, inputs: FrameInputs, state: TemporalState, 
         keep_kv, keep_ks = keep.view(1, -1, 1, 1, 1), keep.view(1, -1, 1, 1)
     else:  # a Python number: no host-to-device copy
         keep = keep_kv = keep_ks = 0.0 if reset else 1.0
-    kept = TemporalState(kv=state.kv * keep_kv, ks=state.ks * keep_ks, latent=state.latent, depth=state.depth,
-                         valid=state.valid * keep)
+    kept = dataclasses.replace(state, kv=state.kv * keep_kv, ks=state.ks * keep_ks, valid=state.valid * keep)
     lp = config.latent_patch
     _, _, h, w = noise.shape
     warped, valid = warp_previous(kept.latent, kept.depth, inputs.motion, inputs.depth, config.disocclusion_tolerance)
@@ -165,9 +188,9 @@ def stylize_frame(model: StreamStyleModel, layout: GBufferLayout, planes: dict[s
     state at the padded size (`padded_size`); noise [B, C, h, w] standard normal at that size.
     Returns RGB [B, 3, height, width] in [0, 1] (the padding margin cropped) and the next state
     (new tensors). With `out` = (bytes, format) the frame (B = 1) is decoded straight into an
-    engine output slot instead (`GuidedDecoder.forward_rgba`) and None is returned for the RGB.
+    engine output slot instead (`kernels.writeback`) and None is returned for the RGB.
     `trace`, if given, is called with each stage's name as it ends (pack, warp, dit_1 .. dit_K,
-    decode): a host-side hook for the bench, it sees no tensor.
+    history, decode): a host-side hook for the bench, it sees no tensor.
     Gradients flow when the caller enables them (training unrolls this function over a clip)."""
     cfg = model.config
     mark = trace if trace is not None else (lambda stage: None)
@@ -192,13 +215,25 @@ def stylize_frame(model: StreamStyleModel, layout: GBufferLayout, planes: dict[s
 
     x0, (kv, ks) = flow_sample(denoise, start.x, start.t0, params.steps, grid, lp)
     x0 = x0.clamp(-1.0, 1.0)
-    guide = inputs.guide.to(dt)
-    if out is None:
-        rgb = model.decoder(x0.to(dt), guide).float()[:, :, :height, :width]
-    else:
-        model.decoder.forward_rgba(x0.to(dt), guide, out[0], out[1], width, height)
+    history, mask = frame_history(cfg, inputs, start.state)
+    mark("history")
+    rgb_full = model.refiner(x0, inputs.guide.to(dt), history, mask, inputs.ids, inputs.surface, pooled,
+                             width, height)  # [B, 3, ph, pw] float32: the next frame's history
+    rgb = rgb_full[:, :, :height, :width]
+    if out is not None:
+        write_rgba(rgb[0], out[0], out[1])
         rgb = None
     mark("decode")
     nxt = TemporalState(kv=kv, ks=ks, latent=x0.float(), depth=inputs.depth.float(),
-                        valid=torch.ones_like(state.valid))
+                        valid=torch.ones_like(state.valid), image=rgb_full, image_depth=inputs.depth_full)
     return rgb, nxt
+
+
+def frame_history(config: ModelConfig, inputs: FrameInputs, state: TemporalState) -> tuple[torch.Tensor, torch.Tensor]:
+    """The refiner's history: the previous output frame warped by the engine's motion vectors at
+    full resolution, and its mask [B, 1, H, W] float (1 where the depth test keeps the pixel and the
+    state holds a frame; 0 on disocclusion, on a cut and on the first frame). `state` is the one
+    after the cut (`FrameStart.state`)."""
+    warped, valid = warp_previous(state.image, state.image_depth, inputs.motion_full, inputs.depth_full,
+                                  config.disocclusion_tolerance)
+    return warped, valid.float() * state.valid.view(-1, 1, 1, 1)

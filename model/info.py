@@ -2,7 +2,7 @@
 
 FLOPs count the matrix work (linear layers, convolutions, attention products) as 2 * multiply-adds,
 the same rule torch's FlopCounterMode uses; element-wise work is left out. Per step: one DiT forward.
-Per frame: `steps` DiT forwards plus what runs once (G-buffer embedding, decoder).
+Per frame: `steps` DiT forwards plus what runs once (G-buffer embedding, the full-resolution refiner).
 
 Bytes are a floor, what an ideally fused implementation must move through device memory (bf16
 weights and activations): per step the DiT weights once, and per block the residual stream read and
@@ -30,7 +30,7 @@ def count_parameters(config: ModelConfig) -> dict[str, int]:
     with torch.device("meta"):
         model = StreamStyleModel(config)
     return {"dit": sum(p.numel() for p in model.dit.parameters()),
-            "decoder": sum(p.numel() for p in model.decoder.parameters())}
+            "refiner": sum(p.numel() for p in model.refiner.parameters())}
 
 
 def dit_step_flops(config: ModelConfig, width: int, height: int) -> int:
@@ -57,10 +57,11 @@ def frame_once_flops(config: ModelConfig, width: int, height: int) -> int:
     t = (width // c.patch) * (height // c.patch)
     n = width * height
     g = 2 * t * c.width * cond_channel_count(c) * c.latent_patch ** 2  # G-buffer embed
-    c_in = c.latent_channels + sum(SEMANTIC_CHANNELS[x] for x in c.guide_channels)
-    k = c.decoder_width
-    dec = 2 * n * k * c_in * 9 + 2 * n * k * k + 2 * n * 3 * k
-    return g + dec
+    guide = sum(SEMANTIC_CHANNELS[x] for x in c.guide_channels)
+    c_in = 3 + guide + 3 + 1 + 2 + 2 + c.id_features + 2 * c.surface_features  # model/refiner.py
+    k = c.refiner_width
+    ref = 2 * n * k * c_in * 9 + 2 * n * k * k + 2 * n * k * k * 9 + 2 * n * 4 * k  # two 3x3 + 1x1 passes
+    return g + ref
 
 
 def model_info(config: ModelConfig, width: int, height: int, steps: int = 2,
@@ -80,12 +81,13 @@ def model_info(config: ModelConfig, width: int, height: int, steps: int = 2,
     latent_bytes = 2 * (width // c.latent_stride) * (height // c.latent_stride) * c.latent_channels * BF16
     step_bytes = params["dit"] * BF16 + c.depth * block_bytes + latent_bytes
     frame_io = reference_layout(width, height).slot_bytes(width, height) + 4 * width * height
-    once_bytes = frame_io + params["decoder"] * BF16 + 2 * spec.nbytes
+    once_bytes = frame_io + params["refiner"] * BF16 + 2 * spec.nbytes \
+        + 4 * width * height * c.refiner_width * BF16  # the refiner's inputs and middle layer, written and read once
     return {
         "preset": c.name,
         "width": width, "height": height, "steps": steps,
-        "parameters": params["dit"] + params["decoder"],
-        "parameters_dit": params["dit"], "parameters_decoder": params["decoder"],
+        "parameters": params["dit"] + params["refiner"],
+        "parameters_dit": params["dit"], "parameters_refiner": params["refiner"],
         "token_stride": c.patch,
         "tokens_per_frame": tokens,
         "latent_size": [width // c.latent_stride, height // c.latent_stride],
@@ -109,7 +111,7 @@ def format_info(info: dict) -> str:
     rows = [
         ("preset", info["preset"]),
         ("frame", f"{info['width']}x{info['height']}, {info['steps']} steps"),
-        ("parameters", f"{info['parameters']:,} (DiT {info['parameters_dit']:,}, decoder {info['parameters_decoder']:,})"),
+        ("parameters", f"{info['parameters']:,} (DiT {info['parameters_dit']:,}, refiner {info['parameters_refiner']:,})"),
         ("token stride", f"{info['token_stride']} px"),
         ("tokens per frame", f"{info['tokens_per_frame']:,}"),
         ("latent", "x".join(map(str, info["latent_size"]))),

@@ -1,7 +1,8 @@
 """Temporal state of one session: what carries from frame t to frame t+1.
 
-Per layer, the linear-attention running sums; and the previous output latent and its depth (for the
-warp and the disocclusion test), and whether they hold a frame yet. The size depends on the config
+Per layer, the linear-attention running sums; the previous output latent and its depth (for the
+warp and the disocclusion test); the previous output frame at full resolution and its depth (the
+refiner's history, warped and depth-tested the same way); and whether they hold a frame yet. The size depends on the config
 and the frame size only, never on how many frames ran. `StateSpec` fixes the field order and shapes
 so a state flattens to one float32 vector (what the paged cache stores) and back, as views.
 """
@@ -24,6 +25,8 @@ class TemporalState:
     latent: torch.Tensor  # [B, C, h, w] previous output latent
     depth: torch.Tensor  # [B, 1, h, w] previous linear depth at latent resolution
     valid: torch.Tensor  # [B] 1.0 where latent and depth hold a previous frame, else 0.0
+    image: torch.Tensor  # [B, 3, H, W] previous output frame in [0, 1] at the (padded) full resolution
+    image_depth: torch.Tensor  # [B, 1, H, W] its linear depth
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class StateSpec:
             "latent": (b, c.latent_channels, h, w),
             "depth": (b, 1, h, w),
             "valid": (b,),
+            "image": (b, 3, self.height, self.width),
+            "image_depth": (b, 1, self.height, self.width),
         }
 
     @property

@@ -26,7 +26,7 @@ from ..kernels.finite import all_finite_reference
 from .cache import CacheConfig, PagedStateCache
 from .errors import (InputError, LayoutError, PromptError, ResolutionError, SessionError,
                      SessionEvictedError)
-from .frame import FrameParams, PromptContext, padded_size, stylize_frame
+from .frame import OPTIONAL_INPUTS, FrameParams, PromptContext, padded_size, stylize_frame
 from .layout import FORMATS, REQUIRED_FOR_WARP, GBufferLayout
 from .network import StreamStyleModel
 from .state import StateSpec
@@ -172,7 +172,9 @@ class Stylizer:
 
         finite = ()
         if self.check_finite:
-            finite = tuple(n for n in self._needed if FORMATS[s.layout[n].format][0].is_floating_point)
+            present = {ch.name for ch in s.layout.channels}
+            names = self._needed + tuple(n for n in OPTIONAL_INPUTS if n in present)
+            finite = tuple(n for n in names if FORMATS[s.layout[n].format][0].is_floating_point)
         return FrameGraph(self.model, s.layout, s.width, s.height, steps, self.device, out_format=out_format,
                           finite=finite)
 
@@ -201,7 +203,8 @@ class Stylizer:
         else:
             raise InputError(f"a frame is a slot tensor or a mapping of channel tensors, not {type(frame).__name__}")
         out = {}
-        for name in self._needed:
+        present = {ch.name for ch in layout.channels}
+        for name in self._needed + tuple(n for n in OPTIONAL_INPUTS if n in present):
             if name not in planes:
                 raise InputError(f"frame lacks channel {name!r}")
             x = planes[name]

@@ -66,8 +66,11 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
     return path, sibling if sibling.exists() else None
 
 
-def load_weights(path: str | Path, device: str | torch.device = "cpu") -> StreamStyleModel:
-    """Load a checkpoint folder or `.safetensors` file onto `device`, in eval mode."""
+def load_weights(path: str | Path, device: str | torch.device = "cpu", partial: bool = False) -> StreamStyleModel:
+    """Load a checkpoint folder or `.safetensors` file onto `device`, in eval mode. `partial`
+    (fine-tuning from an older model, e.g. a version-1 checkpoint without the refiner): tensors
+    the config's model lacks are ignored, missing ones keep their fresh initialisation (listed in
+    `model.partial_load`), and shape mismatches still fail."""
     weights, config_file = _locate(Path(path))
     try:
         tensors = load_file(str(weights))
@@ -88,6 +91,11 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> Stream
     unexpected = sorted(set(tensors) - set(expected))
     shapes = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs config {tuple(expected[k].shape)}"
               for k in sorted(set(expected) & set(tensors)) if tensors[k].shape != expected[k].shape]
+    if partial and not shapes:
+        keep = {k: v for k, v in tensors.items() if k in expected}
+        model.load_state_dict(keep, strict=False)
+        model.partial_load = {"missing": missing, "ignored": unexpected}
+        return model.to(device).eval()
     if missing or unexpected or shapes:
         def few(items):
             return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")

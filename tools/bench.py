@@ -6,8 +6,9 @@ Per size and step count:
   float32 reference kernels on the same frame; a failed check is reported and nothing of that
   configuration is timed;
 - model step: `Stylizer.step` p50 / p99 (device events on a GPU);
-- stages: pack, warp + start, each DiT step, decode + write-back (one pass: the decoder writes the
-  engine's output format): the same frame function the step runs, called eagerly with a device
+- stages: pack, warp + start, each DiT step, history (the previous frame warped at full
+  resolution), refine + write-back (the refiner's passes and the write into the engine's output
+  format): the same frame function the step runs, called eagerly with a device
   event at the end of each stage (so they add up to more than the graphed step: each stage pays
   its launches);
 - memory: peak device memory of the model alone and the extra a session of that size adds;
@@ -115,8 +116,14 @@ def check_and_time(model32: StreamStyleModel, w: int, h: int, steps: int, dtype:
     model = StreamStyleModel(cfg).to(device)
     model.load_state_dict(model32.state_dict())
     model = cast_model(model, dtype)
-    ref = Stylizer(model32, device=device)
-    sty = Stylizer(model, device=device, cuda_graphs=graphs)  # as the service: finiteness checked
+    from ..model.cache import CacheConfig
+    from ..model.frame import padded_size
+    from ..model.state import StateSpec
+
+    # One session's pages (at 4K its full-resolution history is most of them) and the null page.
+    cache = CacheConfig(num_pages=CacheConfig().pages_for(StateSpec(cfg, *padded_size(cfg, w, h)).numel) + 1)
+    ref = Stylizer(model32, device=device, cache=cache)
+    sty = Stylizer(model, device=device, cuda_graphs=graphs, cache=cache)  # as the service: finiteness checked
     params = FrameParams(steps=steps)
     sr, ss = ref.open_session(w, h, layout, seed=1), sty.open_session(w, h, layout, seed=1)
     previous = kernel_backend.get_backend()
@@ -190,8 +197,9 @@ def stage_times(model: StreamStyleModel, w: int, h: int, steps: int, device: tor
     over reps frames after a warm-up frame. The frames run as a session opened with `seed` runs
     them (the state carried, the noise drawn from a device generator seeded with `seed`), so the
     last one, left in `out` when given, is the frame `Stylizer.step_into` gives for the same slot.
-    Keys: pack, warp (cut, warp, start levels, G-buffer embedding), dit_1 .. dit_K, decode (the
-    decoder's pass, which writes the engine's output format: the write-back is part of it)."""
+    Keys: pack, warp (cut, warp, start levels, G-buffer embedding), dit_1 .. dit_K, history (the
+    full-resolution warp of the previous frame), decode (the refiner's passes and the write into
+    the engine's output format)."""
     cfg = model.config
     layout = reference_layout(w, h)
     slot = random_slot(layout, w, h, device, gen)
@@ -392,7 +400,7 @@ def format_bench(report: dict) -> str:
              f"on {report['card']}; card {report['floor']['matmul_tflops']:.3g} TFLOP/s matmul, "
              f"{report['floor']['copy_gbps']:.0f} GB/s copy", ""]
     lines.append(f"{'size':>10} {'steps':>5} {'check':>7} {'step p50':>9} {'p99':>7} {'floor':>7} {'x floor':>8} "
-                 f"{'pack':>6} {'warp':>6} {'dit/step':>8} {'decode+write':>12} {'peak MiB':>9}")
+                 f"{'pack':>6} {'warp':>6} {'dit/step':>8} {'history':>7} {'refine+write':>12} {'peak MiB':>9}")
     for r in report["rows"]:
         if r["status"] != "ok":
             why = r.get("reason", f"relative error {r['rel_err_vs_fp32']:.1e}")
@@ -402,7 +410,7 @@ def format_bench(report: dict) -> str:
         dit = statistics.fmean(v for k, v in st.items() if k.startswith("dit_"))
         lines.append(f"{r['size']:>10} {r['steps']:>5} {r['rel_err_vs_fp32']:>7.0e} {r['p50_ms']:>9.2f} {r['p99_ms']:>7.2f} "
                      f"{r['floor_ms']:>7.2f} {r['floor_ratio']:>8.1f} {st['pack']:>6.2f} {st['warp']:>6.2f} {dit:>8.2f} "
-                     f"{st['decode']:>12.2f} {r.get('session_peak_mib', float('nan')):>9.0f}")
+                     f"{st.get('history', float('nan')):>7.2f} {st['decode']:>12.2f} {r.get('session_peak_mib', float('nan')):>9.0f}")
     lines.append("(ms; stages: the frame function run eagerly, marked at each stage's end; the step as the service runs it)")
     if report["service"]:
         lines += ["", "Through the service (another process, real client, prompt switches):",

@@ -26,6 +26,8 @@ def _source(frame: RenderedFrame, name: str, encoding: str, width: int, height: 
         if encoding == "ndc":
             return m / torch.tensor([width / 2.0, -height / 2.0], dtype=m.dtype, device=m.device)
         return m
+    if name == "surface":
+        return frame.surface_pos
     return getattr(frame, name)
 
 

@@ -54,7 +54,7 @@ class ReferenceClips:
         self.split = split(split_name)
         self.device = torch.device(device)
         self.seed = seed
-        self.layout = reference_layout(width, height)
+        self.layout = reference_layout(width, height, surface=True)  # the reference engine has a surface channel
 
     def _shot(self, rng: random.Random):
         scene_seed = rng.randrange(self.split.seeds.start, self.split.seeds.stop)

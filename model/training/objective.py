@@ -1,35 +1,38 @@
 """The training objective for one batch of clips, frame by frame as the service runs them.
 
 Per frame f of each clip:
-- the previous latent is the model's own estimate for frame f-1 (rollout; detached), warped with
-  the exact motion vectors; the depth test marks disoccluded tokens; frame 0 and cuts have none;
+- the previous latent and the previous full-resolution frame are the model's own outputs for frame
+  f-1 (rollout; detached), warped with the exact motion vectors; the depth test marks disoccluded
+  tokens and pixels; frame 0 and cuts have none;
 - each token gets the sampler's start level t0 (`strength` where history is kept, 1 elsewhere,
   strength drawn per clip) and the start x_init = (1 - t0) * warped + t0 * noise;
-- the path is the straight line from x_init (at t0) to the oracle's latent z (at 0): at a random
-  fraction u of the way, x_t = z + u * (x_init - z), t = u * t0, and the target velocity is
-  (x_init - z) / t0, so Euler steps from x_init reach z. For disoccluded tokens this is plain flow
-  matching from noise;
-- the linear-attention sums carry from frame to frame with gradients (truncated at the clip);
-- the decoder learns to turn the oracle's latent into the full-resolution target, guided by the
-  G-buffers (L1).
+- **flow phase**: the path is the straight line from x_init (at t0) to the oracle's latent z (at 0):
+  at a random fraction u of the way, x_t = z + u * (x_init - z), t = u * t0, and the target velocity
+  is (x_init - z) / t0, so Euler steps from x_init reach z (for disoccluded tokens plain flow
+  matching from noise); the refiner learns to finish the oracle's latent z with the history;
+- **few-step phase** (`sampler_steps`): each frame is the service's frame function itself,
+  `frame.stylize_frame`, unrolled over the clip with gradients: K Euler steps from x_init with K
+  drawn per frame from `sampler_steps`, the refiner on the latent it reaches, and the next frame
+  starts from what it produced: training sees what the sampler produces, history included;
+- the linear-attention sums carry from frame to frame with gradients (truncated at the clip).
 
-The latent target is the oracle frame averaged down by `latent_stride`, in [-1, 1].
+Losses per frame (`losses.py`; none needs downloaded weights): the latent's (velocity MSE, or the
+squared error of the latent reached against z), and on the refined frame L1, `edge_loss` and
+`perceptual_loss` against the oracle, and `temporal_loss`: the frame's change from its warped
+previous output against the oracle's own change, on pixels with valid history.
 
-The cut, the warp, the depth test and the start levels are the frame function's own
-(`frame.start_frame`), so training and serving start every frame the same way. A frame's random
-choices (`FrameDraw`) come from the trainer's generator in a fixed order, so a step is a function of
-(seed, step); `frame_loss` is one frame given them, and `batch_loss` threads the state through the
-clip with it.
+History is deliberately corrupted on a share of frames (`corrupt_history`: shifted by a few pixels
+and noised while its mask still says valid), so the refiner learns to weigh history by how well it
+agrees with the frame rather than trusting the mask alone; the temporal term skips those frames.
+Object ids and the surface channel are dropped from a share of steps (`drop_ids`,
+`drop_surface`), so the model works for engines without them.
 
-Few-step mode (`sampler_steps`, the distillation phase): each frame is the service's frame
-function itself, `frame.stylize_frame`, unrolled over the clip with gradients: K Euler steps from
-x_init with K drawn per frame from `sampler_steps` (1, 2 and 4: one model for every step count the
-service offers), gradients through every step, then the decoder. The loss is the
-squared error of the clean latent it reaches against z, plus the decoder's L1 on *that* latent
-(so the decoder learns to finish what the sampler leaves), and the next frame starts from it. The
-targets are a function of the G-buffers and the prompt, so the teacher is the oracle itself: the
-phase tightens the few-step trajectories the flow phase taught, rather than matching a slower
-sampler's outputs.
+The latent target is the oracle frame averaged down by `latent_stride`, in [-1, 1]. The cut, the
+warps, the depth tests and the start levels are the frame function's own (`frame.start_frame`,
+`frame.frame_history`), so training and serving start every frame the same way. A frame's random
+choices (`FrameDraw`) come from the trainer's generator in a fixed order, so a step is a function
+of (seed, step); `frame_loss` is one frame given them, and `batch_loss` threads the state through
+the clip with it.
 """
 
 from __future__ import annotations
@@ -40,19 +43,28 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..frame import FrameParams, PromptContext, prepare_frame, start_frame, stylize_frame
+from ...kernels.warp import warp_previous
+from ..frame import (FrameParams, PromptContext, frame_history, padded_size, prepare_frame, start_frame,
+                     stylize_frame)
 from ..layout import GBufferLayout
 from ..network import StreamStyleModel
 from ..sampler import tokens_to_latent
 from ..state import StateSpec, TemporalState
 from .data import Clip
+from .losses import edge_loss, perceptual_loss, temporal_loss
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
     strength_min: float = 0.3
     strength_max: float = 0.8
-    decoder_weight: float = 1.0
+    decoder_weight: float = 1.0  # the refined frame's image losses (L1 + edge + perceptual) as a whole
+    edge_weight: float = 0.5
+    perceptual_weight: float = 0.1
+    temporal_weight: float = 0.5
+    corrupt_history: float = 0.15  # share of frames (after the first) whose history is corrupted
+    drop_ids: float = 0.2  # share of steps trained without the ids channel
+    drop_surface: float = 0.3  # share of steps trained without the surface channel
     rollout: bool = True  # False: the previous latent is the oracle's (teacher forcing)
     sampler_steps: tuple[int, ...] = ()  # non-empty: few-step mode, K drawn from these per frame
 
@@ -65,13 +77,17 @@ class FrameDraw:
     noise: torch.Tensor  # [B, C, h, w] standard normal
     steps: int | None  # few-step phase: the sampler's K this frame; None in the flow phase
     u: torch.Tensor | None  # flow phase: how far along the path from the oracle's latent, [B, 1]
+    corrupt: torch.Tensor | None = None  # [B] bool: corrupt this clip's history before the frame
+    shift: tuple[int, int] = (0, 0)  # the corruption's shift in pixels (x, y)
 
 
 @dataclass
 class FrameLoss:
     fm: torch.Tensor  # flow phase: velocity MSE; few-step phase: MSE of the latent reached against z
-    decoder: torch.Tensor  # L1 of the decoded frame against the target
-    rgb: torch.Tensor  # [B, 3, H, W] the decoded frame
+    decoder: torch.Tensor  # the refined frame's weighted image losses against the target
+    temporal: torch.Tensor  # the temporal term (0 without valid history)
+    parts: dict[str, torch.Tensor]  # l1, edge, perceptual
+    rgb: torch.Tensor  # [B, 3, H, W] the refined frame
     state: TemporalState  # the next state (its latent the model's estimate, not yet detached)
 
 
@@ -89,40 +105,92 @@ def draw_frame(gen: torch.Generator, cfg: ObjectiveConfig, shape: tuple[int, ...
     b = shape[0]
     strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * torch.rand(b, 1, generator=gen).to(device)
     noise = torch.randn(shape, generator=gen).to(device)
+    corrupt = (torch.rand(b, generator=gen) < cfg.corrupt_history).to(device)
+    sx, sy = (int(v) for v in torch.randint(-4, 5, (2,), generator=gen))
     if cfg.sampler_steps:
         k = cfg.sampler_steps[int(torch.randint(len(cfg.sampler_steps), (1,), generator=gen))]
-        return FrameDraw(strength, noise, k, None)
-    return FrameDraw(strength, noise, None, torch.rand(b, 1, generator=gen).to(device).clamp_min(1e-3))
+        return FrameDraw(strength, noise, k, None, corrupt, (sx, sy or 1))
+    u = torch.rand(b, 1, generator=gen).to(device).clamp_min(1e-3)
+    return FrameDraw(strength, noise, None, u, corrupt, (sx, sy or 1))
+
+
+def corrupt_history(state: TemporalState, draw: FrameDraw, gen: torch.Generator) -> TemporalState:
+    """The state with the drawn clips' full-resolution history shifted by `draw.shift` and noised
+    (its mask still says valid): what a wrong motion vector or a missed disocclusion hands the
+    refiner."""
+    if draw.corrupt is None or not bool(draw.corrupt.any()):
+        return state
+    img = state.image
+    bad = torch.roll(img, shifts=(draw.shift[1], draw.shift[0]), dims=(2, 3))
+    bad = (bad + 0.1 * torch.randn(img.shape, generator=gen).to(img.device)).clamp(0, 1)
+    pick = draw.corrupt.view(-1, 1, 1, 1)
+    return dataclasses.replace(state, image=torch.where(pick, bad, img))
+
+
+def image_losses(cfg: ObjectiveConfig, rgb: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    l1 = F.l1_loss(rgb, target)
+    edge = edge_loss(rgb, target)
+    perc = perceptual_loss(rgb, target) if cfg.perceptual_weight else rgb.new_zeros(())
+    total = l1 + cfg.edge_weight * edge + cfg.perceptual_weight * perc
+    return total, {"l1": l1, "edge": edge, "perceptual": perc}
 
 
 def frame_loss(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str, torch.Tensor], width: int,
                height: int, target: torch.Tensor, prompt: PromptContext, state: TemporalState, cut: torch.Tensor,
-               draw: FrameDraw) -> FrameLoss:
+               draw: FrameDraw, prev_target: torch.Tensor | None = None,
+               cfg: ObjectiveConfig = ObjectiveConfig()) -> FrameLoss:
     """One frame of a clip as training runs it. planes {channel: [B, H, W, components]};
-    target [B, 3, H, W] in [0, 1]; cut [B] bool. The few-step phase (`draw.steps` set) is the
-    frame function itself, `stylize_frame`; the flow phase starts the frame as it does
-    (`start_frame`) and takes one velocity step at a random point of the straight path."""
+    target [B, 3, H, W] in [0, 1]; cut [B] bool; prev_target the previous frame's target (None on
+    a clip's first frame: no temporal term). `state` comes in already corrupted where `draw` says
+    (`corrupt_history`). The few-step phase (`draw.steps` set) is the frame function itself,
+    `stylize_frame`; the flow phase starts the frame as it does (`start_frame`), takes one velocity
+    step at a random point of the straight path, and refines the oracle's latent."""
     mc = model.config
     z = latent_target(target, mc.latent_stride)  # [B, 3, h, w]
+    dt = next(model.parameters()).dtype
+    inputs = prepare_frame(mc, layout, planes, width, height)
     if draw.steps is not None:
         rgb, nxt = stylize_frame(model, layout, planes, width, height, prompt, state, draw.noise,
                                  FrameParams(steps=draw.steps, strength=draw.strength, reset=cut))
-        return FrameLoss(F.mse_loss(nxt.latent, z), F.l1_loss(rgb, target), rgb, nxt)
-    b, lp = z.shape[0], mc.latent_patch
-    grid = (z.shape[2] // lp, z.shape[3] // lp)
-    dt = next(model.parameters()).dtype
-    inputs = prepare_frame(mc, layout, planes, width, height)
-    start = start_frame(mc, inputs, state, draw.noise, draw.strength, cut)
-    g = model.dit.embed_gbuffers(inputs.cond.to(dt))
-    t = start.t0 * draw.u
-    x_t = z + draw.u.view(b, 1, 1, 1) * (start.x - z)
-    v_target = (start.x - z) / tokens_to_latent(start.t0, grid, lp)
-    v, kv, ks = model.dit(x_t.to(dt), t, g, prompt.tokens.to(dt), prompt.bias, prompt.pooled.to(dt),
-                          start.state.kv, start.state.ks)
-    rgb = model.decoder(z.to(dt), inputs.guide.to(dt)).float()
-    x0_hat = (x_t - tokens_to_latent(t, grid, lp) * v.float()).clamp(-1, 1)
-    nxt = TemporalState(kv=kv, ks=ks, latent=x0_hat, depth=inputs.depth, valid=torch.ones_like(state.valid))
-    return FrameLoss(F.mse_loss(v.float(), v_target), F.l1_loss(rgb, target), rgb, nxt)
+        fm = F.mse_loss(nxt.latent, z)
+        kept = start_frame(mc, inputs, state, draw.noise, draw.strength, cut).state
+    else:
+        b, lp = z.shape[0], mc.latent_patch
+        grid = (z.shape[2] // lp, z.shape[3] // lp)
+        start = start_frame(mc, inputs, state, draw.noise, draw.strength, cut)
+        kept = start.state
+        g = model.dit.embed_gbuffers(inputs.cond.to(dt))
+        t = start.t0 * draw.u
+        x_t = z + draw.u.view(b, 1, 1, 1) * (start.x - z)
+        v_target = (start.x - z) / tokens_to_latent(start.t0, grid, lp)
+        v, kv, ks = model.dit(x_t.to(dt), t, g, prompt.tokens.to(dt), prompt.bias, prompt.pooled.to(dt),
+                              start.state.kv, start.state.ks)
+        history, mask = frame_history(mc, inputs, kept)
+        rgb_full = model.refiner(z, inputs.guide.to(dt), history, mask, inputs.ids, inputs.surface,
+                                 prompt.pooled.to(dt), width, height)
+        rgb = rgb_full[:, :, :height, :width]
+        x0_hat = (x_t - tokens_to_latent(t, grid, lp) * v.float()).clamp(-1, 1)
+        nxt = TemporalState(kv=kv, ks=ks, latent=x0_hat, depth=inputs.depth, valid=torch.ones_like(state.valid),
+                            image=rgb_full, image_depth=inputs.depth_full)
+        fm = F.mse_loss(v.float(), v_target)
+    dec, parts = image_losses(cfg, rgb, target)
+    temporal = rgb.new_zeros(())
+    if prev_target is not None and cfg.temporal_weight:
+        history, mask = frame_history(mc, inputs, kept)
+        prev_t = F.pad(prev_target, (0, history.shape[3] - width, 0, history.shape[2] - height), mode="replicate")
+        warped_t, _ = warp_previous(prev_t, kept.image_depth, inputs.motion_full, inputs.depth_full,
+                                    mc.disocclusion_tolerance)
+        if draw.corrupt is not None:
+            mask = mask * (~draw.corrupt).float().view(-1, 1, 1, 1)
+        crop = (slice(None), slice(None), slice(0, height), slice(0, width))
+        temporal = temporal_loss(rgb, history[crop].detach(), target, warped_t[crop], mask[crop])
+    return FrameLoss(fm, dec, temporal, parts, rgb, nxt)
+
+
+def _drop_inputs(planes: dict[str, torch.Tensor], cfg: ObjectiveConfig, gen: torch.Generator) -> tuple[bool, bool]:
+    """Which optional channels this step drops (drawn once per step, in this order)."""
+    r = torch.rand(2, generator=gen)
+    return bool(r[0] < cfg.drop_ids), bool(r[1] < cfg.drop_surface)
 
 
 def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptContext], gen: torch.Generator,
@@ -131,24 +199,35 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
     mc = model.config
     dev = next(model.parameters()).device
     b, w, h = len(clips), clips[0].width, clips[0].height
-    state = StateSpec(mc, w, h, batch=b).zeros(dev)
+    state = StateSpec(mc, *padded_size(mc, w, h), batch=b).zeros(dev)
     ctx = PromptContext(torch.cat([p.tokens for p in prompts]), torch.cat([p.bias for p in prompts]),
                         torch.cat([p.pooled for p in prompts]))
-    fm_total, dec_total = 0.0, 0.0
+    totals: dict[str, torch.Tensor | float] = {}
     frames = len(clips[0].planes)
+    drop_ids, drop_surface = _drop_inputs(clips[0].planes[0], cfg, gen)
+    prev_target = None
     for f in range(frames):
-        planes = {k: v.to(dev) for k, v in stack_planes(clips, f).items()}
+        planes = {k: v.to(dev) for k, v in stack_planes(clips, f).items()
+                  if not (k == "ids" and drop_ids) and not (k == "surface" and drop_surface)}
         target = torch.stack([c.targets[f] for c in clips]).to(dev).permute(0, 3, 1, 2)  # [B, 3, H, W]
         cut = torch.tensor([c.cut[f] for c in clips], device=dev)
-        out = frame_loss(model, clips[0].layout, planes, w, h, target, ctx, state, cut,
-                         draw_frame(gen, cfg, tuple(state.latent.shape), dev))
-        fm_total = fm_total + out.fm
-        dec_total = dec_total + out.decoder
-        # The attention sums carry with gradients (truncated at the clip); the latent does not.
+        draw = draw_frame(gen, cfg, tuple(state.latent.shape), dev)
+        if f:
+            state = corrupt_history(state, draw, gen)
+        else:
+            draw = dataclasses.replace(draw, corrupt=None)
+        out = frame_loss(model, clips[0].layout, planes, w, h, target, ctx, state, cut, draw,
+                         prev_target if f else None, cfg)
+        for name, value in (("fm", out.fm), ("decoder", out.decoder), ("temporal", out.temporal), *out.parts.items()):
+            totals[name] = totals.get(name, 0.0) + value
+        # The attention sums carry with gradients (truncated at the clip); the latent and the frame do not.
         latent = out.state.latent if cfg.rollout else latent_target(target, mc.latent_stride)
-        state = dataclasses.replace(out.state, latent=latent.detach())
-    fm_total = fm_total / frames
-    dec_total = dec_total / frames
-    loss = fm_total + cfg.decoder_weight * dec_total
+        state = dataclasses.replace(out.state, latent=latent.detach(), image=out.state.image.detach())
+        prev_target = target
+    means = {k: v / frames for k, v in totals.items()}
+    loss = means["fm"] + cfg.decoder_weight * means["decoder"] + cfg.temporal_weight * means["temporal"]
     first = "latent" if cfg.sampler_steps else "flow"
-    return loss, {"loss": float(loss.detach()), first: float(fm_total.detach()), "decoder": float(dec_total.detach())}
+    parts = {"loss": float(loss.detach()), first: float(means["fm"].detach()),
+             "decoder": float(means["decoder"].detach()), "temporal": float(torch.as_tensor(means["temporal"]).detach())}
+    parts.update({k: float(means[k].detach()) for k in ("l1", "edge", "perceptual")})
+    return loss, parts

@@ -123,7 +123,12 @@ class Trainer:
             if raw.exists():
                 self.model.load_state_dict(load_file(str(raw), device=str(self.device)))
         elif cfg.init:
-            self.model = load_weights(cfg.init, device=self.device)
+            self.model = load_weights(cfg.init, device=self.device, partial=True)
+            info = getattr(self.model, "partial_load", None)
+            if info and (info["missing"] or info["ignored"]):
+                fresh = sorted({k.split(".")[0] for k in info["missing"]})
+                self.log(f"init from {cfg.init}: {len(info['missing'])} tensors start fresh "
+                         f"({', '.join(fresh)}), {len(info['ignored'])} of the checkpoint unused")
         else:
             torch.manual_seed(cfg.seed)
             self.model = StreamStyleModel(preset(cfg.preset)).to(self.device)

@@ -1,0 +1,123 @@
+"""The full-resolution refiner: the DiT's quarter-resolution latent, the full-resolution G-buffers
+and the session's full-resolution history in, the frame out.
+
+A quarter-resolution latent caps sharpness (the oracle itself, taken down to 1/4 and back, scores
+24.6 dB on cel shading), so the frame is finished at full resolution by a small guided network, as
+TAA and DLSS finish theirs with a history buffer:
+
+- **Inputs per pixel** (`features`, channels-last [B, H, W, Cin]): the latent upsampled bilinearly
+  (3), the normalised G-buffer guide (colour, depth, normals, albedo: 10), the history (the previous
+  output warped by the engine's motion vectors, 3) and its mask (1: 0 where the depth test says the
+  pixel was disoccluded, on a cut and on the first frame), the position inside the latent pixel
+  (2: pixel-art blocks and ink lines sit at sub-latent phases), the screen position (2: vignettes),
+  an embedding of the object id (`id_features`: per-object looks such as thermal's heat), and
+  Fourier features of the object-space surface position (2 x `surface_features`: strokes, grain and
+  grids attached to surfaces). A layout without ids or a surface channel gets zeros there (training
+  drops them at random so the model works either way).
+- **Two fused passes** (`kernels/refiner`): a 3x3 conv with a per-frame style bias (from the pooled
+  prompt embedding), SiLU, a 1x1 layer; then a 3x3 conv with its own style bias, SiLU, and a 1x1 to
+  four outputs: an RGB correction of the upsampled latent and a history-confidence logit. The frame
+  is `fresh + sigmoid(logit) * mask * (history - fresh)`: history is kept where it is valid and
+  trusted, never where it is disoccluded.
+
+The output (the padded frame, float32) is the next frame's history: it goes into the session's
+paged state with its depth (`TemporalState.image`, `image_depth`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..kernels.refiner import conv3x3_mlp, refine_composite
+from .config import ModelConfig
+from .layout import SEMANTIC_CHANNELS
+
+ID_BUCKETS = 256  # object ids are embedded by their low 8 bits
+
+
+class Refiner(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.stride = config.latent_stride
+        guide = sum(SEMANTIC_CHANNELS[n] for n in config.guide_channels)
+        e, f, c = config.id_features, config.surface_features, config.refiner_width
+        self.base_ch, self.guide_ch = 0, 3
+        self.hist_ch = 3 + guide
+        self.mask_ch = self.hist_ch + 3
+        self.in_channels = self.mask_ch + 1 + 2 + 2 + e + 2 * f
+        self.ids = nn.Embedding(ID_BUCKETS, e) if e else None
+        self.surface = nn.Linear(3, f) if f else None  # cycles per world unit along learned directions
+        self.conv1 = nn.Conv2d(self.in_channels, c, 3, padding=1)
+        self.mix1 = nn.Linear(c, c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.out = nn.Linear(c, 4)
+        self.style1 = nn.Linear(config.text_dim, c)
+        self.style2 = nn.Linear(config.text_dim, c)
+        with torch.no_grad():
+            if self.surface is not None:
+                self.surface.weight.normal_(0.0, 3.0)
+                self.surface.bias.uniform_(0.0, 1.0)
+            if self.ids is not None:
+                self.ids.weight.normal_(0.0, 0.5)
+            for m in (self.style1, self.style2):
+                m.weight.zero_()
+                m.bias.zero_()
+            # Start as the bilinear upsample of the latent with a little history: training grows
+            # the correction and the confidence from there.
+            self.out.weight.mul_(0.1)
+            self.out.bias.zero_()
+            self.out.bias[3] = -2.0
+
+    def features(self, latent: torch.Tensor, guide: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
+                 ids: torch.Tensor | None, surface: torch.Tensor | None, width: int, height: int) -> torch.Tensor:
+        """latent [B, 3, h, w] in [-1, 1]; guide [B, Cg, H, W] normalised; history [B, 3, H, W] in
+        [0, 1]; mask [B, 1, H, W] in {0, 1}; ids [B, H, W] integer or None; surface [B, H, W, 3] or
+        None; width x height the frame's real size (H x W may be padded past it). Returns the
+        per-pixel inputs [B, H, W, Cin] channels-last, in the guide's dtype."""
+        dt = guide.dtype
+        b, _, hh, ww = guide.shape
+        dev = guide.device
+        s = self.stride
+        base = F.interpolate(latent.to(dt), scale_factor=s, mode="bilinear", align_corners=False)
+        hist = (history.to(dt) * 2 - 1) * mask.to(dt)
+        xs = torch.arange(ww, device=dev, dtype=torch.float32)
+        ys = torch.arange(hh, device=dev, dtype=torch.float32)
+        phase_x = ((xs % s) + 0.5) * (2.0 / s) - 1.0
+        phase_y = ((ys % s) + 0.5) * (2.0 / s) - 1.0
+        screen_x = (xs + 0.5) * (2.0 / width) - 1.0
+        screen_y = (ys + 0.5) * (2.0 / height) - 1.0
+        pos = torch.stack((phase_x.view(1, ww).expand(hh, ww), phase_y.view(hh, 1).expand(hh, ww),
+                           screen_x.view(1, ww).expand(hh, ww), screen_y.view(hh, 1).expand(hh, ww)), dim=-1)
+        parts = [base.permute(0, 2, 3, 1), guide.permute(0, 2, 3, 1), hist.permute(0, 2, 3, 1),
+                 mask.to(dt).permute(0, 2, 3, 1), pos.to(dt).expand(b, hh, ww, 4)]
+        if self.ids is not None:
+            if ids is None:
+                parts.append(torch.zeros(b, hh, ww, self.ids.embedding_dim, device=dev, dtype=dt))
+            else:
+                parts.append(self.ids(ids.long() & (ID_BUCKETS - 1)).to(dt))
+        if self.surface is not None:
+            f = self.surface.out_features
+            if surface is None:
+                parts.append(torch.zeros(b, hh, ww, 2 * f, device=dev, dtype=dt))
+            else:
+                phase = (2 * math.pi) * self.surface(surface.float())
+                parts.append(torch.cat((torch.sin(phase), torch.cos(phase)), dim=-1).to(dt))
+        return torch.cat(parts, dim=-1).contiguous()
+
+    def forward(self, latent: torch.Tensor, guide: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
+                ids: torch.Tensor | None, surface: torch.Tensor | None, pooled: torch.Tensor, width: int,
+                height: int) -> torch.Tensor:
+        """The frame RGB [B, 3, H, W] float32 in [0, 1] at the (padded) guide size; `pooled`
+        [B or 1, text_dim] the prompt's sentence embedding (the style's bias in both passes)."""
+        x = self.features(latent, guide, history, mask, ids, surface, width, height)
+        dt = x.dtype
+        pooled = pooled.to(self.style1.weight.dtype)
+        c1 = self.style1(pooled).to(dt).expand(x.shape[0], -1)
+        c2 = self.style2(pooled).to(dt).expand(x.shape[0], -1)
+        y = conv3x3_mlp(x, self.conv1.weight, self.conv1.bias, c1, self.mix1.weight, self.mix1.bias, True)
+        return refine_composite(y, x, self.conv2.weight, self.conv2.bias, c2, self.out.weight, self.out.bias,
+                                self.base_ch, self.hist_ch, self.mask_ch)

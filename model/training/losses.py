@@ -1,0 +1,77 @@
+"""Image losses that need no downloaded weights.
+
+- `edge_loss`: L1 between the images' horizontal and vertical differences: ink lines, block edges
+  and hatching are where a blurry frame loses most and plain L1 notices least.
+- `perceptual_loss`: L1 between the features of a fixed random-weight CNN (three 3x3 conv layers,
+  ReLU, strides 1, 2, 2; weights drawn once from a fixed seed and never trained). Random conv
+  features respond to local structure and texture statistics much as trained ones do at low
+  layers, which is what a frame's sharpness lives in (Ulyanov et al.'s deep image prior line of
+  work; random-feature perceptual losses in super-resolution).
+- `temporal_loss`: on pixels whose history is valid, the frame's change from its warped previous
+  output against the oracle's own change over the same warp, so that flicker beyond what the
+  target does costs, but following the target's real change does not (a plain |out - warped prev|
+  rewards freezing, which measured 2 dB below: issue 13).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PERCEPTUAL_SEED = 1234
+
+
+def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x, y [B, C, H, W]."""
+    dx = (x[..., :, 1:] - x[..., :, :-1]) - (y[..., :, 1:] - y[..., :, :-1])
+    dy = (x[..., 1:, :] - x[..., :-1, :]) - (y[..., 1:, :] - y[..., :-1, :])
+    return 0.5 * (dx.abs().mean() + dy.abs().mean())
+
+
+class RandomFeatures(nn.Module):
+    """The fixed random CNN of `perceptual_loss`."""
+
+    def __init__(self, seed: int = PERCEPTUAL_SEED):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.layers = nn.ModuleList([nn.Conv2d(3, 16, 3, 1, 1), nn.Conv2d(16, 32, 3, 2, 1), nn.Conv2d(32, 32, 3, 2, 1)])
+        with torch.no_grad():
+            for conv in self.layers:
+                fan_in = conv.in_channels * 9
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+                conv.bias.zero_()
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        x = x * 2 - 1
+        for conv in self.layers:
+            x = F.relu(conv(x))
+            feats.append(x)
+        return feats
+
+
+@functools.lru_cache(maxsize=8)
+def _features(device: str, dtype: torch.dtype) -> RandomFeatures:
+    return RandomFeatures().to(device=device, dtype=dtype)
+
+
+def perceptual_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x, y [B, 3, H, W] in [0, 1]."""
+    net = _features(str(x.device), x.dtype)
+    total = x.new_zeros(())
+    for fx, fy in zip(net(x), net(y.to(x.dtype))):
+        total = total + (fx - fy).abs().mean() / (fy.abs().mean().detach() + 1e-3)
+    return total / len(net.layers)
+
+
+def temporal_loss(out: torch.Tensor, out_prev_warped: torch.Tensor, target: torch.Tensor,
+                  target_prev_warped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """All [B, C, H, W] but mask [B, 1, H, W] in {0, 1} (valid history, and not deliberately
+    corrupted). Mean over the masked pixels (0 when there are none)."""
+    diff = ((out - out_prev_warped) - (target - target_prev_warped)).abs().mean(1, keepdim=True)
+    n = mask.sum()
+    return (diff * mask).sum() / n.clamp_min(1.0)
