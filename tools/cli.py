@@ -209,12 +209,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                       reference_weight=args.reference_weight, allow_eval_scenes=args.allow_eval_scenes,
                       checkpoint_every=args.checkpoint_every,
                       prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
-                      ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after)
+                      ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after,
+                      sampler_steps=_step_list(args.sampler_steps))
     # A stop signal ends the run at the next step boundary, with a checkpoint that --resume continues.
     with deferred() as stop:
         out = Trainer(cfg).run(progress=not args.quiet, stop=lambda: bool(stop))
     print(f"weights (EMA) and training state in {out}; metrics in {out / 'metrics.jsonl'}")
     return exit_code(stop.signum) if stop else 0
+
+
+def _step_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SystemExit(f"--sampler-steps takes a comma list of step counts, not {text!r}") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -433,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: up to 8 on a GPU, 0 on the CPU)")
     p.add_argument("--distill", type=float, default=0.25,
                    help="share of the steps, at the end, that train the few-step sampler (1, 2 and 4 steps)")
+    p.add_argument("--sampler-steps", default="1,2,4",
+                   help="the few-step phase draws each frame's step count from this comma list (repeats weight it)")
     p.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES",
                    help="checkpoint and stop after this long; --resume continues the same run")
     p.add_argument("--stop-after", type=int, default=0, metavar="STEPS",

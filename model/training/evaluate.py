@@ -156,7 +156,7 @@ def reference_sequences(cfg: EvalConfig, device) -> Iterable[Sequence]:
 
 def _run(stylizer: Stylizer, frames, prompt: str, cfg: EvalConfig, seed: int, per_frame: bool) -> list[torch.Tensor]:
     w, h = cfg.size
-    layout = reference_layout(w, h)
+    layout = reference_layout(w, h, surface=True)  # the reference engine's slot, surface channel included
     session = stylizer.open_session(w, h, layout, seed=seed)
     try:
         if stylizer.prompts is not None:

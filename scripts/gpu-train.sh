@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The default training recipe on one GPU, within the device lease: fine-tune from the shipped
+# weights (the refiner starts fresh), few-step rollouts of 8-frame clips, then export in bf16 and a
+# quick held-out evaluation. Usage: scripts/gpu-train.sh OUT [MINUTES] [INIT]
+# On the project's GPU machine (no registry): carry .whl/ (pyzmq wheel, prompts.safetensors).
+set -euo pipefail
+out=${1:?usage: scripts/gpu-train.sh OUT [MINUTES] [INIT]}
+minutes=${2:-7.5}
+init=${3:-model/weights/default}
+if [ -d .whl ] && ! python3 -c "import zmq" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/pyzmq*.whl
+  pkg=$(mktemp -d); ln -s "$(pwd)" "$pkg/streamstyle"
+  export PYTHONPATH="$pkg:/tmp/site"
+  export STREAMSTYLE_PROMPT_TABLE=${STREAMSTYLE_PROMPT_TABLE:-$(pwd)/.whl/prompts.safetensors}
+fi
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,clocks.sm,power.draw --format=csv,noheader | tee "$out/card.txt" || true
+start=$(date +%s)
+python3 -m streamstyle train --out "$out/run" --init "$init" --device cuda --size 256 --frames 8 --batch 8 \
+  --steps "${STEPS:-800}" --lr 2e-4 --warmup 50 --ema 0.995 --distill 1.0 --sampler-steps 1,2,2,4 \
+  --time-limit "$minutes" --checkpoint-every 100000 --quiet 2>&1 | tail -5
+echo "train wall: $(( $(date +%s) - start )) s"
+python3 -m streamstyle export --weights "$out/run" --out "$out/ship" --dtype bf16
+rm -f "$out/run/optimizer.safetensors" "$out/run/raw.safetensors" "$out/run/model.safetensors"
+python3 -m streamstyle eval --weights "$out/ship" --device cuda --size 256x256 --frames 8 --quiet \
+  --json "$out/eval-quick.json" 2>&1 | tail -14 || true
+echo "total wall: $(( $(date +%s) - start )) s"
