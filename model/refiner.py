@@ -104,7 +104,7 @@ class Refiner(nn.Module):
             if surface is None:
                 parts.append(torch.zeros(b, hh, ww, 2 * f, device=dev, dtype=dt))
             else:
-                phase = (2 * math.pi) * self.surface(surface.float())
+                phase = (2 * math.pi) * self.surface(surface.to(self.surface.weight.dtype)).float()
                 parts.append(torch.cat((torch.sin(phase), torch.cos(phase)), dim=-1).to(dt))
         return torch.cat(parts, dim=-1).contiguous()
 

@@ -210,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       checkpoint_every=args.checkpoint_every,
                       prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after,
-                      sampler_steps=_step_list(args.sampler_steps))
+                      sampler_steps=_step_list(args.sampler_steps), refiner_lr_scale=args.refiner_lr_scale)
     # A stop signal ends the run at the next step boundary, with a checkpoint that --resume continues.
     with deferred() as stop:
         out = Trainer(cfg).run(progress=not args.quiet, stop=lambda: bool(stop))
@@ -427,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, help="clips per step (default: 32 on a GPU, 4 on the CPU)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--refiner-lr-scale", type=float, default=1.0,
+                   help="the refiner's learning rate over --lr (e.g. 10 when fine-tuning an older DiT)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--styles", default="all")
     p.add_argument("--checkpoint-every", type=int, default=500)

@@ -47,6 +47,7 @@ class TrainConfig:
     batch: int = 4  # clips per step
     steps: int = 2000
     lr: float = 3e-4
+    refiner_lr_scale: float = 1.0  # the refiner's learning rate over `lr`
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -134,8 +135,13 @@ class Trainer:
             self.model = StreamStyleModel(preset(cfg.preset)).to(self.device)
         self.model.train()
         self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     betas=(0.9, 0.99))
+        # The refiner learns at `refiner_lr_scale` times the DiT's rate (it starts fresh when a
+        # run fine-tunes an older DiT; the DiT's own rate stays gentle).
+        refiner = [p for n, p in self.model.named_parameters() if n.startswith("refiner.")]
+        rest = [p for n, p in self.model.named_parameters() if not n.startswith("refiner.")]
+        self.opt = torch.optim.AdamW([{"params": rest, "lr_scale": 1.0},
+                                      {"params": refiner, "lr_scale": cfg.refiner_lr_scale}],
+                                     lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
         if cfg.resume:
             self._resume(Path(cfg.resume))
         self.source = _source(cfg, self.device)
@@ -237,7 +243,7 @@ class Trainer:
                 clips = [self._clip((first + i) % cfg.pool if cfg.pool else first + i) for i in range(cfg.batch)]
                 prompts = [self._context(c) for c in clips]
                 for group in self.opt.param_groups:
-                    group["lr"] = _lr(cfg, step)
+                    group["lr"] = _lr(cfg, step) * group.get("lr_scale", 1.0)
                 objective = cfg.objective
                 if step >= cfg.distill_from:
                     objective = dataclasses.replace(objective, sampler_steps=tuple(cfg.sampler_steps))
