@@ -21,7 +21,8 @@ python3 -m streamstyle train --out "$out/run" --init "$init" --device cuda --siz
   --sampler-steps 1,2,2,4 --bank 256 --time-limit "$minutes" --checkpoint-every 100000 --quiet 2>&1 | tail -5
 echo "train wall: $(( $(date +%s) - start )) s"
 python3 -m streamstyle export --weights "$out/run" --out "$out/ship" --dtype bf16
-rm -f "$out/run/optimizer.safetensors" "$out/run/raw.safetensors" "$out/run/model.safetensors"
+rm -f "$out/run/optimizer.safetensors" "$out/run/raw.safetensors" "$out/run/model.safetensors" \
+  "$out/run/config.json" "$out/run/train_state.json"  # at most 8 files come back
 # Files come back from the GPU machine at most 16 MiB each: the weights travel in parts
 # (cat "$out"/ship/model.part-* > model.safetensors).
 split -b 15M -d "$out/ship/model.safetensors" "$out/ship/model.part-"
