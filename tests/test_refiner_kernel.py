@@ -5,6 +5,11 @@ untouched), the public switch and its weight cache, the reference's own semantic
 and every refusal. On the CPU the kernels run under TRITON_INTERPRET=1 (conftest sets it); the
 `gpu` tests run them at 1280x720 on CUDA, inside a CUDA graph too."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -256,6 +261,62 @@ def test_the_kernels_refuse_what_they_cannot_take(gen):
             conv3x3_mlp(x.requires_grad_(), *s1)
     finally:
         backend.set_backend("auto")
+
+
+# Compiles both kernels as the service launches them (bf16, 32 channels, the default tile) for an
+# H100/H200 (sm_90) with the installed Triton, in a process without the interpreter; no GPU needed.
+AOT = r"""
+import json, os, re, subprocess, sys, tempfile
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from streamstyle.kernels.refiner import triton_kernel as tk
+
+ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+ptr = dict.fromkeys(("w3_ptr", "b3_ptr", "cond_ptr", "w1_ptr", "b1_ptr"), "*fp32")
+i32 = lambda *names: dict.fromkeys(names, "i32")
+cases = {
+    "conv3x3_mlp": (tk._conv3x3_mlp_kernel,
+                    {"x_ptr": "*bf16", **ptr, "w3_ptr": "*bf16", "cond_ptr": "*bf16", "w1_ptr": "*bf16", "y_ptr": "*bf16",
+                     **i32("H", "W", "CIN", "C2")},
+                    {"CINP": 32, "C1": 32, "C1P": 32, "C2P": 32, "HAS_COND": True, "ACT_OUT": True}),
+    "refine_composite": (tk._refine_kernel,
+                         {"y_ptr": "*bf16", "x_ptr": "*bf16", **ptr, "w3_ptr": "*bf16", "cond_ptr": "*bf16",
+                          "rgb_ptr": "*fp32", "slot_ptr": "*u8",
+                          **i32("H", "W", "CY", "CIN", "base_ch", "hist_ch", "mask_ch", "OH", "OW")},
+                         {"CYP": 32, "C1": 32, "C1P": 32, "HAS_COND": True, "SLOT": tk.SLOT_RGBA8}),
+}
+out = {}
+for name, (fn, sig, const) in cases.items():
+    const = {**const, "TILE_H": tk.TILE_H, "TILE_W": tk.TILE_W}
+    sig = {**sig, **dict.fromkeys(const, "constexpr")}
+    k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": tk.NUM_WARPS})
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(k.asm["ptx"])
+    log = subprocess.run([ptxas, "-v", "-arch=sm_90a", f.name, "-o", os.devnull], capture_output=True, text=True).stderr
+    os.unlink(f.name)
+    out[name] = {"cubin": len(k.asm["cubin"]), "mma": "mma" in k.asm["ptx"],
+                 "regs": int(re.search(r"Used (\d+) registers", log).group(1)),
+                 "spill_bytes": int(re.search(r"(\d+) bytes spill stores", log).group(1))}
+print(json.dumps(out))
+"""
+
+
+def test_the_kernels_compile_for_hopper_without_spilling():
+    """The interpreter accepts code the compiler rejects: compile both kernels for sm_90 (what
+    the GPU machine runs), products on the tensor cores, no register spills at the default tile."""
+    import triton
+
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
+        pytest.skip("this Triton ships no ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", AOT], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    for name, k in got.items():
+        assert k["cubin"] > 0 and k["mma"], (name, k)
+        assert k["spill_bytes"] == 0, (name, k)
 
 
 def _gpu_case(gen, h=720, w=1280):

@@ -62,28 +62,31 @@ def _pow2(n: int, lo: int = 16) -> int:
 
 
 @triton.jit
-def _tile(H, W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
-    """This program's pixels: rows and columns [TILE_H * TILE_W], and which lie in the image."""
+def _tile(TILE_H: tl.constexpr, TILE_W: tl.constexpr, W):
+    """This program's tile: its first row and column, and its pixels' rows and columns inside it
+    ([TILE_H * TILE_W] each)."""
     pid = tl.program_id(0)
     tiles_x = tl.cdiv(W, TILE_W)
     ty = pid // tiles_x
-    tx = pid - ty * tiles_x
     i = tl.arange(0, TILE_H * TILE_W)
-    row = ty * TILE_H + i // TILE_W
-    col = tx * TILE_W + i % TILE_W
-    return row, col, (row < H) & (col < W)
+    return ty * TILE_H, (pid - ty * tiles_x) * TILE_W, i // TILE_W, i % TILE_W
 
 
 @triton.jit
-def _conv3x3_silu(src_ptr, w_ptr, b_ptr, cond_ptr, n, row, col, inside, H, W, C,
+def _conv3x3_silu(src_ptr, w_ptr, b_ptr, cond_ptr, n, r0, c0, lr, lc, H, W, C,
                   CP: tl.constexpr, C1: tl.constexpr, C1P: tl.constexpr, HAS_COND: tl.constexpr,
                   PIXELS: tl.constexpr):
     """SiLU(conv3x3(src) + b + cond[n]) at the tile's pixels: [PIXELS, C1P] float32, zero past C1.
     src [B, H, W, C] channels-last; w [9, CP, C1P]; b [C1P] float32; cond [B, C1]."""
     kk = tl.arange(0, CP)
     oo = tl.arange(0, C1P)
-    pix = (n * H + row).to(tl.int64) * W + col
-    centre = src_ptr + pix[:, None] * C + kk[None, :]  # every tap is this tile moved by a scalar
+    row = r0 + lr
+    col = c0 + lc
+    inside = (row < H) & (col < W)
+    # The tile's first pixel as one int64 scalar address; the pixels' offsets from it (and each
+    # tap's shift) fit int32, which keeps the per-element address arithmetic narrow.
+    tile = src_ptr + ((n * H + r0).to(tl.int64) * W + c0) * C
+    offs = (lr * W + lc)[:, None] * C + kk[None, :]
     k_ok = (kk < C)[None, :]
     acc = tl.zeros((PIXELS, C1P), dtype=tl.float32)
     for dy in tl.static_range(3):
@@ -92,7 +95,7 @@ def _conv3x3_silu(src_ptr, w_ptr, b_ptr, cond_ptr, n, row, col, inside, H, W, C,
         for dx in tl.static_range(3):
             c = col + (dx - 1)
             m = r_ok & (c >= 0) & (c < W)  # zero padding outside the image
-            v = tl.load(centre + ((dy - 1) * W + (dx - 1)) * C, mask=m[:, None] & k_ok, other=0.0)
+            v = tl.load(tile + (offs + ((dy - 1) * W + (dx - 1)) * C), mask=m[:, None] & k_ok, other=0.0)
             wt = tl.load(w_ptr + (dy * 3 + dx) * CP * C1P + kk[:, None] * C1P + oo[None, :])
             acc += tl.dot(v.to(wt.dtype), wt)
     acc += tl.load(b_ptr + oo)[None, :]
@@ -107,8 +110,8 @@ def _conv3x3_mlp_kernel(x_ptr, w3_ptr, b3_ptr, cond_ptr, w1_ptr, b1_ptr, y_ptr, 
                         HAS_COND: tl.constexpr, ACT_OUT: tl.constexpr,
                         TILE_H: tl.constexpr, TILE_W: tl.constexpr):
     n = tl.program_id(1)
-    row, col, inside = _tile(H, W, TILE_H, TILE_W)
-    h = _conv3x3_silu(x_ptr, w3_ptr, b3_ptr, cond_ptr, n, row, col, inside, H, W, CIN,
+    r0, c0, lr, lc = _tile(TILE_H, TILE_W, W)
+    h = _conv3x3_silu(x_ptr, w3_ptr, b3_ptr, cond_ptr, n, r0, c0, lr, lc, H, W, CIN,
                       CINP, C1, C1P, HAS_COND, TILE_H * TILE_W)  # [pixels, C1P]
     c1 = tl.arange(0, C1P)
     c2 = tl.arange(0, C2P)
@@ -116,15 +119,16 @@ def _conv3x3_mlp_kernel(x_ptr, w3_ptr, b3_ptr, cond_ptr, w1_ptr, b1_ptr, y_ptr, 
     y = tl.dot(h.to(w1.dtype), w1) + tl.load(b1_ptr + c2)[None, :]  # [pixels, C2P]
     if ACT_OUT:
         y = y / (1.0 + tl.exp(-y))
-    pix = (n * H + row).to(tl.int64) * W + col
-    tl.store(y_ptr + pix[:, None] * C2 + c2[None, :], y.to(y_ptr.dtype.element_ty),
+    inside = (r0 + lr < H) & (c0 + lc < W)
+    tile = y_ptr + ((n * H + r0).to(tl.int64) * W + c0) * C2
+    tl.store(tile + ((lr * W + lc)[:, None] * C2 + c2[None, :]), y.to(y_ptr.dtype.element_ty),
              mask=inside[:, None] & (c2 < C2)[None, :])
 
 
 @triton.jit
-def _channel(x_ptr, pix, ch, CIN, inside):
-    """Channel `ch` of x at the tile's pixels, float32."""
-    return tl.load(x_ptr + pix * CIN + ch, mask=inside, other=0.0).to(tl.float32)
+def _channel(tile_ptr, offs, ch, inside):
+    """Channel `ch` of the tile's pixels (at `offs` from `tile_ptr`), float32."""
+    return tl.load(tile_ptr + (offs + ch), mask=inside, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -139,22 +143,27 @@ def _refine_kernel(y_ptr, x_ptr, w3_ptr, b3_ptr, cond_ptr, w1_ptr, b1_ptr, rgb_p
                    CYP: tl.constexpr, C1: tl.constexpr, C1P: tl.constexpr, HAS_COND: tl.constexpr,
                    SLOT: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
     n = tl.program_id(1)
-    row, col, inside = _tile(H, W, TILE_H, TILE_W)
-    z = _conv3x3_silu(y_ptr, w3_ptr, b3_ptr, cond_ptr, n, row, col, inside, H, W, CY,
+    r0, c0, lr, lc = _tile(TILE_H, TILE_W, W)
+    z = _conv3x3_silu(y_ptr, w3_ptr, b3_ptr, cond_ptr, n, r0, c0, lr, lc, H, W, CY,
                       CYP, C1, C1P, HAS_COND, TILE_H * TILE_W)  # [pixels, C1P]
     c1 = tl.arange(0, C1P)
-    pix = (n * H + row).to(tl.int64) * W + col
+    row = r0 + lr
+    col = c0 + lc
+    inside = (row < H) & (col < W)
+    x_tile = x_ptr + ((n * H + r0).to(tl.int64) * W + c0) * CIN
+    x_offs = (lr * W + lc) * CIN
     logit = _row_dot(z, w1_ptr + 3 * C1P, c1) + tl.load(b1_ptr + 3)
-    alpha = _channel(x_ptr, pix, mask_ch, CIN, inside) / (1.0 + tl.exp(-logit))
-    plane = (n * 3 * H + row).to(tl.int64) * W + col  # rgb[n, c] at plane + c * H * W
+    alpha = _channel(x_tile, x_offs, mask_ch, inside) / (1.0 + tl.exp(-logit))
+    rgb_tile = rgb_ptr + ((n * 3 * H + r0).to(tl.int64) * W + c0)  # rgb[n, c] at + c * H * W
+    rgb_offs = lr * W + lc
     slot_px = (row * OW + col).to(tl.int64) * 4  # one frame, row pitch = the frame's width
     keep = inside & (row < OH) & (col < OW)
     for c in tl.static_range(3):
         res = _row_dot(z, w1_ptr + c * C1P, c1) + tl.load(b1_ptr + c)
-        fresh = (_channel(x_ptr, pix, base_ch + c, CIN, inside) + 1.0) * 0.5 + res
-        hist = (_channel(x_ptr, pix, hist_ch + c, CIN, inside) + 1.0) * 0.5
+        fresh = (_channel(x_tile, x_offs, base_ch + c, inside) + 1.0) * 0.5 + res
+        hist = (_channel(x_tile, x_offs, hist_ch + c, inside) + 1.0) * 0.5
         v = tl.minimum(tl.maximum(fresh + alpha * (hist - fresh), 0.0), 1.0)
-        tl.store(rgb_ptr + plane + c * H * W, v, mask=inside)
+        tl.store(rgb_tile + c * H * W + rgb_offs, v, mask=inside)
         if SLOT == 1:
             tl.store(slot_ptr + slot_px + c, unorm8(v), mask=keep)
         if SLOT == 2:
