@@ -44,8 +44,9 @@ def inputs(b, h, w, cin, gen, mask_ch=6, device="cpu"):
 
 
 def close(got, want, dtype):
-    """float32: the kernel's summation order; bfloat16: one rounding of y (and, on a GPU, of the
-    hidden activation before the 1x1 layer), against a float32 oracle on the same inputs."""
+    """float32: the kernel's summation order; 16-bit: one rounding of y (and, where the dots run
+    in that dtype, of the hidden activation before the 1x1 layer), against a float32 oracle on the
+    same inputs."""
     err = (got.float() - want.float()).abs().max().item()
     tol = 1e-5 if dtype == torch.float32 else 1.6e-2
     return err <= tol * max(1.0, want.abs().max().item()), err
@@ -56,7 +57,7 @@ def close(got, want, dtype):
 SIZES = [(1, 1, 1, 8, 8, 8), (2, 13, 7, 20, 24, 16), (1, 17, 33, 32, 32, 32), (2, 5, 9, 12, 40, 64)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("with_cond, act_out", [(True, True), (False, False)])
 @pytest.mark.parametrize("b, h, w, cin, c1, c2", SIZES)
 def test_stage1_matches_reference(gen, b, h, w, cin, c1, c2, dtype, with_cond, act_out):
@@ -68,7 +69,7 @@ def test_stage1_matches_reference(gen, b, h, w, cin, c1, c2, dtype, with_cond, a
     assert got is out and got.dtype == dtype and not torch.isnan(got).any()
     ok, err = close(got, want, dtype)
     assert ok, err
-    assert (want < -0.05).any() and (want > 0.05).any()
+    assert want.abs().max() > 0.1  # not a vacuous near-zero output
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
