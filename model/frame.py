@@ -38,7 +38,6 @@ from ..kernels.gbuffer_pack import pack_gbuffers
 from ..kernels.warp import warp_previous
 from .config import ModelConfig
 from .errors import InputError
-from ..kernels.writeback import write_rgba
 from .layout import GBufferLayout, pack_specs
 from .network import StreamStyleModel
 from .sampler import MAX_STEPS, flow_sample, initial_latent, start_levels
@@ -218,11 +217,8 @@ def stylize_frame(model: StreamStyleModel, layout: GBufferLayout, planes: dict[s
     history, mask = frame_history(cfg, inputs, start.state)
     mark("history")
     rgb_full = model.refiner(x0, inputs.guide.to(dt), history, mask, inputs.ids, inputs.surface, pooled,
-                             width, height)  # [B, 3, ph, pw] float32: the next frame's history
-    rgb = rgb_full[:, :, :height, :width]
-    if out is not None:
-        write_rgba(rgb[0], out[0], out[1])
-        rgb = None
+                             width, height, out=out)  # [B, 3, ph, pw] float32: the next frame's history
+    rgb = rgb_full[:, :, :height, :width] if out is None else None
     mark("decode")
     nxt = TemporalState(kv=kv, ks=ks, latent=x0.float(), depth=inputs.depth.float(),
                         valid=torch.ones_like(state.valid), image=rgb_full, image_depth=inputs.depth_full)

@@ -57,6 +57,7 @@ class Refiner(nn.Module):
         self.out = nn.Linear(c, 4)
         self.style1 = nn.Linear(config.text_dim, c)
         self.style2 = nn.Linear(config.text_dim, c)
+        self._kernel_cache: dict = {}  # the fused kernels' packed weights (kernels/refiner)
         with torch.no_grad():
             if self.surface is not None:
                 self.surface.weight.normal_(0.0, 3.0)
@@ -110,14 +111,19 @@ class Refiner(nn.Module):
 
     def forward(self, latent: torch.Tensor, guide: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
                 ids: torch.Tensor | None, surface: torch.Tensor | None, pooled: torch.Tensor, width: int,
-                height: int) -> torch.Tensor:
+                height: int, out: tuple[torch.Tensor, str] | None = None) -> torch.Tensor:
         """The frame RGB [B, 3, H, W] float32 in [0, 1] at the (padded) guide size; `pooled`
-        [B or 1, text_dim] the prompt's sentence embedding (the style's bias in both passes)."""
+        [B or 1, text_dim] the prompt's sentence embedding (the style's bias in both passes).
+        With `out` = (slot bytes, "rgba8" | "rgba16f") the top-left width x height pixels are also
+        written into an engine output slot (B = 1), in the second pass itself on a GPU."""
         x = self.features(latent, guide, history, mask, ids, surface, width, height)
         dt = x.dtype
         pooled = pooled.to(self.style1.weight.dtype)
         c1 = self.style1(pooled).to(dt).expand(x.shape[0], -1)
         c2 = self.style2(pooled).to(dt).expand(x.shape[0], -1)
-        y = conv3x3_mlp(x, self.conv1.weight, self.conv1.bias, c1, self.mix1.weight, self.mix1.bias, True)
+        y = conv3x3_mlp(x, self.conv1.weight, self.conv1.bias, c1, self.mix1.weight, self.mix1.bias, True,
+                        cache=self._kernel_cache)
+        slot, fmt = out if out is not None else (None, None)
         return refine_composite(y, x, self.conv2.weight, self.conv2.bias, c2, self.out.weight, self.out.bias,
-                                self.base_ch, self.hist_ch, self.mask_ch)
+                                self.base_ch, self.hist_ch, self.mask_ch, width, height, slot, fmt,
+                                cache=self._kernel_cache)
