@@ -151,22 +151,6 @@ def sweep_linear_attention(model, w, h, device) -> dict[int, float]:
                  lambda: lk.linear_attention_triton(q, k, v, kv, ks, decay, 1e-6), device, label=lambda c: c[0])
 
 
-def sweep_decoder(model, w, h, device) -> dict[int, float]:
-    from streamstyle.kernels.decoder import triton_kernel as dk
-
-    cfg = model.config
-    dt = next(model.parameters()).dtype
-    s = cfg.latent_stride
-    lat = torch.randn(1, cfg.latent_channels, h // s, w // s, device=device, dtype=dt)
-    from streamstyle.model.layout import SEMANTIC_CHANNELS
-
-    guide = torch.randn(1, sum(SEMANTIC_CHANNELS[n] for n in cfg.guide_channels), h, w, device=device, dtype=dt)
-    d = model.decoder
-    weights = dk.packed_weights(d.conv.weight, d.conv.bias, d.mix.weight, d.mix.bias, d.out.weight, d.out.bias)
-    return sweep(dk, ("BLOCK",), [(b,) for b in (64, 128, 256, 512)],
-                 lambda: dk.guided_decode_triton(lat, guide, weights, s), device, label=lambda c: c[0])
-
-
 def sweep_mixffn(model, w, h, device) -> dict[str, float]:
     from streamstyle.kernels.mixffn import triton_kernel as mk
 
@@ -194,8 +178,6 @@ def main() -> None:
                     help="also time the Mix-FFN conv + gate kernel at each tile and warp count")
     ap.add_argument("--sweep-linattn", action="store_true",
                     help="also time the linear-attention kernels at each chunk size of the partial sums")
-    ap.add_argument("--sweep-decoder", action="store_true",
-                    help="also time the decoder kernel at each pixel-block size (the constant it ships with)")
     ap.add_argument("--lockstep", action="store_true",
                     help="also time whole frames one at a time as the service runs them (host and device time)")
     ap.add_argument("--json")
@@ -266,9 +248,6 @@ def main() -> None:
             entry["compiled_graph_ms"] = compiled
             print(f"DiT under torch.compile, graphed step: {compiled:.2f} ms (compile + capture "
                   f"{time.perf_counter() - t0:.0f} s)")
-        if args.sweep_decoder and cuda:
-            entry["decoder_block_ms"] = sweep_decoder(model, w, h, device)
-            print("decoder kernel by pixel block: " + ", ".join(f"{b}: {ms:.3f} ms" for b, ms in entry["decoder_block_ms"].items()))
         if args.sweep_linattn and cuda:
             entry["linattn_ms"] = sweep_linear_attention(model, w, h, device)
             print("linear attention by token blocks per partial sum: "

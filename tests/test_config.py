@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamstyle.model.config import PRESETS, ModelConfig, preset
+from streamstyle.model.config import CONFIG_VERSION, PRESETS, ModelConfig, preset
 from streamstyle.model.errors import ConfigError
 from streamstyle.model.info import count_parameters
 from streamstyle.service.config import ConfigFieldError, ServiceConfig, available_cpus
@@ -59,7 +59,7 @@ def test_config_json_rejects_unknown_fields_and_versions():
     with pytest.raises(ConfigError, match="unknown fields: colour"):
         ModelConfig.from_json(text.replace('"width"', '"colour": 1, "width"'))
     with pytest.raises(ConfigError, match="version"):
-        ModelConfig.from_json(text.replace('"config_version": 1', '"config_version": 99'))
+        ModelConfig.from_json(text.replace(f'"config_version": {CONFIG_VERSION}', '"config_version": 99'))
 
 
 # --- the service's config: TOML (JSON still read), typed errors naming the field, --print-config ---

@@ -69,15 +69,37 @@ def test_loaded_model_computes_the_same_function(tmp_path, gen):
     loaded = load_weights(save_weights(model, tmp_path / "m"))
     x = torch.randn(1, 3, 16, 16, generator=gen)
     guide = torch.randn(1, 10, 64, 64, generator=gen)
-    assert torch.equal(model.decoder(x, guide), loaded.decoder(x, guide))
+    hist, mask = torch.rand(1, 3, 64, 64, generator=gen), (torch.rand(1, 1, 64, 64, generator=gen) > 0.5).float()
+    ids, surface = torch.randint(0, 40, (1, 64, 64), generator=gen), torch.randn(1, 64, 64, 3, generator=gen)
+    pooled = torch.randn(1, model.config.text_dim, generator=gen)
+    args = (x, guide, hist, mask, ids, surface, pooled, 64, 64)
+    assert torch.equal(model.refiner(*args), loaded.refiner(*args))
 
 
-def test_model_info_reads_a_checkpoints_config(tmp_path, tiny_model, capsys):
-    from streamstyle.tools.cli import main
+def test_an_older_checkpoint_starts_a_run_with_a_fresh_refiner(tmp_path):
+    """A version-1 checkpoint (before the refiner) loads only partially, by request: its DiT
+    tensors are taken, the refiner starts fresh and is listed, and a plain load refuses it."""
+    import json
 
-    folder = save_weights(tiny_model, tmp_path / "ckpt")
-    assert main(["model-info", "--weights", str(folder), "--size", "64x64", "--json"]) == 0
-    assert '"preset": "tiny"' in capsys.readouterr().out
-    (folder / "config.json").write_text("[]")
-    assert main(["model-info", "--weights", str(folder)]) == 2
-    assert "bad_checkpoint" in capsys.readouterr().err
+    from safetensors.torch import save_file
+
+    from streamstyle.model.errors import CheckpointError
+
+    model = StreamStyleModel(preset("tiny"))
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("refiner.")}
+    old["decoder.conv.weight"] = torch.zeros(8, 13, 3, 3)
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    save_file(old, str(folder / "model.safetensors"))
+    cfg = json.loads(model.config.to_json())
+    cfg["config_version"] = 1
+    for key in ("refiner_width", "id_features", "surface_features"):
+        cfg.pop(key)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="missing tensors: refiner"):
+        load_weights(folder)
+    loaded = load_weights(folder, partial=True)
+    assert loaded.partial_load["ignored"] == ["decoder.conv.weight"]
+    assert all(k.startswith("refiner.") for k in loaded.partial_load["missing"]) and loaded.partial_load["missing"]
+    dit = {k: v for k, v in model.state_dict().items() if k.startswith("dit.")}
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in dit.items())
