@@ -17,9 +17,12 @@ The latent target is the oracle frame averaged down by `latent_stride`, in [-1, 
 
 The cut, the warp, the depth test and the start levels are the frame function's own
 (`frame.start_frame`), so training and serving start every frame the same way. A frame's random
-choices (`FrameDraw`) come from the trainer's generator in a fixed order, so a step is a function of
-(seed, step); `frame_loss` is one frame given them, and `batch_loss` threads the state through the
-clip with it.
+choices (`FrameDraw`) come from the step's `StepRandomness` in a fixed order: each clip's own
+(strength, noise, path position) from that clip's generator, seeded by (seed, step, the clip's
+global index), and what the whole batch shares (the few-step phase's K) from one generator seeded
+by (seed, step). So a step is a function of (seed, step), and a clip's draws do not depend on which
+rank of a data-parallel run holds it or on how many clips share the rank. `frame_loss` is one frame
+given the draws, and `batch_loss` threads the state through the clip with them.
 
 Few-step mode (`sampler_steps`, the distillation phase): each frame is the service's frame
 function itself, `frame.stylize_frame`, unrolled over the clip with gradients: K Euler steps from
@@ -35,7 +38,9 @@ sampler's outputs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,15 +89,45 @@ def latent_target(target: torch.Tensor, stride: int) -> torch.Tensor:
     return F.avg_pool2d(target * 2 - 1, stride)
 
 
-def draw_frame(gen: torch.Generator, cfg: ObjectiveConfig, shape: tuple[int, ...], device) -> FrameDraw:
-    """shape: the latent's [B, C, h, w]."""
-    b = shape[0]
-    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * torch.rand(b, 1, generator=gen).to(device)
-    noise = torch.randn(shape, generator=gen).to(device)
+def _generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded by a tuple of integers (a hash of them, so nearby keys do not give
+    nearby seeds)."""
+    digest = hashlib.blake2b(",".join(map(str, key)).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+@dataclass(frozen=True)
+class StepRandomness:
+    """One training step's random sources. `clips[i]` draws clip i's own choices (strength, noise,
+    path position), seeded by (seed, step, the clip's global index): the same whichever rank holds
+    the clip and whichever clips share its batch. `shared` draws what the whole batch shares (the
+    few-step phase's K per frame), seeded by (seed, step): the same on every rank."""
+
+    shared: torch.Generator
+    clips: tuple[torch.Generator, ...]
+
+    @classmethod
+    def seeded(cls, seed: int, step: int, clip_indices: Sequence[int]) -> "StepRandomness":
+        return cls(_generator(seed, step), tuple(_generator(seed, step, i) for i in clip_indices))
+
+
+def draw_frame(rand: StepRandomness, cfg: ObjectiveConfig, shape: tuple[int, ...], device) -> FrameDraw:
+    """shape: the latent's [B, C, h, w], B = len(rand.clips). Each clip's generator gives its
+    strength, its noise, then (flow phase) its u; the shared one gives K (few-step phase)."""
+    if len(rand.clips) != shape[0]:
+        raise ValueError(f"{len(rand.clips)} clip generators for a batch of {shape[0]}")
+    strength, noise, u = [], [], []
+    for gen in rand.clips:
+        strength.append(torch.rand(1, generator=gen))
+        noise.append(torch.randn(shape[1:], generator=gen))
+        if not cfg.sampler_steps:
+            u.append(torch.rand(1, generator=gen))
+    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * torch.stack(strength).to(device)  # [B, 1]
+    noise = torch.stack(noise).to(device)
     if cfg.sampler_steps:
-        k = cfg.sampler_steps[int(torch.randint(len(cfg.sampler_steps), (1,), generator=gen))]
+        k = cfg.sampler_steps[int(torch.randint(len(cfg.sampler_steps), (1,), generator=rand.shared))]
         return FrameDraw(strength, noise, k, None)
-    return FrameDraw(strength, noise, None, torch.rand(b, 1, generator=gen).to(device).clamp_min(1e-3))
+    return FrameDraw(strength, noise, None, torch.stack(u).to(device).clamp_min(1e-3))
 
 
 def frame_loss(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str, torch.Tensor], width: int,
@@ -125,9 +160,11 @@ def frame_loss(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str,
     return FrameLoss(F.mse_loss(v.float(), v_target), F.l1_loss(rgb, target), rgb, nxt)
 
 
-def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptContext], gen: torch.Generator,
+def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptContext], rand: StepRandomness,
                cfg: ObjectiveConfig = ObjectiveConfig()) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean loss over the clips' frames, and its parts. All clips share size and layout."""
+    """Mean loss over the clips' frames, and its parts. All clips share size and layout;
+    `rand.clips[i]` is clip i's generator. Every clip weighs the same in the mean, so the mean over
+    a batch is the mean of its parts' means when they are of equal size (data-parallel ranks)."""
     mc = model.config
     dev = next(model.parameters()).device
     b, w, h = len(clips), clips[0].width, clips[0].height
@@ -141,7 +178,7 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
         target = torch.stack([c.targets[f] for c in clips]).to(dev).permute(0, 3, 1, 2)  # [B, 3, H, W]
         cut = torch.tensor([c.cut[f] for c in clips], device=dev)
         out = frame_loss(model, clips[0].layout, planes, w, h, target, ctx, state, cut,
-                         draw_frame(gen, cfg, tuple(state.latent.shape), dev))
+                         draw_frame(rand, cfg, tuple(state.latent.shape), dev))
         fm_total = fm_total + out.fm
         dec_total = dec_total + out.decoder
         # The attention sums carry with gradients (truncated at the clip); the latent does not.
