@@ -153,6 +153,30 @@ def test_a_stop_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the ranks through Linux's /proc")
+def test_a_rank_that_dies_takes_the_run_down_with_it(tmp_path):
+    """Rank 1 is killed mid-run: the launcher stops rank 0 (which would otherwise wait on its
+    dead peer) and exits with the dead rank's status, leaving no rank behind."""
+    out = tmp_path / "run"
+    metrics = out / "metrics.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "streamstyle", "train", "--out", str(out), *CLI, "--steps", "400",
+                             "--nproc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        rank0, rank1 = _rank_pid(proc.pid, 0), _rank_pid(proc.pid, 1)
+        deadline = time.monotonic() + 240
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        os.kill(rank1, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGKILL
+    assert "rank 1 of 2 ended by SIGKILL: stopping the other ranks" in stderr
+    assert not Path(f"/proc/{rank0}").exists()  # reaped by the launcher before it returned
+
+
 def test_a_clips_draws_do_not_depend_on_its_rank_or_neighbours():
     """The per-clip generators: a clip drawn in a batch of 4 or in a share of 2 gets the same
     strength, noise and path position; the shared K is the same on every rank; and the mean of two

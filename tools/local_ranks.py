@@ -8,8 +8,9 @@ What must hold:
   launcher alone, and the launcher passes every stop signal on to every rank once
   (`signals.forwarded`): the ranks agree on a step boundary, rank 0 checkpoints, all exit with the
   same code, which the launcher returns. A second signal stops the ranks at once.
-- When a rank fails, the others are stopped (SIGTERM, then SIGKILL after `grace_s`) so that no
-  rank waits forever on a collective with a dead peer; the launcher returns the failed rank's code.
+- When a rank fails (exits with anything but 0 or the agreed SIGINT stop's 130), the others are
+  stopped (SIGTERM, then SIGKILL after `grace_s`) so that no rank waits forever on a collective
+  with a dead peer; the launcher says which rank it was and returns that rank's status.
   Should the launcher die without unwinding (SIGKILL), each rank gets SIGTERM (Linux's
   parent-death signal, as `launch.child_service` arms it).
 - On the CPU each rank gets an equal part of the cores (`OMP_NUM_THREADS`, unless already set),
@@ -27,7 +28,11 @@ import time
 from typing import Mapping, Sequence
 
 from .launch import die_with_parent
-from .signals import forwarded
+from .signals import exit_code, forwarded
+
+# What a rank that stopped at an agreed step boundary on SIGINT exits with (on SIGTERM: 0); its
+# peers stop at the same boundary, so it is no failure to act on.
+STOPPED = exit_code(signal.SIGINT)
 
 
 def free_port() -> int:
@@ -58,10 +63,13 @@ def run_local(nproc: int, argv: Sequence[str], grace_s: float = 30.0, poll_s: fl
     with forwarded(lambda: [p.pid for p in procs if p.poll() is None]):
         try:
             while any(p.poll() is None for p in procs):
-                for p in procs:
+                for rank, p in enumerate(procs):
                     rc = p.poll()
-                    if rc not in (None, 0) and failed is None:
+                    if rc not in (None, 0, STOPPED) and failed is None:
                         failed = rc
+                        how = f"by {signal.Signals(-rc).name}" if rc < 0 else f"with exit code {rc}"
+                        print(f"streamstyle: rank {rank} of {nproc} ended {how}: stopping the other ranks",
+                              file=sys.stderr, flush=True)
                         stop_at = time.monotonic() + grace_s
                         for other in procs:
                             if other.poll() is None:
