@@ -254,13 +254,21 @@ def test_nproc_under_torchrun_must_match_it(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
-def test_resuming_with_another_global_batch_is_refused(tmp_path):
+def test_resuming_with_another_global_batch_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     Trainer(TrainConfig(out=str(out), **dict(RUN, steps=1)), log=lambda *_: None).run(progress=False)
     before = (out / "train_state.json").read_text()
     with pytest.raises(ConfigError, match="global batch of 4 clips, and this one has 2: resume with --batch 4"):
         Trainer(TrainConfig(out=str(out), resume=str(out), **dict(RUN, batch=2)), log=lambda *_: None)
     assert (out / "train_state.json").read_text() == before
+    # From the command line, refused before any rank starts, once; without --batch the saved one is taken.
+    cli = [a for a in CLI if a not in ("--batch", "4")] + ["--steps", "2", "--stop-after", "1"]
+    rc = main(["train", "--out", str(out), "--resume", str(out), *cli, "--batch", "2", "--nproc", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("global batch of 4 clips") == 1, err
+    assert (out / "train_state.json").read_text() == before
+    assert main(["train", "--out", str(out), "--resume", str(out), *cli]) == 0
+    assert json.loads((out / "train_state.json").read_text())["batch"] == 4
 
 
 @pytest.mark.gpu
@@ -268,7 +276,7 @@ def test_resuming_with_another_global_batch_is_refused(tmp_path):
 def test_two_gpus_take_the_steps_of_one_gpu(tmp_path):
     """NCCL, one GPU per rank, fp32: the same run as one GPU with the whole batch (to a looser
     tolerance than on the CPU: cuDNN may pick other kernels, TF32 among them, for another batch)."""
-    gpu = [a if a != "cpu" else "cuda" for a in CLI] + ["--steps", "4"]
+    gpu = [a if a != "cpu" else "cuda" for a in CLI] + ["--steps", "4", "--workers", "0"]
     one = subprocess.run([sys.executable, "-m", "streamstyle", "train", "--out", str(tmp_path / "one"), *gpu],
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr

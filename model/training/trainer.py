@@ -95,6 +95,11 @@ class TrainConfig:
         if not self.sampler_steps or any(not MIN_STEPS <= k <= MAX_STEPS for k in self.sampler_steps):
             raise ConfigError(f"sampler_steps must name step counts from {MIN_STEPS} to {MAX_STEPS}")
         Ranks(world=world, local_world=world).check_batch(self.batch)
+        batch = saved_batch(self.resume) if self.resume else None
+        if batch is not None and batch != self.batch:
+            raise ConfigError(f"{self.resume} is a run with a global batch of {batch} clips, and this one has "
+                              f"{self.batch}: resume with --batch {batch} (any number of processes), or "
+                              f"start a new run from its weights with --init")
         return self
 
     @property
@@ -198,12 +203,7 @@ class Trainer:
         if not state_file.exists():
             self.log(f"resuming from the weights in {folder} alone: the optimizer starts afresh at step 0")
             return
-        state = json.loads(state_file.read_text())
-        batch = saved_batch(folder)
-        if batch is not None and batch != self.cfg.batch:
-            raise ConfigError(f"{folder} is a run with a global batch of {batch} clips, and this one has "
-                              f"{self.cfg.batch}: resume with --batch {batch} (any number of processes), or "
-                              f"start a new run from its weights with --init")
+        state = json.loads(state_file.read_text())  # its global batch is the run's (`TrainConfig.validate`)
         self.step = int(state["step"])
         ema_file, opt_file = folder / "model.safetensors", folder / "optimizer.safetensors"
         if self.ema is not None:
