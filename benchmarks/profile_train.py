@@ -19,7 +19,7 @@ from streamstyle.model.config import preset
 from streamstyle.model.network import StreamStyleModel
 from streamstyle.model.stylizer import null_context
 from streamstyle.model.training.data import ClipBank, ReferenceClips
-from streamstyle.model.training.objective import ObjectiveConfig, batch_loss
+from streamstyle.model.training.objective import ObjectiveConfig, StepRandomness, batch_loss
 
 
 def timed(fn, reps, sync):
@@ -63,7 +63,7 @@ def main() -> None:
         for name, obj in (("flow", ObjectiveConfig()), ("few-step (1,2,4)", ObjectiveConfig(sampler_steps=(1, 2, 4)))):
             def step():
                 with auto:
-                    loss, _ = batch_loss(model, clips, ctx, torch.Generator().manual_seed(1), obj)
+                    loss, _ = batch_loss(model, clips, ctx, StepRandomness.seeded(1, 0, range(b)), obj)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -25,7 +25,7 @@ def test_a_few_steps_reduce_the_loss(tmp_path):
     """Measured on a fixed batch with fixed noise, before and after 30 steps (per-step losses draw
     fresh noise levels and are too noisy to compare)."""
     from streamstyle.model.stylizer import null_context
-    from streamstyle.model.training.objective import batch_loss
+    from streamstyle.model.training.objective import StepRandomness, batch_loss
 
     trainer = Trainer(TrainConfig(out=str(tmp_path / "run"), steps=30, checkpoint_every=30, **BASE))
     clips = [trainer._clip(0), trainer._clip(1)]
@@ -33,7 +33,7 @@ def test_a_few_steps_reduce_the_loss(tmp_path):
 
     def fixed_loss():
         with torch.no_grad():
-            return sum(batch_loss(trainer.model, clips, ctx, torch.Generator().manual_seed(s))[1]["loss"]
+            return sum(batch_loss(trainer.model, clips, ctx, StepRandomness.seeded(s, 0, range(2)))[1]["loss"]
                        for s in range(4)) / 4
 
     before = fixed_loss()
@@ -75,7 +75,7 @@ def test_a_run_split_across_invocations_equals_one_run(tmp_path):
 def test_the_few_step_phase_reduces_its_loss(tmp_path):
     """The distillation objective (the service's sampler unrolled, 1 and 2 steps) on a fixed batch."""
     from streamstyle.model.stylizer import null_context
-    from streamstyle.model.training.objective import ObjectiveConfig, batch_loss
+    from streamstyle.model.training.objective import ObjectiveConfig, StepRandomness, batch_loss
 
     trainer = Trainer(TrainConfig(out=str(tmp_path / "run"), steps=30, checkpoint_every=30,
                                   **dict(BASE, distill=1.0, sampler_steps=(1, 2))))
@@ -85,7 +85,7 @@ def test_the_few_step_phase_reduces_its_loss(tmp_path):
 
     def fixed_loss():
         with torch.no_grad():
-            return sum(batch_loss(trainer.model, clips, ctx, torch.Generator().manual_seed(s), few)[1]["loss"]
+            return sum(batch_loss(trainer.model, clips, ctx, StepRandomness.seeded(s, 0, range(2)), few)[1]["loss"]
                        for s in range(4)) / 4
 
     before = fixed_loss()

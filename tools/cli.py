@@ -191,31 +191,67 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from ..model.training.trainer import TrainConfig, Trainer
+    import torch
 
+    from ..model.errors import ConfigError
+    from ..model.training.distributed import Ranks, backend, process_group
+    from ..model.training.trainer import TrainConfig, Trainer, saved_batch
+
+    # Under torchrun, or as one of the ranks `--nproc` starts (the same environment): this process
+    # is one rank. `--nproc` counts the processes on this machine, so a rank sees its own value.
+    ranks = Ranks.from_env()
+    if args.nproc < 1:
+        raise ConfigError("--nproc is a number of processes: at least 1")
+    if ranks.world > 1 and args.nproc not in (1, ranks.local_world):
+        raise ConfigError(f"--nproc {args.nproc}, but torchrun started {ranks.local_world} processes on this "
+                          f"machine: give one or the other")
+    launching = args.nproc > 1 and ranks.world == 1
+    world = args.nproc if launching else ranks.world
     gpu = args.device.startswith("cuda")
-    if args.batch is None:
-        args.batch = 32 if gpu else 4
+    if launching and gpu:
+        if args.device != "cuda":
+            raise ConfigError(f"--device {args.device} with --nproc {args.nproc}: each process takes its own GPU; "
+                              f"give --device cuda (and CUDA_VISIBLE_DEVICES to choose the GPUs)")
+        if args.nproc > torch.cuda.device_count():
+            raise DeviceError(f"--nproc {args.nproc} on CUDA needs a GPU per process; this machine has "
+                              f"{torch.cuda.device_count()}")
+    if args.batch is None:  # a resumed run keeps its global batch, whatever the number of processes
+        args.batch = (args.resume and saved_batch(args.resume)) or (32 if gpu else 4)
     if args.bank is None:
         args.bank = 512 if gpu else 0
-    if args.workers is None:
-        args.workers = min(8, max(0, (os.cpu_count() or 2) - 2)) if gpu and args.bank else 0
-    print(f"training on {args.device}: batch {args.batch} clips x {args.frames} frames at {args.size}x{args.size}, "
-          f"clip bank {args.bank or 'off'}" + (f", {args.workers} render workers" if args.workers else ""))
+    if args.workers is None:  # render workers per process: the machine's cores shared by its processes
+        local = args.nproc if launching else ranks.local_world
+        args.workers = min(8, max(0, ((os.cpu_count() or 2) - 2 * local) // local)) if gpu and args.bank else 0
 
     cfg = TrainConfig(out=args.out, preset=args.preset, init=args.init, resume=args.resume, device=args.device,
                       size=args.size, frames=args.frames, batch=args.batch, steps=args.steps, lr=args.lr,
                       seed=args.seed, styles=args.styles, data=tuple(args.data or ()),
                       reference_weight=args.reference_weight, allow_eval_scenes=args.allow_eval_scenes,
-                      checkpoint_every=args.checkpoint_every,
+                      checkpoint_every=args.checkpoint_every, pool=args.pool, precision=args.precision,
                       prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after,
                       sampler_steps=_step_list(args.sampler_steps), refiner_lr_scale=args.refiner_lr_scale)
-    # A stop signal ends the run at the next step boundary, with a checkpoint that --resume continues.
-    with deferred() as stop:
-        out = Trainer(cfg).run(progress=not args.quiet, stop=lambda: bool(stop))
-    print(f"weights (EMA) and training state in {out}; metrics in {out / 'metrics.jsonl'}")
-    return exit_code(stop.signum) if stop else 0
+    cfg.validate(world)  # before any process starts
+    if launching:
+        from .local_ranks import run_local
+
+        print(f"training with {args.nproc} processes on this machine ({backend(torch.device(args.device))}): "
+              f"global batch {args.batch} clips, {args.batch // args.nproc} per process", flush=True)
+        return run_local(args.nproc, args.argv)
+    if ranks.is_main:
+        print(f"training on {args.device}: batch {args.batch} clips x {args.frames} frames at {args.size}x{args.size}, "
+              f"clip bank {args.bank or 'off'}" + (f", {args.workers} render workers" if args.workers else "")
+              + (f"; {ranks.world} processes, {args.batch // ranks.world} clips each" if ranks.world > 1 else ""),
+              flush=True)
+    device = ranks.device(args.device)
+    # A stop signal ends the run at the next step boundary (agreed by every rank), with a
+    # checkpoint that --resume continues.
+    with process_group(ranks, device), deferred() as stop:
+        trainer = Trainer(cfg, ranks=ranks)
+        out = trainer.run(progress=not args.quiet, stop=lambda: stop.signum or 0)
+    if ranks.is_main:
+        print(f"weights (EMA) and training state in {out}; metrics in {out / 'metrics.jsonl'}")
+    return exit_code(trainer.stop_signal) if trainer.stop_signal else 0
 
 
 def _step_list(text: str) -> tuple[int, ...]:
@@ -450,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, default=0, metavar="STEPS",
                    help="checkpoint and stop after this many steps; --resume continues the same run")
     p.add_argument("--no-prompts", action="store_true", help="train without the text encoder (empty prompt)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N processes on this machine (data-parallel; on CUDA one GPU each); "
+                        "the global --batch is split between them. Under torchrun, leave it out")
+    p.add_argument("--pool", type=int, default=0, metavar="CLIPS",
+                   help="cycle through this many distinct clips, each rendered once (tests, benchmarks)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto: bf16 autocast on a GPU, fp32 on the CPU")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -555,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` starts its ranks with the same
     if getattr(args, "size", "unset") is None:
         args.size = [(1280, 720), (1920, 1080)]
     try:

@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 from .signals import Interrupted
 
 
-def _die_with_parent():
+def die_with_parent():
     """A `preexec_fn`: the child gets SIGTERM when this thread's process dies, however it dies
     (Linux's PR_SET_PDEATHSIG, which follows the thread that started the child: call from the
     main thread). Elsewhere None, and the `finally` of `child_service` is the only guard."""
@@ -58,7 +58,7 @@ def child_service(args: Sequence[str], env: dict | None = None, log_path: str | 
     log = open(log_path, "w") if log_path else None
     try:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
-                                preexec_fn=_die_with_parent())
+                                preexec_fn=die_with_parent())
     finally:
         if log:
             log.close()  # the child holds its own descriptor

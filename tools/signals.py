@@ -12,13 +12,16 @@ What must hold:
 - Work that must not be cut mid-step (a training step) asks for `deferred()` instead: the signal
   is only recorded and the loop stops at its next boundary; a second signal then interrupts at
   once, as a user pressing Ctrl-C twice expects.
+- A launcher of child processes that do their own stopping (`train --nproc`) asks for
+  `forwarded()`: each signal goes on to the children, once per signal, and the launcher waits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -94,3 +97,31 @@ def deferred() -> Iterator[StopRequest]:
     request = StopRequest()
     with _handlers(request):
         yield request
+
+
+class _Forward:
+    """Pass each stop signal on to the processes `targets()` names, and record the first."""
+
+    def __init__(self, targets):
+        self.targets, self.signum = targets, None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+        for pid in self.targets():
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:  # that one has already exited
+                pass
+
+
+@contextlib.contextmanager
+def forwarded(targets: Callable[[], Iterable[int]]) -> Iterator[_Forward]:
+    """Within the block every stop signal is passed on to the processes whose ids `targets()`
+    gives (each time, so a second Ctrl-C reaches them too) instead of stopping this one, which
+    waits for them: the launcher of `train --nproc`, whose ranks run in their own sessions so that
+    a terminal's Ctrl-C reaches them only this way, once. The yielded object's `signum` is the
+    first signal that came."""
+    forward = _Forward(targets)
+    with _handlers(forward):
+        yield forward

@@ -60,18 +60,19 @@ def _features(device: str, dtype: torch.dtype) -> RandomFeatures:
 
 
 def perceptual_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """x, y [B, 3, H, W] in [0, 1]."""
+    """x, y [B, 3, H, W] in [0, 1]. The mean over the batch of each image's loss."""
     net = _features(str(x.device), x.dtype)
-    total = x.new_zeros(())
-    for fx, fy in zip(net(x), net(y.to(x.dtype))):
-        total = total + (fx - fy).abs().mean() / (fy.abs().mean().detach() + 1e-3)
-    return total / len(net.layers)
+    total = x.new_zeros(x.shape[0])
+    for fx, fy in zip(net(x), net(y.to(x.dtype))):  # each image normalised by its own feature scale
+        total = total + (fx - fy).abs().mean((1, 2, 3)) / (fy.abs().mean((1, 2, 3)).detach() + 1e-3)
+    return (total / len(net.layers)).mean()
 
 
 def temporal_loss(out: torch.Tensor, out_prev_warped: torch.Tensor, target: torch.Tensor,
                   target_prev_warped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """All [B, C, H, W] but mask [B, 1, H, W] in {0, 1} (valid history, and not deliberately
-    corrupted). Mean over the masked pixels (0 when there are none)."""
+    corrupted). Each image's mean over its masked pixels (0 when it has none), then the mean over
+    the batch (so equal shares of a batch average to the whole batch's value)."""
     diff = ((out - out_prev_warped) - (target - target_prev_warped)).abs().mean(1, keepdim=True)
-    n = mask.sum()
-    return (diff * mask).sum() / n.clamp_min(1.0)
+    n = mask.sum((1, 2, 3))
+    return ((diff * mask).sum((1, 2, 3)) / n.clamp_min(1.0)).mean()

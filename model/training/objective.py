@@ -30,15 +30,22 @@ Object ids and the surface channel are dropped from a share of steps (`drop_ids`
 The latent target is the oracle frame averaged down by `latent_stride`, in [-1, 1]. The cut, the
 warps, the depth tests and the start levels are the frame function's own (`frame.start_frame`,
 `frame.frame_history`), so training and serving start every frame the same way. A frame's random
-choices (`FrameDraw`) come from the trainer's generator in a fixed order, so a step is a function
-of (seed, step); `frame_loss` is one frame given them, and `batch_loss` threads the state through
-the clip with it.
+choices (`FrameDraw`) come from the step's `StepRandomness` in a fixed order: each clip's own
+(strength, noise, path position, history corruption) from that clip's generator, seeded by (seed,
+step, the clip's global index), and what the whole batch shares (the few-step phase's K, the
+corruption's shift, which optional channels are dropped) from one generator seeded by (seed, step).
+So a step is a function of (seed, step), and a clip's draws do not depend on which rank of a
+data-parallel run holds it or on how many clips share the rank; every loss is a mean of per-clip
+means, so the mean over a batch is the mean of its equal shares' means. `frame_loss` is one frame
+given the draws, and `batch_loss` threads the state through the clip with them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -100,29 +107,65 @@ def latent_target(target: torch.Tensor, stride: int) -> torch.Tensor:
     return F.avg_pool2d(target * 2 - 1, stride)
 
 
-def draw_frame(gen: torch.Generator, cfg: ObjectiveConfig, shape: tuple[int, ...], device) -> FrameDraw:
-    """shape: the latent's [B, C, h, w]."""
-    b = shape[0]
-    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * torch.rand(b, 1, generator=gen).to(device)
-    noise = torch.randn(shape, generator=gen).to(device)
-    corrupt = (torch.rand(b, generator=gen) < cfg.corrupt_history).to(device)
-    sx, sy = (int(v) for v in torch.randint(-4, 5, (2,), generator=gen))
+def _generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded by a tuple of integers (a hash of them, so nearby keys do not give
+    nearby seeds)."""
+    digest = hashlib.blake2b(",".join(map(str, key)).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+@dataclass(frozen=True)
+class StepRandomness:
+    """One training step's random sources. `clips[i]` draws clip i's own choices, seeded by (seed,
+    step, the clip's global index): the same whichever rank holds the clip and whichever clips share
+    its batch. `shared` draws what the whole batch shares, seeded by (seed, step): the same on every
+    rank."""
+
+    shared: torch.Generator
+    clips: tuple[torch.Generator, ...]
+
+    @classmethod
+    def seeded(cls, seed: int, step: int, clip_indices: Sequence[int]) -> "StepRandomness":
+        return cls(_generator(seed, step), tuple(_generator(seed, step, i) for i in clip_indices))
+
+
+def draw_frame(rand: StepRandomness, cfg: ObjectiveConfig, shape: tuple[int, ...], device) -> FrameDraw:
+    """shape: the latent's [B, C, h, w], B = len(rand.clips). Each clip's generator gives its
+    strength, its noise, whether its history is corrupted, then (flow phase) its u; the shared one
+    gives the corruption's shift and (few-step phase) K."""
+    if len(rand.clips) != shape[0]:
+        raise ValueError(f"{len(rand.clips)} clip generators for a batch of {shape[0]}")
+    strength, noise, corrupt, u = [], [], [], []
+    for gen in rand.clips:
+        strength.append(torch.rand(1, generator=gen))
+        noise.append(torch.randn(shape[1:], generator=gen))
+        corrupt.append(bool(torch.rand(1, generator=gen) < cfg.corrupt_history))
+        if not cfg.sampler_steps:
+            u.append(torch.rand(1, generator=gen))
+    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * torch.stack(strength).to(device)  # [B, 1]
+    noise = torch.stack(noise).to(device)
+    corrupt = torch.tensor(corrupt, device=device)
+    sx, sy = (int(v) for v in torch.randint(-4, 5, (2,), generator=rand.shared))
+    shift = (sx, sy or 1)
     if cfg.sampler_steps:
-        k = cfg.sampler_steps[int(torch.randint(len(cfg.sampler_steps), (1,), generator=gen))]
-        return FrameDraw(strength, noise, k, None, corrupt, (sx, sy or 1))
-    u = torch.rand(b, 1, generator=gen).to(device).clamp_min(1e-3)
-    return FrameDraw(strength, noise, None, u, corrupt, (sx, sy or 1))
+        k = cfg.sampler_steps[int(torch.randint(len(cfg.sampler_steps), (1,), generator=rand.shared))]
+        return FrameDraw(strength, noise, k, None, corrupt, shift)
+    return FrameDraw(strength, noise, None, torch.stack(u).to(device).clamp_min(1e-3), corrupt, shift)
 
 
-def corrupt_history(state: TemporalState, draw: FrameDraw, gen: torch.Generator) -> TemporalState:
+def corrupt_history(state: TemporalState, draw: FrameDraw, rand: StepRandomness) -> TemporalState:
     """The state with the drawn clips' full-resolution history shifted by `draw.shift` and noised
     (its mask still says valid): what a wrong motion vector or a missed disocclusion hands the
-    refiner."""
+    refiner. The noise of clip i comes from its own generator (drawn only for corrupted clips)."""
     if draw.corrupt is None or not bool(draw.corrupt.any()):
         return state
     img = state.image
     bad = torch.roll(img, shifts=(draw.shift[1], draw.shift[0]), dims=(2, 3))
-    bad = (bad + 0.1 * torch.randn(img.shape, generator=gen).to(img.device)).clamp(0, 1)
+    noise = torch.zeros_like(bad)
+    for i, gen in enumerate(rand.clips):
+        if bool(draw.corrupt[i]):
+            noise[i] = torch.randn(img.shape[1:], generator=gen).to(img.device)
+    bad = (bad + 0.1 * noise).clamp(0, 1)
     pick = draw.corrupt.view(-1, 1, 1, 1)
     return dataclasses.replace(state, image=torch.where(pick, bad, img))
 
@@ -187,15 +230,11 @@ def frame_loss(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str,
     return FrameLoss(fm, dec, temporal, parts, rgb, nxt)
 
 
-def _drop_inputs(planes: dict[str, torch.Tensor], cfg: ObjectiveConfig, gen: torch.Generator) -> tuple[bool, bool]:
-    """Which optional channels this step drops (drawn once per step, in this order)."""
-    r = torch.rand(2, generator=gen)
-    return bool(r[0] < cfg.drop_ids), bool(r[1] < cfg.drop_surface)
-
-
-def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptContext], gen: torch.Generator,
+def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptContext], rand: StepRandomness,
                cfg: ObjectiveConfig = ObjectiveConfig()) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean loss over the clips' frames, and its parts. All clips share size and layout."""
+    """Mean loss over the clips' frames, and its parts. All clips share size and layout;
+    `rand.clips[i]` is clip i's generator. Every clip weighs the same in the mean, so the mean over
+    a batch is the mean of its parts' means when they are of equal size (data-parallel ranks)."""
     mc = model.config
     dev = next(model.parameters()).device
     b, w, h = len(clips), clips[0].width, clips[0].height
@@ -204,16 +243,17 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
                         torch.cat([p.pooled for p in prompts]))
     totals: dict[str, torch.Tensor | float] = {}
     frames = len(clips[0].planes)
-    drop_ids, drop_surface = _drop_inputs(clips[0].planes[0], cfg, gen)
+    r = torch.rand(2, generator=rand.shared)  # which optional channels this step trains without
+    drop_ids, drop_surface = bool(r[0] < cfg.drop_ids), bool(r[1] < cfg.drop_surface)
     prev_target = None
     for f in range(frames):
         planes = {k: v.to(dev) for k, v in stack_planes(clips, f).items()
                   if not (k == "ids" and drop_ids) and not (k == "surface" and drop_surface)}
         target = torch.stack([c.targets[f] for c in clips]).to(dev).permute(0, 3, 1, 2)  # [B, 3, H, W]
         cut = torch.tensor([c.cut[f] for c in clips], device=dev)
-        draw = draw_frame(gen, cfg, tuple(state.latent.shape), dev)
+        draw = draw_frame(rand, cfg, tuple(state.latent.shape), dev)
         if f:
-            state = corrupt_history(state, draw, gen)
+            state = corrupt_history(state, draw, rand)
         else:
             draw = dataclasses.replace(draw, corrupt=None)
         out = frame_loss(model, clips[0].layout, planes, w, h, target, ctx, state, cut, draw,

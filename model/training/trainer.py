@@ -6,9 +6,18 @@ weights (what ships), a tqdm bar with loss and throughput, and `metrics.jsonl` i
 Checkpoints (every `checkpoint_every` steps, at the end, and at the step boundary where `run` is
 told to stop) hold `model.safetensors` + `config.json` (the EMA weights: a loadable model on their
 own), `raw.safetensors` (the trained weights), `optimizer.safetensors` and `train_state.json` (step
-and settings). Resuming from a folder with all of them continues the run exactly: every step's data
-and noise are a function of (seed, step). A folder with the weights alone is enough too: the
-optimizer then starts afresh.
+and settings, the global batch among them). Resuming from a folder with all of them continues the
+run exactly: every step's data and noise are a function of (seed, step), whatever the number of
+processes (the global batch must stay the same). A folder with the weights alone is enough too:
+the optimizer then starts afresh.
+
+Data-parallel (`distributed.Ranks`, under torchrun or `streamstyle train --nproc N`): each rank
+renders and trains on its share of every step's global batch through DistributedDataParallel,
+which averages the gradients; every rank keeps the same optimizer state. Rank 0 alone keeps the
+EMA, writes metrics.jsonl and checkpoints and shows the progress bar; the others wait at a barrier
+while it writes. Stops (signal, time limit, `stop_after`) are agreed by all ranks at a step boundary.
+A checkpoint holds the bare model's weights, never the wrapper's, so it loads with any number of
+processes.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,7 +41,8 @@ from ..network import StreamStyleModel
 from ..stylizer import null_context
 from ..weights import load_weights, save_weights
 from .data import CaptureClips, ClipBank, MixedClips, ReferenceClips
-from .objective import ObjectiveConfig, batch_loss
+from .distributed import Ranks, agree, barrier, mean_over_ranks
+from .objective import ObjectiveConfig, StepRandomness, batch_loss
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,8 @@ class TrainConfig:
     prompts: bool = True  # False: every clip uses the empty prompt (no text encoder needed)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self, world: int = 1) -> "TrainConfig":
+        """Checks the settings, for a run of `world` processes (the global batch must split evenly)."""
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError("precision must be auto, bf16 or fp32")
         for name in ("size", "frames", "batch", "steps", "checkpoint_every", "refresh"):
@@ -83,6 +95,12 @@ class TrainConfig:
             raise ConfigError("distill is the share of steps in few-step mode: from 0 to 1")
         if not self.sampler_steps or any(not MIN_STEPS <= k <= MAX_STEPS for k in self.sampler_steps):
             raise ConfigError(f"sampler_steps must name step counts from {MIN_STEPS} to {MAX_STEPS}")
+        Ranks(world=world, local_world=world).check_batch(self.batch)
+        batch = saved_batch(self.resume) if self.resume else None
+        if batch is not None and batch != self.batch:
+            raise ConfigError(f"{self.resume} is a run with a global batch of {batch} clips, and this one has "
+                              f"{self.batch}: resume with --batch {batch} (any number of processes), or "
+                              f"start a new run from its weights with --init")
         return self
 
     @property
@@ -96,6 +114,29 @@ def _lr(cfg: TrainConfig, step: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def saved_batch(folder: str | Path) -> int | None:
+    """The global batch of the run checkpointed in `folder` (None: no training state there)."""
+    state_file = Path(folder) / "train_state.json"
+    if not state_file.exists():
+        return None
+    state = json.loads(state_file.read_text())
+    batch = state.get("batch", state.get("config", {}).get("batch"))
+    return None if batch is None else int(batch)
+
+
+class _BatchLoss(torch.nn.Module):
+    """`batch_loss` as a module's forward: DistributedDataParallel averages gradients only for work
+    done inside its wrapped module's forward. The model is the only child, so the wrapper's
+    parameters are the model's and nothing of the wrapper reaches a checkpoint."""
+
+    def __init__(self, model: StreamStyleModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, clips, prompts, rand: StepRandomness, objective: ObjectiveConfig):
+        return batch_loss(self.model, clips, prompts, rand, objective)
 
 
 def _source(cfg: TrainConfig, device):
@@ -112,12 +153,17 @@ def _source(cfg: TrainConfig, device):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, log=print):
-        self.cfg = cfg.validate()
-        self.device = torch.device(cfg.device)
-        self.log = log
+    """The training loop of one process. `ranks` says which share of each step it trains on; with
+    more than one rank the process group must be joined first (`distributed.process_group`)."""
+
+    def __init__(self, cfg: TrainConfig, log=print, ranks: Ranks = Ranks()):
+        self.cfg = cfg.validate(ranks.world)
+        self.ranks = ranks
+        self.device = ranks.device(cfg.device)
+        self.log = log if ranks.is_main else (lambda *_: None)
         self.out = Path(cfg.out)
         self.step = 0
+        self.stop_signal = 0  # the largest value `stop` gave on any rank when the run was stopped by it
         if cfg.resume:
             self.model = load_weights(cfg.resume, device=self.device)
             raw = Path(cfg.resume) / "raw.safetensors"
@@ -134,7 +180,9 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.model = StreamStyleModel(preset(cfg.preset)).to(self.device)
         self.model.train()
-        self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.ema = None  # only rank 0 keeps the EMA
+        if ranks.is_main:
+            self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
         # The refiner learns at `refiner_lr_scale` times the DiT's rate (it starts fresh when a
         # run fine-tunes an older DiT; the DiT's own rate stays gentle).
         refiner = [p for n, p in self.model.named_parameters() if n.startswith("refiner.")]
@@ -153,17 +201,25 @@ class Trainer:
             self.prompts = PromptEncoder(device=self.device, max_tokens=self.model.config.max_prompt_tokens)
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        self._loss = _BatchLoss(self.model)
+        if ranks.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Inputs are rendered on this rank's device already: nothing for DDP to move. The gradients
+            # live in DDP's buckets (no second copy).
+            self._loss = DistributedDataParallel(self._loss, device_ids=None, gradient_as_bucket_view=True)
 
     def _resume(self, folder: Path) -> None:
         state_file = folder / "train_state.json"
         if not state_file.exists():
             self.log(f"resuming from the weights in {folder} alone: the optimizer starts afresh at step 0")
             return
-        state = json.loads(state_file.read_text())
+        state = json.loads(state_file.read_text())  # its global batch is the run's (`TrainConfig.validate`)
         self.step = int(state["step"])
         ema_file, opt_file = folder / "model.safetensors", folder / "optimizer.safetensors"
-        ema = load_file(str(ema_file), device=str(self.device))
-        self.ema = {k: ema[k].float() for k in self.ema}
+        if self.ema is not None:
+            ema = load_file(str(ema_file), device=str(self.device))
+            self.ema = {k: ema[k].float() for k in self.ema}
         if opt_file.exists():
             flat = load_file(str(opt_file), device=str(self.device))
             opt_state = self.opt.state_dict()
@@ -189,7 +245,14 @@ class Trainer:
         return self.prompts.context(clip.prompt, self.model.config.max_prompts, self.model.config.max_prompt_tokens)
 
     def checkpoint(self, folder: Path | None = None) -> Path:
+        """Rank 0 writes; every rank returns once it has (each must call this at the same step)."""
         folder = Path(folder or self.out)
+        if self.ranks.is_main:
+            self._write_checkpoint(folder)
+        barrier(self.ranks)
+        return folder
+
+    def _write_checkpoint(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         shipped = StreamStyleModel(self.model.config)
         shipped.load_state_dict({k: v.to("cpu") for k, v in self.ema.items()})
@@ -203,44 +266,50 @@ class Trainer:
             save_file(flat, str(folder / "optimizer.safetensors"))
         cfg = dataclasses.asdict(self.cfg)
         (folder / "train_state.json").write_text(json.dumps(
-            {"step": self.step, "config": cfg, "optimizer_groups": sd["param_groups"]}, indent=2, default=str))
-        return folder
+            {"step": self.step, "batch": self.cfg.batch, "processes": self.ranks.world, "config": cfg,
+             "optimizer_groups": sd["param_groups"]}, indent=2, default=str))
 
-    def run(self, progress: bool = True, stop: Callable[[], bool] | None = None) -> Path:
-        """Train to `cfg.steps`. `stop` is asked at every step boundary; once it says True the
-        run checkpoints where it is and returns (a stop signal, in `streamstyle train`): the
-        checkpoint holds whole steps only, and `resume` continues at the same step."""
-        cfg = self.cfg
+    def run(self, progress: bool = True, stop: Callable[[], int | bool] | None = None) -> Path:
+        """Train to `cfg.steps`. `stop` is asked at every step boundary; once it gives a true value
+        (on any rank: the ranks agree) the run checkpoints where it is and returns, with the largest
+        value given in `stop_signal` (a signal number, in `streamstyle train`): the checkpoint holds
+        whole steps only, and `resume` continues at the same step. Only rank 0 shows `progress`."""
+        cfg, main = self.cfg, self.ranks.is_main
         self.out.mkdir(parents=True, exist_ok=True)
-        metrics = (self.out / "metrics.jsonl").open("a", buffering=1)  # a row per line, as it happens
+        # A row per line, as it happens, and once: rank 0's, with the global batch's means.
+        metrics = (self.out / "metrics.jsonl").open("a", buffering=1) if main else None
         bar = None
-        if progress:
+        if progress and main:
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train", dynamic_ncols=True)
         t_last, frames_since = time.perf_counter(), 0
         t_start, first_step = t_last, self.step
+        share = self.ranks.share(cfg.batch)
         bank = self.source if isinstance(self.source, ClipBank) else getattr(self.source, "sources", [None])[0]
         if cfg.workers and isinstance(bank, ClipBank):
             bank.start_workers(cfg.workers, first_draw=self.step * cfg.batch)
         try:
             while self.step < cfg.steps:
-                timed_out = cfg.time_limit and time.perf_counter() - t_start > cfg.time_limit
-                if timed_out or (cfg.stop_after and self.step - first_step >= cfg.stop_after):
+                timed_out = bool(cfg.time_limit and time.perf_counter() - t_start > cfg.time_limit)
+                done = bool(cfg.stop_after and self.step - first_step >= cfg.stop_after)
+                asked = int(stop() or 0) if stop is not None else 0
+                timed_out, done, asked = agree(self.ranks, [timed_out, done, asked], self.device)
+                if timed_out or done:
                     self.checkpoint()
                     why = f"time limit of {cfg.time_limit:.0f} s" if timed_out else f"{cfg.stop_after} steps"
                     self.log(f"stopped after {why} at step {self.step} of {cfg.steps}: checkpoint in {self.out}; "
                              f"continue with --resume {self.out}")
                     break
-                if stop is not None and stop():
+                if asked:
+                    self.stop_signal = int(asked)
                     self.checkpoint()
                     self.log(f"interrupted at step {self.step} of {cfg.steps}: checkpoint in {self.out}; "
                              f"continue with --resume {self.out}")
                     break
                 step = self.step
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-                first = step * cfg.batch
-                clips = [self._clip((first + i) % cfg.pool if cfg.pool else first + i) for i in range(cfg.batch)]
+                draws = [step * cfg.batch + i for i in share]  # this rank's global clip indices
+                clips = [self._clip(d % cfg.pool if cfg.pool else d) for d in draws]
                 prompts = [self._context(c) for c in clips]
                 for group in self.opt.param_groups:
                     group["lr"] = _lr(cfg, step) * group.get("lr_scale", 1.0)
@@ -248,24 +317,32 @@ class Trainer:
                 if step >= cfg.distill_from:
                     objective = dataclasses.replace(objective, sampler_steps=tuple(cfg.sampler_steps))
                 with self.autocast:
-                    loss, parts = batch_loss(self.model, clips, prompts, gen, objective)
+                    loss, parts = self._loss(clips, prompts, StepRandomness.seeded(cfg.seed, step, draws), objective)
+                parts = mean_over_ranks(self.ranks, parts, self.device)
                 if not math.isfinite(parts["loss"]):
                     raise FloatingPointError(f"the loss is {parts['loss']} at step {step}: stopping before the "
                                              "weights are spoiled; resume from the last checkpoint with a lower lr")
                 self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                with warnings.catch_warnings():
+                    # DDP compares a depthwise conv weight's gradient strides with its bucket's and
+                    # warns; they differ only along a size-1 dimension, the same memory layout.
+                    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+                    loss.backward()  # with several ranks: the gradients come back averaged over them
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
                 self.opt.step()
-                with torch.no_grad():
-                    decay = min(cfg.ema, (1 + step) / (10 + step))
-                    for k, v in self.model.state_dict().items():
-                        self.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
+                if self.ema is not None:
+                    with torch.no_grad():
+                        decay = min(cfg.ema, (1 + step) / (10 + step))
+                        for k, v in self.model.state_dict().items():
+                            self.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
                 self.step += 1
                 frames_since += cfg.batch * cfg.frames
                 now = time.perf_counter()
-                row = {"step": self.step, "phase": "few-step" if objective.sampler_steps else "flow", **parts, "lr": _lr(cfg, step), "frames_per_s": frames_since / (now - t_last)}
+                row = {"step": self.step, "phase": "few-step" if objective.sampler_steps else "flow", **parts,
+                       "grad_norm": grad_norm, "lr": _lr(cfg, step), "frames_per_s": frames_since / (now - t_last)}
                 t_last, frames_since = now, 0
-                metrics.write(json.dumps(row) + "\n")
+                if metrics is not None:
+                    metrics.write(json.dumps(row) + "\n")
                 if bar is not None:
                     bar.set_postfix(phase=row["phase"], loss=f"{parts['loss']:.4f}", fps=f"{row['frames_per_s']:.1f}")
                     bar.update(1)
@@ -274,7 +351,8 @@ class Trainer:
         finally:
             if isinstance(bank, ClipBank):
                 bank.close()
-            metrics.close()
+            if metrics is not None:
+                metrics.close()
             if bar is not None:
                 bar.close()
         return self.out
