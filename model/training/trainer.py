@@ -206,8 +206,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             # Inputs are rendered on this rank's device already: nothing for DDP to move. The gradients
-            # live in DDP's buckets (no second copy).
-            self._loss = DistributedDataParallel(self._loss, device_ids=None, gradient_as_bucket_view=True)
+            # live in DDP's buckets (no second copy). A step that drops the ids or surface channel
+            # (the same on every rank) leaves their refiner inputs without gradients.
+            self._loss = DistributedDataParallel(self._loss, device_ids=None, gradient_as_bucket_view=True,
+                                                 find_unused_parameters=True)
 
     def _resume(self, folder: Path) -> None:
         state_file = folder / "train_state.json"
