@@ -202,7 +202,11 @@ typedef struct ss_event {
     int32_t late;
     char code[32];
     char message[224];
-    double queue_ms, model_ms, write_ms, total_ms; /* SS_EVENT_DONE */
+    double queue_ms, model_ms, write_ms, total_ms; /* SS_EVENT_DONE: the service's timings */
+    /* About a frame: CLOCK_MONOTONIC nanoseconds at which the I/O thread sent it and received this
+     * answer (0 when unknown): with the caller's own clock around ss_submit and ss_poll they split
+     * a frame's round trip into the hand-offs on this side and the service's. */
+    uint64_t sent_ns, received_ns;
 } ss_event;
 
 /* Take the oldest event of this session: SS_OK with *out filled, or SS_NO_EVENT. */

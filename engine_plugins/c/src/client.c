@@ -24,6 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
 
 #include "codec.h"
 #include "ring.h"
@@ -75,6 +78,12 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static double wall_s(void) {
@@ -133,6 +142,8 @@ struct ss_session {
     uint64_t events_lost;
     pending_frame frames[FRAME_CAP];
     unsigned fr_head, fr_count;
+    /* the I/O thread's own: when it sent each slot's last frame (ss_event.sent_ns) */
+    uint64_t io_sent_seq[SS_MAX_SLOTS], io_sent_ns[SS_MAX_SLOTS];
 };
 
 enum { DOWN, HELLO, UP };
@@ -191,11 +202,22 @@ static int prompt_copy(ss_prompt *dst, const ss_prompt *src) {
 }
 
 /* Wake the I/O thread, with a syscall only when it sleeps (or is about to): it sets `sleeping`
- * before its last look at the queues and clears it after zmq_poll returns. */
+ * before its last look at the queues and clears it after zmq_poll returns.
+ *
+ * On Linux the wake is an eventfd, not a pipe: a pipe write wakes its reader "synchronously", which
+ * tells the scheduler the writer is about to sleep and puts the reader on the writer's CPU. The
+ * render thread does not sleep, so the I/O thread (a batch thread, which preempts no one) waited
+ * behind it for the rest of its time slice: milliseconds per frame (measured with ss_probe). An
+ * eventfd wake is asynchronous: the I/O thread goes to an idle CPU and runs at once. */
 static void wake(ss_client *c) {
     if (__atomic_load_n(&c->sleeping, __ATOMIC_SEQ_CST)) {
-        char b = 1;
-        ssize_t n = write(c->pipe_w, &b, 1); /* a full pipe already wakes it */
+#ifdef __linux__
+        uint64_t one = 1;
+        ssize_t n = write(c->pipe_w, &one, sizeof one); /* a saturated counter already wakes it */
+#else
+        char one = 1;
+        ssize_t n = write(c->pipe_w, &one, 1); /* a full pipe already wakes it */
+#endif
         (void)n;
     }
 }
@@ -211,6 +233,25 @@ static int frame_lock(ss_session *s) {
 #endif
     }
     return 0;
+}
+
+/* Every thread but the render thread takes session->lock with this: it spins (and yields) instead of
+ * sleeping in the kernel, so the lock never has a sleeping waiter and the render thread's unlock never
+ * has to wake one (a futex system call, with an inter-processor interrupt behind it). The render
+ * thread holds the lock for a few hundred nanoseconds at most: nothing slow runs under it. */
+static void lock_waiting(ss_session *s) {
+    for (unsigned i = 0; pthread_mutex_trylock(&s->lock) != 0; i++) {
+        if (i < 256) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else if (i < 4096) {
+            sched_yield();
+        } else { /* the holder was preempted: let it run */
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 
 /* session->lock held */
@@ -337,9 +378,9 @@ static void go_down(ss_client *c, const char *why) {
     c->connected = 0;
     c->retry_at = now_s();
     for (ss_session *s = c->sessions; s; s = s->next) {
-        pthread_mutex_lock(&s->lock);
+        lock_waiting(s);
         if (s->live || s->need_reopen) {
-            s->live = 0;
+            __atomic_store_n(&s->live, 0, __ATOMIC_RELEASE);
             s->need_reopen = 1;
             frames_lost(s, SS_LATE_SERVICE_RESTARTED, why);
             event_of(&ev, SS_EVENT_SERVICE_LOST, 0, -1, "unavailable", why);
@@ -404,7 +445,7 @@ static void send_frames(ss_client *c) {
     for (ss_session *s = c->sessions; s; s = s->next) {
         unsigned n;
         uint64_t id;
-        pthread_mutex_lock(&s->lock);
+        lock_waiting(s);
         n = s->fr_count;
         id = s->id;
         for (unsigned i = 0; i < n; i++) batch[i] = s->frames[(s->fr_head + i) % FRAME_CAP];
@@ -413,9 +454,12 @@ static void send_frames(ss_client *c) {
         pthread_mutex_unlock(&s->lock);
         for (unsigned i = 0; i < n; i++) {
             ss_enc_frame(&buf, id, batch[i].seq, batch[i].slot, batch[i].has_info ? &batch[i].info : NULL);
-            if (send_buf(c, &buf) != 0) {
+            if (send_buf(c, &buf) == 0) {
+                s->io_sent_seq[batch[i].slot] = batch[i].seq;
+                s->io_sent_ns[batch[i].slot] = now_ns();
+            } else {
                 ss_event ev;
-                pthread_mutex_lock(&s->lock);
+                lock_waiting(s);
                 if (s->slot_seq[batch[i].slot] == batch[i].seq) s->slot_answered[batch[i].slot] = batch[i].seq;
                 event_of(&ev, SS_EVENT_ERROR, batch[i].seq, (int32_t)batch[i].slot, "unavailable",
                          "the service is not taking messages");
@@ -433,13 +477,13 @@ static ss_session *session_by_id(ss_client *c, uint64_t id) {
     return NULL;
 }
 
-/* client->lock held: a done, late or error about one frame */
-static void frame_answer(ss_client *c, const ss_reply *m) {
+/* client->lock held: a done, late or error about one frame, received at `received_ns` */
+static void frame_answer(ss_client *c, const ss_reply *m, uint64_t received_ns) {
     ss_session *s = session_by_id(c, m->session);
     ss_event ev;
     int32_t slot = -1;
     if (!s) return;
-    pthread_mutex_lock(&s->lock);
+    lock_waiting(s);
     if (!s->live) {
         pthread_mutex_unlock(&s->lock);
         return;
@@ -461,6 +505,8 @@ static void frame_answer(ss_client *c, const ss_reply *m) {
     } else {
         event_of(&ev, SS_EVENT_ERROR, m->seq, slot, m->code, m->message);
     }
+    if (slot >= 0 && s->io_sent_seq[slot] == m->seq) ev.sent_ns = s->io_sent_ns[slot];
+    ev.received_ns = received_ns;
     push_event(s, &ev);
     pthread_mutex_unlock(&s->lock);
 }
@@ -478,8 +524,8 @@ static void reopen_all(ss_client *c) {
     msgpack_sbuffer_destroy(&buf);
 }
 
-/* client->lock held */
-static void handle(ss_client *c, const char *data, size_t size) {
+/* client->lock held; `received_ns`: when the message came off the socket */
+static void handle(ss_client *c, const char *data, size_t size, uint64_t received_ns) {
     ss_reply m;
     if (ss_decode_reply(data, size, &m) != 0) return; /* not from a service we understand */
     c->last_heard = now_s();
@@ -519,18 +565,18 @@ static void handle(ss_client *c, const char *data, size_t size) {
         c->lost = 1;
     }
     if (m.type == SS_REPLY_DONE || m.type == SS_REPLY_LATE || (m.type == SS_REPLY_ERROR && m.has_seq)) {
-        if (m.has_session) frame_answer(c, &m);
+        if (m.has_session) frame_answer(c, &m, received_ns);
         return;
     }
     if (!m.has_req) return;
     for (ss_session *s = c->sessions; s; s = s->next) {
         if (!s->need_reopen || s->reopen_req != m.req) continue;
-        pthread_mutex_lock(&s->lock);
+        lock_waiting(s);
         s->need_reopen = 0;
         if (m.type == SS_REPLY_OPENED) {
             ss_event ev;
             s->id = m.session;
-            s->live = 1;
+            __atomic_store_n(&s->live, 1, __ATOMIC_RELEASE);
             event_of(&ev, SS_EVENT_REOPENED, 0, -1, NULL, "the service is back; the session was reopened");
             push_event(s, &ev);
         } else {
@@ -557,9 +603,9 @@ static void handle(ss_client *c, const char *data, size_t size) {
             finish(c, r, SS_UNAVAILABLE, &m);
         } else {
             if (r->kind == REQ_OPEN && r->session) {
-                pthread_mutex_lock(&r->session->lock);
+                lock_waiting(r->session);
                 r->session->id = m.session;
-                r->session->live = 1;
+                __atomic_store_n(&r->session->live, 1, __ATOMIC_RELEASE);
                 pthread_mutex_unlock(&r->session->lock);
             }
             finish(c, r, SS_OK, &m);
@@ -647,7 +693,7 @@ static void *io_main(void *arg) {
         __atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
         pthread_mutex_lock(&c->lock);
         {
-            char drain[64];
+            uint64_t drain[8];
             while (read(c->pipe_r, drain, sizeof drain) > 0) {}
         }
         while (c->sock) {
@@ -657,7 +703,7 @@ static void *io_main(void *arg) {
                 zmq_msg_close(&msg);
                 break;
             }
-            handle(c, zmq_msg_data(&msg), zmq_msg_size(&msg)); /* copies what it keeps */
+            handle(c, zmq_msg_data(&msg), zmq_msg_size(&msg), now_ns()); /* copies what it keeps */
             zmq_msg_close(&msg);
         }
         if (c->mon) read_monitor(c);
@@ -700,7 +746,7 @@ static ss_status call(ss_client *c, ss_request *r, ss_reply *reply) {
     int live = 1;
     r->refs = 2;
     if (r->kind != REQ_OPEN) {
-        pthread_mutex_lock(&r->session->lock);
+        lock_waiting(r->session);
         live = r->session->live;
         pthread_mutex_unlock(&r->session->lock);
     }
@@ -765,7 +811,7 @@ static void client_free(ss_client *c) {
     }
     if (c->ctx) zmq_ctx_term(c->ctx);
     if (c->pipe_r >= 0) close(c->pipe_r);
-    if (c->pipe_w >= 0) close(c->pipe_w);
+    if (c->pipe_w >= 0 && c->pipe_w != c->pipe_r) close(c->pipe_w);
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->lock);
     free(c->address);
@@ -801,16 +847,24 @@ ss_status ss_client_create(const ss_client_config *cfg, ss_client **out) {
         client_free(c);
         return fail(SS_OUT_OF_MEMORY, "memory", "out of memory");
     }
+#ifdef __linux__
+    fds[0] = fds[1] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fds[0] < 0) {
+        client_free(c);
+        return fail(SS_SYSTEM_FAILED, "system", "eventfd failed");
+    }
+#else
     if (pipe(fds) != 0) {
         client_free(c);
         return fail(SS_SYSTEM_FAILED, "system", "pipe failed");
     }
-    c->pipe_r = fds[0];
-    c->pipe_w = fds[1];
     for (int i = 0; i < 2; i++) {
         fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
         fcntl(fds[i], F_SETFD, FD_CLOEXEC);
     }
+#endif
+    c->pipe_r = fds[0];
+    c->pipe_w = fds[1];
     c->ctx = zmq_ctx_new();
     if (!c->ctx) {
         client_free(c);
@@ -1004,7 +1058,7 @@ ss_status ss_session_close(ss_session *s) {
     int live;
     if (!s) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session");
     c = s->client;
-    pthread_mutex_lock(&s->lock);
+    lock_waiting(s);
     live = s->live;
     pthread_mutex_unlock(&s->lock);
     if (live) {
@@ -1099,7 +1153,7 @@ ss_status ss_stats(ss_session *s, ss_session_stats *out) {
 
 ss_status ss_session_get_info(ss_session *s, ss_session_info *out) {
     if (!s || !out || out->size < sizeof *out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL or short info");
-    pthread_mutex_lock(&s->lock);
+    lock_waiting(s);
     out->session_id = s->id;
     out->live = s->live;
     out->events_lost = s->events_lost;
@@ -1154,20 +1208,18 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
     if (info && (info->fields & SS_FRAME_PARAMS) && (st = check_params(&info->params)) != SS_OK) return st;
     if (info && (info->fields & SS_FRAME_DT) && !(info->dt >= 0.0f && info->dt <= 10.0f))
         return fail(SS_INVALID_ARGUMENT, "argument", "dt must be 0..10 seconds");
+    /* `acquired` and `seq` belong to the render thread (the I/O thread never writes them) */
+    if (!s->acquired[slot]) return fail(SS_WRONG_STATE, "state", "submit a slot acquired with ss_acquire");
+    if (!__atomic_load_n(&s->live, __ATOMIC_ACQUIRE)) return SS_BUSY; /* reconnecting: show the raw frame */
+    seq = s->seq + 1;
+    /* Outside the lock: a CUDA event record can take microseconds, and nothing else touches an
+     * acquired slot's ready signal. If the frame is not queued below, the signal shows a number no
+     * frame carries; the next submit of this slot marks it again with the same number. */
+    if ((st = s->ring->ops->mark_ready(s->ring, slot, seq, stream)) != SS_OK) return st;
     if (!frame_lock(s)) return SS_BUSY; /* the slot stays acquired: submit it again or acquire anew */
-    if (!s->acquired[slot]) {
-        pthread_mutex_unlock(&s->lock);
-        return fail(SS_WRONG_STATE, "state", "submit a slot acquired with ss_acquire");
-    }
     if (!s->live || s->fr_count == FRAME_CAP) {
         pthread_mutex_unlock(&s->lock);
         return SS_BUSY; /* reconnecting, or the I/O thread is behind: show the raw frame */
-    }
-    seq = s->seq + 1;
-    st = s->ring->ops->mark_ready(s->ring, slot, seq, stream);
-    if (st != SS_OK) {
-        pthread_mutex_unlock(&s->lock);
-        return st;
     }
     s->seq = seq;
     s->slot_seq[slot] = seq;

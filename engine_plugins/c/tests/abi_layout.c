@@ -33,6 +33,6 @@ int main(void) {
     F(ss_frame_info, jitter); F(ss_frame_info, dt); F(ss_frame_info, params);
     S(ss_event); F(ss_event, kind); F(ss_event, seq); F(ss_event, slot); F(ss_event, late); F(ss_event, code);
     F(ss_event, message); F(ss_event, queue_ms); F(ss_event, model_ms); F(ss_event, write_ms);
-    F(ss_event, total_ms);
+    F(ss_event, total_ms); F(ss_event, sent_ns); F(ss_event, received_ns);
     return 0;
 }

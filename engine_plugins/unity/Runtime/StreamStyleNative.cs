@@ -152,6 +152,7 @@ namespace StreamStyle
         [MarshalAs(UnmanagedType.ByValArray, SizeConst = 32)] public byte[] code;
         [MarshalAs(UnmanagedType.ByValArray, SizeConst = 224)] public byte[] message;
         public double queue_ms, model_ms, write_ms, total_ms;
+        public ulong sent_ns, received_ns; // CLOCK_MONOTONIC: when the I/O thread sent the frame, received this
 
         public string Code => Native.CString(code);
         public string Message => Native.CString(message);

@@ -34,7 +34,7 @@ static class MonoSmoke
         Offsets<Slot>("ss_slot", "index", "input", "input_bytes");
         Offsets<FrameInfo>("ss_frame_info", "fields", "view", "proj", "jitter", "dt", "params");
         Offsets<Event>("ss_event", "kind", "seq", "slot", "late", "code", "message", "queue_ms", "model_ms", "write_ms",
-                       "total_ms");
+                       "total_ms", "sent_ns", "received_ns");
         return 0;
     }
 
