@@ -14,13 +14,16 @@ in microseconds, p50 and p99:
   to service poll        the client's send -> the service's zmq poll returned (libzmq's two I/O
                          threads, the socket, the service thread's wake-up)
   poll to recv           that poll returned -> recv_multipart returned
-  recv to queued         decode and validation of the frame message (before `total_ms` starts)
-  service total_ms       the service's own time (queued -> done computed)
-  done to sent           `total_ms` computed -> the done reply's send returned
-  to client recv         the service's send -> the client took the reply off its socket
+  service total_ms       the service's own time: the frame off the socket -> done computed
+   (recv to queued)      inside total_ms: the frame message's decode and validation
+  done to send           total_ms computed -> the done reply's send began
+  to client recv         that send began -> the client took the reply off its socket (the send
+                         call itself, libzmq's two I/O threads, the socket)
   recv to seen           C: the I/O thread's receive -> ss_poll handed out the event;
                          Python: the receive -> poll() returned the event
   overhead               submit returned -> answer seen, minus total_ms (issue 14's figure)
+(Against a service that starts total_ms after the decode, "done to send" comes out short by "recv
+to queued".)
 
 Usage:
   python benchmarks/handoff_probe.py --device cpu --size 64x48 --frames 300 --client c
@@ -198,24 +201,27 @@ def run_c_client(address: str, args, w: int, h: int, exe: Path) -> tuple[list[di
 
 PARTS = [("submit call", "submit0", "submit1"), ("to I/O thread send", "submit1", "sent"),
          ("to service poll", "sent", "s_poll"), ("poll to recv", "s_poll", "s_recv"),
-         ("recv to queued", "s_recv", "s_queued"), ("service total_ms", None, None),
-         ("done to sent", None, None), ("to client recv", "s_sent", "received"), ("recv to seen", "received", "seen"),
-         ("overhead", None, None)]
+         ("service total_ms", None, None), (" (recv to queued)", "s_recv", "s_queued"), ("done to send", None, None),
+         ("to client recv", "s_send", "received"), ("recv to seen", "received", "seen"), ("overhead", None, None)]
 
 
-def split(rows: list[dict], service: dict) -> dict[str, list[float]]:
+def split(rows: list[dict], service: dict, client: str) -> dict[str, list[float]]:
+    """Each part's microseconds per frame; "to I/O thread send" only for the C client (the Python
+    client sends inside its submit call)."""
     out: dict[str, list[float]] = {name: [] for name, _, _ in PARTS}
     for r in rows:
         s = service.get(r["seq"])
         if s is None or s.get("answer") != "done":
             continue
-        r = {**r, "s_poll": s["poll"], "s_recv": s["recv"], "s_queued": s["queued"], "s_sent": s["sent"]}
+        r = {**r, "s_poll": s["poll"], "s_recv": s["recv"], "s_queued": s["queued"], "s_send": s["send_start"]}
         for name, a, b in PARTS:
             if a and r.get(a) is not None and r.get(b) is not None:
                 out[name].append((r[b] - r[a]) / 1e3)
         out["service total_ms"].append(r["total_ms"] * 1e3)
-        out["done to sent"].append((s["sent"] - s["queued"]) / 1e3 - r["total_ms"] * 1e3)
+        out["done to send"].append((s["send_start"] - s["recv"]) / 1e3 - r["total_ms"] * 1e3)
         out["overhead"].append((r["seen"] - r["submit1"]) / 1e3 - r["total_ms"] * 1e3)
+    if client != "c":
+        out.pop("to I/O thread send")
     return {k: v for k, v in out.items() if v}
 
 
@@ -275,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
     service = {f["seq"]: f for f in json.loads(trace.read_text())}
-    parts = split(rows, service)
+    parts = split(rows, service, args.client)
     shutil.rmtree(work, ignore_errors=True)
 
     backend = "cuda-ipc" if args.device.startswith("cuda") else "shm"

@@ -126,3 +126,16 @@ def test_the_csharp_plugin_bindings_match_the_c_structs(build, tmp_path):
     assert len(want.splitlines()) > 30
     got = subprocess.run(["mono", str(exe), "unity-plugin"], capture_output=True, text=True, timeout=120, env=env)
     assert got.returncode == 0 and got.stdout.rstrip().endswith("RESULT ok"), got.stdout + got.stderr
+
+
+def test_unreal_calls_only_the_bridge_functions_the_unity_plugin_calls():
+    """The Unreal module cannot be compiled here; what keeps it honest is that below the engine API it
+    calls the same per-frame driver as the Unity plugin, whose calls the harness above exercises: every
+    ssvk_* function the Unreal sources name is one the Unity plugin calls."""
+    unreal = UNITY_DIR.parent / "unreal" / "StreamStyle" / "Source"
+    called = lambda text: set(re.findall(r"\b(ssvk_\w+)\s*\(", text))  # noqa: E731
+    unity_calls = called((UNITY_NATIVE / "src" / "plugin.c").read_text())
+    unreal_calls = set().union(*(called(p.read_text()) for p in unreal.rglob("*.cpp")))
+    assert unreal_calls, "the Unreal module calls no bridge function"
+    assert {"ssvk_frames_create", "ssvk_frames_run", "ssvk_frames_destroy"} <= unity_calls
+    assert unreal_calls <= unity_calls | {"ssvk_last_error"}, unreal_calls - unity_calls

@@ -204,11 +204,10 @@ static int prompt_copy(ss_prompt *dst, const ss_prompt *src) {
 /* Wake the I/O thread, with a syscall only when it sleeps (or is about to): it sets `sleeping`
  * before its last look at the queues and clears it after zmq_poll returns.
  *
- * On Linux the wake is an eventfd, not a pipe: a pipe write wakes its reader "synchronously", which
- * tells the scheduler the writer is about to sleep and puts the reader on the writer's CPU. The
- * render thread does not sleep, so the I/O thread (a batch thread, which preempts no one) waited
- * behind it for the rest of its time slice: milliseconds per frame (measured with ss_probe). An
- * eventfd wake is asynchronous: the I/O thread goes to an idle CPU and runs at once. */
+ * On Linux the wake is an eventfd, not a pipe: a pipe write wakes its reader "synchronously", a hint
+ * that the writer is about to sleep, which steers the scheduler toward the writer's CPU; the render
+ * thread does not sleep, and the I/O thread (a batch thread, which preempts no one) would wait behind
+ * it. An eventfd wake carries no such hint: the I/O thread goes to an idle CPU when there is one. */
 static void wake(ss_client *c) {
     if (__atomic_load_n(&c->sleeping, __ATOMIC_SEQ_CST)) {
 #ifdef __linux__
