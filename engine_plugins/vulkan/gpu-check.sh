@@ -6,7 +6,8 @@
 #     which runs engine_plugins/c/tests/probe.c): its overhead per frame over the service's total_ms,
 #     split hop by hop with CLOCK_MONOTONIC stamps from both processes (targets: <= 50 us p50,
 #     <= 100 us p99), back to back and paced at 60 fps, the render thread spinning on ss_poll or
-#     yielding between calls; and the render-thread calls' p50/p99 in those runs (target <= 20 us p99);
+#     yielding between calls; the render-thread calls' p50/p99 in those runs (target <= 20 us p99), and
+#     how many submits still had to wake the I/O thread (its anticipation of the frame rhythm);
 #  3. the Python client's split for comparison, and `ss_probe wake`: what one thread hand-off costs on
 #     this machine (a frame's round trip has seven);
 #  4. optional, SS_SERVICE_ADDRESS set: the whole chain through the Vulkan bridge (ssvk_host session).
@@ -93,6 +94,8 @@ if [ "$have_client" = 1 ]; then
         echo "---- handoff_probe $name ($ok)"; cat "$log"
         local over=$(grep "^  overhead" "$log" || true) sub=$(grep "^TIMING submit" "$log" || true)
         row "$name | overhead p50 $(awk '{print $3}' <<<"$over") us | p99 $(awk '{print $6}' <<<"$over") us | submit p99 $(sed -n 's/.*p99_us=\([0-9.]*\).*/\1/p' <<<"$sub") us | targets 50 / 100 / 20 us | $ok"
+        local cl=$(grep "^CLIENT" "$log" || true)
+        [ -n "$cl" ] && row "$name | ${cl#CLIENT } | | | submits that woke the I/O thread, its time awake | $ok"
         for call in acquire poll output; do
             local t=$(grep "^TIMING $call" "$log" || true)
             [ -n "$t" ] && row "$name | $call p50 $(sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p' <<<"$t") us | p99 $(sed -n 's/.*p99_us=\([0-9.]*\).*/\1/p' <<<"$t") us | | target p99 <= 20 us | $ok"

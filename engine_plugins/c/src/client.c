@@ -14,6 +14,7 @@
  * reported late; every frame submitted gets exactly one DONE, LATE or ERROR event. */
 #define _GNU_SOURCE /* SCHED_BATCH */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -24,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
+#include <poll.h>
 #ifdef __linux__
 #include <sys/eventfd.h>
 #endif
@@ -34,6 +36,9 @@
 #define EVENT_CAP 64
 #define FRAME_CAP 16
 #define HELLO_WAIT_MS 1000.0
+#define SPIN_LEAD_NS 300000u   /* awake this long before an expected submit or answer */
+#define SPIN_TAIL_NS 1500000u  /* and at most this long after it */
+#define SPIN_DEV_NS 1000000u   /* plus twice the rhythm's mean deviation, up to this */
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
@@ -163,6 +168,13 @@ struct ss_client {
     ss_session *sessions;       /* client->lock */
     int stop;
     int sleeping;               /* atomic: the I/O thread is in (or entering) zmq_poll */
+    /* the frame rhythm (ss_client_config's comment): ss_submit stores its time, the I/O thread
+     * learns from it and from the answers */
+    int anticipate;
+    uint64_t last_submit_ns;    /* atomic */
+    uint64_t submits, wakes;    /* atomic: ss_client_info's */
+    uint64_t seen_submit_ns, answer_due_ns, due_seq, spun_ns;
+    double period_ns, period_dev_ns, rtt_ns, rtt_dev_ns; /* means and mean deviations, 1/8 per sample */
     /* the connection (I/O thread; the info fields under client->lock) */
     int state, ever_up, connected, lost;
     uint64_t reconnects;
@@ -208,7 +220,7 @@ static int prompt_copy(ss_prompt *dst, const ss_prompt *src) {
  * that the writer is about to sleep, which steers the scheduler toward the writer's CPU; the render
  * thread does not sleep, and the I/O thread (a batch thread, which preempts no one) would wait behind
  * it. An eventfd wake carries no such hint: the I/O thread goes to an idle CPU when there is one. */
-static void wake(ss_client *c) {
+static int wake(ss_client *c) {
     if (__atomic_load_n(&c->sleeping, __ATOMIC_SEQ_CST)) {
 #ifdef __linux__
         uint64_t one = 1;
@@ -218,6 +230,49 @@ static void wake(ss_client *c) {
         ssize_t n = write(c->pipe_w, &one, 1); /* a full pipe already wakes it */
 #endif
         (void)n;
+        return 1;
+    }
+    return 0;
+}
+
+static void learn(double *mean, double *dev, double x) {
+    if (*mean == 0) {
+        *mean = x;
+        return;
+    }
+    *dev += ((x > *mean ? x - *mean : *mean - x) - *dev) / 8;
+    *mean += (x - *mean) / 8;
+}
+
+/* The I/O thread: whether `now` lies in a window around an expected submit or answer (*spin), else
+ * the time the next window opens (*wake_at, 0: none known). */
+static void window(uint64_t now, uint64_t expect, double dev, uint64_t *wake_at, int *spin) {
+    uint64_t slack = 2 * dev < SPIN_DEV_NS ? (uint64_t)(2 * dev) : SPIN_DEV_NS;
+    uint64_t lead = SPIN_LEAD_NS + slack, tail = SPIN_TAIL_NS + slack;
+    if (now + lead >= expect && now <= expect + tail) *spin = 1;
+    else if (now + lead < expect && (*wake_at == 0 || expect - lead < *wake_at)) *wake_at = expect - lead;
+}
+
+static void anticipate(ss_client *c, uint64_t now, uint64_t *wake_at, int *spin) {
+    uint64_t t = __atomic_load_n(&c->last_submit_ns, __ATOMIC_RELAXED);
+    *wake_at = 0;
+    *spin = 0;
+    if (t != c->seen_submit_ns) {
+        if (c->seen_submit_ns && t - c->seen_submit_ns < 1000000000u)
+            learn(&c->period_ns, &c->period_dev_ns, (double)(t - c->seen_submit_ns));
+        c->seen_submit_ns = t;
+    }
+    if (!c->anticipate || c->state != UP) return;
+    /* a steady rhythm (2-100 ms, deviations under a quarter of it), submits in the last second */
+    if (c->period_ns >= 2e6 && c->period_ns <= 1e8 && c->period_dev_ns < c->period_ns / 4 &&
+        now - c->seen_submit_ns < 1000000000u) {
+        uint64_t next = c->seen_submit_ns + (uint64_t)c->period_ns;
+        while (next + SPIN_TAIL_NS + SPIN_DEV_NS < now) next += (uint64_t)c->period_ns; /* skipped frames */
+        window(now, next, c->period_dev_ns, wake_at, spin);
+    }
+    if (c->answer_due_ns) {
+        if (now > c->answer_due_ns + SPIN_TAIL_NS + SPIN_DEV_NS) c->answer_due_ns = 0; /* late: sleep */
+        else window(now, c->answer_due_ns, c->rtt_dev_ns, wake_at, spin);
     }
 }
 
@@ -456,6 +511,10 @@ static void send_frames(ss_client *c) {
             if (send_buf(c, &buf) == 0) {
                 s->io_sent_seq[batch[i].slot] = batch[i].seq;
                 s->io_sent_ns[batch[i].slot] = now_ns();
+                if (c->rtt_ns > 0) { /* the answer is expected about then: be awake for it */
+                    c->answer_due_ns = s->io_sent_ns[batch[i].slot] + (uint64_t)c->rtt_ns;
+                    c->due_seq = batch[i].seq;
+                }
             } else {
                 ss_event ev;
                 lock_waiting(s);
@@ -506,6 +565,9 @@ static void frame_answer(ss_client *c, const ss_reply *m, uint64_t received_ns) 
     }
     if (slot >= 0 && s->io_sent_seq[slot] == m->seq) ev.sent_ns = s->io_sent_ns[slot];
     ev.received_ns = received_ns;
+    if (m->type == SS_REPLY_DONE && ev.sent_ns && received_ns > ev.sent_ns)
+        learn(&c->rtt_ns, &c->rtt_dev_ns, (double)(received_ns - ev.sent_ns));
+    if (m->seq == c->due_seq) c->answer_due_ns = 0;
     push_event(s, &ev);
     pthread_mutex_unlock(&s->lock);
 }
@@ -685,12 +747,42 @@ static void *io_main(void *arg) {
         items[n++] = (zmq_pollitem_t){NULL, c->pipe_r, ZMQ_POLLIN, 0};
         if (c->sock) items[n++] = (zmq_pollitem_t){c->sock, 0, ZMQ_POLLIN, 0};
         if (c->mon) items[n++] = (zmq_pollitem_t){c->mon, 0, ZMQ_POLLIN, 0};
-        __atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
-        if (frames_waiting(c)) timeout_ms = 0; /* submitted between the send and the flag */
-        pthread_mutex_unlock(&c->lock);
-        zmq_poll(items, n, timeout_ms);
-        __atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
-        pthread_mutex_lock(&c->lock);
+        {
+            uint64_t tn = now_ns(), wake_at;
+            int spin;
+            anticipate(c, tn, &wake_at, &spin);
+            if (spin) { /* awake: a submit finds `sleeping` clear and makes no system call */
+                pthread_mutex_unlock(&c->lock);
+                if (zmq_poll(items, n, 0) == 0) sched_yield();
+                pthread_mutex_lock(&c->lock);
+                c->spun_ns += now_ns() - tn;
+            } else {
+                if (wake_at && (long)((wake_at - tn) / 1000000u) < timeout_ms) timeout_ms = (long)((wake_at - tn) / 1000000u);
+                __atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
+                if (frames_waiting(c)) timeout_ms = 0; /* submitted between the send and the flag */
+                pthread_mutex_unlock(&c->lock);
+                if (timeout_ms == 0 && wake_at && wake_at - tn < 1000000u && !frames_waiting(c)) {
+                    /* under a millisecond to the window: sleep that long on the wake-up and the socket */
+                    struct pollfd fds[2];
+                    int nf = 1;
+                    size_t fd_size = sizeof fds[1].fd;
+                    uint64_t left = wake_at - tn;
+                    struct timespec ts = {0, (long)left};
+                    fds[0].fd = c->pipe_r;
+                    fds[0].events = POLLIN;
+                    if (c->sock && zmq_getsockopt(c->sock, ZMQ_FD, &fds[1].fd, &fd_size) == 0) {
+                        fds[1].events = POLLIN;
+                        nf = 2;
+                    }
+                    ppoll(fds, (nfds_t)nf, &ts, NULL);
+                    zmq_poll(items, n, 0);
+                } else {
+                    zmq_poll(items, n, timeout_ms);
+                }
+                __atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
+                pthread_mutex_lock(&c->lock);
+            }
+        }
         {
             uint64_t drain[8];
             while (read(c->pipe_r, drain, sizeof drain) > 0) {}
@@ -825,7 +917,7 @@ ss_status ss_client_create(const ss_client_config *cfg, ss_client **out) {
     double deadline;
     ss_status st = SS_OK;
     if (out) *out = NULL;
-    if (!cfg || !out || cfg->size < sizeof *cfg || !cfg->address || !cfg->address[0])
+    if (!cfg || !out || cfg->size < offsetof(ss_client_config, flags) || !cfg->address || !cfg->address[0])
         return fail(SS_INVALID_ARGUMENT, "argument", "ss_client_create needs a config with size and address");
     if (strlen(cfg->address) > 1000 || (cfg->name && strlen(cfg->name) > 128))
         return fail(SS_INVALID_ARGUMENT, "argument", "address or name too long");
@@ -840,6 +932,7 @@ ss_status ss_client_create(const ss_client_config *cfg, ss_client **out) {
     c->address = dup_str(cfg->address);
     c->name = dup_str(cfg->name ? cfg->name : "libstreamstyle");
     c->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 10000;
+    c->anticipate = !(cfg->size >= sizeof *cfg && (cfg->flags & SS_CLIENT_NO_ANTICIPATION));
     c->heartbeat_ms = SS_DEFAULT_HEARTBEAT_MS;
     c->reap_after_ms = SS_DEFAULT_REAP_AFTER_MS;
     if (!c->address || !c->name) {
@@ -919,6 +1012,10 @@ ss_status ss_client_get_info(ss_client *c, ss_client_info *out) {
     out->reap_after_ms = c->reap_after_ms;
     out->max_sessions = c->max_sessions;
     snprintf(out->service, sizeof out->service, "%s", c->service);
+    out->spun_us = c->spun_ns / 1000u;
+    out->period_ms = c->period_dev_ns < c->period_ns / 4 ? c->period_ns / 1e6 : 0;
+    out->submits = __atomic_load_n(&c->submits, __ATOMIC_RELAXED);
+    out->wakes = __atomic_load_n(&c->wakes, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->lock);
     return SS_OK;
 }
@@ -1230,7 +1327,9 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
     if (info) f->info = *info;
     __atomic_store_n(&s->fr_count, s->fr_count + 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&s->lock);
-    wake(s->client);
+    __atomic_store_n(&s->client->last_submit_ns, now_ns(), __ATOMIC_RELAXED); /* the rhythm (vDSO clock) */
+    __atomic_add_fetch(&s->client->submits, 1, __ATOMIC_RELAXED);
+    if (wake(s->client)) __atomic_add_fetch(&s->client->wakes, 1, __ATOMIC_RELAXED);
     if (seq_out) *seq_out = seq;
     return SS_OK;
 }

@@ -16,6 +16,9 @@
  *   SPLIT <part> n= p50_us= p99_us=               submit->sent, sent->received minus the service's
  *                                                 total_ms, received->seen
  *   OVERHEAD n= p50_us= p99_us=                   submit to answer seen, minus total_ms
+ * then the client's CPU cost: CLIENT spun_us= period_ms= cpu_ms= wall_ms= (the I/O thread's time awake
+ * anticipating the frame rhythm, the rhythm it learned, and this process's CPU and wall time).
+ * SS_PROBE_NO_ANTICIPATION=1 in the environment opens the client with SS_CLIENT_NO_ANTICIPATION.
  * The first 5 frames (warm-up) are left out of the summaries. Last line: RESULT ok / RESULT failed.
  *
  *   ss_probe wake N IDLE_US
@@ -36,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -171,6 +175,7 @@ int main(int argc, char **argv) {
     uint64_t offset = 0, last = 0;
     unsigned char *frame;
     int w, h, frames, cuda, spin, failures = 0, done = 0;
+    uint64_t run_start = 0;
     double interval_ms;
     int (*htod)(unsigned long long, const void *, size_t) = NULL;
     series all[8] = {{"TIMING", "acquire", 0, 0}, {"TIMING", "submit", 0, 0}, {"TIMING", "poll", 0, 0},
@@ -237,6 +242,7 @@ int main(int argc, char **argv) {
     cc.address = argv[1];
     cc.name = "ss_probe";
     cc.timeout_ms = 120000; /* a GPU service captures the session's graph at open */
+    if (getenv("SS_PROBE_NO_ANTICIPATION")) cc.flags = SS_CLIENT_NO_ANTICIPATION;
     if (ss_client_create(&cc, &c) != SS_OK) {
         printf("FAIL create: %s %s\nRESULT failed\n", ss_last_error_code(), ss_last_error_message());
         return 1;
@@ -257,6 +263,7 @@ int main(int argc, char **argv) {
         ss_client_destroy(c);
         return 1;
     }
+    run_start = now_ns();
     for (int f = 0; f < frames; f++) {
         ss_slot slot;
         ss_event ev;
@@ -319,6 +326,18 @@ out:
     for (int i = 0; i < 8; i++) {
         report(&all[i]);
         free(all[i].v);
+    }
+    {
+        ss_client_info ci;
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        memset(&ci, 0, sizeof ci);
+        ci.size = sizeof ci;
+        ss_client_get_info(c, &ci);
+        printf("CLIENT spun_us=%llu period_ms=%.3f submits=%llu wakes=%llu cpu_ms=%.1f wall_ms=%.1f anticipation=%d\n",
+               (unsigned long long)ci.spun_us, ci.period_ms, (unsigned long long)ci.submits, (unsigned long long)ci.wakes,
+               (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3,
+               (now_ns() - run_start) / 1e6, getenv("SS_PROBE_NO_ANTICIPATION") == NULL);
     }
     ss_session_close(s);
     ss_client_destroy(c);

@@ -21,9 +21,9 @@ static class MonoSmoke
 
     static int Layout()
     {
-        Offsets<ClientConfig>("ss_client_config", "address", "name", "timeout_ms");
+        Offsets<ClientConfig>("ss_client_config", "address", "name", "timeout_ms", "flags");
         Offsets<ClientInfo>("ss_client_info", "connected", "reconnects", "heartbeat_ms", "reap_after_ms", "max_sessions",
-                            "service");
+                            "service", "spun_us", "period_ms", "submits", "wakes");
         Offsets<Channel>("ss_channel", "name", "format", "encoding", "offset", "row_pitch", "first", "depth_near",
                          "depth_far", "exposure");
         Offsets<Params>("ss_params", "steps", "strength", "reset", "seed", "deadline_ms");
