@@ -10,7 +10,9 @@
 #     how many submits still had to wake the I/O thread (its anticipation of the frame rhythm);
 #  3. the Python client's split for comparison, and `ss_probe wake`: what one thread hand-off costs on
 #     this machine (a frame's round trip has seven);
-#  4. optional, SS_SERVICE_ADDRESS set: the whole chain through the Vulkan bridge (ssvk_host session).
+#  4. optional, SS_SERVICE_ADDRESS set: the whole chain through the Vulkan bridge (ssvk_host session);
+#  5. optional, SS_PYTEST=1: the gpu-marked C client and bridge tests and the frame-rhythm test with
+#     SS_STRICT_TIMING=1 (every render-thread call <= 20 us p99 asserted, the overhead targets too).
 # Exit 0 only if every run passed its checks (the targets are printed, not enforced here).
 #
 # Needs there: cmake, a C compiler, python3 with this package's dependencies (torch), the NVIDIA driver
@@ -39,11 +41,16 @@ if [ -n "$debs" ]; then
     done
     ldconfig
     lib="$root/usr/lib/x86_64-linux-gnu"
-    export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
+    export LD_LIBRARY_PATH="$lib:$root/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+    # libzmq.pc names its static dependencies' .pc files, which the -dev packages would bring; the
+    # shared library finds those libraries at run time on LD_LIBRARY_PATH
+    [ -f "$lib/pkgconfig/libzmq.pc" ] && sed -i '/^Requires.private/d' "$lib/pkgconfig/libzmq.pc"
     export PKG_CONFIG_PATH="$lib/pkgconfig:$root/usr/share/pkgconfig:${PKG_CONFIG_PATH:-}"
     export PKG_CONFIG_SYSROOT_DIR="$root" # the .pc files say /usr
-    command -v pkg-config >/dev/null || cmake_args+=(-DPKG_CONFIG_EXECUTABLE="$root/usr/bin/pkgconf")
-    cmake_args+=(-DCMAKE_PREFIX_PATH="$root/usr" -DCMAKE_LIBRARY_PATH="$lib" -DVulkan_INCLUDE_DIR="$root/usr/include")
+    # the same for every CMake run below, the tests' own builds included
+    export PATH="$PATH:$root/usr/bin" CPATH="$root/usr/include:${CPATH:-}" LIBRARY_PATH="$lib:${LIBRARY_PATH:-}"
+    export CMAKE_PREFIX_PATH="$root/usr:${CMAKE_PREFIX_PATH:-}"
+    cmake_args+=(-DCMAKE_LIBRARY_PATH="$lib" -DVulkan_INCLUDE_DIR="$root/usr/include")
     vk=$(ls /usr/lib/x86_64-linux-gnu/libvulkan.so.1 2>/dev/null || true)
     [ -n "$vk" ] && cmake_args+=(-DVulkan_LIBRARY="$vk")
 fi
@@ -117,6 +124,14 @@ if [ -n "${SS_SERVICE_ADDRESS:-}" ]; then
         t=$(grep "^TIMING frame" "$log" || true)
         row "session $1x$2 | done $(sed -n 's/.*done=\([0-9]*\).*/\1/p' "$log" | head -1) | frame p50 $(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$t") ms | p90 $(sed -n 's/.*p90_ms=\([0-9.]*\).*/\1/p' <<<"$t") ms | service included | $ok"
     done
+fi
+# 5. optional, SS_PYTEST=1: the GPU tests, with the strict render-thread targets, in this environment
+if [ "${SS_PYTEST:-0}" = 1 ]; then
+    log="$build/pytest.log"
+    if (cd "$repo" && SS_STRICT_TIMING=1 python3 -m pytest -q -s tests/test_c_client.py tests/test_vulkan_bridge.py \
+            -k "on_the_gpu or rhythm") >"$log" 2>&1; then ok=ok; else ok=FAIL; status=1; fi
+    echo "---- pytest, SS_STRICT_TIMING=1 ($ok)"; tail -60 "$log"
+    row "pytest gpu + rhythm, strict | $(tail -1 "$log") | | | | $ok"
 fi
 echo
 grep -h "^DEVICE\|^CUDA" "$build"/host-1920x1080.log || true
