@@ -1,17 +1,45 @@
-"""Where the service's time outside the model goes, per frame, over the real path.
+"""Where a frame's round trip goes outside the model, hop by hop, over the real path.
 
-Starts `streamstyle serve` as a child process (optionally under cProfile), drives N frames of one
-size through a CUDA IPC (or shm) ring from this process, and prints: the service's handoff
-(`total_ms - model_ms` from its "done" timings), the client's round trip beyond the service's
-`total_ms` (ZeroMQ both ways, decode, wake-ups), and with `--profile` the service's functions by
-own time per frame. Usage: python benchmarks/handoff_probe.py --size 1920x1080 --frames 500 [--profile]
+Starts `streamstyle serve` as a child process whose socket and frame handling are timestamped (the
+`_traced-serve` entry below wraps the real Service; nothing of the service is replaced), drives N
+frames of one size through a ring from an engine-side client, and joins the two sides' timestamps
+frame by frame: CLOCK_MONOTONIC is one clock for every process on a host.
+
+The engine side is the Python client (`--client python`) or libstreamstyle (`--client c`, through
+`engine_plugins/c/tests/probe.c`, built here with CMake unless `--probe-exe` names it). The split,
+in microseconds, p50 and p99:
+
+  submit call            the client's submit (encode + send for Python; ss_submit for C)
+  to I/O thread send     C only: ss_submit returned -> the I/O thread's zmq_send returned
+  to service poll        the client's send -> the service's zmq poll returned (libzmq's two I/O
+                         threads, the socket, the service thread's wake-up)
+  poll to recv           that poll returned -> recv_multipart returned
+  service total_ms       the service's own time: the frame off the socket -> done computed
+   (recv to queued)      inside total_ms: the frame message's decode and validation
+  done to send           total_ms computed -> the done reply's send began
+  to client recv         that send began -> the client took the reply off its socket (the send
+                         call itself, libzmq's two I/O threads, the socket)
+  recv to seen           C: the I/O thread's receive -> ss_poll handed out the event;
+                         Python: the receive -> poll() returned the event
+  overhead               submit returned -> answer seen, minus total_ms (issue 14's figure)
+(Against a service that starts total_ms after the decode, "done to send" comes out short by "recv
+to queued".)
+
+Usage:
+  python benchmarks/handoff_probe.py --device cpu --size 64x48 --frames 300 --client c
+  python benchmarks/handoff_probe.py --device cuda --size 1920x1080 --frames 1000 --client c --interval-ms 16.7
+  python benchmarks/handoff_probe.py ... --profile   (the service under cProfile: its functions by own time)
+The full per-frame table goes to $OUT (or /tmp) as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pstats
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,76 +47,257 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+C_DIR = REPO / "engine_plugins" / "c"
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", default="1920x1080")
-    ap.add_argument("--frames", type=int, default=500)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
-    args = ap.parse_args()
+
+# --- the traced service (runs in the child) ---------------------------------------------------
+
+class _TracedSocket:
+    """The service's ROUTER socket, timestamping its poll returns, receives and sends."""
+
+    def __init__(self, sock, trace: dict):
+        self._sock, self._trace = sock, trace
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def poll(self, *a, **k):
+        r = self._sock.poll(*a, **k)
+        self._trace["last_poll"] = time.monotonic_ns()
+        return r
+
+    def recv_multipart(self, *a, **k):
+        r = self._sock.recv_multipart(*a, **k)
+        self._trace["last_recv"] = time.monotonic_ns()
+        return r
+
+
+def traced_serve(trace_path: str, serve_args: list[str]) -> int:
+    from streamstyle.service import server
+    from streamstyle.tools import cli
+
+    trace = {"frames": {}}
+    frames = trace["frames"]
+    Service = server.Service
+    init, queue_frame, send = Service.__init__, Service.queue_frame, Service.send
+
+    def init_traced(self, *a, **k):
+        init(self, *a, **k)
+        self.sock = _TracedSocket(self.sock, trace)
+
+    def queue_traced(self, state, msg):
+        frames[(state.id, msg.seq)] = {"poll": trace.get("last_poll"), "recv": trace.get("last_recv"),
+                                       "queued": time.monotonic_ns()}
+        return queue_frame(self, state, msg)
+
+    def send_traced(self, identity, msg):
+        t = time.monotonic_ns()
+        send(self, identity, msg)
+        f = frames.get((msg.get("session"), msg.get("seq"))) if msg.get("type") in ("done", "late") else None
+        if f is not None:
+            f.update(send_start=t, sent=time.monotonic_ns(), answer=msg["type"])
+
+    Service.__init__, Service.queue_frame, Service.send = init_traced, queue_traced, send_traced
+    try:
+        return cli.main(["serve", *serve_args])
+    finally:
+        Path(trace_path).write_text(json.dumps([{"session": s, "seq": q, **f} for (s, q), f in frames.items()]))
+
+
+# --- the engine side (this process) -----------------------------------------------------------
+
+def run_python_client(address: str, args, w: int, h: int) -> list[dict]:
     from streamstyle.engine_plugins.reference_engine import CameraPath, Renderer, Scene
     from streamstyle.engine_plugins.reference_engine.gbuffers import to_slot
     from streamstyle.interop.client import Client
     from streamstyle.model.layout import reference_layout
 
+    client = Client(address, timeout_s=120)
+    stamps: dict = {}
+    send, recv = client._send, client._recv
+
+    def send_traced(msg):
+        send(msg)
+        if msg.get("type") == "frame":
+            stamps["sent"] = time.monotonic_ns()
+
+    def recv_traced(timeout_ms):
+        m = recv(timeout_ms)
+        if m is not None and m.get("type") in ("done", "late", "error"):
+            stamps.setdefault(m.get("seq"), time.monotonic_ns())
+        return m
+
+    client._send, client._recv = send_traced, recv_traced
+    scene = Scene.generate(3)
+    renderer = Renderer(scene, CameraPath("handheld", seed=3, extent=scene.extent), w, h, device=args.device)
+    layout = reference_layout(w, h)
+    slots = [to_slot(renderer.render(i), layout) for i in range(8)]
+    cuda = args.device.startswith("cuda")
+    session = client.open_session(w, h, layout, backend="cuda-ipc" if cuda else "shm", params={"steps": 2},
+                                  prompt=None if args.no_prompts else "watercolor")
+    rows = []
+    try:
+        for i in range(args.frames + args.warmup):
+            start = time.monotonic_ns()
+            slot = session.acquire_slot(timeout_s=30)
+            data = slots[i % len(slots)]
+            if cuda:
+                session.ring.input(slot)[: data.numel()].copy_(data)
+            else:
+                session.ring.input(slot)[: data.numel()] = data.numpy()
+            if cuda:
+                import torch
+
+                torch.cuda.current_stream().synchronize()  # the ready event has completed when the frame goes
+            t0 = time.monotonic_ns()
+            seq = session.submit(slot)
+            t1 = time.monotonic_ns()
+            ev = client.wait(session, seq, timeout_s=60)
+            seen = time.monotonic_ns()
+            if i >= args.warmup and ev.status == "done":
+                rows.append({"seq": seq, "submit0": t0, "submit1": t1, "sent": stamps.pop("sent", None),
+                             "received": stamps.pop(seq, None), "seen": seen, "total_ms": ev.timings["total_ms"],
+                             "model_ms": ev.timings["model_ms"]})
+            stamps.pop(seq, None)
+            _pace(start, args.interval_ms)
+    finally:
+        session.close()
+        client.close()
+    return rows
+
+
+def _pace(start_ns: int, interval_ms: float) -> None:
+    left = start_ns + interval_ms * 1e6 - time.monotonic_ns()
+    if left > 0:
+        time.sleep(left / 1e9)
+
+
+def build_probe(out: Path) -> Path:
+    build = out / "build-c"
+    for cmd in (["cmake", "-S", str(C_DIR), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"],
+                ["cmake", "--build", str(build), "-j", "4", "--target", "ss_probe"]):
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"building ss_probe failed: {res.stdout[-2000:]}{res.stderr[-2000:]}")
+    return build / "ss_probe"
+
+
+def run_c_client(address: str, args, w: int, h: int, exe: Path) -> tuple[list[dict], str]:
+    backend = "cuda-ipc" if args.device.startswith("cuda") else "shm"
+    cmd = [str(exe), address, backend, str(w), str(h), str(args.frames + args.warmup), str(args.interval_ms), args.poll]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if res.returncode != 0 or "RESULT ok" not in res.stdout:
+        raise SystemExit(f"ss_probe failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}")
+    rows = []
+    for m in re.finditer(r"^FRAME (.*)$", res.stdout, re.M):
+        f = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+        rows.append({k: (int(v) if k not in ("total_ms", "model_ms") else v) for k, v in f.items()})
+    summary = "\n".join(line for line in res.stdout.splitlines() if re.match(r"^(TIMING|SPLIT|OVERHEAD|shm|cuda)", line))
+    return rows[args.warmup:], summary
+
+
+# --- the split --------------------------------------------------------------------------------
+
+PARTS = [("submit call", "submit0", "submit1"), ("to I/O thread send", "submit1", "sent"),
+         ("to service poll", "sent", "s_poll"), ("poll to recv", "s_poll", "s_recv"),
+         ("service total_ms", None, None), (" (recv to queued)", "s_recv", "s_queued"), ("done to send", None, None),
+         ("to client recv", "s_send", "received"), ("recv to seen", "received", "seen"), ("overhead", None, None)]
+
+
+def split(rows: list[dict], service: dict, client: str) -> dict[str, list[float]]:
+    """Each part's microseconds per frame; "to I/O thread send" only for the C client (the Python
+    client sends inside its submit call)."""
+    out: dict[str, list[float]] = {name: [] for name, _, _ in PARTS}
+    for r in rows:
+        s = service.get(r["seq"])
+        if s is None or s.get("answer") != "done":
+            continue
+        r = {**r, "s_poll": s["poll"], "s_recv": s["recv"], "s_queued": s["queued"], "s_send": s["send_start"]}
+        for name, a, b in PARTS:
+            if a and r.get(a) is not None and r.get(b) is not None:
+                out[name].append((r[b] - r[a]) / 1e3)
+        out["service total_ms"].append(r["total_ms"] * 1e3)
+        out["done to send"].append((s["send_start"] - s["recv"]) / 1e3 - r["total_ms"] * 1e3)
+        out["overhead"].append((r["seen"] - r["submit1"]) / 1e3 - r["total_ms"] * 1e3)
+    if client != "c":
+        out.pop("to I/O thread send")
+    return {k: v for k, v in out.items() if v}
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_traced-serve":
+        return traced_serve(argv[1], argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", default="1920x1080")
+    ap.add_argument("--frames", type=int, default=500)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--client", choices=("python", "c"), default="python")
+    ap.add_argument("--interval-ms", type=float, default=0.0,
+                    help="frame pacing: each frame starts this long after the last one started (a game at 60 "
+                         "fps: 16.7); 0: back to back")
+    ap.add_argument("--poll", choices=("spin", "yield"), default="yield", help="C client: how its render thread "
+                    "calls ss_poll while it waits (yield: sched_yield between calls)")
+    ap.add_argument("--probe-exe", type=Path, help="a built ss_probe (else built here with CMake)")
+    ap.add_argument("--preset", help="the service's model preset (e.g. tiny on a CPU)")
+    ap.add_argument("--cpu-threads", type=int)
+    ap.add_argument("--no-prompts", action="store_true", help="serve without the text encoder")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    args = ap.parse_args(argv)
+
     w, h = (int(v) for v in args.size.split("x"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="probe-"))
-    address, ready = f"ipc://{work}/s.sock", work / "ready"
-    prof = Path(args.out) / f"service-{args.size}.prof"
-    pre = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "streamstyle"] if args.profile else \
-        [sys.executable, "-m", "streamstyle"]
-    proc = subprocess.Popen([*pre, "serve", "--bind", address, "--ready-file", str(ready), "--device", args.device,
-                             "--quiet", "--deadline-ms", "1000"])
+    exe = args.probe_exe or (build_probe(out) if args.client == "c" else None)
+    address, ready, trace = f"ipc://{work}/s.sock", work / "ready", work / "trace.json"
+    serve = ["--bind", address, "--ready-file", str(ready), "--device", args.device, "--quiet", "--deadline-ms", "10000"]
+    serve += ["--preset", args.preset] if args.preset else []
+    serve += ["--cpu-threads", str(args.cpu_threads)] if args.cpu_threads else []
+    serve += ["--no-prompts"] if args.no_prompts else []
+    prof = out / f"service-{args.size}.prof"
+    pre = [sys.executable, "-m", "cProfile", "-o", str(prof)] if args.profile else [sys.executable]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO.parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([*pre, str(Path(__file__).resolve()), "_traced-serve", str(trace), *serve], env=env)
+    summary = ""
     try:
         while not ready.exists():
             if proc.poll() is not None:
-                raise SystemExit("service exited")
+                raise SystemExit("the service exited before it was ready")
             time.sleep(0.1)
-        client = Client(address, timeout_s=120)
-        scene = Scene.generate(3)
-        renderer = Renderer(scene, CameraPath("handheld", seed=3, extent=scene.extent), w, h, device=args.device)
-        layout = reference_layout(w, h)
-        slots = [to_slot(renderer.render(i), layout) for i in range(8)]
-        backend = "cuda-ipc" if args.device.startswith("cuda") else "shm"
-        session = client.open_session(w, h, layout, backend=backend, params={"steps": 2}, prompt="watercolor")
-        handoff, beyond, queue, extra = [], [], [], {}
-        for i in range(args.frames + 20):
-            slot = session.acquire_slot(timeout_s=30)
-            session.ring.input(slot).copy_(slots[i % len(slots)])
-            if args.device.startswith("cuda"):
-                import torch
-
-                torch.cuda.current_stream().synchronize()
-            t0 = time.perf_counter()
-            ev = client.wait(session, session.submit(slot), timeout_s=60)
-            rtt = (time.perf_counter() - t0) * 1000
-            if i < 20 or ev.status != "done":
-                continue
-            t = ev.timings
-            handoff.append((t["total_ms"] - t["model_ms"]) * 1000)
-            beyond.append((rtt - t["total_ms"]) * 1000)
-            queue.append(t["queue_ms"] * 1000)
-            for k in [k for k in t if k.startswith("h_")]:
-                extra.setdefault(k, []).append(t[k] * 1000)
-        session.close()
-        client.close()
+        if args.client == "c":
+            rows, summary = run_c_client(address, args, w, h, exe)
+        else:
+            rows = run_python_client(address, args, w, h)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        proc.wait(120)
+    service = {f["seq"]: f for f in json.loads(trace.read_text())}
+    parts = split(rows, service, args.client)
+    shutil.rmtree(work, ignore_errors=True)
 
-    def pct(xs, q):
-        xs = sorted(xs)
-        return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-    print(f"{args.size} {backend} frames={len(handoff)} profile={args.profile}")
-    for name, xs in (("handoff (total-model) us", handoff), ("queue us", queue), ("client rtt beyond total us", beyond),
-                     *((k + " us", v) for k, v in extra.items())):
-        print(f"  {name:28} p50 {pct(xs, .5):8.1f}  p99 {pct(xs, .99):8.1f}")
+    backend = "cuda-ipc" if args.device.startswith("cuda") else "shm"
+    print(f"{args.size} {backend} client={args.client} frames={len(rows)} interval_ms={args.interval_ms}"
+          + (f" poll={args.poll}" if args.client == "c" else ""))
+    for name, _, _ in PARTS:
+        if name in parts:
+            xs = parts[name]
+            print(f"  {name:20} p50 {pct(xs, .5):9.1f} us  p99 {pct(xs, .99):9.1f} us")
+    if summary:
+        print(summary)
+    dump = out / f"handoff-{args.client}-{backend}-{args.size}.json"
+    dump.write_text(json.dumps({"rows": rows, "service": list(service.values())}))
+    print(f"per-frame table: {dump}")
     if args.profile:
-        st = pstats.Stats(str(prof))
-        st.sort_stats("tottime").print_stats(30)
+        pstats.Stats(str(prof)).sort_stats("tottime").print_stats(30)
     return 0
 
 

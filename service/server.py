@@ -209,6 +209,7 @@ class Service:
         self.sessions: dict[int, SessionState] = {}
         self._next_heartbeat = 0.0
         self._drained_at = time.monotonic()
+        self._received_at: float | None = None  # the message being handled came off the socket then
         self._gone: set[bytes] = set()
         self._running = False
         self.stop_signal: int | None = None  # the signal that stopped `run`, if one did
@@ -335,7 +336,11 @@ class Service:
                     frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
                 except zmq.Again:
                     break
+                # A frame's total_ms starts here, as it came off the socket: its decoding and
+                # validation are the service's time, not the engine's (measured at ~45-90 us).
+                self._received_at = time.perf_counter()
                 self.handle(frames[0], *frames[1:])  # a DEALER sends one part; handle refuses more
+                self._received_at = None
                 self._answered(frames[0])
         self.drain_controls()  # after the messages, before the frames: a change applies on the next frame
         for state in list(self.sessions.values()):
@@ -738,7 +743,8 @@ class Service:
                 self.metrics.on_late(state.id, "dropped")
             self.send(state.owner, {"type": "late", "session": state.id, "seq": old.seq, "slot": old.slot,
                                     "reason": "dropped"})
-        state.pending = PendingFrame(msg, time.perf_counter(), prev_seq)
+        received = self._received_at if self._received_at is not None else time.perf_counter()
+        state.pending = PendingFrame(msg, received, prev_seq)
 
     def _blend_step(self, state: SessionState) -> None:
         old, new, total, k = state.blend

@@ -78,21 +78,39 @@ def test_the_vulkan_half_exports_writes_and_reads_back(host, size):
     assert checks["semaphore_fd"].startswith("ok") or "cannot export timeline semaphores" in checks["semaphore_fd"]
 
 
-def test_the_plan_follows_the_layout(host):
-    """Roughness and metallic share one plane; each plane keeps the layout's offset and pitch in the slot
-    and gets a 256-byte-aligned pitch in the exported buffer."""
+@pytest.mark.parametrize("odd", [False, True], ids=["reference", "odd-depth-pitch"])
+def test_the_plan_follows_the_layout(host, odd):
+    """Roughness and metallic share one plane; every plane keeps the layout's offset and pitch in the slot.
+    A plane Vulkan can write at its slot offset and pitch mirrors the slot in the exported buffer, so one
+    copy moves all of those (the reference layout: one copy for the whole slot); a plane whose pitch no
+    image copy can write (depth's rows 2 bytes longer than its pixels) lies after that span with a
+    256-byte-aligned pitch and is copied on its own."""
     w, h = 67, 35
-    out = _run(host, "vulkan", str(w), str(h))
-    planes = re.findall(r"^PLANE (\S+) (\S+) offset=(\d+) pitch=(\d+) slot_offset=(\d+) slot_pitch=(\d+)$", out, re.M)
+    out = _run(host, "vulkan", str(w), str(h), *(["odd"] if odd else []))
+    assert _checks(out)["plan_matches_layout"].startswith("ok"), out
+    planes = re.findall(r"^PLANE (\S+) (\S+) offset=(\d+) pitch=(\d+) slot_offset=(\d+) slot_pitch=(\d+) mirrored=(\d)$",
+                        out, re.M)
+    bridge = dict(kv.split("=") for kv in re.search(r"^BRIDGE (.*)$", out, re.M).group(1).split())
     ref = LY.reference_layout(w, h)
     by_offset = {}
     for ch in ref.channels:
         by_offset.setdefault(ch.offset, ch)
     assert [p[0] for p in planes] == [ch.name for ch in by_offset.values()]
-    for name, fmt, off, pitch, slot_off, slot_pitch in planes:
-        ch = by_offset[int(slot_off)]
-        assert fmt == ch.format and int(slot_pitch) == w * LY.FORMATS[fmt].pixel_bytes
-        assert int(pitch) % 256 == 0 and int(pitch) >= int(slot_pitch) and int(off) % 256 == 0
+    span_end = 0
+    for name, fmt, off, pitch, slot_off, slot_pitch, mirrored in planes:
+        tight = w * LY.FORMATS[fmt].pixel_bytes
+        assert fmt == by_offset[int(slot_off)].format
+        assert int(slot_pitch) == (tight + 2 if odd and name == "depth" else tight)
+        if name == "depth" and odd:
+            assert mirrored == "0" and int(pitch) % 256 == 0 and int(pitch) >= tight and int(off) % 256 == 0
+        else:
+            assert mirrored == "1" and (off, pitch) == (slot_off, slot_pitch)
+            span_end = max(span_end, int(slot_off) + int(slot_pitch) * (h - 1) + tight)
+    assert int(bridge["copies"]) == (2 if odd else 1)
+    assert (int(bridge["span_offset"]), int(bridge["span_bytes"])) == (0, span_end)
+    if odd:  # the plane copied on its own lies past the mirrored span
+        depth = next(p for p in planes if p[0] == "depth")
+        assert int(depth[2]) >= span_end
 
 
 def test_the_vulkan_half_is_clean_under_addresssanitizer(tmp_path):

@@ -64,11 +64,20 @@ SS_API int ss_abi_version(void);
 
 /* ---- client ---------------------------------------------------------------------------------- */
 
+/* The I/O thread learns the engine's frame rhythm (the interval between ss_submit calls, the time
+ * from a frame's send to its answer) and stays awake, polling without sleeping, from shortly before
+ * each expected submit or answer until it comes (or a millisecond and a half after): then ss_submit
+ * makes no system call at all and neither hand-off waits for a thread to wake. It costs the CPU time
+ * of those windows (ss_client_info.spun_us says how much). This flag turns it off: every submit then
+ * wakes the I/O thread with one write to an eventfd. */
+#define SS_CLIENT_NO_ANTICIPATION 1u
+
 typedef struct ss_client_config {
-    uint32_t size;          /* sizeof(ss_client_config) */
+    uint32_t size;          /* sizeof(ss_client_config) (a config without `flags` is taken as flags 0) */
     const char *address;    /* e.g. "ipc:///run/user/1000/streamstyle.sock" or "tcp://127.0.0.1:5599" */
     const char *name;       /* sent in hello; NULL: "libstreamstyle" */
     uint32_t timeout_ms;    /* how long control calls wait for an answer; 0: 10000 */
+    uint32_t flags;         /* SS_CLIENT_* */
 } ss_client_config;
 
 /* Connect and say hello; fails with SS_UNAVAILABLE if no welcome comes within the timeout. */
@@ -82,6 +91,9 @@ typedef struct ss_client_info {
     uint64_t reconnects;    /* completed reconnections (every session reopened) */
     uint32_t heartbeat_ms, reap_after_ms, max_sessions;
     char service[64];       /* the welcome's service name and version */
+    uint64_t spun_us;       /* time the I/O thread spent awake anticipating submits and answers */
+    double period_ms;       /* the submit interval it learned (0: none steady) */
+    uint64_t submits, wakes;/* ss_submit calls, and those that had to wake the I/O thread (a system call) */
 } ss_client_info;
 SS_API ss_status ss_client_get_info(ss_client *client, ss_client_info *out);
 
@@ -202,7 +214,11 @@ typedef struct ss_event {
     int32_t late;
     char code[32];
     char message[224];
-    double queue_ms, model_ms, write_ms, total_ms; /* SS_EVENT_DONE */
+    double queue_ms, model_ms, write_ms, total_ms; /* SS_EVENT_DONE: the service's timings */
+    /* About a frame: CLOCK_MONOTONIC nanoseconds at which the I/O thread sent it and received this
+     * answer (0 when unknown): with the caller's own clock around ss_submit and ss_poll they split
+     * a frame's round trip into the hand-offs on this side and the service's. */
+    uint64_t sent_ns, received_ns;
 } ss_event;
 
 /* Take the oldest event of this session: SS_OK with *out filled, or SS_NO_EVENT. */

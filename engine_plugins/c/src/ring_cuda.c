@@ -48,31 +48,21 @@ static ss_status failed(ss_CUresult rc, const char *what) {
         if (rc_ != 0) { st = failed(rc_, what); goto out; } \
     } while (0)
 
-static ss_status with_ctx_record(cuda_impl *c, ss_CUevent ev, void *stream) {
-    ss_status st = SS_OK;
-    ss_CUcontext prev;
-    CU(cu.cuCtxPushCurrent_v2(c->ctx), "cuCtxPushCurrent");
-    {
-        ss_CUresult rc = cu.cuEventRecord(ev, (ss_CUstream)stream);
-        cu.cuCtxPopCurrent_v2(&prev);
-        if (rc != 0) return failed(rc, "cuEventRecord");
-    }
-out:
-    return st;
+/* The frame path's two calls, in the ring's context. When the caller's thread already has it
+ * current (an engine's render thread usually does) the push and pop are skipped: two driver calls
+ * fewer on every ss_acquire, ss_submit and ss_output. */
+static ss_status in_ctx(cuda_impl *c, int record, ss_CUevent ev, void *stream) {
+    ss_CUcontext cur = NULL, prev;
+    ss_CUresult rc;
+    int push = cu.cuCtxGetCurrent(&cur) != 0 || cur != c->ctx;
+    if (push && (rc = cu.cuCtxPushCurrent_v2(c->ctx)) != 0) return failed(rc, "cuCtxPushCurrent");
+    rc = record ? cu.cuEventRecord(ev, (ss_CUstream)stream) : cu.cuStreamWaitEvent((ss_CUstream)stream, ev, 0);
+    if (push) cu.cuCtxPopCurrent_v2(&prev);
+    return rc == 0 ? SS_OK : failed(rc, record ? "cuEventRecord" : "cuStreamWaitEvent");
 }
 
-static ss_status with_ctx_wait(cuda_impl *c, ss_CUevent ev, void *stream) {
-    ss_status st = SS_OK;
-    ss_CUcontext prev;
-    CU(cu.cuCtxPushCurrent_v2(c->ctx), "cuCtxPushCurrent");
-    {
-        ss_CUresult rc = cu.cuStreamWaitEvent((ss_CUstream)stream, ev, 0);
-        cu.cuCtxPopCurrent_v2(&prev);
-        if (rc != 0) return failed(rc, "cuStreamWaitEvent");
-    }
-out:
-    return st;
-}
+static ss_status with_ctx_record(cuda_impl *c, ss_CUevent ev, void *stream) { return in_ctx(c, 1, ev, stream); }
+static ss_status with_ctx_wait(cuda_impl *c, ss_CUevent ev, void *stream) { return in_ctx(c, 0, ev, stream); }
 
 static ss_status cuda_mark_ready(ss_ring *r, uint32_t slot, uint64_t seq, void *stream) {
     cuda_impl *c = r->impl;

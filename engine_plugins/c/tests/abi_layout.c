@@ -11,8 +11,10 @@
 
 int main(void) {
     S(ss_client_config); F(ss_client_config, address); F(ss_client_config, name); F(ss_client_config, timeout_ms);
+    F(ss_client_config, flags);
     S(ss_client_info); F(ss_client_info, connected); F(ss_client_info, reconnects); F(ss_client_info, heartbeat_ms);
     F(ss_client_info, reap_after_ms); F(ss_client_info, max_sessions); F(ss_client_info, service);
+    F(ss_client_info, spun_us); F(ss_client_info, period_ms); F(ss_client_info, submits); F(ss_client_info, wakes);
     S(ss_channel); F(ss_channel, name); F(ss_channel, format); F(ss_channel, encoding); F(ss_channel, offset);
     F(ss_channel, row_pitch); F(ss_channel, first); F(ss_channel, depth_near); F(ss_channel, depth_far);
     F(ss_channel, exposure);
@@ -33,6 +35,6 @@ int main(void) {
     F(ss_frame_info, jitter); F(ss_frame_info, dt); F(ss_frame_info, params);
     S(ss_event); F(ss_event, kind); F(ss_event, seq); F(ss_event, slot); F(ss_event, late); F(ss_event, code);
     F(ss_event, message); F(ss_event, queue_ms); F(ss_event, model_ms); F(ss_event, write_ms);
-    F(ss_event, total_ms);
+    F(ss_event, total_ms); F(ss_event, sent_ns); F(ss_event, received_ns);
     return 0;
 }

@@ -5,6 +5,10 @@
  *                              Python client's outputs for the same inputs and seed)
  *   ss_e2e_test gone ADDR      the service killed for good: reported as an event, every call answers at
  *                              once (busy, unavailable), close and destroy need no service
+ *   ss_e2e_test rhythm ADDR MS [off]  a render loop submitting every MS milliseconds on a fixed beat
+ *                              (a frame skipped when no slot is free); prints "RHYTHM period_ms=
+ *                              submits= wakes= spun_us=" (the I/O thread's anticipation, or with
+ *                              "off" none: SS_CLIENT_NO_ANTICIPATION) and the frame-path timings
  *   ss_e2e_test restart ADDR   a level load longer than the reap time, then the service killed and
  *                              restarted mid-stream by the driver: prints "PHASE running", expects the
  *                              kill, prints "EVENT lost", expects a new service, prints "EVENT reopened"
@@ -260,7 +264,7 @@ static int run_done(ss_session *s, int n, const ss_frame_info *info) {
 
 /* ---- scenarios ------------------------------------------------------------------------------- */
 
-static ss_client *connect_to(const char *addr, uint32_t timeout_ms) {
+static ss_client *connect_with(const char *addr, uint32_t timeout_ms, uint32_t flags) {
     ss_client_config cc;
     ss_client *c = NULL;
     memset(&cc, 0, sizeof cc);
@@ -268,9 +272,12 @@ static ss_client *connect_to(const char *addr, uint32_t timeout_ms) {
     cc.address = addr;
     cc.name = "c-e2e-test";
     cc.timeout_ms = timeout_ms;
+    cc.flags = flags;
     CHECK(ss_client_create(&cc, &c) == SS_OK);
     return c;
 }
+
+static ss_client *connect_to(const char *addr, uint32_t timeout_ms) { return connect_with(addr, timeout_ms, 0); }
 
 static void bad_arguments(ss_client *c) {
     ss_client_config cc;
@@ -614,6 +621,52 @@ static int scenario_gone(const char *addr) {
     return 0;
 }
 
+/* A game's render loop: a frame every `ms` on a fixed beat (deadlines, not sleeps after the work),
+ * skipped when no slot is free; events taken between beats. */
+static int scenario_rhythm(const char *addr, double ms, int anticipation) {
+    ss_client *c = connect_with(addr, 20000, anticipation ? 0 : SS_CLIENT_NO_ANTICIPATION);
+    ss_session_config cfg = session_config();
+    ss_session *s = NULL;
+    ss_client_info ci;
+    int frames = (int)(6000.0 / ms), sent = 0, skipped = 0, done = 0;
+    double beat;
+    if (!c) return 1;
+    cfg.params.deadline_ms = 30000;
+    CHECK(ss_session_open(c, &cfg, &s) == SS_OK);
+    if (!s) return 1;
+    beat = now_us();
+    for (int f = 0; f < frames; f++) {
+        ss_slot slot;
+        ss_event ev;
+        beat += ms * 1000;
+        while (now_us() < beat) { /* the rest of the frame: its events, then idle */
+            while (timed_poll(s, &ev) == SS_OK) done += ev.kind == SS_EVENT_DONE;
+            sleep_ms(0.25);
+        }
+        if (timed_acquire(s, &slot) != SS_OK) {
+            skipped++;
+            continue;
+        }
+        fill(slot.input);
+        if (timed_submit(s, slot.index, NULL, NULL) == SS_OK) sent++;
+    }
+    memset(&ci, 0, sizeof ci);
+    ci.size = sizeof ci;
+    CHECK(ss_client_get_info(c, &ci) == SS_OK);
+    printf("RHYTHM period_ms=%.3f submits=%llu wakes=%llu spun_us=%llu sent=%d skipped=%d done=%d interval_ms=%.1f "
+           "anticipation=%d\n", ci.period_ms, (unsigned long long)ci.submits, (unsigned long long)ci.wakes,
+           (unsigned long long)ci.spun_us, sent, skipped, done, ms, anticipation);
+    CHECK(sent > frames / 2 && ci.submits == (uint64_t)sent && ci.wakes <= ci.submits);
+    CHECK(anticipation || ci.spun_us == 0);
+    report(&T_ACQUIRE);
+    report(&T_SUBMIT);
+    report(&T_POLL);
+    report(&T_OUTPUT);
+    CHECK(ss_session_close(s) == SS_OK);
+    CHECK(ss_client_destroy(c) == SS_OK);
+    return 0;
+}
+
 static void write_file(const char *dir, const char *kind, int i, const void *data, size_t n) {
     char path[1024];
     FILE *f;
@@ -666,7 +719,9 @@ int main(int argc, char **argv) {
     else if (argc == 3 && !strcmp(argv[1], "restart")) rc = scenario_restart(argv[2]);
     else if (argc == 3 && !strcmp(argv[1], "gone")) rc = scenario_gone(argv[2]);
     else if (argc == 5 && !strcmp(argv[1], "dump")) rc = scenario_dump(argv[2], argv[3], atoi(argv[4]));
-    else fprintf(stderr, "usage: ss_e2e_test full|restart|gone ADDRESS | dump ADDRESS DIR N\n");
+    else if ((argc == 4 || (argc == 5 && !strcmp(argv[4], "off"))) && !strcmp(argv[1], "rhythm") && atof(argv[3]) > 0)
+        rc = scenario_rhythm(argv[2], atof(argv[3]), argc == 4);
+    else fprintf(stderr, "usage: ss_e2e_test full|restart|gone ADDRESS | dump ADDRESS DIR N | rhythm ADDRESS MS [off]\n");
     if (rc == 2) return 2;
     if (failures || rc) printf("RESULT failed %d\n", failures);
     else printf("RESULT ok\n");

@@ -60,6 +60,49 @@ namespace StreamStyle
         public long Seed = 0;
     }
 
+    /// <summary>A layout as libstreamstyle takes it: an unmanaged ss_channel array and its UTF-8 strings,
+    /// alive until Dispose (the C side copies what it keeps before the call it is passed to returns).</summary>
+    internal sealed class NativeChannels : IDisposable
+    {
+        readonly System.Collections.Generic.List<Utf8> strings = new System.Collections.Generic.List<Utf8>();
+        public IntPtr Ptr { get; private set; }
+        public uint Count { get; }
+
+        public NativeChannels(ChannelDesc[] channels)
+        {
+            if (channels == null || channels.Length == 0) throw new ArgumentException("a layout needs channels");
+            int chSize = Marshal.SizeOf<Channel>();
+            Count = (uint)channels.Length;
+            Ptr = Marshal.AllocHGlobal(chSize * channels.Length);
+            for (int i = 0; i < channels.Length; i++)
+            {
+                var c = channels[i];
+                var native = new Channel
+                {
+                    name = S(c.Name), format = S(c.Format), encoding = S(c.Encoding), offset = c.Offset,
+                    row_pitch = c.RowPitch, first = c.First, depth_near = c.DepthNear, depth_far = c.DepthFar,
+                    exposure = c.Exposure
+                };
+                Marshal.StructureToPtr(native, Ptr + i * chSize, false);
+            }
+        }
+
+        public IntPtr S(string text)
+        {
+            var u = new Utf8(text);
+            strings.Add(u);
+            return u.Ptr;
+        }
+
+        public void Dispose()
+        {
+            if (Ptr != IntPtr.Zero) Marshal.FreeHGlobal(Ptr);
+            Ptr = IntPtr.Zero;
+            foreach (var u in strings) u.Dispose();
+            strings.Clear();
+        }
+    }
+
     public sealed class StreamStyleClient : IDisposable
     {
         IntPtr handle;
@@ -115,37 +158,17 @@ namespace StreamStyle
         internal StreamStyleSession(StreamStyleClient client, SessionOptions o)
         {
             Client = client;
-            if (o.Channels == null || o.Channels.Length == 0) throw new ArgumentException("a layout needs channels");
-            var strings = new System.Collections.Generic.List<Utf8>();
-            Func<string, Utf8> S = text => { var u = new Utf8(text); strings.Add(u); return u; };
-            int chSize = Marshal.SizeOf<Channel>();
-            IntPtr channels = Marshal.AllocHGlobal(chSize * o.Channels.Length);
-            try
+            Options = o;
+            using (var ch = new NativeChannels(o.Channels))
             {
-                for (int i = 0; i < o.Channels.Length; i++)
-                {
-                    var c = o.Channels[i];
-                    var native = new Channel
-                    {
-                        name = S(c.Name).Ptr, format = S(c.Format).Ptr, encoding = S(c.Encoding).Ptr, offset = c.Offset,
-                        row_pitch = c.RowPitch, first = c.First, depth_near = c.DepthNear, depth_far = c.DepthFar,
-                        exposure = c.Exposure
-                    };
-                    Marshal.StructureToPtr(native, channels + i * chSize, false);
-                }
                 var cfg = new SessionConfig
                 {
                     size = (uint)Marshal.SizeOf<SessionConfig>(), width = (uint)o.Width, height = (uint)o.Height,
-                    channels = channels, channel_count = (uint)o.Channels.Length, input_slot_bytes = o.InputSlotBytes,
-                    backend = S(o.Backend).Ptr, slots = (uint)o.Slots, output_format = S(o.OutputFormat).Ptr,
-                    device = o.Device, prompt = S(o.Prompt).Ptr, @params = o.Params, seed = o.Seed
+                    channels = ch.Ptr, channel_count = ch.Count, input_slot_bytes = o.InputSlotBytes,
+                    backend = ch.S(o.Backend), slots = (uint)o.Slots, output_format = ch.S(o.OutputFormat),
+                    device = o.Device, prompt = ch.S(o.Prompt), @params = o.Params, seed = o.Seed
                 };
                 StreamStyleException.Check(Native.ss_session_open(Client.Handle, ref cfg, out handle));
-            }
-            finally
-            {
-                Marshal.FreeHGlobal(channels);
-                foreach (var u in strings) u.Dispose();
             }
             frameInfo = new FrameInfo
             {
@@ -155,7 +178,10 @@ namespace StreamStyle
             ev = new Event { code = new byte[32], message = new byte[224] };
         }
 
-        IntPtr Handle
+        /// <summary>What the session was opened with (the native plugin attaches with the same layout).</summary>
+        public SessionOptions Options { get; }
+
+        internal IntPtr Handle
         {
             get
             {

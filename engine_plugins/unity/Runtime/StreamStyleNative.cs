@@ -46,6 +46,13 @@ namespace StreamStyle
         Params = 16,
     }
 
+    [Flags]
+    public enum ClientFlags : uint
+    {
+        None = 0,
+        NoAnticipation = 1, // SS_CLIENT_NO_ANTICIPATION: the I/O thread never stays awake for the frame rhythm
+    }
+
     [StructLayout(LayoutKind.Sequential)]
     public struct ClientConfig
     {
@@ -53,6 +60,7 @@ namespace StreamStyle
         public IntPtr address;
         public IntPtr name;
         public uint timeout_ms;
+        public ClientFlags flags;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -63,6 +71,9 @@ namespace StreamStyle
         public ulong reconnects;
         public uint heartbeat_ms, reap_after_ms, max_sessions;
         [MarshalAs(UnmanagedType.ByValArray, SizeConst = 64)] public byte[] service;
+        public ulong spun_us;    // time the I/O thread spent awake anticipating submits and answers
+        public double period_ms; // the submit interval it learned (0: none steady)
+        public ulong submits, wakes; // submits, and those that had to wake the I/O thread (a system call)
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -152,6 +163,7 @@ namespace StreamStyle
         [MarshalAs(UnmanagedType.ByValArray, SizeConst = 32)] public byte[] code;
         [MarshalAs(UnmanagedType.ByValArray, SizeConst = 224)] public byte[] message;
         public double queue_ms, model_ms, write_ms, total_ms;
+        public ulong sent_ns, received_ns; // CLOCK_MONOTONIC: when the I/O thread sent the frame, received this
 
         public string Code => Native.CString(code);
         public string Message => Native.CString(message);

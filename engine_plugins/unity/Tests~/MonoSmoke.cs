@@ -1,6 +1,8 @@
 // MonoSmoke.cs: the C# layer under plain mono, driven by tests/test_c_client.py.
 //   mono MonoSmoke.exe layout        every ABI struct's size and field offsets as C# marshals them
 //   mono MonoSmoke.exe run ADDRESS   open a session, 5 frames, a bad layout refused, stats, close
+//   mono MonoSmoke.exe unity-layout  the native plugin's structs (StreamStyleUnityNative.cs) as C# marshals them
+//   mono MonoSmoke.exe unity-plugin  the plugin's bindings against the real libStreamStyleUnity, without Unity
 // (Unity skips folders ending in "~": this is not part of the package's build.)
 using System;
 using System.Runtime.InteropServices;
@@ -19,9 +21,9 @@ static class MonoSmoke
 
     static int Layout()
     {
-        Offsets<ClientConfig>("ss_client_config", "address", "name", "timeout_ms");
+        Offsets<ClientConfig>("ss_client_config", "address", "name", "timeout_ms", "flags");
         Offsets<ClientInfo>("ss_client_info", "connected", "reconnects", "heartbeat_ms", "reap_after_ms", "max_sessions",
-                            "service");
+                            "service", "spun_us", "period_ms", "submits", "wakes");
         Offsets<Channel>("ss_channel", "name", "format", "encoding", "offset", "row_pitch", "first", "depth_near",
                          "depth_far", "exposure");
         Offsets<Params>("ss_params", "steps", "strength", "reset", "seed", "deadline_ms");
@@ -34,7 +36,7 @@ static class MonoSmoke
         Offsets<Slot>("ss_slot", "index", "input", "input_bytes");
         Offsets<FrameInfo>("ss_frame_info", "fields", "view", "proj", "jitter", "dt", "params");
         Offsets<Event>("ss_event", "kind", "seq", "slot", "late", "code", "message", "queue_ms", "model_ms", "write_ms",
-                       "total_ms");
+                       "total_ms", "sent_ns", "received_ns");
         return 0;
     }
 
@@ -151,12 +153,70 @@ static class MonoSmoke
         return failures == 0 ? 0 : 1;
     }
 
+    static int UnityLayout()
+    {
+        Offsets<PluginFrameData>("ssu_frame_data", "flags", "planes", "target", "info");
+        Offsets<PluginPlane>("ssu_plane", "channel", "format", "vk_format");
+        Offsets<PluginAttachConfig>("ssu_attach_config", "session", "backend", "cuda_device", "width", "height", "channels",
+                                    "channel_count", "input_slot_bytes", "output_format");
+        Offsets<FramesStats>("ssvk_frames_stats", "cuda", "live", "runs", "sent", "busy", "done", "late", "errors",
+                             "composited", "last_sent_seq", "last_done_seq", "last_composited_seq", "last_code",
+                             "last_message");
+        Console.WriteLine($"SSU_FRAME_SEND {(int)PluginFrameFlags.Send}");
+        Console.WriteLine($"SSU_FRAME_COMPOSITE {(int)PluginFrameFlags.Composite}");
+        Console.WriteLine($"SSU_ABI_VERSION {UnityPluginNative.StreamStyleUnity_AbiVersion()}");
+        Console.WriteLine($"SSVK_MAX_PLANES {PluginFrameData.MaxPlanes}");
+        return 0;
+    }
+
+    delegate void RenderEvent(int eventId, IntPtr data);
+
+    // Outside Unity: the plugin loads, says it has no device, refuses to attach with a reason, and its
+    // render event ignores a frame (there is nothing to send it to); the frame ring writes records
+    // the C side reads as ssu_frame_data.
+    static int UnityPlugin()
+    {
+        int failures = 0;
+        Action<bool, string> check = (ok, what) => { if (!ok) { Console.WriteLine($"FAIL {what}"); failures++; } };
+        check(!StreamStyleUnityPlugin.DeviceReady, "ready without Unity");
+        check(StreamStyleUnityPlugin.RenderEventFunc != IntPtr.Zero, "a render event function");
+        var cfg = new PluginAttachConfig { size = (uint)Marshal.SizeOf<PluginAttachConfig>(), session = new IntPtr(1) };
+        check(UnityPluginNative.StreamStyleUnity_Attach(ref cfg) == Status.Unavailable, "attach without a device");
+        check(UnityPluginNative.LastError.Contains("not ready"), $"the reason: {UnityPluginNative.LastError}");
+        var stats = new FramesStats { size = (uint)Marshal.SizeOf<FramesStats>() };
+        check(UnityPluginNative.StreamStyleUnity_GetStats(ref stats) == Status.WrongState, "stats without a session");
+        using (var ring = new PluginFrameRing(2))
+        {
+            var planes = new[] { new IntPtr(0x1000), new IntPtr(0x2000) };
+            var view = new float[16];
+            view[3] = 2.5f;
+            IntPtr a = ring.Write(PluginFrameFlags.Send | PluginFrameFlags.Composite, planes, 2, new IntPtr(0x3000), view, null, 0.016f);
+            IntPtr b = ring.Write(PluginFrameFlags.Composite, planes, 0, IntPtr.Zero);
+            check(a != b, "two records");
+            var back = Marshal.PtrToStructure<PluginFrameData>(a);
+            check(back.size == Marshal.SizeOf<PluginFrameData>() && back.flags == (PluginFrameFlags.Send | PluginFrameFlags.Composite),
+                  "record header");
+            check(back.planes[0] == planes[0] && back.planes[1] == planes[1] && back.planes[2] == IntPtr.Zero, "record planes");
+            check(back.target == new IntPtr(0x3000) && back.info.size == Marshal.SizeOf<FrameInfo>(), "record target, info size");
+            check(back.info.fields == (FrameFields.View | FrameFields.Dt) && back.info.view[3] == 2.5f &&
+                  Math.Abs(back.info.dt - 0.016f) < 1e-7 && back.info.@params.strength == -1f && back.info.@params.seed == -1,
+                  "record frame info");
+            check(Marshal.PtrToStructure<PluginFrameData>(b).info.size == 0, "no frame info: size 0");
+            var render = Marshal.GetDelegateForFunctionPointer<RenderEvent>(StreamStyleUnityPlugin.RenderEventFunc);
+            render(StreamStyleUnityPlugin.FrameEventId, a); // no Unity, nothing attached: ignored
+        }
+        Console.WriteLine(failures == 0 ? "RESULT ok" : $"RESULT failed {failures}");
+        return failures == 0 ? 0 : 1;
+    }
+
     static int Main(string[] args)
     {
+        if (args.Length == 1 && args[0] == "unity-layout") return UnityLayout();
+        if (args.Length == 1 && args[0] == "unity-plugin") return UnityPlugin();
         if (Native.ss_abi_version() != 1) { Console.WriteLine("FAIL abi version"); return 1; }
         if (args.Length == 1 && args[0] == "layout") return Layout();
         if (args.Length == 2 && args[0] == "run") return Run(args[1]);
-        Console.Error.WriteLine("usage: mono MonoSmoke.exe layout | run ADDRESS");
+        Console.Error.WriteLine("usage: mono MonoSmoke.exe layout | run ADDRESS | unity-layout | unity-plugin");
         return 2;
     }
 }

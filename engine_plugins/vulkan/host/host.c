@@ -207,8 +207,11 @@ static void copy_buffer(VkCommandBuffer cmd, VkBuffer src, VkBuffer dst, uint64_
     vkCmdCopyBuffer(cmd, src, dst, 1, &c);
 }
 
-/* the reference layout (docs/gbuffer-layout.md), planes on 256-byte boundaries, rows packed */
+/* the reference layout (docs/gbuffer-layout.md), planes on 256-byte boundaries, rows packed; with
+ * `odd_layout`, depth's rows are 2 bytes longer than its pixels (a pitch no r32f image copy can
+ * write, so the bridge copies that plane on its own) */
 static ss_channel channels[8];
+static int odd_layout;
 static uint64_t layout_slot_bytes(void) {
     static const struct { const char *name, *format, *encoding; uint32_t bytes, first; } spec[8] = {
         {"color", "rgba16f", "linear_hdr", 8, 0}, {"depth", "r32f", "linear", 4, 0},
@@ -224,7 +227,9 @@ static uint64_t layout_slot_bytes(void) {
         channels[i].first = spec[i].first;
         if (spec[i].first) { channels[i].offset = last; continue; }
         channels[i].offset = last = offset;
-        offset = (offset + (uint64_t)W * H * spec[i].bytes + 255) / 256 * 256;
+        if (odd_layout && i == 1) channels[i].row_pitch = W * spec[i].bytes + 2;
+        offset = (offset + (uint64_t)(channels[i].row_pitch ? channels[i].row_pitch : W * spec[i].bytes) * (H - 1) +
+                  (uint64_t)W * spec[i].bytes + 255) / 256 * 256;
     }
     return offset;
 }
@@ -409,11 +414,12 @@ int main(int argc, char **argv) {
     VkFence fence;
     uint64_t n = 0, m = 0, value;
     int session_mode = argc == 6 && strcmp(argv[1], "session") == 0;
+    if (argc == 5 && strcmp(argv[1], "vulkan") == 0 && strcmp(argv[4], "odd") == 0) odd_layout = 1, argc--;
     const char *address = session_mode ? argv[2] : NULL;
     if (session_mode) argv++, argc--; /* the rest as "cuda W H FRAMES" */
     if (argc < 4 || (strcmp(argv[1], "vulkan") != 0 && strcmp(argv[1], "cuda") != 0 && !session_mode) ||
         (strcmp(argv[1], "vulkan") != 0 && argc < 5)) {
-        fprintf(stderr, "usage: ssvk_host vulkan W H | ssvk_host cuda W H FRAMES | ssvk_host session ADDRESS W H FRAMES\n");
+        fprintf(stderr, "usage: ssvk_host vulkan W H [odd] | ssvk_host cuda W H FRAMES | ssvk_host session ADDRESS W H FRAMES\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -447,13 +453,15 @@ int main(int argc, char **argv) {
     }
     VK(ssvk_create(&cfg, &bridge));
     ssvk_get_info(bridge, &info);
-    printf("BRIDGE planes=%u input_bytes=%llu output_bytes=%llu slot_bytes=%llu semaphores_exportable=%d\n",
+    printf("BRIDGE planes=%u input_bytes=%llu output_bytes=%llu slot_bytes=%llu semaphores_exportable=%d copies=%u "
+           "span_offset=%llu span_bytes=%llu\n",
            info.plane_count, (unsigned long long)info.input_bytes, (unsigned long long)info.output_bytes,
-           (unsigned long long)slot_bytes, info.semaphores_exportable);
+           (unsigned long long)slot_bytes, info.semaphores_exportable, info.copy_count,
+           (unsigned long long)info.span_offset, (unsigned long long)info.span_bytes);
     for (uint32_t i = 0; i < info.plane_count; i++)
-        printf("PLANE %s %s offset=%llu pitch=%u slot_offset=%llu slot_pitch=%u\n", info.planes[i].channel,
+        printf("PLANE %s %s offset=%llu pitch=%u slot_offset=%llu slot_pitch=%u mirrored=%d\n", info.planes[i].channel,
                info.planes[i].format->name, (unsigned long long)info.planes[i].offset, info.planes[i].row_pitch,
-               (unsigned long long)info.planes[i].slot_offset, info.planes[i].slot_pitch);
+               (unsigned long long)info.planes[i].slot_offset, info.planes[i].slot_pitch, info.planes[i].mirrored);
 
     /* the engine's frame: known planes uploaded into optimal-tiling images in the engine's formats */
     stage = host_buffer_new(info.input_bytes > info.output_bytes ? info.input_bytes : info.output_bytes);
@@ -468,7 +476,7 @@ int main(int argc, char **argv) {
         source[i] = malloc(bytes);
         fill_plane(source[i], p->format, bytes, 17 * i + 3);
         for (uint32_t y = 0; y < H; y++) /* the slot as the layout says, computed without the plan */
-            memcpy(expect_slot + p->slot_offset + (uint64_t)y * W * p->format->pixel_bytes,
+            memcpy(expect_slot + p->slot_offset + (uint64_t)y * p->slot_pitch,
                    source[i] + (uint64_t)y * W * p->format->pixel_bytes, (size_t)W * p->format->pixel_bytes);
         memcpy((unsigned char *)stage.map + p->offset, source[i], bytes); /* tight, at the plane's offset */
         planes_img[i] = image_new(p->format->vk);
@@ -527,17 +535,26 @@ int main(int argc, char **argv) {
     }
     printf("CHECK second_import ok planes=%u bytes=%llu\n", info.plane_count, (unsigned long long)info.input_bytes);
 
-    /* 3. the plan, applied on the CPU as CUDA applies it, gives the layout's slot */
+    /* 3. the plan, applied on the CPU as CUDA applies it (the mirrored span in one copy, then each other
+     * plane), gives the layout's slot: every plane's rows where the layout puts them */
     memset(slot_cpu, 0, slot_bytes);
+    memcpy(slot_cpu + info.span_offset, (unsigned char *)back.map + info.span_offset, info.span_bytes);
     for (uint32_t i = 0; i < info.plane_count; i++) {
         const ssvk_plane *p = &info.planes[i];
+        if (p->mirrored) continue;
         for (uint32_t y = 0; y < H; y++)
             memcpy(slot_cpu + p->slot_offset + (uint64_t)y * p->slot_pitch,
                    (unsigned char *)back.map + p->offset + (uint64_t)y * p->row_pitch,
                    (size_t)W * p->format->pixel_bytes);
     }
-    if (memcmp(slot_cpu, expect_slot, slot_bytes)) DIE("the plan's slot differs from the layout's");
-    printf("CHECK plan_matches_layout ok slot_bytes=%llu\n", (unsigned long long)slot_bytes);
+    for (uint32_t i = 0; i < info.plane_count; i++) {
+        const ssvk_plane *p = &info.planes[i];
+        for (uint32_t y = 0; y < H; y++)
+            if (memcmp(slot_cpu + p->slot_offset + (uint64_t)y * p->slot_pitch,
+                       expect_slot + p->slot_offset + (uint64_t)y * p->slot_pitch, (size_t)W * p->format->pixel_bytes))
+                DIE("the plan's slot differs from the layout's: plane %s row %u", p->channel, y);
+    }
+    printf("CHECK plan_matches_layout ok slot_bytes=%llu copies=%u\n", (unsigned long long)slot_bytes, info.copy_count);
 
     /* 4. the semaphores through a second handle, where the device exports them */
     if (info.semaphores_exportable) {

@@ -1,13 +1,17 @@
 /* ssvk.h: the Vulkan bridge, the GPU half every Vulkan engine plugin shares (docs/engines.md, "The
  * Vulkan bridge"). It sits between the engine's renderer and libstreamstyle's cuda-ipc ring:
  *
- *   engine images --(Vulkan copy, this file)--> exportable input buffer --(CUDA 2D copies)--> ring slot
+ *   engine images --(Vulkan copy, this file)--> exportable input buffer --(one CUDA copy)--> ring slot
  *   ring output slot --(CUDA copy)--> exportable output buffer --(Vulkan copy, this file)--> engine image
  *
  * Vulkan half (ssvk_create ...): on the engine's VkDevice it allocates two exportable buffers
  * (VK_KHR_external_memory_fd, opaque fd, dedicated allocations): the input buffer holds one plane per
  * distinct offset of the session's layout (channels that share an offset share a plane, as roughness
- * and metallic do), each row padded to SSVK_ROW_ALIGN bytes; the output buffer holds one output frame.
+ * and metallic do). A plane lies in it at its slot offset and row pitch (the buffer mirrors the slot,
+ * so one copy moves every such plane into the ring) unless Vulkan cannot copy an image there (an
+ * offset not a multiple of the texel size and of 4, a pitch not a whole number of texels): such a
+ * plane goes after the mirrored span, rows padded to SSVK_ROW_ALIGN, and is copied on its own. The
+ * output buffer holds one output frame.
  * It also makes four timeline semaphores (all start at 0), exportable as opaque fds when the device
  * can (VK_KHR_external_semaphore_fd), one per event so that frames may overlap (the engine submits
  * frame n+1 before frame n's output is back):
@@ -20,8 +24,8 @@
  *
  * CUDA half (ssvk_cuda_open ...): the CUDA driver is opened with dlopen on first use (the bridge loads
  * and its Vulkan half works without CUDA). It imports both buffers and both semaphores into a CUDA
- * context of this process, and on a stream: waits on `rendered`, copies every plane into the ring's
- * input slot at the offsets and row pitches of the session's layout (ssvk_cuda_copy_in), and after
+ * context of this process, and on a stream: waits on `rendered`, copies the mirrored span into the
+ * ring's input slot in one copy and any other plane with a 2D copy (ssvk_cuda_copy_in), and after
  * libstreamstyle's ss_output made the stream wait on `done`, copies the output slot out and signals
  * `stylized` (ssvk_cuda_copy_out). Nothing here waits on the GPU from the host.
  *
@@ -40,7 +44,7 @@
 extern "C" {
 #endif
 
-#define SSVK_ROW_ALIGN 256u /* row pitch of the planes in the exportable input buffer */
+#define SSVK_ROW_ALIGN 256u /* row pitch of the planes that cannot mirror the slot */
 #define SSVK_MAX_PLANES 8u
 
 /* Device extensions the engine must enable when it creates its VkDevice (Vulkan 1.2 or later, with
@@ -62,10 +66,12 @@ const ssvk_format *ssvk_format_table(uint32_t *count); /* every format, for test
 typedef struct ssvk_plane {
     const ssvk_format *format;
     const char *channel;    /* the first channel of the session's layout that reads this plane */
-    uint64_t offset;        /* in the input buffer */
-    uint32_t row_pitch;     /* in the input buffer: width * pixel_bytes rounded up to SSVK_ROW_ALIGN */
+    uint64_t offset;        /* in the input buffer: slot_offset when mirrored */
+    uint32_t row_pitch;     /* in the input buffer: slot_pitch when mirrored, else width * pixel_bytes
+                               rounded up to SSVK_ROW_ALIGN */
     uint64_t slot_offset;   /* in the ring's input slot: the layout's channel offset */
     uint32_t slot_pitch;    /* the layout's row_pitch, or width * pixel_bytes */
+    int mirrored;           /* 1: it lies in the buffer as in the slot and moves with the span's copy */
 } ssvk_plane;
 
 typedef struct ssvk_config {
@@ -78,6 +84,7 @@ typedef struct ssvk_config {
     uint64_t input_slot_bytes;      /* the session's input slot size: every plane must fit */
     const char *output_format;      /* SS_FORMAT_RGBA8 (NULL) or SS_FORMAT_RGBA16F */
     int require_semaphore_export;   /* 1: fail unless both semaphores export as opaque fds (CUDA needs it) */
+    int host_access;                /* 1: the buffers in host-visible memory, for the host half (below) */
 } ssvk_config;
 
 typedef struct ssvk_bridge ssvk_bridge;
@@ -88,6 +95,8 @@ typedef enum ssvk_semaphore { SSVK_RENDERED = 0, SSVK_CONSUMED = 1, SSVK_STYLIZE
 typedef struct ssvk_info {
     uint32_t plane_count;
     ssvk_plane planes[SSVK_MAX_PLANES];
+    uint64_t span_offset, span_bytes;           /* the mirrored planes' span, in the buffer and the slot */
+    uint32_t copy_count;                        /* copies per frame into the slot: the span's + 1 per other plane */
     VkBuffer input, output;
     VkDeviceMemory input_memory, output_memory;
     uint64_t input_bytes, output_bytes;         /* the allocations' sizes (what CUDA must import) */
@@ -100,7 +109,7 @@ typedef struct ssvk_info {
 const char *ssvk_last_error(void);
 
 /* Make the buffers and semaphores. VK_ERROR_FORMAT_NOT_SUPPORTED: a channel's format is unknown;
- * VK_ERROR_INITIALIZATION_FAILED: a plane does not fit the slot; VK_ERROR_EXTENSION_NOT_PRESENT: the
+ * VK_ERROR_INITIALIZATION_FAILED: a plane does not fit the slot or overlaps another; VK_ERROR_EXTENSION_NOT_PRESENT: the
  * device cannot export what it must. Nothing stays allocated after a failure. */
 VkResult ssvk_create(const ssvk_config *config, ssvk_bridge **out);
 void ssvk_destroy(ssvk_bridge *bridge); /* the caller made sure the GPU no longer uses it */
@@ -131,6 +140,29 @@ VkResult ssvk_submit_output(ssvk_bridge *bridge, VkQueue queue, VkCommandBuffer 
 VkResult ssvk_import_buffer(VkPhysicalDevice physical, VkDevice device, int fd, uint64_t alloc_size, VkBuffer *buffer,
                             VkDeviceMemory *memory);
 
+/* ---- the host half ---------------------------------------------------------------------------- */
+
+/* Where there is no CUDA (a shm session: a machine without an NVIDIA GPU, lavapipe in CI), the same
+ * buffers and semaphores serve a copy by the CPU, still without any host wait: the two calls below
+ * look at a timeline semaphore's value (vkGetSemaphoreCounterValue) and answer SS_BUSY when Vulkan
+ * is not there yet; the caller tries again on its next frame. They signal from the host
+ * (vkSignalSemaphore). The bridge must be created with host_access. For tests and CPU machines: a
+ * 1080p frame is ~70 MB of memcpy on the render thread, which is no GPU machine's path. */
+typedef struct ssvk_host ssvk_host;
+
+/* Map both buffers. SS_INVALID_ARGUMENT: the bridge's memory is not host-visible (create it with
+ * host_access) or the device lacks timeline semaphores' host calls. */
+ss_status ssvk_host_open(ssvk_bridge *bridge, ssvk_host **out);
+void ssvk_host_close(ssvk_host *host);
+
+/* If rendered >= n: copy the planes into the input slot at `slot` (a host pointer: ss_slot.input of
+ * a shm session; the span in one memcpy, as CUDA does), signal consumed = n, SS_OK. Else SS_BUSY:
+ * Vulkan has not finished the n-th input copy; nothing was done. */
+ss_status ssvk_host_copy_in(ssvk_host *host, uint64_t n, void *slot);
+/* If composited >= m - 1: copy the output frame at `output` (ss_output's host pointer) into the
+ * output buffer, signal stylized = m, SS_OK. Else SS_BUSY: the (m-1)-th composite still reads it. */
+ss_status ssvk_host_copy_out(ssvk_host *host, uint64_t m, const void *output);
+
 /* ---- the CUDA half --------------------------------------------------------------------------- */
 
 typedef struct ssvk_cuda ssvk_cuda;
@@ -143,11 +175,15 @@ void ssvk_cuda_close(ssvk_cuda *cuda); /* synchronises the context, then frees w
 
 /* The imported buffers as device pointers (CUdeviceptr) in the bridge's context. */
 ss_status ssvk_cuda_pointers(ssvk_cuda *cuda, uint64_t *input, uint64_t *output);
+/* A non-blocking stream of the bridge's context, made at open, for callers without one of their own
+ * (ssvk_frames uses it). */
+void *ssvk_cuda_stream(ssvk_cuda *cuda);
 
 /* On `stream` (a CUstream of the bridge's context; NULL: the legacy default stream): wait for
- * rendered >= n, copy every plane into the input slot at `slot` (a device pointer: ss_slot.input of a
- * cuda-ipc session, acquired on the same stream), signal consumed = n. Follow with ss_submit on the
- * same stream, which records `ready` after the copies. */
+ * rendered >= n, copy the planes into the input slot at `slot` (a device pointer: ss_slot.input of a
+ * cuda-ipc session, acquired on the same stream; info.copy_count copies, one for the reference
+ * layout), signal consumed = n. Follow with ss_submit on the same stream, which records `ready`
+ * after the copies. */
 ss_status ssvk_cuda_copy_in(ssvk_cuda *cuda, void *stream, uint64_t n, uint64_t slot);
 /* On `stream`, after ss_output made it wait on the slot's `done`: wait for composited >= m - 1, copy
  * the output slot at `output` (info.output_frame_bytes) into the output buffer, signal stylized = m. */

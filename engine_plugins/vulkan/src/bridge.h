@@ -9,6 +9,8 @@ struct ssvk_bridge {
     VkDevice dev;
     uint32_t width, height;
     uint64_t input_used; /* bytes the planes take in the input buffer */
+    int host_access;     /* the buffers are host-visible (ssvk_config.host_access) */
+    VkMemoryPropertyFlags memory_flags[2]; /* input, output: the memory types' properties */
     ssvk_info info;
 };
 

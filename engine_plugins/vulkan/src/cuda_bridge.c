@@ -28,6 +28,7 @@ struct ssvk_cuda {
     sx_CUexternalMemory mem[2];     /* input, output */
     sx_CUdeviceptr ptr[2];
     sx_CUexternalSemaphore sem[SSVK_SEMAPHORES]; /* indexed by ssvk_semaphore */
+    sx_CUstream stream;             /* ssvk_cuda_stream */
 };
 
 static ss_status failed(sx_CUresult rc, const char *what) {
@@ -94,6 +95,7 @@ static void release(ssvk_cuda *c) {
         }
         for (int i = 0; i < SSVK_SEMAPHORES; i++)
             if (c->sem[i]) cu.cuDestroyExternalSemaphore(c->sem[i]);
+        if (c->stream) cu.cuStreamDestroy_v2(c->stream);
         cu.cuCtxPopCurrent_v2(&prev);
     }
     if (c->primary) cu.cuDevicePrimaryCtxRelease_v2(c->dev);
@@ -137,6 +139,7 @@ ss_status ssvk_cuda_open(ssvk_bridge *bridge, int32_t device, ssvk_cuda **out) {
     pushed = 1;
     for (int i = 0; i < 2 && st == SS_OK; i++) st = import_memory(c, i);
     for (int i = 0; i < SSVK_SEMAPHORES && st == SS_OK; i++) st = import_semaphore(c, i);
+    if (st == SS_OK) CU(cu.cuStreamCreate(&c->stream, SX_CU_STREAM_NON_BLOCKING), "cuStreamCreate");
 out:
     if (pushed) cu.cuCtxPopCurrent_v2(&prev);
     if (st != SS_OK) {
@@ -158,6 +161,8 @@ ss_status ssvk_cuda_pointers(ssvk_cuda *c, uint64_t *input, uint64_t *output) {
     return SS_OK;
 }
 
+void *ssvk_cuda_stream(ssvk_cuda *c) { return c ? (void *)c->stream : NULL; }
+
 ss_status ssvk_cuda_copy_in(ssvk_cuda *c, void *stream, uint64_t n, uint64_t slot) {
     ss_status st = SS_OK;
     sx_CUcontext prev;
@@ -176,9 +181,13 @@ ss_status ssvk_cuda_copy_in(ssvk_cuda *c, void *stream, uint64_t n, uint64_t slo
     sp.params.fence.value = n;
     {
         sx_CUresult rc = cu.cuWaitExternalSemaphoresAsync(&c->sem[SSVK_RENDERED], &wp, 1, (sx_CUstream)stream);
-        for (uint32_t i = 0; rc == 0 && i < info->plane_count; i++) {
+        if (rc == 0 && info->span_bytes) /* every mirrored plane, and the padding between them, at once */
+            rc = cu.cuMemcpyDtoDAsync_v2(slot + info->span_offset, c->ptr[0] + info->span_offset,
+                                         (size_t)info->span_bytes, (sx_CUstream)stream);
+        for (uint32_t i = 0; rc == 0 && i < info->plane_count; i++) { /* after the span: it may cover their slots */
             const ssvk_plane *p = &info->planes[i];
             sx_MEMCPY2D m;
+            if (p->mirrored) continue;
             memset(&m, 0, sizeof m);
             m.srcMemoryType = m.dstMemoryType = SX_CU_MEMORYTYPE_DEVICE;
             m.srcDevice = c->ptr[0] + p->offset;
@@ -191,7 +200,8 @@ ss_status ssvk_cuda_copy_in(ssvk_cuda *c, void *stream, uint64_t n, uint64_t slo
         }
         if (rc == 0) rc = cu.cuSignalExternalSemaphoresAsync(&c->sem[SSVK_CONSUMED], &sp, 1, (sx_CUstream)stream);
         cu.cuCtxPopCurrent_v2(&prev);
-        if (rc != 0) return failed(rc, "cuWaitExternalSemaphoresAsync/cuMemcpy2DAsync/cuSignalExternalSemaphoresAsync");
+        if (rc != 0)
+            return failed(rc, "cuWaitExternalSemaphoresAsync/cuMemcpyDtoDAsync/cuMemcpy2DAsync/cuSignalExternalSemaphoresAsync");
     }
 out:
     return st;

@@ -89,6 +89,7 @@ typedef struct {
 #define SX_CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_TIMELINE_SEMAPHORE_FD 9
 #define SX_CUDA_EXTERNAL_MEMORY_DEDICATED 0x1
 #define SX_CU_MEMORYTYPE_DEVICE 2
+#define SX_CU_STREAM_NON_BLOCKING 0x1
 
 /* name in libcuda, return type, parameter list */
 #define SSVK_CUDA_FUNCTIONS(X) \
@@ -113,6 +114,8 @@ typedef struct {
     X(cuMemcpy2DAsync_v2, sx_CUresult, (const sx_MEMCPY2D *, sx_CUstream)) \
     X(cuMemcpyDtoDAsync_v2, sx_CUresult, (sx_CUdeviceptr, sx_CUdeviceptr, size_t, sx_CUstream)) \
     X(cuMemFree_v2, sx_CUresult, (sx_CUdeviceptr)) \
+    X(cuStreamCreate, sx_CUresult, (sx_CUstream *, unsigned int)) \
+    X(cuStreamDestroy_v2, sx_CUresult, (sx_CUstream)) \
     X(cuGetErrorName, sx_CUresult, (sx_CUresult, const char **))
 
 #endif

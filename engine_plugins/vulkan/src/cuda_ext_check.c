@@ -59,5 +59,6 @@ _Static_assert(SX_CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_TIMELINE_SEMAPHORE_FD ==
                    CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_TIMELINE_SEMAPHORE_FD, "timeline fd");
 _Static_assert(SX_CUDA_EXTERNAL_MEMORY_DEDICATED == CUDA_EXTERNAL_MEMORY_DEDICATED, "dedicated");
 _Static_assert(SX_CU_MEMORYTYPE_DEVICE == CU_MEMORYTYPE_DEVICE, "memory type device");
+_Static_assert(SX_CU_STREAM_NON_BLOCKING == CU_STREAM_NON_BLOCKING, "non-blocking stream");
 
 typedef int ssvk_cuda_check_unit;

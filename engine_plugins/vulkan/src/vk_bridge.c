@@ -2,8 +2,11 @@
  * the session's layout, the exportable buffers and timeline semaphores, and the recorded copies.
  *
  * Invariants: every plane of the plan lies inside the input buffer and, at the layout's offset and
- * pitch, inside the ring's input slot; channels sharing an offset share one plane (the layout's own
- * rule makes their formats equal). The buffers are dedicated allocations (what CUDA's import of a
+ * pitch, inside the ring's input slot; no two planes overlap in the slot; channels sharing an offset
+ * share one plane (the layout's own rule makes their formats equal). A plane Vulkan can write at its
+ * slot offset and pitch is "mirrored": it lies in the buffer exactly as in the slot, so every
+ * mirrored plane reaches the slot in one copy of the span that holds them (the bytes between
+ * planes are the slot's padding). The others lie after that span with padded rows, one copy each. The buffers are dedicated allocations (what CUDA's import of a
  * Vulkan buffer expects), and their sizes are the allocations' real sizes. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdarg.h>
@@ -51,8 +54,17 @@ const ssvk_format *ssvk_format_find(const char *name) {
 
 static uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
 
+/* A plane can lie in the input buffer exactly where it lies in the slot (same offset, same pitch)
+ * when Vulkan can copy an image there: the offset a multiple of the texel size and of 4, the pitch a
+ * whole number of texels. */
+static int mirrorable(const ssvk_format *f, uint64_t slot_offset, uint64_t pitch) {
+    uint64_t texel = f->pixel_bytes < 4 ? 4 : f->pixel_bytes;
+    return slot_offset % texel == 0 && pitch % f->pixel_bytes == 0;
+}
+
 static VkResult plan(const ssvk_config *cfg, ssvk_bridge *b) {
-    uint64_t offset = 0;
+    uint64_t span_end = 0, span_start = UINT64_MAX, offset;
+    ssvk_info *info = &b->info;
     for (uint32_t i = 0; i < cfg->channel_count; i++) {
         const ss_channel *ch = &cfg->channels[i];
         const ssvk_format *f = ssvk_format_find(ch->format);
@@ -63,44 +75,79 @@ static VkResult plan(const ssvk_config *cfg, ssvk_bridge *b) {
             ssvk_set_error("channel %s: unknown format %s", ch->name ? ch->name : "?", ch->format ? ch->format : "(null)");
             return VK_ERROR_FORMAT_NOT_SUPPORTED;
         }
-        for (uint32_t k = 0; k < b->info.plane_count; k++) shared |= b->info.planes[k].slot_offset == ch->offset;
+        for (uint32_t k = 0; k < info->plane_count; k++) shared |= info->planes[k].slot_offset == ch->offset;
         if (shared) continue;
-        if (b->info.plane_count == SSVK_MAX_PLANES) {
+        if (info->plane_count == SSVK_MAX_PLANES) {
             ssvk_set_error("more than %u planes", SSVK_MAX_PLANES);
             return VK_ERROR_INITIALIZATION_FAILED;
         }
         pitch = ch->row_pitch ? ch->row_pitch : tight;
         end = ch->offset + pitch * (cfg->height - 1) + tight;
-        if (pitch < tight || end > cfg->input_slot_bytes) {
+        if (pitch < tight || pitch > UINT32_MAX || end > cfg->input_slot_bytes) {
             ssvk_set_error("channel %s: its plane (offset %llu, pitch %llu) does not fit a %llu-byte slot", ch->name,
                            (unsigned long long)ch->offset, (unsigned long long)pitch,
                            (unsigned long long)cfg->input_slot_bytes);
             return VK_ERROR_INITIALIZATION_FAILED;
         }
-        p = &b->info.planes[b->info.plane_count++];
+        for (uint32_t k = 0; k < info->plane_count; k++) {
+            const ssvk_plane *q = &info->planes[k];
+            uint64_t q_end = q->slot_offset + (uint64_t)q->slot_pitch * (cfg->height - 1) +
+                             (uint64_t)cfg->width * q->format->pixel_bytes;
+            if (ch->offset < q_end && q->slot_offset < end) {
+                ssvk_set_error("channel %s's plane overlaps channel %s's in the slot", ch->name, q->channel);
+                return VK_ERROR_INITIALIZATION_FAILED;
+            }
+        }
+        p = &info->planes[info->plane_count++];
         p->format = f;
         p->channel = ch->name;
-        p->row_pitch = (uint32_t)align_up(tight, SSVK_ROW_ALIGN);
-        p->offset = offset;
         p->slot_offset = ch->offset;
         p->slot_pitch = (uint32_t)pitch;
-        offset = align_up(offset + (uint64_t)p->row_pitch * cfg->height, SSVK_ROW_ALIGN);
+        p->mirrored = mirrorable(f, ch->offset, pitch);
+        if (p->mirrored) { /* in the buffer as in the slot: one copy moves all such planes */
+            p->offset = ch->offset;
+            p->row_pitch = (uint32_t)pitch;
+            if (ch->offset < span_start) span_start = ch->offset;
+            if (end > span_end) span_end = end;
+        }
     }
-    if (b->info.plane_count == 0) {
+    if (info->plane_count == 0) {
         ssvk_set_error("the layout has no channels");
         return VK_ERROR_INITIALIZATION_FAILED;
     }
+    /* the planes the layout keeps from mirroring go after the span, rows padded to SSVK_ROW_ALIGN */
+    offset = align_up(span_end, SSVK_ROW_ALIGN);
+    info->copy_count = span_end > 0;
+    for (uint32_t i = 0; i < info->plane_count; i++) {
+        ssvk_plane *p = &info->planes[i];
+        if (p->mirrored) continue;
+        p->row_pitch = (uint32_t)align_up((uint64_t)cfg->width * p->format->pixel_bytes, SSVK_ROW_ALIGN);
+        p->offset = offset;
+        offset = align_up(offset + (uint64_t)p->row_pitch * cfg->height, SSVK_ROW_ALIGN);
+        info->copy_count++;
+    }
+    info->span_offset = span_end > 0 ? span_start : 0;
+    info->span_bytes = span_end > 0 ? span_end - span_start : 0;
     b->input_used = offset;
     return VK_SUCCESS;
 }
 
-static uint32_t memory_type(VkPhysicalDevice phys, uint32_t bits) {
+/* Device-local first (what CUDA reads fast); with `host`, only host-visible types, coherent and
+ * device-local preferred. `flags` gets the chosen type's properties. */
+static uint32_t memory_type(VkPhysicalDevice phys, uint32_t bits, int host, VkMemoryPropertyFlags *flags) {
+    static const VkMemoryPropertyFlags prefs[2][4] = {
+        {VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0, 0, 0},
+        {VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT | VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT,
+         VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+         VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT}};
     VkPhysicalDeviceMemoryProperties mp;
     vkGetPhysicalDeviceMemoryProperties(phys, &mp);
-    for (uint32_t i = 0; i < mp.memoryTypeCount; i++) /* device-local first: that is what CUDA reads fast */
-        if ((bits & (1u << i)) && (mp.memoryTypes[i].propertyFlags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT)) return i;
-    for (uint32_t i = 0; i < mp.memoryTypeCount; i++)
-        if (bits & (1u << i)) return i;
+    for (int k = 0; k < 4; k++)
+        for (uint32_t i = 0; i < mp.memoryTypeCount; i++)
+            if ((bits & (1u << i)) && (mp.memoryTypes[i].propertyFlags & prefs[host][k]) == prefs[host][k]) {
+                if (flags) *flags = mp.memoryTypes[i].propertyFlags;
+                return i;
+            }
     return UINT32_MAX;
 }
 
@@ -122,8 +169,8 @@ static int semaphore_exportable(VkPhysicalDevice phys) {
     return (sp.externalSemaphoreFeatures & VK_EXTERNAL_SEMAPHORE_FEATURE_EXPORTABLE_BIT) != 0;
 }
 
-static VkResult ssvk_make_buffer(VkPhysicalDevice phys, VkDevice dev, uint64_t size, int import_fd, VkBuffer *buf,
-                          VkDeviceMemory *mem, uint64_t *alloc_size) {
+static VkResult ssvk_make_buffer(VkPhysicalDevice phys, VkDevice dev, uint64_t size, int import_fd, int host,
+                                 VkBuffer *buf, VkDeviceMemory *mem, uint64_t *alloc_size, VkMemoryPropertyFlags *flags) {
     VkExternalMemoryBufferCreateInfo ext = {VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO, NULL,
                                             VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT};
     VkBufferCreateInfo bci = {VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, &ext};
@@ -147,7 +194,14 @@ static VkResult ssvk_make_buffer(VkPhysicalDevice phys, VkDevice dev, uint64_t s
     vkGetBufferMemoryRequirements(dev, *buf, &req);
     dedicated.buffer = *buf;
     mai.allocationSize = import_fd >= 0 && alloc_size && *alloc_size ? *alloc_size : req.size;
-    mai.memoryTypeIndex = memory_type(phys, req.memoryTypeBits);
+    mai.memoryTypeIndex = memory_type(phys, req.memoryTypeBits, host, flags);
+    if (mai.memoryTypeIndex == UINT32_MAX) {
+        ssvk_set_error("no %smemory type for a %llu-byte exportable buffer", host ? "host-visible " : "",
+                       (unsigned long long)size);
+        vkDestroyBuffer(dev, *buf, NULL);
+        *buf = VK_NULL_HANDLE;
+        return VK_ERROR_FEATURE_NOT_PRESENT;
+    }
     if ((rc = vkAllocateMemory(dev, &mai, NULL, mem)) != VK_SUCCESS ||
         (rc = vkBindBufferMemory(dev, *buf, *mem, 0)) != VK_SUCCESS) {
         ssvk_set_error("%s memory for a %llu-byte buffer: %d", import_fd >= 0 ? "importing" : "allocating exportable",
@@ -209,11 +263,11 @@ VkResult ssvk_create(const ssvk_config *cfg, ssvk_bridge **out) {
     b->info.output_frame_bytes = (uint64_t)cfg->width * cfg->height *
                                  (strcmp(ofmt, SS_FORMAT_RGBA8) == 0 ? SS_OUTPUT_BYTES_PER_PIXEL_RGBA8
                                                                      : SS_OUTPUT_BYTES_PER_PIXEL_RGBA16F);
-    if ((rc = ssvk_make_buffer(b->phys, b->dev, b->input_used, -1, &b->info.input, &b->info.input_memory,
-                               &b->info.input_bytes)) != VK_SUCCESS ||
-        (rc = ssvk_make_buffer(b->phys, b->dev, b->info.output_frame_bytes, -1, &b->info.output,
-                               &b->info.output_memory, &b->info.output_bytes)) != VK_SUCCESS ||
-        0)
+    b->host_access = cfg->host_access != 0;
+    if ((rc = ssvk_make_buffer(b->phys, b->dev, b->input_used, -1, b->host_access, &b->info.input,
+                               &b->info.input_memory, &b->info.input_bytes, &b->memory_flags[0])) != VK_SUCCESS ||
+        (rc = ssvk_make_buffer(b->phys, b->dev, b->info.output_frame_bytes, -1, b->host_access, &b->info.output,
+                               &b->info.output_memory, &b->info.output_bytes, &b->memory_flags[1])) != VK_SUCCESS)
         goto fail;
     for (int i = 0; i < SSVK_SEMAPHORES; i++)
         if ((rc = ssvk_make_timeline(b->dev, b->info.semaphores_exportable, &b->info.sems[i])) != VK_SUCCESS) goto fail;
@@ -288,8 +342,11 @@ void ssvk_record_input(ssvk_bridge *b, VkCommandBuffer cmd, uint32_t plane, VkIm
     barrier.buffer = b->info.input;
     barrier.offset = p->offset;
     barrier.size = (uint64_t)p->row_pitch * b->height;
-    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0, NULL, 1, &barrier,
-                         0, NULL);
+    if (b->host_access) /* the host half reads it: a semaphore alone does not make device writes host-visible */
+        barrier.dstAccessMask |= VK_ACCESS_HOST_READ_BIT;
+    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                         VK_PIPELINE_STAGE_TRANSFER_BIT | (b->host_access ? VK_PIPELINE_STAGE_HOST_BIT : 0), 0, 0, NULL, 1,
+                         &barrier, 0, NULL);
 }
 
 void ssvk_record_output(ssvk_bridge *b, VkCommandBuffer cmd, VkImage image, VkImageLayout layout) {
@@ -332,5 +389,5 @@ VkResult ssvk_submit_output(ssvk_bridge *b, VkQueue q, VkCommandBuffer cmd, uint
 VkResult ssvk_import_buffer(VkPhysicalDevice phys, VkDevice dev, int fd, uint64_t alloc_size, VkBuffer *buf,
                             VkDeviceMemory *mem) {
     uint64_t size = alloc_size;
-    return ssvk_make_buffer(phys, dev, alloc_size, fd, buf, mem, &size);
+    return ssvk_make_buffer(phys, dev, alloc_size, fd, 0, buf, mem, &size, NULL);
 }

@@ -3,7 +3,8 @@
  * mapped with mmap, copies are memcpy, a timeline semaphore is a counter. It checks what the real
  * driver would refuse (handle types, the dedicated flag, sizes, memory types, non-increasing signals)
  * and records a wait whose value was not reached (the real driver would block the stream there),
- * the context push depth, retains, frees and destroys, which fake_cuda_state() reports. */
+ * the context push depth, retains, frees, destroys, copies and live streams, which fake_cuda_state()
+ * reports. */
 #define _GNU_SOURCE
 #include <string.h>
 #include <sys/mman.h>
@@ -15,14 +16,16 @@
 #define API __attribute__((visibility("default")))
 enum { BAD = 1 };
 
-static struct { int depth, retains, frees, mem_destroyed, sem_destroyed, unmet, misuse; } st;
+static struct { int depth, retains, frees, mem_destroyed, sem_destroyed, unmet, misuse, copies_1d, copies_2d; } st;
 static struct mem { void *p; size_t n; } mems[8];
 static unsigned long long sems[8];
 static int nmem, nsem;
 
-API void fake_cuda_state(int out[7]) {
+static int fake_streams; /* alive */
+API void fake_cuda_state(int out[10]) {
     out[0] = st.depth; out[1] = st.retains; out[2] = st.frees; out[3] = st.mem_destroyed;
-    out[4] = st.sem_destroyed; out[5] = st.unmet; out[6] = st.misuse;
+    out[4] = st.sem_destroyed; out[5] = st.unmet; out[6] = st.misuse; out[7] = st.copies_1d; out[8] = st.copies_2d;
+    out[9] = fake_streams;
 }
 API unsigned long long fake_cuda_semaphore(int i) { return sems[i]; }
 API void fake_cuda_signal(int i, unsigned long long v) { sems[i] = v; } /* what Vulkan's signal does */
@@ -95,6 +98,7 @@ API sx_CUresult cuMemcpy2DAsync_v2(const sx_MEMCPY2D *m, sx_CUstream q) {
     if (m->srcMemoryType != SX_CU_MEMORYTYPE_DEVICE || m->dstMemoryType != SX_CU_MEMORYTYPE_DEVICE ||
         m->srcPitch < m->WidthInBytes || m->dstPitch < m->WidthInBytes || m->srcXInBytes || m->dstXInBytes)
         return BAD;
+    st.copies_2d++;
     for (size_t y = 0; y < m->Height; y++)
         memcpy((char *)(size_t)m->dstDevice + y * m->dstPitch, (const char *)(size_t)m->srcDevice + y * m->srcPitch,
                m->WidthInBytes);
@@ -102,7 +106,20 @@ API sx_CUresult cuMemcpy2DAsync_v2(const sx_MEMCPY2D *m, sx_CUstream q) {
 }
 API sx_CUresult cuMemcpyDtoDAsync_v2(sx_CUdeviceptr d, sx_CUdeviceptr s, size_t n, sx_CUstream q) {
     (void)q;
+    if (st.depth <= 0) st.misuse++;
+    st.copies_1d++;
     memcpy((void *)(size_t)d, (const void *)(size_t)s, n);
+    return 0;
+}
+API sx_CUresult cuStreamCreate(sx_CUstream *q, unsigned int flags) {
+    if (st.depth <= 0 || flags != 1) st.misuse++; /* non-blocking, in the bridge's context */
+    *q = (sx_CUstream)(void *)&fake_streams;
+    fake_streams++;
+    return 0;
+}
+API sx_CUresult cuStreamDestroy_v2(sx_CUstream q) {
+    if (q != (sx_CUstream)(void *)&fake_streams) st.misuse++;
+    fake_streams--;
     return 0;
 }
 API sx_CUresult cuGetErrorName(sx_CUresult r, const char **s) { (void)r; *s = "CUDA_ERROR_FAKE"; return 0; }

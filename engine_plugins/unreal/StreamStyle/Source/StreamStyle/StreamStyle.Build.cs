@@ -1,5 +1,5 @@
 // StreamStyle.Build.cs: the runtime module links libstreamstyle (the C client) and the Vulkan bridge
-// (libssvk.a), both built with CMake from engine_plugins/c and engine_plugins/vulkan and copied into
+// (libssvk_frames.a, the per-frame driver, over libssvk.a), both built with CMake from engine_plugins/c and engine_plugins/vulkan and copied into
 // ThirdParty/ of this plugin (see ../../README.md). Not compiled here: no Unreal Engine on this machine.
 using System.IO;
 using UnrealBuildTool;
@@ -17,10 +17,11 @@ public class StreamStyle : ModuleRules
         AddEngineThirdPartyPrivateStaticDependencies(Target, "Vulkan");
 
         string ThirdParty = Path.Combine(PluginDirectory, "ThirdParty");
-        PublicIncludePaths.Add(Path.Combine(ThirdParty, "include")); // streamstyle.h, streamstyle_contract.h, ssvk.h
+        PublicIncludePaths.Add(Path.Combine(ThirdParty, "include")); // streamstyle.h, streamstyle_contract.h, ssvk.h, ssvk_frames.h
         if (Target.Platform == UnrealTargetPlatform.Linux)
         {
             string Lib = Path.Combine(ThirdParty, "lib", "Linux");
+            PublicAdditionalLibraries.Add(Path.Combine(Lib, "libssvk_frames.a"));
             PublicAdditionalLibraries.Add(Path.Combine(Lib, "libssvk.a"));
             PublicAdditionalLibraries.Add(Path.Combine(Lib, "libstreamstyle.so"));
             RuntimeDependencies.Add("$(BinaryOutputDir)/libstreamstyle.so.1", Path.Combine(Lib, "libstreamstyle.so.1"));

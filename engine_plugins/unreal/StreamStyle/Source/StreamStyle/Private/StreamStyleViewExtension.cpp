@@ -1,6 +1,8 @@
 // StreamStyleViewExtension.cpp: see StreamStyleViewExtension.h. Written against Unreal Engine 5.3's
 // APIs (scene view extensions, RDG, IVulkanDynamicRHI) without an engine to compile it: treat it as the
-// shape of the glue, to be compiled and fixed in a UE project (docs/engines.md says so).
+// shape of the glue, to be compiled and fixed in a UE project (docs/engines.md says so). Below the engine
+// API it calls only libstreamstyle's control calls and the Vulkan bridge's per-frame driver
+// (ssvk_frames.h), the same functions Unity's native plugin calls; both are tested.
 #include "StreamStyleViewExtension.h"
 
 #include "Async/Async.h"
@@ -14,7 +16,7 @@
 #include "StreamStyleSettings.h"
 
 extern "C" {
-#include "ssvk.h"
+#include "ssvk_frames.h"
 #include "streamstyle.h"
 }
 
@@ -100,10 +102,9 @@ void FStreamStyleViewExtension::OpenAsync(FIntPoint NewSize)
         CC.name = "unreal";
         ss_client* C = nullptr;
         ss_session* S = nullptr;
-        ssvk_bridge* B = nullptr;
-        ssvk_cuda* Cu = nullptr;
+        ssvk_frames* F = nullptr;
         ss_session_config SC = {sizeof SC};
-        ssvk_config BC = {sizeof BC};
+        ssvk_frames_config FC = {sizeof FC};
         SC.width = NewSize.X;
         SC.height = NewSize.Y;
         SC.channels = Channels;
@@ -116,72 +117,49 @@ void FStreamStyleViewExtension::OpenAsync(FIntPoint NewSize)
         SC.params.steps = Settings->Steps;
         SC.params.strength = Settings->Strength;
         SC.params.deadline_ms = Settings->DeadlineMs;
-        BC.physical = Vk->RHIGetVkPhysicalDevice();
-        BC.device = Vk->RHIGetVkDevice();
-        BC.width = NewSize.X;
-        BC.height = NewSize.Y;
-        BC.channels = Channels;
-        BC.channel_count = 8;
-        BC.input_slot_bytes = SlotBytes;
-        BC.require_semaphore_export = 1;
-        if (ss_client_create(&CC, &C) != SS_OK || ss_session_open(C, &SC, &S) != SS_OK ||
-            ssvk_create(&BC, &B) != VK_SUCCESS || ssvk_cuda_open(B, Settings->CudaDevice, &Cu) != SS_OK)
+        FC.backend = SS_BACKEND_CUDA_IPC;
+        FC.cuda_device = Settings->CudaDevice;
+        FC.physical = Vk->RHIGetVkPhysicalDevice();
+        FC.device = Vk->RHIGetVkDevice();
+        FC.queue = Vk->RHIGetGraphicsVkQueue();
+        FC.queue_family = Vk->RHIGetGraphicsQueueFamilyIndex();
+        FC.width = NewSize.X;
+        FC.height = NewSize.Y;
+        FC.channels = Channels;
+        FC.channel_count = 8;
+        FC.input_slot_bytes = SlotBytes;
+        FC.output_format = SS_FORMAT_RGBA16F; // composited into scene colour (rgba16f)
+        SC.output_format = SS_FORMAT_RGBA16F;
+        bool Ok = ss_client_create(&CC, &C) == SS_OK && ss_session_open(C, &SC, &S) == SS_OK;
+        if (Ok)
+        {
+            FC.session = S;
+            Ok = ssvk_frames_create(&FC, &F) == SS_OK;
+        }
+        if (!Ok)
         {
             UE_LOG(LogTemp, Warning, TEXT("StreamStyle: not stylizing (%s / %s): the game shows its own frames"),
                    UTF8_TO_TCHAR(ss_last_error_message()), UTF8_TO_TCHAR(ssvk_last_error()));
-            if (Cu) ssvk_cuda_close(Cu);
-            if (B) ssvk_destroy(B);
             if (S) ss_session_close(S);
             if (C) ss_client_destroy(C);
         }
         else
         {
             FScopeLock Guard(&Lock);
-            Client = C; Session = S; Bridge = B; Cuda = Cu;
-            // Stream: the CUDA runtime's default stream of the primary context (NULL) until the module
-            // creates its own non-blocking stream; the bridge and libstreamstyle share that context.
-            Stream = nullptr;
-            InputCount = OutputCount = 0;
+            Client = C; Session = S; Frames = F;
         }
         Size = NewSize;
         Opening = false;
     });
 }
 
-// A command buffer from a pool of our own, reset per use (one frame in flight at a time: the
-// composited/consumed semaphores keep the bridge's buffers safe; the pool's reuse is paced by the RHI).
-VkCommandBuffer FStreamStyleViewExtension::BeginOwnCommandBuffer()
-{
-    IVulkanDynamicRHI* Vk = GetIVulkanDynamicRHI();
-    VkDevice Dev = Vk->RHIGetVkDevice();
-    if (!Pool)
-    {
-        VkCommandPoolCreateInfo Ci = {VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
-        Ci.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
-        Ci.queueFamilyIndex = Vk->RHIGetGraphicsQueueFamilyIndex();
-        vkCreateCommandPool(Dev, &Ci, nullptr, &Pool);
-        VkCommandBufferAllocateInfo Ai = {VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-        Ai.commandPool = Pool;
-        Ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-        Ai.commandBufferCount = UE_ARRAY_COUNT(Cmds);
-        vkAllocateCommandBuffers(Dev, &Ai, Cmds);
-    }
-    VkCommandBuffer Cmd = Cmds[NextCmd++ % UE_ARRAY_COUNT(Cmds)];
-    VkCommandBufferBeginInfo Bi = {VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    Bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-    vkResetCommandBuffer(Cmd, 0);
-    vkBeginCommandBuffer(Cmd, &Bi);
-    return Cmd;
-}
-
 void FStreamStyleViewExtension::CloseNow()
 {
     FScopeLock Guard(&Lock);
-    if (Cuda) ssvk_cuda_close(Cuda);
-    if (Bridge) ssvk_destroy(Bridge);
+    if (Frames) ssvk_frames_destroy(Frames, 2000); // waits for the GPU's copies (after FlushRenderingCommands)
     if (Session) ss_session_close(Session);
     if (Client) ss_client_destroy(Client);
-    Cuda = nullptr; Bridge = nullptr; Session = nullptr; Client = nullptr;
+    Frames = nullptr; Session = nullptr; Client = nullptr;
     Packed.Reset();
 }
 
@@ -193,51 +171,28 @@ void FStreamStyleViewExtension::PrePostProcessPass_RenderThread(FRDGBuilder& Gra
     // TODO(when a UE 5.3 project builds this): the bridge's plane formats equal the scene colour's
     // (rgba16f for the rgba16f output) and Packed[] is allocated from the pool at Size; both are
     // assumed here.
-    if (!Session || !Bridge || !Cuda) return;
+    if (!Session || !Frames) return;
 
-    ssvk_info Info;
-    ssvk_get_info(Bridge, &Info);
-    ss_slot Slot;
-    if (ss_acquire(Session, Stream, &Slot) == SS_OK)
-    {
-        // 1. pack (StreamStylePack.usf, one compute dispatch) into Packed[plane], in the planes'
-        //    formats, from Inputs.SceneTextures (SceneColor, SceneDepth, GBufferA/B/C, Velocity).
-        // 2. the bridge's copies and rendered = n, on a command buffer of our own submitted to the
-        //    graphics queue once the RHI has submitted the pack pass (the immediate flush below; a
-        //    production plugin drops that flush where the engine version lets a plugin add semaphore
-        //    waits and signals to the RHI's own submits).
-        const uint64 N = ++InputCount;
-        FRHICommandListImmediate& RHICmdList = GraphBuilder.RHICmdList;
-        RHICmdList.ImmediateFlush(EImmediateFlushType::FlushRHIThread);
-        RHICmdList.EnqueueLambda([this, Info, N, Slot](FRHICommandListImmediate&) {
-            IVulkanDynamicRHI* Vk = GetIVulkanDynamicRHI();
-            VkCommandBuffer Cmd = BeginOwnCommandBuffer();
-            for (uint32 i = 0; i < Info.plane_count; i++)
-                ssvk_record_input(Bridge, Cmd, i, Vk->RHIGetVkImage(Packed[i]->GetRHI()), VK_IMAGE_LAYOUT_GENERAL);
-            vkEndCommandBuffer(Cmd);
-            ssvk_submit_input(Bridge, Vk->RHIGetGraphicsVkQueue(), Cmd, N, VK_NULL_HANDLE);
-            ssvk_cuda_copy_in(Cuda, Stream, N, (uint64)(uintptr_t)Slot.input); // CUDA waits for rendered = N
-            ss_submit(Session, Slot.index, nullptr, Stream, nullptr);
-        });
-    }
-
-    ss_event Ev;
-    while (ss_poll(Session, &Ev) == SS_OK)
-    {
-        if (Ev.kind != SS_EVENT_DONE) continue; // late, refused, lost: the raw frame stays on screen
-        const void* Out = nullptr;
-        if (ss_output(Session, (uint32)Ev.slot, Stream, &Out, nullptr) != SS_OK) continue;
-        const uint64 M = ++OutputCount;
-        ssvk_cuda_copy_out(Cuda, Stream, M, (uint64)(uintptr_t)Out);
-        // The composite: copy into the view's scene colour on our own command buffer, waiting on the
-        // GPU for stylized = M. The RHI's later passes read scene colour after the flush above.
-        FRHITexture* Target = (*Inputs.SceneTextures)->SceneColorTexture->GetRHI();
-        GraphBuilder.RHICmdList.EnqueueLambda([this, M, Target](FRHICommandListImmediate&) {
-            IVulkanDynamicRHI* Vk = GetIVulkanDynamicRHI();
-            VkCommandBuffer Cmd = BeginOwnCommandBuffer();
-            ssvk_record_output(Bridge, Cmd, Vk->RHIGetVkImage(Target), VK_IMAGE_LAYOUT_GENERAL);
-            vkEndCommandBuffer(Cmd);
-            ssvk_submit_output(Bridge, Vk->RHIGetGraphicsVkQueue(), Cmd, M, VK_NULL_HANDLE);
-        });
-    }
+    // 1. pack (StreamStylePack.usf, one compute dispatch) into Packed[plane], in the planes' formats, from
+    //    Inputs.SceneTextures (SceneColor, SceneDepth, GBufferA/B/C, Velocity).
+    // 2. on the RHI thread once the RHI has submitted the pack pass (the immediate flush below; a
+    //    production plugin drops that flush where the engine version lets a plugin add semaphore waits
+    //    and signals to the RHI's own submits): the shared per-frame driver, as Unity's plugin runs it.
+    //    It composites the newest stylized frame into scene colour behind a GPU-side wait and sends
+    //    this frame's planes when a slot is free; a late, refused or lost frame leaves the raw frame.
+    FRHITexture* Target = (*Inputs.SceneTextures)->SceneColorTexture->GetRHI();
+    FRHICommandListImmediate& RHICmdList = GraphBuilder.RHICmdList;
+    RHICmdList.ImmediateFlush(EImmediateFlushType::FlushRHIThread);
+    RHICmdList.EnqueueLambda([this, Target](FRHICommandListImmediate&) {
+        IVulkanDynamicRHI* Vk = GetIVulkanDynamicRHI();
+        VkImage Planes[SSVK_MAX_PLANES] = {};
+        for (int32 i = 0; i < Packed.Num() && i < SSVK_MAX_PLANES; i++) Planes[i] = Vk->RHIGetVkImage(Packed[i]->GetRHI());
+        ssvk_frame Frame = {sizeof Frame};
+        Frame.planes = Planes;
+        Frame.planes_layout = VK_IMAGE_LAYOUT_GENERAL;
+        Frame.target = Vk->RHIGetVkImage(Target);
+        Frame.target_layout = VK_IMAGE_LAYOUT_GENERAL;
+        if (ssvk_frames_run(Frames, &Frame) != SS_OK)
+            UE_LOG(LogTemp, Warning, TEXT("StreamStyle: %s"), UTF8_TO_TCHAR(ssvk_last_error()));
+    });
 }
