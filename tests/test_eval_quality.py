@@ -293,6 +293,7 @@ def test_eval_media_writes_stills_and_a_side_by_side_video(tiny_weights, tmp_pat
     (["--video-size", "0x0"], "[bad_resolution]"),
     (["--sizes", "64x64,100000x100000"], "[bad_resolution]"),
     (["--colors", "1"], "2 to 256 colours"),
+    (["--device", "gpu"], "[bad_device]"),
 ])
 def test_eval_media_refuses_bad_input_before_writing(tiny_weights, tmp_path, args, words):
     run = _cli("eval-media", "--weights", str(tiny_weights), "--device", "cpu", "--images", str(tmp_path / "i"),

@@ -270,8 +270,9 @@ STYLES: dict[str, Oracle] = {
 # in its object's frame, `surface_pos`, or the world direction of a sky pixel), and so what
 # `averaged_oracle` averages out. The rest of those styles (tone, washes, posterisation, edges,
 # fills) comes from buffers the model gets and is left exact. Not averaged, and why: noir's vignette
-# is a function of screen position, thermal's heat and neon's hue of object ids; the model is given
-# both (the layout's screen position and ids), so that detail is predictable and stays in the target.
+# is a function of screen position, thermal's heat and neon's hue of object ids; ids are in the
+# engine's slot and screen position is each pixel's own place, inputs the model is given (or is being
+# given, issue 13), so that detail is predictable and stays in the target.
 HIDDEN_DETAIL: dict[str, str] = {
     "pencil": "hatching stroke phase, both directions, and graphite grain (surface position)",
     "watercolor": "pigment granulation and paper grain (surface position; sky direction)",
