@@ -20,17 +20,25 @@ from ..interop.limits import RECORD_FPS, RECORD_QUEUE_FRAMES
 log = logging.getLogger("streamstyle.service")
 
 
+def mp4_writer(path: str, width: int, height: int, fps: float = RECORD_FPS):
+    """The MP4 encoder recordings (and `streamstyle eval-media`'s video) are written with: a started
+    imageio-ffmpeg generator that takes [height, width, 4] uint8 RGBA frames by `send` and
+    finishes the file on `close`. Needs the video extra (imageio-ffmpeg)."""
+    import imageio_ffmpeg  # the video extra; a missing one refuses the `record` up front
+
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), pix_fmt_in="rgba", fps=fps,
+                                         macro_block_size=2, ffmpeg_log_level="error")
+    writer.send(None)  # starts ffmpeg
+    return writer
+
+
 class Recorder:
     def __init__(self, path: str, width: int, height: int, fmt: str):
-        import imageio_ffmpeg  # the video extra; a missing one refuses the `record` up front
-
         self.path, self.width, self.height, self.fmt = path, width, height, fmt
         self.written = 0
         self.skipped = 0
         self._q: queue.Queue = queue.Queue(RECORD_QUEUE_FRAMES)
-        self._writer = imageio_ffmpeg.write_frames(path, (width, height), pix_fmt_in="rgba", fps=RECORD_FPS,
-                                                   macro_block_size=2, ffmpeg_log_level="error")
-        self._writer.send(None)  # starts ffmpeg
+        self._writer = mp4_writer(path, width, height)
         self._thread = threading.Thread(target=self._run, name="streamstyle-recorder", daemon=True)
         self._thread.start()
 

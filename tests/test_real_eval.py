@@ -81,7 +81,7 @@ def test_eval_set_real_on_a_real_scene(tiny_weights, tmp_path):
     keys = {"psnr", "ssim", "warp_ratio", "adherence", "baseline_psnr", "baseline_ssim", "baseline_warp_ratio",
             "baseline_adherence"}
     for m in [*report["styles"].values(), report["overall"]]:
-        assert set(m) == keys
+        assert keys <= set(m)  # the keys reports have always had, beside the newer ones (test_eval_quality)
         assert all(math.isfinite(v) for v in m.values()), m
         assert 0 <= m["adherence"] <= 1 and -1 <= m["ssim"] <= 1 and m["psnr"] > 0
         assert m["warp_ratio"] > 0  # the camera and the movers move: there is warp error to measure

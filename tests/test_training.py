@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from streamstyle.engine_plugins.reference_engine.oracles import STYLES
-from streamstyle.model.training.evaluate import EvalConfig, evaluate, reference_sequences, score_sequence
+from streamstyle.model.training.evaluate import EvalConfig, Targets, evaluate, reference_sequences, score_sequence
 from streamstyle.model.training.trainer import TrainConfig, Trainer
 from streamstyle.model.weights import load_weights
 from streamstyle.model.stylizer import Stylizer
@@ -154,22 +154,21 @@ def test_fine_tuning_on_a_capture(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def eval_frames():
+def eval_targets():
     cfg = EvalConfig(seeds=[1000000], size=(48, 48), frames=4)
     (seq,) = reference_sequences(cfg, "cpu")
-    frames = seq.frames
-    return frames, {n: [fn(f).float() for f in frames] for n, fn in STYLES.items()}
+    return Targets.of(seq.frames, ["cel", "pencil"])
 
 
 @pytest.mark.parametrize("style", ["cel", "pencil"])
-def test_metrics_are_sane_on_constructed_cases(eval_frames, style):
-    frames, oracles = eval_frames
-    perfect = score_sequence(oracles[style], frames, style, oracles)
+def test_metrics_are_sane_on_constructed_cases(eval_targets, style):
+    oracles = eval_targets.oracles
+    perfect = score_sequence(oracles[style], eval_targets, style)
     assert perfect.psnr == 100.0 and perfect.ssim > 0.999 and perfect.adherence == 1.0
     assert abs(perfect.warp_ratio - 1.0) < 1e-6
-    const = score_sequence([torch.full_like(oracles[style][0], 0.5)] * 4, frames, style, oracles)
+    const = score_sequence([torch.full_like(oracles[style][0], 0.5)] * 4, eval_targets, style)
     assert const.psnr < 20 and const.adherence < 0.5
-    shuffled = score_sequence([oracles[style][i] for i in (2, 0, 3, 1)], frames, style, oracles)
+    shuffled = score_sequence([oracles[style][i] for i in (2, 0, 3, 1)], eval_targets, style)
     assert shuffled.warp_ratio > 1.3 * perfect.warp_ratio
 
 

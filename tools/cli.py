@@ -58,8 +58,9 @@ def check_device(device: str) -> str:
 
 def check_frame_args(args: argparse.Namespace) -> None:
     """The one size and device check of every command, before anything starts: each frame size
-    given (`--size`, `--sizes`) through the contract's `check_resolution` (bad_resolution), the
-    device through `check_device` (bad_device). `--sizes` becomes a list of (width, height)."""
+    given (`--size`, `--sizes`, `--video-size`) through the contract's `check_resolution`
+    (bad_resolution), the device through `check_device` (bad_device). `--sizes` becomes a list of
+    (width, height)."""
     sizes = []
     size = getattr(args, "size", None)
     if isinstance(size, int) and not isinstance(size, bool):  # train: square clips
@@ -68,6 +69,8 @@ def check_frame_args(args: argparse.Namespace) -> None:
         sizes.append(size)
     elif isinstance(size, list):
         sizes += size
+    if isinstance(getattr(args, "video_size", None), tuple):  # eval-media: one panel of the video
+        sizes.append(args.video_size)
     if isinstance(getattr(args, "sizes", None), str):
         try:
             args.sizes = [parse_size(text.strip()) for text in args.sizes.split(",")]
@@ -261,33 +264,60 @@ def _step_list(text: str) -> tuple[int, ...]:
         raise SystemExit(f"--sampler-steps takes a comma list of step counts, not {text!r}") from None
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    import json as _json
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'256x256,512x512' (or one size, or named sizes) -> [(256, 256), (512, 512)]."""
+    sizes = [parse_size(part) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"give one or more sizes like 256x256,512x512, not {text!r}")
+    return sizes
 
+
+def _eval_stylizer(weights: str | None, device: str):
+    """The model `eval` and `eval-media` score: `weights`, else the shipped default model (None
+    when neither is there), in bf16 on a GPU, with the prompt encoder."""
     import torch
 
-    from ..model.training.evaluate import EvalConfig, evaluate, format_report, load_prompts_file
-    from ..model.weights import load_weights
     from ..model.stylizer import Stylizer
     from ..model.text import PromptEncoder
-    from ..engine_plugins.reference_engine.prompts import split
+    from ..model.weights import load_weights, shipped_weights
 
-    from ..model.weights import shipped_weights
-
-    weights = args.weights or shipped_weights()
+    weights = weights or shipped_weights()
     if weights is None:
         print("streamstyle: error: no --weights given and the shipped default weights are not installed",
               file=sys.stderr)
-        return 2
-    if not MIN_STRENGTH <= args.strength <= MAX_STRENGTH:
-        print(f"streamstyle: error: --strength must lie in [{MIN_STRENGTH:g}, {MAX_STRENGTH:g}], got {args.strength}",
-              file=sys.stderr)
-        return 2
-    model = load_weights(weights, device=args.device)
-    if args.device.startswith("cuda"):
+        return None
+    model = load_weights(weights, device=device)
+    if device.startswith("cuda"):
         model = model.to(torch.bfloat16)
-    encoder = PromptEncoder(device=args.device, max_tokens=model.config.max_prompt_tokens)
-    cfg = EvalConfig(size=args.size, frames=args.frames, steps=args.steps, strength=args.strength)
+    encoder = PromptEncoder(device=device, max_tokens=model.config.max_prompt_tokens)
+    return Stylizer(model, encoder, device=device)
+
+
+def _check_strength(strength: float) -> bool:
+    if MIN_STRENGTH <= strength <= MAX_STRENGTH:
+        return True
+    print(f"streamstyle: error: --strength must lie in [{MIN_STRENGTH:g}, {MAX_STRENGTH:g}], got {strength}",
+          file=sys.stderr)
+    return False
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from ..model.training.evaluate import EvalConfig, evaluate, format_report, load_prompts_file
+    from ..engine_plugins.reference_engine.prompts import split
+
+    if not _check_strength(args.strength):
+        return 2
+    try:
+        cfg = EvalConfig(sizes=args.size or None, frames=args.frames, steps=args.steps, strength=args.strength,
+                         draws=args.draws)
+    except ValueError as exc:
+        print(f"streamstyle: error: {exc}", file=sys.stderr)
+        return 2
+    stylizer = _eval_stylizer(args.weights, args.device)
+    if stylizer is None:
+        return 2
     source, extra = None, {}
     try:
         if args.set == "real":
@@ -320,12 +350,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.stills:
         # The last frame of each sequence: the engine's colour, then each style's output.
         def keep(seq, style, outputs):
-            row = stills.setdefault(seq.name, {"engine": seq.frames[-1].color})
+            h, w = outputs[-1].shape[:2]
+            name = seq.name if len(cfg.sizes) == 1 else f"{seq.name} {w}x{h}"
+            row = stills.setdefault(name, {"engine": seq.frames[-1].color})
             row[style] = outputs[-1]
 
         extra["keep"] = keep
     try:
-        report = evaluate(Stylizer(model, encoder, device=args.device), cfg, progress=not args.quiet, **extra)
+        report = evaluate(stylizer, cfg, progress=not args.quiet, **extra)
     except ValueError as exc:
         print(f"streamstyle: error: {exc}", file=sys.stderr)
         return 2
@@ -340,6 +372,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         size = contact_sheet(stills, args.stills)
         print(f"stills: {args.stills} ({size / 1e3:.0f} kB)")
+    return 0
+
+
+def cmd_eval_media(args: argparse.Namespace) -> int:
+    from ..engine_plugins.reference_engine.oracles import style_names
+    from .eval_media import write_media
+
+    if not _check_strength(args.strength):
+        return 2
+    try:
+        styles = style_names(args.styles)
+    except ValueError as exc:
+        print(f"streamstyle: error: {exc}", file=sys.stderr)
+        return 2
+    stylizer = _eval_stylizer(args.weights, args.device)
+    if stylizer is None:
+        return 2
+    try:
+        write_media(stylizer, images=None if args.no_stills else args.images, media=None if args.no_video else args.media,
+                    styles=styles, still_sizes=args.sizes, video_size=args.video_size, seed=args.seed,
+                    frames=args.frames, video_frames=args.video_frames, steps=args.steps, strength=args.strength,
+                    colors=args.colors)
+    except (ValueError, RuntimeError) as exc:
+        print(f"streamstyle: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -523,16 +580,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", default="all", help=f"--set real: 'all' or a comma list of {', '.join(REAL_SCENES)}")
     p.add_argument("--styles", default="all", help="'all' or a comma list of the styles to score")
     p.add_argument("--prompts-file", help='JSON {"style": ["phrasing", ...]}')
-    p.add_argument("--size", type=parse_size, default=(512, 512))
+    p.add_argument("--size", type=parse_sizes, default=[],
+                   help="comma list of frame sizes WxH, one table each (default: the training size and twice it, "
+                        "256x256,512x512)")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, choices=STEPS)
     p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
                    help=f"noise level history restarts from each frame (the service's default {DEFAULT_STRENGTH:g})")
+    p.add_argument("--draws", type=int, default=8,
+                   help="draws of the hidden detail the averaged oracle (fidelity and ceiling columns) is the mean of")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--stills", help="write a PNG contact sheet here: each sequence's last frame, engine and styled")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("eval-media", help="per-style stills (input | ours | oracle) and a side-by-side video "
+                                          "(input | per-frame baseline | ours) of a model on a held-out scene")
+    p.add_argument("--weights", help="a checkpoint (default: the shipped default model)")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--images", default="docs/images", help="folder for the stills (eval-<style>-<W>x<H>.png)")
+    p.add_argument("--media", default="docs/media", help="folder for the video (eval-side-by-side.mp4)")
+    p.add_argument("--sizes", default="512x512,1280x720", help="comma list of the stills' sizes")
+    p.add_argument("--video-size", type=parse_size, default=(640, 360), help="one panel of the video, WxH")
+    p.add_argument("--styles", default="all", help="'all' or a comma list of styles")
+    p.add_argument("--seed", type=int, help="the held-out scene (default: the first held-out seed)")
+    p.add_argument("--frames", type=int, default=8, help="frames of each still's run (the still is the last)")
+    p.add_argument("--video-frames", type=int, default=30, help="frames of each style in the video")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, choices=STEPS)
+    p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
+    p.add_argument("--colors", type=int, default=256, help="the stills' palette size, 2-256 (fewer: smaller files)")
+    p.add_argument("--no-stills", action="store_true")
+    p.add_argument("--no-video", action="store_true")
+    p.set_defaults(func=cmd_eval_media)
 
     p = sub.add_parser("bench", help="per-stage, end-to-end and floor timings of a model, and peers, on this machine")
     p.add_argument("--preset", help="benchmark this preset with untrained weights (default: the shipped model)")

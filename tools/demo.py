@@ -31,7 +31,7 @@ from ..engine_plugins.reference_engine.scene import Scene
 DEFAULT_PROMPTS = ("watercolor painting", "cel shading with ink outlines", "pencil hatching", "neon glow")
 
 
-def _label(img: torch.Tensor, text: str) -> torch.Tensor:
+def label(img: torch.Tensor, text: str) -> torch.Tensor:
     """Burn a caption into the top-left of an [H, W, 3] uint8 image."""
     from PIL import Image, ImageDraw
 
@@ -131,7 +131,7 @@ def _drive(address, frames, w, h, steps, prompts, device, backend, out, seed, fp
             return
         raw = torch.round(frame.color.clamp(0, 1) * 255).to(torch.uint8).cpu()
         gbuf = torch.round((frame.normals * 0.5 + 0.5).clamp(0, 1) * 255).to(torch.uint8).cpu()
-        panel = torch.cat([_label(raw, "input"), _label(gbuf, "normals"), _label(styled, prompt[:40])], dim=1)
+        panel = torch.cat([label(raw, "input"), label(gbuf, "normals"), label(styled, prompt[:40])], dim=1)
         writer.send(panel.contiguous().numpy().tobytes())
 
     # The bar is closed on every way out, a stop signal's included, so that what is printed
