@@ -132,6 +132,30 @@ def test_a_front_whose_workers_cannot_start_exits_2_and_leaves_nothing(tmp_path)
     print(f"\nfailed start-up reported in {time.monotonic() - t0:.1f} s")
 
 
+def alive(pid: int) -> bool:
+    """A process that runs (a zombie waiting for its reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_stop_by_themselves_when_the_front_is_killed(tmp_path, weights):
+    svc = ServiceProcess(tmp_path, f"ipc://{tmp_path}/f.sock", "--workers", "2", "--weights", str(weights),
+                         "--no-prompts", config=LIVENESS)
+    try:
+        pids = [w["pid"] for w in service_stats(svc.address)["service"]["workers"]]
+        assert all(alive(p) for p in pids)
+        svc.proc.kill()
+        svc.proc.wait()
+        t0 = time.monotonic()
+        wait_for(lambda: not any(alive(p) for p in pids), 60, "the orphaned workers' exit")
+        print(f"\nworkers gone {time.monotonic() - t0:.1f} s after the front's SIGKILL")
+    finally:
+        svc.stop()
+
+
 # --- one front, two workers ---------------------------------------------------------------------
 
 def test_sessions_go_to_the_least_loaded_worker_and_stats_add_up(front):
