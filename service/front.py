@@ -196,6 +196,18 @@ class Front:
         self.poller.register(sock, zmq.POLLIN)
         log.info("worker %d: pid %d on %s, %s", w.index, w.pid, w.device, w.address)
 
+    def _restart(self, w: Worker) -> None:
+        """The next incarnation of a worker that exited; a failure to start it (no process could be
+        made) is logged and tried again later: the front keeps serving the other workers."""
+        try:
+            self._start_worker(w)
+        except Exception:
+            log.error("worker %d could not be started:\n%s", w.index, traceback.format_exc())
+            self.pool.kill(w)
+            w.proc = None
+            w.backoff_s = min(BACKOFF_MAX_S, max(0.5, 2 * w.backoff_s))
+            w.retry_at = time.monotonic() + w.backoff_s
+
     def _wait_ready(self) -> None:
         end = time.monotonic() + self.start_timeout_s
         while not all(w.ready for w in self.workers):
@@ -234,16 +246,16 @@ class Front:
         if ctrl is not None:
             self._close_socket(ctrl)
         affected = [c for c in self.clients.values() if w.index in c.links]
-        lost = 0
+        lost = clients = 0
         for c in affected:
             link = c.links[w.index]
-            had = bool(link.sessions or link.opening)
-            lost += len(link.sessions)
             for req in list(link.opening):
                 for _ in link.opening[req]:
                     self.error(c.identity, P.ErrorCode.NO_WORKER, f"worker {w.index} stopped before it opened the "
                                "session; open it again", req=req)
-            if had:
+            if link.sessions:  # its sessions there are gone: it reopens all of them, as after a restart
+                lost += len(link.sessions)
+                clients += 1
                 c.lost.update(c.sessions)
                 for other in list(c.links.values()):
                     self._close_link(other)
@@ -257,7 +269,7 @@ class Front:
         w.retry_at = time.monotonic() + w.backoff_s
         w.restarts += 1
         log.warning("worker %d (%s) exited with status %s: %d session(s) of %d client(s) lost; restarting in %.1f s",
-                    w.index, w.device, w.last_exit, lost, sum(1 for c in affected if c.lost), w.backoff_s)
+                    w.index, w.device, w.last_exit, lost, clients, w.backoff_s)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -405,7 +417,7 @@ class Front:
                     self.on_worker_exit(w)
                 for w in self.workers:
                     if not w.running and now >= w.retry_at:
-                        self._start_worker(w)
+                        self._restart(w)
                     elif w.running and not w.ready and now - w.started_at > self.start_timeout_s:
                         log.error("worker %d did not come up within %.0f s: killed", w.index, self.start_timeout_s)
                         self.pool.kill(w)

@@ -112,6 +112,37 @@ def test_the_config_names_each_workers_device_and_refuses_bad_worker_settings():
         assert err.value.field == field
 
 
+def test_metrics_pages_merge_summing_counters_and_naming_each_sessions_worker():
+    from prometheus_client import generate_latest
+    from prometheus_client.core import CollectorRegistry
+
+    from streamstyle.service.front_metrics import merge_families
+
+    def page(frames, session, count, created):
+        return (f"# HELP streamstyle_frames frames answered done\n# TYPE streamstyle_frames counter\n"
+                f"streamstyle_frames_total {frames}\nstreamstyle_frames_created {created}\n"
+                f"# HELP streamstyle_clients connected clients\n# TYPE streamstyle_clients gauge\nstreamstyle_clients 7\n"
+                f"# HELP streamstyle_frame_latency_ms latency\n# TYPE streamstyle_frame_latency_ms histogram\n"
+                f'streamstyle_frame_latency_ms_bucket{{le="1.0",session="{session}"}} {count}\n'
+                f'streamstyle_frame_latency_ms_bucket{{le="+Inf",session="{session}"}} {count}\n'
+                f'streamstyle_frame_latency_ms_count{{session="{session}"}} {count}\n'
+                f'streamstyle_frame_latency_ms_sum{{session="{session}"}} {count * 0.5}\n')
+
+    fams = merge_families({0: page(3, 11, 3, 100.0), 1: page(5, 22, 5, 90.0)})
+    reg = CollectorRegistry()
+
+    class Fixed:
+        def collect(self):
+            return fams
+
+    reg.register(Fixed())
+    text = generate_latest(reg).decode()
+    assert "streamstyle_frames_total 8.0" in text and "streamstyle_frames_created 90.0" in text
+    assert 'streamstyle_frame_latency_ms_count{session="11",worker="0"} 3.0' in text
+    assert 'streamstyle_frame_latency_ms_count{session="22",worker="1"} 5.0' in text
+    assert "streamstyle_clients" not in text  # the front reports its own count
+
+
 def test_a_front_refuses_osc_and_the_preview_before_anything_starts(tmp_path):
     for name in ("osc_port", "preview_port"):
         with pytest.raises(ConfigFieldError, match="not available with workers") as err:
