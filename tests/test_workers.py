@@ -14,6 +14,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,8 +176,11 @@ def alive(pid: int) -> bool:
 def test_workers_stop_by_themselves_when_the_front_is_killed(tmp_path, weights):
     svc = ServiceProcess(tmp_path, f"ipc://{tmp_path}/f.sock", "--workers", "2", "--weights", str(weights),
                          "--no-prompts", config=LIVENESS)
+    run_dir = None
     try:
-        pids = [w["pid"] for w in service_stats(svc.address)["service"]["workers"]]
+        workers = service_stats(svc.address)["service"]["workers"]
+        pids = [w["pid"] for w in workers]
+        run_dir = os.path.dirname(workers[0]["address"][len("ipc://"):])  # a killed front cannot remove it
         assert all(alive(p) for p in pids)
         svc.proc.kill()
         svc.proc.wait()
@@ -185,6 +189,8 @@ def test_workers_stop_by_themselves_when_the_front_is_killed(tmp_path, weights):
         print(f"\nworkers gone {time.monotonic() - t0:.1f} s after the front's SIGKILL")
     finally:
         svc.stop()
+        if run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # --- one front, two workers ---------------------------------------------------------------------
