@@ -34,6 +34,7 @@ class ErrorCode:
     UNKNOWN_PRESET = "unknown_preset"  # `preset` names no preset of the service's presets file
     NO_PRESETS_FILE = "no_presets_file"  # `save_preset` on a service started without --presets
     RECORDING_UNAVAILABLE = "recording_unavailable"  # `record` without the video extra, or an unwritable folder
+    NO_WORKER = "no_worker"  # a multi-worker service: every worker that could take this is restarting or not taking messages
     INTERNAL = "internal"
     # Local: never sent by the service.
     BAD_CONFIG = "bad_config"  # a service or model configuration

@@ -89,6 +89,21 @@ def decode_raw(data: bytes) -> dict:
     return obj
 
 
+def decode_parts(parts) -> dict:
+    """A message as it came off the socket (its ZeroMQ parts after the peer's identity) -> the map
+    of `decode_raw`. A message is one part: another count is ProtocolError(bad_message), carrying
+    the first part's context if that part is a readable map, so that the peer learns which failed."""
+    if len(parts) != 1:
+        context = {}
+        if parts:
+            try:
+                context = context_of(decode_raw(parts[0]))
+            except ProtocolError as exc:
+                context = exc.context
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"a message is one ZeroMQ part; this one has {len(parts)}", context)
+    return decode_raw(parts[0])
+
+
 # --- field checks ---------------------------------------------------------------------------
 
 def _int(v, name, lo=None, hi=None):

@@ -12,7 +12,8 @@ What must hold:
   (SO_REUSEADDR), so TIME_WAIT leftovers do not count as taken; the service's own bind turns
   a remaining EADDRINUSE (a race) into the same error (`server.Service`).
 The check runs before the model loads (`streamstyle serve` fails in well under a second) and
-again just before the bind.
+again just before the bind (`bind_router`, which also sets every socket option the contract
+asks of the service's ROUTER: the single service and the multi-worker front bind with it).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import socket
 import stat
 from urllib.parse import urlparse
 
+import zmq
+
 from ..interop.errors import ErrorCode, StreamStyleError
+from ..interop.limits import SOCKET_HWM, SOCKET_MAX_MESSAGE_BYTES
 
 
 class AddressInUseError(StreamStyleError, OSError):
@@ -98,3 +102,45 @@ def _claim_tcp(address: str) -> None:
         # Other failures (a host not on this machine, a privileged port) are the bind's to report.
     finally:
         trial.close()
+
+
+def bind_router(config, context: zmq.Context) -> zmq.Socket:
+    """The service's public ROUTER on `config.address`, with every option the contract sets
+    (limits, liveness, CURVE); AddressInUseError if another live service holds the address. The
+    single service and the multi-worker front (`service.front`) both bind with this."""
+    claim_address(config.address)  # libzmq would silently take an ipc:// address over from a live service
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    # ZeroMQ drops a peer whose message exceeds MAXMSGSIZE without a word; set it above the
+    # protocol's limit so a moderately oversize message reaches the decoder and gets a typed
+    # error, while a huge one still cannot make the service buffer it.
+    sock.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_MESSAGE_BYTES)
+    sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
+    sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
+    # A send to a peer whose connection is gone fails (EHOSTUNREACH) instead of vanishing:
+    # the periodic heartbeat is then a liveness probe that libzmq answers from its own I/O
+    # thread, so a killed engine is reaped within one heartbeat however busy either side is.
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    if config.curve_secret_key:
+        sock.curve_server = True
+        sock.curve_secretkey = config.curve_secret_key.encode()
+        sock.curve_publickey = config.curve_public_key.encode()
+    # ZeroMQ's own heartbeats (ZMTP PING/PONG), answered by libzmq's I/O thread even while a
+    # frame holds this thread for seconds: a peer that stops answering for reap_after_ms
+    # (killed, frozen) loses its connection, and a long frame keeps every connection up.
+    # Clients bound their own wait the same way (HEARTBEAT_TIMEOUT on their DEALER, from the
+    # welcome); the TTL sent with each PING is only a hint to those that set none.
+    sock.setsockopt(zmq.HEARTBEAT_IVL, config.heartbeat_ms)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, config.reap_after_ms)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, min(config.reap_after_ms, 6_553_500))  # ZMTP's maximum
+    addr = config.address
+    if addr.startswith("ipc://"):
+        os.makedirs(os.path.dirname(addr[len("ipc://"):]) or ".", exist_ok=True)
+    try:
+        sock.bind(addr)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        if exc.errno == zmq.EADDRINUSE:
+            raise AddressInUseError(in_use_message(addr)) from None
+        raise
+    return sock

@@ -26,7 +26,8 @@ from urllib.parse import urlparse
 
 from ..interop.errors import DeviceError
 from ..interop.limits import (DEFAULT_DEADLINE_MS_CPU, DEFAULT_DEADLINE_MS_GPU, DEFAULT_HEARTBEAT_MS,
-                              DEFAULT_REAP_AFTER_MS, MAX_PORT, MIN_HEARTBEAT_MS, MIN_PORT, check_device_name)
+                              DEFAULT_REAP_AFTER_MS, MAX_DEVICE, MAX_PORT, MIN_HEARTBEAT_MS, MIN_PORT,
+                              check_device_name)
 from ..interop.limits import default_bind  # noqa: F401  (the contract's; re-exported)
 from ..model.errors import ConfigError
 
@@ -68,6 +69,11 @@ def available_cpus() -> int:
 class ServiceConfig:
     bind: str = ""  # "" means default_bind()
     device: str = "cpu"
+    # One service process per device behind `bind` (docs/operators.md, "Several GPUs"): 0, and no
+    # `gpus`, is one service in this process. N: N workers on `device` (on `cuda`: one on each of
+    # GPUs 0..N-1). `gpus` ("0,1"): one worker on each GPU listed; `device` is then not used.
+    workers: int = 0
+    gpus: str = ""
     weights: str | None = None  # a checkpoint; None: `preset` if set, else the shipped default model
     preset: str | None = None  # serve this preset with untrained weights (when no `weights`)
     seed: int = 0  # initialises untrained weights reproducibly
@@ -103,6 +109,15 @@ class ServiceConfig:
     @property
     def address(self) -> str:
         return self.bind or default_bind()
+
+    @property
+    def worker_devices(self) -> tuple[str, ...]:
+        """The device of each worker behind a multi-worker front; () for a single service."""
+        if self.gpus:
+            return tuple(f"cuda:{i}" for i in _gpu_list(self.gpus))
+        if self.device == "cuda":
+            return tuple(f"cuda:{i}" for i in range(self.workers))
+        return (self.device,) * self.workers
 
     @property
     def frame_deadline_ms(self) -> float:
@@ -155,6 +170,15 @@ class ServiceConfig:
         if not (self.is_loopback_host(self.studio_host) or (self.curve_secret_key and self.curve_public_key)):
             raise ConfigFieldError("studio_host", f"refusing to serve metrics, OSC or the preview on {self.studio_host!r}: "
                                    "a non-loopback host needs the service's CURVE keys set")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ConfigFieldError("workers", f"must be in 0..{MAX_WORKERS} (0: one service, no workers), got {self.workers}")
+        if self.gpus:
+            try:
+                gpus = _gpu_list(self.gpus)
+            except ValueError as exc:
+                raise ConfigFieldError("gpus", str(exc)) from None
+            if self.workers and self.workers != len(gpus):
+                raise ConfigFieldError("workers", f"is {self.workers} but gpus lists {len(gpus)} GPUs (one worker each)")
         if self.max_sessions < 1:
             raise ConfigFieldError("max_sessions", f"must be >= 1, got {self.max_sessions}")
         if self.dtype not in ("auto", "fp32", "bf16", "fp16", "fp8"):
@@ -221,6 +245,22 @@ class ServiceConfig:
                     line += f"  # {resolved[f.name]}"
                 lines.append(line)
         return "\n".join(lines) + "\n"
+
+
+MAX_WORKERS = 64  # worker processes behind one front
+
+
+def _gpu_list(text: str) -> list[int]:
+    """ "0,1" -> [0, 1]: distinct CUDA device indices within the contract's device range."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or not 0 <= int(part) <= MAX_DEVICE:
+            raise ValueError(f"must be a comma list of GPU indices 0..{MAX_DEVICE}, like \"0,1\"; got {text!r}")
+        if int(part) in out:
+            raise ValueError(f"lists GPU {part} twice")
+        out.append(int(part))
+    return out
 
 
 def read_config_file(path: str | os.PathLike) -> dict:

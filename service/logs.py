@@ -29,11 +29,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def configure(level: int, as_json: bool) -> None:
-    """The process's logging: human-readable lines, or JSON lines with `as_json`."""
+class _Worker(logging.Filter):
+    """Tags every record of a front's worker process with its index (`worker`)."""
+
+    def __init__(self, index: int):
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
+def configure(level: int, as_json: bool, worker: int | None = None) -> None:
+    """The process's logging: human-readable lines, or JSON lines with `as_json`. `worker`: this
+    process is that worker of a multi-worker front; its lines say so (a `worker` field in JSON)."""
     handler = logging.StreamHandler()
+    name = "%(name)s" if worker is None else f"%(name)s[worker {worker}]"
     handler.setFormatter(JsonFormatter() if as_json else
-                         logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+                         logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
+    if worker is not None:
+        handler.addFilter(_Worker(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -45,10 +45,9 @@ from ..model.layout import GBufferLayout
 from ..model.stylizer import Stylizer
 from ..model.text import normalize_blend
 from ..interop import protocol as P
-from ..interop.limits import (BACKENDS, DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MIN_STEPS, SOCKET_HWM,
-                              SOCKET_MAX_MESSAGE_BYTES)
+from ..interop.limits import BACKENDS, DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MIN_STEPS
 from ..interop.limits import MIN_BLEND_WEIGHT
-from .address import AddressInUseError, claim_address, in_use_message
+from .address import bind_router
 from .config import ServiceConfig
 from .control import Command, ControlError, ControlQueue
 from .presets import Preset, load_presets, save_presets
@@ -163,47 +162,15 @@ def _wire_preset(preset: Preset) -> dict:
 
 
 class Service:
-    def __init__(self, config: ServiceConfig, stylizer: Stylizer, context: zmq.Context | None = None):
+    def __init__(self, config: ServiceConfig, stylizer: Stylizer, context: zmq.Context | None = None,
+                 session_id_base: int = 0):
+        """`session_id_base`: session ids on the wire are this plus the stylizer's own (a worker
+        behind a multi-worker front gets a range of its own, `service.workers`)."""
         self.config = config
         self.stylizer = stylizer
         self.ctx = context or zmq.Context.instance()
-        claim_address(config.address)  # libzmq would silently take an ipc:// address over from a live service
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        # ZeroMQ drops a peer whose message exceeds MAXMSGSIZE without a word; set it above the
-        # protocol's limit so a moderately oversize message reaches the decoder and gets a typed
-        # error, while a huge one still cannot make the service buffer it.
-        self.sock.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAX_MESSAGE_BYTES)
-        self.sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
-        self.sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
-        # A send to a peer whose connection is gone fails (EHOSTUNREACH) instead of vanishing:
-        # the periodic heartbeat is then a liveness probe that libzmq answers from its own I/O
-        # thread, so a killed engine is reaped within one heartbeat however busy either side is.
-        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        if config.curve_secret_key:
-            self.sock.curve_server = True
-            self.sock.curve_secretkey = config.curve_secret_key.encode()
-            self.sock.curve_publickey = config.curve_public_key.encode()
-        # ZeroMQ's own heartbeats (ZMTP PING/PONG), answered by libzmq's I/O thread even while a
-        # frame holds this thread for seconds: a peer that stops answering for reap_after_ms
-        # (killed, frozen) loses its connection, and a long frame keeps every connection up.
-        # Clients bound their own wait the same way (HEARTBEAT_TIMEOUT on their DEALER, from the
-        # welcome); the TTL sent with each PING is only a hint to those that set none.
-        self.sock.setsockopt(zmq.HEARTBEAT_IVL, config.heartbeat_ms)
-        self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, config.reap_after_ms)
-        self.sock.setsockopt(zmq.HEARTBEAT_TTL, min(config.reap_after_ms, 6_553_500))  # ZMTP's maximum
-        addr = config.address
-        if addr.startswith("ipc://"):
-            import os
-
-            os.makedirs(os.path.dirname(addr[len("ipc://"):]) or ".", exist_ok=True)
-        try:
-            self.sock.bind(addr)
-        except zmq.ZMQError as exc:
-            self.sock.close(linger=0)
-            if exc.errno == zmq.EADDRINUSE:
-                raise AddressInUseError(in_use_message(addr)) from None
-            raise
+        self.session_id_base = session_id_base
+        self.sock = bind_router(config, self.ctx)
         self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.clients: dict[bytes, ClientState] = {}
         self.sessions: dict[int, SessionState] = {}
@@ -413,14 +380,7 @@ class Service:
 
     def _handle(self, client: ClientState, parts: tuple, context: dict) -> None:
         identity = client.identity
-        if len(parts) != 1:
-            if parts:  # the first part's req, if it has one, so that the peer learns which failed
-                try:
-                    context.update(P.context_of(P.decode_raw(parts[0])))
-                except P.ProtocolError as exc:
-                    context.update(exc.context)
-            raise P.ProtocolError(P.ErrorCode.BAD_MESSAGE, f"a message is one ZeroMQ part; this one has {len(parts)}")
-        raw = P.decode_raw(parts[0])
+        raw = P.decode_parts(parts)
         context.update(P.context_of(raw))  # from here on, even a crash is answered with them
         msg = P.parse_message(raw)
         req = getattr(msg, "req", None)
@@ -524,7 +484,7 @@ class Service:
                 self._discard(ring, handle)
                 self.error(ident, code, exc.message, req=req)
                 return
-            state = SessionState(handle.id, ident, msg.width, msg.height, ring, handle, fmt,
+            state = SessionState(self.session_id_base + handle.id, ident, msg.width, msg.height, ring, handle, fmt,
                                  params=dict(msg.params or {}), prompt=msg.prompt)
             if self.stylizer.device.type == "cuda":
                 state.events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
@@ -535,10 +495,10 @@ class Service:
             steps = int(state.params.get("steps", DEFAULT_STEPS))
             t0 = time.perf_counter()
             if MIN_STEPS <= steps <= MAX_STEPS and self.stylizer.warm_up(handle, steps, out_format=fmt):
-                log.info("session %d: kernels and CUDA graph for %dx%d, %d steps ready in %.0f ms", handle.id,
+                log.info("session %d: kernels and CUDA graph for %dx%d, %d steps ready in %.0f ms", state.id,
                          msg.width, msg.height, steps, (time.perf_counter() - t0) * 1000)
         except Exception:  # the first frame will try again and report its own error
-            log.warning("session %d: warm-up failed:\n%s", handle.id, traceback.format_exc())
+            log.warning("session %d: warm-up failed:\n%s", state.id, traceback.format_exc())
         self.sessions[state.id] = state
         client.sessions.add(state.id)
         log.info("session %d opened by %s: %dx%d, %s ring, %d slots", state.id, client.name, msg.width,

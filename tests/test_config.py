@@ -162,7 +162,7 @@ def test_unreadable_and_malformed_files_are_config_errors_naming_the_file(tmp_pa
 
 
 def test_to_toml_loads_back_to_the_same_config_and_never_prints_the_secret_key(tmp_path):
-    cfg = ServiceConfig(bind="tcp://10.0.0.7:5599", device="cuda", weights="/models/a \"quoted\" \\ path\x7f",
+    cfg = ServiceConfig(bind="tcp://10.0.0.7:5599", device="cuda", workers=2, gpus="0,3", weights="/models/a \"quoted\" \\ path\x7f",
                         preset="tiny", seed=9, heartbeat_ms=100, reap_after_ms=900, max_sessions=3,
                         deadline_ms=12.5, cache_pages=64, cache_page_elems=4096, evict_idle_after_s=1e20,
                         dtype="bf16", cuda_graphs=False, gc_between_frames=False, curve_secret_key="S" * 40,

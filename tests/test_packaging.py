@@ -29,10 +29,11 @@ ROOT = Path(streamstyle.__file__).resolve().parent
 EXTRA_IMPORTS = {"triton": "triton", "diffusers": "peers", "cuda": "cuda", "imageio_ffmpeg": "video", "PIL": "video",
                  "panda3d": "panda3d", "gltf": "panda3d", "prometheus_client": "studio", "pythonosc": "studio"}
 # The modules that need an extra a plain install lacks: the Triton kernels, the Panda3D integration,
-# and the studio's metrics and OSC receiver (`serve --metrics/--osc` say which extra to install).
+# and the studio's metrics (the single service's and the multi-worker front's) and OSC receiver
+# (`serve --metrics/--osc` say which extra to install).
 NEED_EXTRA = {"triton": lambda m: m.endswith(".triton_kernel"),
               "panda3d": lambda m: ".panda3d." in m or m.endswith((".panda3d_capture", ".real_eval")),
-              "prometheus_client": lambda m: m == "streamstyle.service.metrics",
+              "prometheus_client": lambda m: m in ("streamstyle.service.metrics", "streamstyle.service.front_metrics"),
               "pythonosc": lambda m: m == "streamstyle.service.osc"}
 # What the wheel must not ship: the tests, and setup.py (it would be `streamstyle.setup`).
 NOT_SHIPPED = ("tests/", "setup.py")

@@ -41,6 +41,19 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must look like 1920x1080 or 1080p, not {text!r}") from None
 
 
+def _session_id_base(text: str) -> int:
+    from ..interop.limits import MAX_ID
+    from ..service.workers import SESSION_ID_SPAN
+
+    try:
+        base = int(text)
+    except ValueError:
+        base = -1
+    if not 0 <= base <= MAX_ID - SESSION_ID_SPAN:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_ID - SESSION_ID_SPAN}, not {text!r}")
+    return base
+
+
 def check_device(device: str) -> str:
     """`cpu`, `cuda` or `cuda:N` (the contract's names), and for CUDA a GPU this machine has.
     Raises DeviceError (bad_device)."""
@@ -147,18 +160,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServiceConfig.load(args.config, bind=args.bind, device=args.device, weights=args.weights,
                                 preset=args.preset, deadline_ms=args.deadline_ms, dtype=args.dtype,
                                 cpu_threads=args.cpu_threads, metrics_port=args.metrics, osc_port=args.osc,
-                                preview_port=args.preview, presets=args.presets)
+                                preview_port=args.preview, presets=args.presets, workers=args.workers,
+                                gpus=args.gpus)
     if args.print_config:
         print(config.to_toml(), end="")
         return 0
+
+    from ..service.logs import configure
+
+    configure(logging.INFO if not args.quiet else logging.WARNING, as_json=args.log_json,
+              worker=args.worker)
+    if config.worker_devices:
+        return serve_front(config, args)
 
     from ..service.address import claim_address
     from ..service.loader import build_stylizer, set_cpu_threads
     from ..service.server import Service
 
-    from ..service.logs import configure
+    if args.parent_pid is not None:  # a worker of a front: it stops when the front goes
+        from ..service.workers import watch_parent
 
-    configure(logging.INFO if not args.quiet else logging.WARNING, as_json=args.log_json)
+        watch_parent(args.parent_pid)
     check_device(config.device)  # the config file's device too, before the model loads
     claim_address(config.address)  # before the model loads: a taken address fails in a second
     threads = set_cpu_threads(config)
@@ -167,7 +189,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("streamstyle.service").warning(
             "serving the %r preset with UNTRAINED random weights (output is not a style yet): give --weights",
             config.preset or "default")
-    service = Service(config, stylizer)
+    service = Service(config, stylizer, session_id_base=args.session_id_base)
     if args.ready_file:  # lets a parent process wait for the bound address
         from pathlib import Path
 
@@ -176,6 +198,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"{threads} CPU thread{'s' if threads != 1 else ''})", flush=True)
     service.run()
     return exit_code(service.stop_signal) if service.stop_signal else 0
+
+
+def serve_front(config, args: argparse.Namespace) -> int:
+    """`serve --workers N` / `--gpus LIST`: the front process, one worker process per device."""
+    from ..service.front import Front
+
+    worker_args = tuple(flag for flag, on in (("--no-prompts", args.no_prompts), ("--quiet", args.quiet),
+                                              ("--log-json", args.log_json)) if on)
+    front = Front(config, worker_args)
+    if args.ready_file:
+        from pathlib import Path
+
+        Path(args.ready_file).write_text(front.address)
+    print(f"streamstyle service {front.address} (front of {len(front.workers)} workers: "
+          f"{', '.join(w.device for w in front.workers)})", flush=True)
+    front.run()
+    return exit_code(front.stop_signal) if front.stop_signal else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -648,7 +687,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", type=int, metavar="PORT", help="the live preview page on this loopback port")
     p.add_argument("--presets", metavar="FILE", help="a presets file (TOML) of named looks; save_preset writes it")
     p.add_argument("--log-json", action="store_true", help="log one JSON object per line (docs/operators.md)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="N service processes behind this address, one per GPU on cuda (or N on the CPU); "
+                        "docs/operators.md, \"Several GPUs\"")
+    p.add_argument("--gpus", metavar="LIST", help="one service process on each of these GPUs, e.g. 0,1")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    # Set by a front for its workers (service/workers.py).
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--session-id-base", type=_session_id_base, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_serve)
 

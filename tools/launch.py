@@ -10,8 +10,6 @@ command line turned into one (`tools.signals`). Should this process die without 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import shutil
 import signal
 import subprocess
@@ -21,27 +19,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ..service.workers import die_with_parent as _die_with_parent
 from .signals import Interrupted
-
-
-def die_with_parent():
-    """A `preexec_fn`: the child gets SIGTERM when this thread's process dies, however it dies
-    (Linux's PR_SET_PDEATHSIG, which follows the thread that started the child: call from the
-    main thread). Elsewhere None, and the `finally` of `child_service` is the only guard."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def arm() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os._exit(1)
-
-    return arm
 
 
 @contextlib.contextmanager

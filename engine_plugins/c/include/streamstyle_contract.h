@@ -94,9 +94,10 @@
 #define SS_ERR_UNKNOWN_PRESET              "unknown_preset"
 #define SS_ERR_NO_PRESETS_FILE             "no_presets_file"
 #define SS_ERR_RECORDING_UNAVAILABLE       "recording_unavailable"
+#define SS_ERR_NO_WORKER                   "no_worker"
 #define SS_ERR_INTERNAL                    "internal"
-#define SS_ERR_COUNT                       21
-#define SS_ERR_LIST                        "bad_message", "unknown_type", "bad_field", "protocol_mismatch", "hello_first", "unknown_session", "session_evicted", "bad_ring", "bad_slot", "bad_sequence", "not_ready", "session_limit", "cache_full", "bad_layout", "bad_resolution", "bad_prompt", "bad_input", "unknown_preset", "no_presets_file", "recording_unavailable", "internal"
+#define SS_ERR_COUNT                       22
+#define SS_ERR_LIST                        "bad_message", "unknown_type", "bad_field", "protocol_mismatch", "hello_first", "unknown_session", "session_evicted", "bad_ring", "bad_slot", "bad_sequence", "not_ready", "session_limit", "cache_full", "bad_layout", "bad_resolution", "bad_prompt", "bad_input", "unknown_preset", "no_presets_file", "recording_unavailable", "no_worker", "internal"
 /* streamstyle.interop.shm */
 #define SS_SHM_MAX_SHM_NAME_CHARS          250
 #define SS_SHM_MIN_SLOTS                   3
