@@ -83,6 +83,7 @@ class PreviewServer:
         self._asked = 0.0  # time.perf_counter() of the last frame request
         self._handed = 0.0
         self.handovers = 0
+        self.input_copies = 0
         self.handover_s = 0.0  # the loop's total time in hand_over and copy_input, for the cost report
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.httpd.daemon_threads = True
@@ -127,6 +128,7 @@ class PreviewServer:
         channel = layout[self.beside]
         copy = self._copy(layout.view(slot, width, height)[channel.name], channel,
                           layout.motion_scale(width, height) if channel.name == "motion" else (1.0, 1.0))
+        self.input_copies += 1
         self.handover_s += time.perf_counter() - t0
         return copy
 
