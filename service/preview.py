@@ -6,7 +6,7 @@ session's newest output as a JPEG and, on request, one of its input channels bes
 
 What must hold:
 - the loop never encodes and never waits on this thread: after a frame of the watched session is
-  done, and only while a page has asked for a frame in the last `_IDLE_S` and at most
+  done, and only while a page has asked for a frame in the last `PAGE_IDLE_S` and at most
   `PREVIEW_MAX_FPS` times a second, the loop copies the output slot's pixels, subsampled to at
   most `PREVIEW_MAX_WIDTH` wide (`hand_over`: one strided host copy on a shared-memory ring; on a
   CUDA ring a device-to-device copy, taken to the host on a side stream the frame's stream does
@@ -40,7 +40,7 @@ log = logging.getLogger("streamstyle.service")
 
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
-_IDLE_S = 2.0  # a page that has not asked for a frame this long is gone: the loop stops copying
+PAGE_IDLE_S = 2.0  # a page that has not asked for a frame this long is gone: the loop stops copying
 _REPLY_S = 5.0  # how long a request waits for the loop (a frame on the CPU can take a while)
 _MAX_BODY = 64 * 1024
 
@@ -98,7 +98,7 @@ class PreviewServer:
         """Should the loop hand this frame over? Cheap: a few comparisons."""
         if self.watching is None:
             self.watching = session
-        return (session == self.watching and now - self._asked < _IDLE_S
+        return (session == self.watching and now - self._asked < PAGE_IDLE_S
                 and now - self._handed >= 1.0 / PREVIEW_MAX_FPS)
 
     def _copy(self, view, channel=None, motion_scale=(1.0, 1.0)) -> _Copy:

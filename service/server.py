@@ -28,6 +28,7 @@ import gc
 import logging
 import signal
 import statistics
+import sys
 import time
 import traceback
 from collections import deque
@@ -54,6 +55,14 @@ from .control import Command, ControlError, ControlQueue
 from .presets import Preset, load_presets, save_presets
 
 log = logging.getLogger("streamstyle.service")
+
+# While the loop runs, a thread holding the GIL (the preview page's, a recording's writer, the
+# metrics scrape) is made to give it up after this long once the loop wants it back; Python's own
+# default, 5 ms, let a studio thread's Python work hold the loop that long at every GIL release
+# (numpy and torch copies, socket calls). Measured on the 2-core CI machine (benchmarks/gil_probe.py),
+# a 2 MB copy beside a busy Python thread: p50 8 to 12 ms at 5 ms, 0.8 to 0.9 ms at 0.5 ms.
+GIL_SWITCH_INTERVAL_S = 0.0005
+
 
 class GcWatch:
     """Python's cyclic garbage collections in this process: how many, how long, and how many fell
@@ -294,6 +303,8 @@ class Service:
                 pass
         log.info("serving on %s", self.address)
         gc.callbacks.append(self.gc_watch)
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, GIL_SWITCH_INTERVAL_S))
         managed = self.config.gc_between_frames and gc.isenabled()
         if managed:
             # A collection starts whenever allocations cross a threshold, mid-frame as likely as
@@ -313,6 +324,7 @@ class Service:
                 gc.enable()
                 gc.unfreeze()
             gc.callbacks.remove(self.gc_watch)
+            sys.setswitchinterval(switch)
             self.shutdown()
 
     def stop(self) -> None:

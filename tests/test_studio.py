@@ -210,6 +210,20 @@ def test_the_metrics_cost_on_the_frame_path_is_microseconds(make_service):
     assert per_frame_us < 50  # a 2-core shared CI machine; a quiet one measures about 2 us
 
 
+def test_the_loop_takes_the_gil_back_within_half_a_millisecond_while_it_runs(tmp_path, tiny_model):
+    """A studio thread's Python work would otherwise hold the loop for Python's 5 ms at every GIL
+    release (service/server.py, GIL_SWITCH_INTERVAL_S); the process's own setting comes back."""
+    import sys
+
+    from streamstyle.service.server import GIL_SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    r = Running(ServiceConfig(bind=f"ipc://{tmp_path}/g.sock"), Stylizer(tiny_model))
+    assert wait_for(lambda: sys.getswitchinterval() == pytest.approx(min(before, GIL_SWITCH_INTERVAL_S)))
+    r.stop()
+    assert sys.getswitchinterval() == before
+
+
 def test_studio_ports_are_off_by_default_and_a_public_host_needs_curve():
     cfg = ServiceConfig()
     assert (cfg.metrics_port, cfg.osc_port, cfg.preview_port, cfg.presets) == (0, 0, 0, None)
