@@ -61,7 +61,7 @@ def pct(xs, q):
 
 # --- the other processes ----------------------------------------------------------------------
 
-def _engine(conn, address: str, width: int, height: int, device: str) -> None:
+def _engine(conn, address: str, width: int, height: int, device: str, prompt: str | None) -> None:
     """The engine: renders 8 reference-engine frames once, then runs lockstep frames on request."""
     import torch
 
@@ -77,7 +77,7 @@ def _engine(conn, address: str, width: int, height: int, device: str) -> None:
     frames = [to_slot(r.render(i), layout) for i in range(8)]
     backend = "cuda-ipc" if device.startswith("cuda") else "shm"
     with Client(address, timeout_s=300) as client:
-        session = client.open_session(width, height, layout, backend=backend, prompt=PROMPT)
+        session = client.open_session(width, height, layout, backend=backend, prompt=prompt)
         conn.send(("open", session.id))
         i = 0
         while True:
@@ -202,7 +202,16 @@ def run(args) -> dict:
                         dtype=args.dtype, recordings_dir=str(rec_dir), metrics_port=ports["metrics"],
                         osc_port=ports["osc"], preview_port=ports["preview"])
     set_cpu_threads(cfg)
-    stylizer, trained = build_stylizer(cfg, prompts=True)
+    from streamstyle.model.errors import PromptError
+
+    prompt = PROMPT
+    try:
+        stylizer, trained = build_stylizer(cfg, prompts=True)
+        stylizer.prompts.encode(prompt)
+    except PromptError as exc:  # no copy of the text encoder's weights: the captures have no targets then
+        print(f"no prompt encoder here ({exc}); the session runs without a prompt")
+        stylizer, trained = build_stylizer(cfg, prompts=False)
+        prompt = None
     svc = Service(cfg, stylizer)
     hooks = Hooks()
     hooks.wrap(svc, "_tap_inputs", "input copies (capture, input view)")
@@ -235,7 +244,7 @@ def run(args) -> dict:
             configs[name] = c
     ctx = mp.get_context("spawn")
     engine_conn, child = ctx.Pipe()
-    engine = ctx.Process(target=_engine, args=(child, svc.address, w, h, args.device), daemon=True)
+    engine = ctx.Process(target=_engine, args=(child, svc.address, w, h, args.device, prompt), daemon=True)
     engine.start()
     clients_conn, child = ctx.Pipe()
     clients = ctx.Process(target=_clients, args=(child, ports), daemon=True)
@@ -307,7 +316,7 @@ def run(args) -> dict:
         for label, xs in sorted(hooks.times[name].items()):
             hook_rows.append({"config": name, "hook": label, "calls": len(xs), "p50_us": pct(xs, 0.5) * 1e6,
                               "p99_us": pct(xs, 0.99) * 1e6})
-    return {"device": dev, "size": f"{w}x{h}", "switch_interval_ms": GIL_SWITCH_INTERVAL_S * 1000, "model": args.weights or args.preset or "the shipped default",
+    return {"device": dev, "size": f"{w}x{h}", "switch_interval_ms": GIL_SWITCH_INTERVAL_S * 1000, "prompt": prompt, "model": args.weights or args.preset or "the shipped default",
             "trained": trained, "dtype": args.dtype, "rounds": args.rounds, "frames_per_config": per * args.rounds,
             "rows": table, "hooks": hook_rows, "left_out": left_out}
 

@@ -73,6 +73,11 @@ class _Snapshot:
 
 class PreviewServer:
     def __init__(self, controls: ControlQueue, host: str, port: int):
+        # Imported here, once: an import on the page's thread would hold the GIL while the loop runs.
+        from PIL import Image  # noqa: F401  (the studio extra)
+
+        from . import gbuffer_view  # noqa: F401
+
         self.controls = controls
         self.watching: int | None = None  # the session shown; None: the first that sends a frame
         self.beside: str | None = None  # the input channel shown beside the output (the loop sets it)

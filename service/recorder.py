@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..engine_plugins.capture import CaptureWriter, FrameMeta
 from ..interop.layout import output_bytes
 from ..interop.limits import RECORD_FPS
 from .handoff import FrameRing
@@ -216,8 +217,6 @@ class CaptureRecorder(Recorder):
         return ok
 
     def _next_take(self, look) -> None:
-        from ..engine_plugins.capture import CaptureWriter
-
         if self._writer is not None:
             self._writer.close()
         prompt, preset, blending = look
@@ -234,8 +233,6 @@ class CaptureRecorder(Recorder):
         self._look = look
 
     def _write(self, bufs: dict, item) -> None:
-        from ..engine_plugins.capture import FrameMeta
-
         seq, dt, t, view, proj, jitter, params, prompt, preset, blending, cut = item
         look = (prompt, preset, blending)
         if self._writer is None or look != self._look:

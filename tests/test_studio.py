@@ -514,6 +514,50 @@ def test_the_preview_serves_frames_stats_and_controls_over_http(make_service, tm
     print(f"preview hand-over: {svc.preview.handover_s / svc.preview.handovers * 1e6:.1f} us per frame at {W}x{H}")
 
 
+@pytest.mark.gpu
+def test_the_preview_and_its_input_view_over_cuda_ipc(tmp_path, tiny_model, gen):
+    """On a GPU the snapshots go to the host on a side stream: the page still gets the frame's
+    output and the chosen input channel, decoded to what the engine sent."""
+    import json
+
+    import numpy as np
+
+    from streamstyle.model.weights import save_weights
+
+    from .service_process import ServiceProcess
+
+    pytest.importorskip("PIL")
+    weights = save_weights(tiny_model, tmp_path / "tiny")
+    port = free_port()
+    svc = ServiceProcess(tmp_path, f"ipc://{tmp_path}/g.sock", "--weights", str(weights), "--device", "cuda",
+                         "--no-prompts", "--preview", str(port), config={"dtype": "fp32"})
+    try:
+        with Client(svc.address, timeout_s=120) as client:
+            session = client.open_session(W, H, reference_layout(W, H), backend="cuda-ipc")
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/control", method="POST",
+                                         data=json.dumps({"op": "view", "value": "normals"}).encode())
+            assert json.loads(urllib.request.urlopen(req, timeout=30).read())["view"] == "normals"
+            fetch(port, "/frame.jpg")  # a page asks
+            slot = session.acquire_slot(timeout_s=30)
+            planes = session.planes(slot)
+            normals = torch.zeros(H, W, 4, dtype=torch.float16)
+            normals[..., 0] = 1.0  # +x everywhere: red in the view
+            for name, value in make_frame(session.layout, W, H, gen).items():
+                planes[name].copy_((normals if name == "normals" else value).to(planes[name].device))
+            assert client.wait(session, session.submit(slot)).status == "done"
+            got = []
+            assert wait_for(lambda: got.append(fetch(port, "/beside.jpg")) or got[-1][1].get("X-Shows") == "normals",
+                            timeout=30)
+            from PIL import Image
+            import io
+
+            rgb = np.asarray(Image.open(io.BytesIO(got[-1][2])).convert("RGB")).astype(int)
+            assert abs(rgb[..., 0].mean() - 255) < 8 and abs(rgb[..., 1].mean() - 128) < 8
+            assert fetch(port, "/frame.jpg")[0] == 200
+    finally:
+        svc.stop()
+
+
 def test_each_input_channel_is_shown_as_its_kind_asks(gen):
     import numpy as np
 
