@@ -1,7 +1,8 @@
 """Recording a session (the `record` message, docs/operators.md "Recording"): its output as an MP4,
 its inputs as a capture ready for fine-tuning, each on its own writer thread.
 
-A `Recorder` owns a `handoff.FrameRing` and a thread. The loop `offer`s each frame the session
+`start` and `stop` are what the `record` command does to a session (`SessionState.recorder`,
+`.capture`). A `Recorder` owns a `handoff.FrameRing` and a thread. The loop `offer`s each frame the session
 produced: one copy into a free preallocated buffer (a memcpy on the CPU; on a GPU copies queued
 on the ring's side stream), handed over without a lock the writer can hold. The thread writes what
 it is handed: `VideoRecorder` encodes the output with ffmpeg (imageio-ffmpeg, the `video`
@@ -35,8 +36,10 @@ import torch
 
 from .. import __version__
 from ..engine_plugins.capture import CaptureWriter, FrameMeta
+from ..interop.errors import ErrorCode
 from ..interop.layout import output_bytes
-from ..interop.limits import RECORD_FPS
+from ..interop.limits import DEFAULT_RECORD_WHAT, RECORD_FPS
+from .control import ControlError
 from .handoff import FrameRing
 
 log = logging.getLogger("streamstyle.service")
@@ -309,3 +312,62 @@ class Starting:
 
     def result(self) -> dict:
         return self.answer
+
+
+# What `record.what` starts or stops: the session's attributes that hold its recorders.
+PARTS = {"output": ("recorder",), "inputs": ("capture",), "both": ("recorder", "capture")}
+
+
+def stop(state, what: str | None) -> Finishing:
+    """Stop a session's recordings (`what`; None: all) without waiting; the answer comes with
+    the returned `Finishing` once their files are complete."""
+    names = PARTS[what or "both"]
+    stopping = [getattr(state, n) for n in names if getattr(state, n) is not None]
+    for n in names:
+        setattr(state, n, None)
+    for rec in stopping:
+        rec.stop()
+    return Finishing(stopping)
+
+
+def start(state, what: str | None, folder: str, device) -> Starting:
+    """Start a session's recordings (`what`; None: the output) in `folder`, named
+    session<id>-<UTC time>(.mp4). What already records goes on. All or nothing: ControlError
+    `recording_unavailable`, and nothing started, if one cannot start here; the returned
+    `Starting` is answered once the writers are ready (or undoes the start if one fails then)."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    stem = os.path.join(folder, f"session{state.id}-{stamp}")
+    started = []
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if "recorder" in PARTS[what or DEFAULT_RECORD_WHAT] and state.recorder is None:
+            state.recorder = VideoRecorder(stem + ".mp4", state.width, state.height, state.output_format, device)
+            started.append("recorder")
+        if "capture" in PARTS[what or DEFAULT_RECORD_WHAT] and state.capture is None:
+            state.capture = CaptureRecorder(stem, state.id, state.width, state.height, state.handle.layout,
+                                            state.output_format, device)
+            started.append("capture")
+    except (ModuleNotFoundError, OSError) as exc:
+        for n in started:
+            getattr(state, n).stop()
+            setattr(state, n, None)
+        if isinstance(exc, ModuleNotFoundError):
+            raise ControlError(ErrorCode.RECORDING_UNAVAILABLE, "recording the output needs the video extra: "
+                               "pip install 'streamstyle[video]'") from None
+        raise ControlError(ErrorCode.RECORDING_UNAVAILABLE, f"cannot record to {stem}: {exc}") from None
+    answer = {}
+    if state.recorder is not None:
+        answer["recording"] = state.recorder.path
+    if state.capture is not None:
+        answer["capture"] = state.capture.path
+    new = [getattr(state, n) for n in started]
+
+    def undo():  # a writer could not start: the whole start is undone, as a refusal would leave it
+        for n, rec in zip(started, new):
+            rec.stop()
+            if getattr(state, n) is rec:
+                setattr(state, n, None)
+
+    return Starting(new, answer, undo)

@@ -48,7 +48,7 @@ from ..model.text import normalize_blend
 from ..interop import protocol as P
 from ..interop.limits import (BACKENDS, DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MIN_STEPS, SOCKET_HWM,
                               SOCKET_MAX_MESSAGE_BYTES)
-from ..interop.limits import DEFAULT_RECORD_WHAT, MIN_BLEND_WEIGHT, RECORD_WHAT
+from ..interop.limits import MIN_BLEND_WEIGHT, RECORD_WHAT
 from .address import AddressInUseError, claim_address, in_use_message
 from .config import ServiceConfig
 from .control import Command, ControlError, ControlQueue
@@ -709,57 +709,13 @@ class Service:
         raise ControlError(P.ErrorCode.BAD_FIELD, f"unknown control {op!r}")
 
     def _record_control(self, state: SessionState, on: bool, what: str | None):
-        """Start recording (`what`: output, inputs or both; None is output), or stop (None: all
-        that records). A stop returns a `recorder.Finishing`: it is answered once the writers
-        have closed their files (`_reply`), and the loop never waits for them."""
+        """Start or stop recording (`recorder.start`, `recorder.stop`): answered through `_reply`
+        once the writers are ready, or have closed their files; the loop never waits for them."""
         from . import recorder as R
 
-        names = {"output": ("recorder",), "inputs": ("capture",), "both": ("recorder", "capture")}
         if not on:
-            stopping = [getattr(state, n) for n in names[what or "both"] if getattr(state, n) is not None]
-            for n in names[what or "both"]:
-                setattr(state, n, None)
-            for rec in stopping:
-                rec.stop()
-            return R.Finishing(stopping)
-        import os
-        from datetime import datetime, timezone
-
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        stem = os.path.join(self.config.recordings_dir, f"session{state.id}-{stamp}")
-        device = self.stylizer.device
-        started = []
-        try:
-            os.makedirs(self.config.recordings_dir, exist_ok=True)
-            if "recorder" in names[what or DEFAULT_RECORD_WHAT] and state.recorder is None:
-                state.recorder = R.VideoRecorder(stem + ".mp4", state.width, state.height, state.output_format, device)
-                started.append("recorder")
-            if "capture" in names[what or DEFAULT_RECORD_WHAT] and state.capture is None:
-                state.capture = R.CaptureRecorder(stem, state.id, state.width, state.height, state.handle.layout,
-                                                  state.output_format, device)
-                started.append("capture")
-        except (ModuleNotFoundError, OSError) as exc:
-            for n in started:  # all or nothing: what this message started stops again
-                getattr(state, n).stop()
-                setattr(state, n, None)
-            if isinstance(exc, ModuleNotFoundError):
-                raise ControlError(P.ErrorCode.RECORDING_UNAVAILABLE, "recording the output needs the video extra: "
-                                   "pip install 'streamstyle[video]'") from None
-            raise ControlError(P.ErrorCode.RECORDING_UNAVAILABLE, f"cannot record to {stem}: {exc}") from None
-        answer = {}
-        if state.recorder is not None:
-            answer["recording"] = state.recorder.path
-        if state.capture is not None:
-            answer["capture"] = state.capture.path
-        new = [getattr(state, n) for n in started]
-
-        def undo():  # a writer could not start: the whole start is undone, as a refusal would leave it
-            for n, rec in zip(started, new):
-                rec.stop()
-                if getattr(state, n) is rec:
-                    setattr(state, n, None)
-
-        return R.Starting(new, answer, undo)
+            return R.stop(state, what)
+        return R.start(state, what, self.config.recordings_dir, self.stylizer.device)
 
     def _reply(self, result, send, fail=None) -> None:
         """Send a control's result now or, for a recording's start or stop, once its writers are
