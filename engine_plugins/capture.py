@@ -3,7 +3,9 @@
 A capture is a folder: `manifest.json` plus chunk files `chunk-000000.safetensors`, ... Each chunk
 holds up to `chunk_frames` consecutive frames: every G-buffer plane in the engine's own format (as
 its `GBufferLayout` describes), any extra buffers, the style targets (RGB8) and per-frame metadata
-(time, camera matrices, jitter, cut flag). docs/capture-format.md is the specification.
+(time, camera matrices, jitter, cut flag, and an optional JSON record per frame: the service's
+recorder puts the frame's seq, dt, prompt and parameters there). docs/capture-format.md is the
+specification.
 
 What must hold:
 - Writing streams: frames are buffered only up to one chunk; each chunk is written to a temporary
@@ -36,6 +38,7 @@ FORMAT_NAME = "streamstyle-capture"
 VERSION = 1
 MANIFEST = "manifest.json"
 CHUNK_TARGET_BYTES = 64 << 20
+INFO_KEY = "streamstyle.frames"  # a chunk header's metadata entry: JSON list, one object per frame
 
 DEFAULT_CONVENTIONS = {
     "motion": "current_to_previous",  # offset from this frame's pixel to the same point last frame
@@ -74,6 +77,7 @@ class FrameMeta:
     view: torch.Tensor = field(default_factory=lambda: torch.eye(4))
     proj: torch.Tensor = field(default_factory=lambda: torch.eye(4))
     jitter: tuple[float, float] = (0.0, 0.0)
+    info: dict | None = None  # JSON-able facts about the frame (the service's recorder: seq, dt, prompt, params)
 
 
 @dataclass
@@ -186,6 +190,13 @@ class CaptureWriter:
             if x is None or tuple(x.shape) != (h, w, c) or x.dtype != DTYPES[dt]:
                 raise CaptureError(f"extra buffer {name!r} must be [{h}, {w}, {c}] {dt}")
             ex[name] = x.detach().to("cpu", copy=True).contiguous()
+        if meta is not None and meta.info is not None:
+            try:
+                json.dumps(meta.info, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise CaptureError(f"a frame's info must be a JSON object: {exc}") from None
+            if not isinstance(meta.info, dict):
+                raise CaptureError(f"a frame's info must be a JSON object, not {type(meta.info).__name__}")
         self._pending.append((stored, tg, ex, meta or FrameMeta()))
         if len(self._pending) >= self.chunk_frames:
             self.flush()
@@ -210,8 +221,10 @@ class CaptureWriter:
         tensors["meta.view"] = torch.stack([f[3].view.float().cpu() for f in frames])
         tensors["meta.proj"] = torch.stack([f[3].proj.float().cpu() for f in frames])
         tensors["meta.jitter"] = torch.tensor([list(f[3].jitter) for f in frames], dtype=torch.float32)
+        infos = [f[3].info for f in frames]
+        metadata = {INFO_KEY: json.dumps([i or {} for i in infos])} if any(infos) else None
         tmp = self.path / (name + ".tmp")
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, self.path / name)
         first = self.manifest["frames"]
         self.manifest["chunks"].append({"file": name, "first": first, "count": len(frames),
@@ -261,6 +274,7 @@ class CaptureReader:
             raise CaptureError(f"{mf} is malformed: {exc}") from None
         self.manifest = m
         self._verified: dict[str, str | None] = {}  # chunk file -> problem, or None when sound
+        self._infos: dict[str, list | None] = {}  # chunk file -> its frames' JSON records, once read
         self.damaged: list[ChunkError] = []
 
     def __len__(self) -> int:
@@ -299,9 +313,14 @@ class CaptureReader:
                 stored = {name: f.get_slice(f"plane.{name}")[k] for name in set(owners.values())}
                 targets = ({s: f.get_slice(f"target.{s}")[k] for s in self.styles} if chunk.get("targets") else {})
                 extras = {n: f.get_slice(f"extra.{n}")[k] for n in self.extras}
+                if chunk["file"] not in self._infos:
+                    raw = (f.metadata() or {}).get(INFO_KEY)
+                    self._infos[chunk["file"]] = json.loads(raw) if raw is not None else None
+                infos = self._infos[chunk["file"]]
                 meta = FrameMeta(time=float(f.get_slice("meta.time")[k]), cut=bool(f.get_slice("meta.cut")[k]),
                                  view=f.get_slice("meta.view")[k], proj=f.get_slice("meta.proj")[k],
-                                 jitter=tuple(f.get_slice("meta.jitter")[k].tolist()))
+                                 jitter=tuple(f.get_slice("meta.jitter")[k].tolist()),
+                                 info=(infos[k] or None) if infos is not None else None)
         except Exception as exc:  # a chunk that passed its checksum but does not hold what the manifest says
             raise ChunkError(chunk["file"], f"unreadable: {exc}") from None
         planes = {ch.name: stored[owners[ch.offset]] for ch in self.layout.channels}

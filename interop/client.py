@@ -173,9 +173,15 @@ class ClientSession:
         """Save the session's current look as preset `name` in the service's presets file."""
         return self.client.request({"type": "save_preset", "session": self.id, "name": name})
 
-    def record(self, on: bool) -> dict:
-        """Start or stop recording the session's output (an MP4 in the service's recordings_dir)."""
-        return self.client.request({"type": "record", "session": self.id, "on": bool(on)})
+    def record(self, on: bool, what: str | None = None) -> dict:
+        """Start or stop recording the session in the service's recordings_dir: `what` is
+        "output" (an MP4; the default when starting), "inputs" (a capture for fine-tuning) or
+        "both"; stopping without `what` stops everything. A stop is answered once the files
+        are complete."""
+        msg = {"type": "record", "session": self.id, "on": bool(on)}
+        if what is not None:
+            msg["what"] = what
+        return self.client.request(msg)
 
     def stats(self) -> dict:
         return self.client.request({"type": "stats", "session": self.id})["sessions"][0]

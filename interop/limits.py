@@ -109,8 +109,11 @@ MAX_PRESETS = 256  # in one presets file
 MIN_PORT, MAX_PORT = 0, 65535  # metrics_port, osc_port, preview_port; 0 is off
 PREVIEW_MAX_FPS = 15  # the preview page's snapshots: the loop copies the newest output at most this often
 PREVIEW_MAX_WIDTH = 640  # ...and only every k-th pixel of each k-th row, k the least for this width
-RECORD_FPS = 30  # a recording's frame rate (one service frame, one video frame)
-RECORD_QUEUE_FRAMES = 8  # frames waiting for the encoder; more are left out of the recording and counted
+RECORD_FPS = 30  # a recording's frame rate (one service frame, one video frame); a capture's time without `dt`
+RECORD_WHAT = ("output", "inputs", "both")  # `record.what`: the output as MP4, the inputs as a capture, or both
+DEFAULT_RECORD_WHAT = "output"
+RECORD_QUEUE_FRAMES = 8  # copied frames waiting for a recording's writer; more are left out of it and counted
+RECORD_RING_BYTES = 1 << 30  # a recording's preallocated frame copies take at most this (but 2 frames at least)
 CONTROL_QUEUE_MAX = 1024  # commands from OSC and the page waiting for the loop; more are refused and counted
 
 # Devices a service or a command may run on: cpu, cuda or cuda:N.
@@ -195,6 +198,9 @@ _TABLE = (
     ("`blend_frames`", f"0 to {MAX_BLEND_FRAMES}", "`prompt`"),
     ("preset name", f"1 to {MAX_PRESET_NAME_CHARS} characters of `{PRESET_NAME_PATTERN}`; at most {MAX_PRESETS} presets",
      "`preset.name`, `save_preset.name`, the presets file"),
+    ("`record.what`", ", ".join(f"`{w}`" for w in RECORD_WHAT) + f"; default `{DEFAULT_RECORD_WHAT}`",
+     f"`record`; at most {RECORD_QUEUE_FRAMES} frames (and {RECORD_RING_BYTES >> 20} MiB of copies, 2 frames at least) "
+     "wait for a recording's writer, more are left out and counted"),
     ("`client` name", f"at most {MAX_CLIENT_NAME_CHARS} characters", "`hello`"),
     ("other strings", f"at most {MAX_STRING_CHARS} characters", "any string field not listed above"),
     ("`heartbeat_ms`", f"default {DEFAULT_HEARTBEAT_MS}, at least {MIN_HEARTBEAT_MS}", "service config; `welcome` says what applies"),

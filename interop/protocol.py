@@ -27,7 +27,7 @@ from .limits import (BACKENDS, CUDA_IPC_HANDLE_BYTES, JITTER_NUMBERS, MATRIX_NUM
                      MAX_REGION_BYTES, MAX_SEED, MAX_SHM_NAME_CHARS, MAX_SLOTS, MAX_STEPS, MAX_STRENGTH,
                      MAX_STRING_CHARS, MAX_WIDTH, MIN_BLEND_WEIGHT, MIN_DEADLINE_MS, MIN_DEVICE, MIN_HEIGHT,
                      MIN_SEED, MIN_SLOTS, MIN_STEPS, MIN_STRENGTH, MIN_WIDTH, OUTPUT_FORMATS, PRESET_NAME_PATTERN,
-                     PROTOCOL_VERSION)
+                     PROTOCOL_VERSION, RECORD_WHAT)
 
 
 CONTEXT_FIELDS = ("req", "session", "seq")  # what an error reply echoes, so the peer can match it
@@ -391,14 +391,16 @@ def _bool(v, name):
 
 @dataclass(frozen=True)
 class Record(Message):
-    """Start (`on` true) or stop recording the session's output to an MP4 in the service's
-    `recordings_dir`."""
+    """Start (`on` true) or stop recording the session in the service's `recordings_dir`: `what`
+    is its output as an MP4, its inputs as a capture (docs/capture-format.md), or both (None:
+    the output when starting, everything being recorded when stopping)."""
     TYPE: ClassVar[str] = "record"
     FIELDS: ClassVar[dict] = {"req": (True, _req), "session": (True, lambda v, n: _int(v, n, 1, MAX_ID)),
-                              "on": (True, _bool)}
+                              "on": (True, _bool), "what": (False, lambda v, n: _str(v, n, choices=RECORD_WHAT))}
     req: int = 0
     session: int = 0
     on: bool = False
+    what: str | None = None
 
 
 REQUESTS = {m.TYPE: m for m in (Hello, Open, Frame, SetPrompt, SetParams, Stats, Heartbeat, Close, UsePreset, SavePreset,

@@ -56,6 +56,10 @@ else
 fi
 python3 -m streamstyle bench --sizes 2160p --steps 1,2,4 --frames 100 --no-service --json "$reports/bench-4k.json" 2>&1 \
   | tee "$reports/bench-4k.log" || status=1
+# What the studio side adds to the frame path (the page, its input view, recording the output and
+# the inputs), the shipped model at 1080p over CUDA IPC; rows that need a missing extra say so.
+python3 benchmarks/bench_studio.py --device cuda --size 1080p --frames 2000 --json "$reports/bench-studio.json" 2>&1 \
+  | tee "$reports/bench-studio.log" || status=1
 if [ -z "${SKIP_RENDER:-}" ]; then
   python3 benchmarks/bench_render.py --size 720p --size 1080p --size 2160p --seeds 1,2,3 --reps 20 \
     --json "$reports/bench-render.json" 2>&1 | tee "$reports/bench-render.log" || status=1

@@ -6,8 +6,10 @@ the service's `ControlQueue`; the loop drains it once per tick (`Service.drain_c
 applies each command exactly as a protocol message would be. A command may carry a `reply`
 (a `concurrent.futures.Future`) that the loop resolves with a result dict or a `ControlError`.
 
-What must hold: the queue is bounded (`CONTROL_QUEUE_MAX`); a put on a full queue is refused at
-once (the caller counts it) instead of blocking the thread that made it.
+What must hold: the queue is bounded (`CONTROL_QUEUE_MAX`, give or take one command per producing
+thread: the check and the put are not one step); a put on a full queue is refused at once (the
+caller counts it) instead of blocking the thread that made it; the loop's drain takes no lock a
+producer can hold (a `queue.SimpleQueue`, whose `get_nowait` never waits).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from ..interop.limits import CONTROL_QUEUE_MAX
 
 # What a command may do, and the type of its value.
-OPS = ("prompt", "preset", "blend", "strength", "steps", "enabled", "save_preset", "record", "stats", "watch")
+OPS = ("prompt", "preset", "blend", "strength", "steps", "enabled", "save_preset", "record", "stats", "watch", "view")
 
 
 class ControlError(Exception):
@@ -42,15 +44,15 @@ class Command:
 
 class ControlQueue:
     def __init__(self, maxsize: int = CONTROL_QUEUE_MAX):
-        self._q: queue.Queue = queue.Queue(maxsize)
+        self.maxsize = maxsize
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
 
     def put(self, cmd: Command) -> bool:
         """Queue `cmd` for the loop; False (nothing queued) when the queue is full."""
-        try:
-            self._q.put_nowait(cmd)
-            return True
-        except queue.Full:
+        if self._q.qsize() >= self.maxsize:
             return False
+        self._q.put(cmd)
+        return True
 
     def drain(self, limit: int = CONTROL_QUEUE_MAX):
         """Up to `limit` commands, oldest first, without waiting."""

@@ -76,6 +76,8 @@ class Metrics:
                             buckets=GC_BUCKETS_MS, registry=r)
         self.controls = Counter("streamstyle_controls", "studio commands (OSC, preview page), by source and outcome",
                                 ["source", "outcome"], registry=r)
+        self.recording_dropped = Counter("streamstyle_recording_dropped", "frames left out of a recording (its writer "
+                                         "was behind): the game frame itself was served", ["session", "what"], registry=r)
         r.register(ServiceGauges(service))
         self._server = None
         self.port: int | None = None
@@ -98,6 +100,9 @@ class Metrics:
     def on_control(self, source: str, outcome: str) -> None:
         self.controls.labels(source, outcome).inc()
 
+    def on_recording_dropped(self, session: int, what: str) -> None:
+        self.recording_dropped.labels(str(session), what).inc()
+
     def on_session_closed(self, session: int) -> None:
         for metric in (self.latency,):
             try:
@@ -107,6 +112,11 @@ class Metrics:
         for reason in ("dropped", "deadline", "after_deadline", "bypassed"):
             try:
                 self.late.remove(str(session), reason)
+            except KeyError:
+                pass
+        for what in ("output", "inputs"):
+            try:
+                self.recording_dropped.remove(str(session), what)
             except KeyError:
                 pass
 

@@ -8,7 +8,8 @@ Addresses (docs/operators.md, "OSC"), `<session>` a session id or `_` for the on
     /streamstyle/<session>/steps    i          (a float with an integral value is taken, as
                                                TouchDesigner and Resolume send floats)
     /streamstyle/<session>/enabled  i | T/F | f
-    /streamstyle/<session>/record   i | T/F | f  start (1) or stop (0) recording its output
+    /streamstyle/<session>/record   i | T/F | f [s]  start (1) or stop (0) recording: its output, or
+                                               (s) "output", "inputs" (a capture) or "both"
 
 What must hold: this thread never touches the service; it parses each datagram, turns each
 well-formed message into a `control.Command` and queues it for the loop. A datagram that is not
@@ -61,9 +62,10 @@ def command_of(address: str, args: list) -> Command | None:
     elif op == "steps":
         ok = len(args) == 1 and _number(args[0]) and float(args[0]).is_integer()
         value = int(args[0]) if ok else None
-    else:  # enabled, record
-        ok = len(args) == 1 and (isinstance(args[0], bool) or (_number(args[0]) and args[0] in (0, 1)))
-        value = bool(args[0]) if ok else None
+    else:  # enabled, record (with an optional string: what to record)
+        extra = op == "record" and len(args) == 2 and isinstance(args[1], str)
+        ok = len(args) == 1 + extra and (isinstance(args[0], bool) or (_number(args[0]) and args[0] in (0, 1)))
+        value = (bool(args[0]), args[1]) if ok and extra else bool(args[0]) if ok else None
     return Command(session, op, value, source="osc") if ok else None
 
 

@@ -1,15 +1,19 @@
 """The live preview page: an HTTP server thread on an opt-in loopback port (`serve --preview`).
 
 It serves the page's static files (shipped in the package: `service/static/`), the watched
-session's newest output as a JPEG, the service's `stats`, and takes the page's controls.
+session's newest output as a JPEG and, on request, one of its input channels beside it
+(`gbuffer_view`), the service's `stats`, and takes the page's controls.
 
 What must hold:
-- the loop never encodes: after a frame of the watched session is done, and only while a page
-  has asked for a frame in the last `_IDLE_S` and at most `PREVIEW_MAX_FPS` times a second, the
-  loop copies the output slot's pixels, subsampled to at most `PREVIEW_MAX_WIDTH` wide
-  (`hand_over`: one strided host copy on a shared-memory ring, one device-to-device copy on a
-  CUDA ring) and hands the copy over under a lock; this thread turns it into a JPEG when a page
-  asks;
+- the loop never encodes and never waits on this thread: after a frame of the watched session is
+  done, and only while a page has asked for a frame in the last `PAGE_IDLE_S` and at most
+  `PREVIEW_MAX_FPS` times a second, the loop copies the output slot's pixels, subsampled to at
+  most `PREVIEW_MAX_WIDTH` wide (`hand_over`: one strided host copy on a shared-memory ring; on a
+  CUDA ring a device-to-device copy, taken to the host on a side stream the frame's stream does
+  not wait for), and publishes the copy in a single-slot mailbox (one attribute, replaced whole:
+  no lock; a page always reads a complete snapshot, the newest). Only while the page shows an
+  input channel (`beside`, set through the `view` command) does the loop also copy that plane,
+  the same way, before the input slot goes back to the engine (`copy_input`);
 - this thread never touches the service's state: stats and every control go through the
   service's `ControlQueue` as `control.Command`s with a reply future, exactly like OSC;
 - it binds only where the config allows (`studio_host`, loopback unless CURVE keys are set).
@@ -24,8 +28,10 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from typing import Any
 
 from ..interop.limits import PREVIEW_MAX_FPS, PREVIEW_MAX_WIDTH
 from .control import OPS, Command, ControlError, ControlQueue
@@ -34,23 +40,56 @@ log = logging.getLogger("streamstyle.service")
 
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
-_IDLE_S = 2.0  # a page that has not asked for a frame this long is gone: the loop stops copying
+PAGE_IDLE_S = 2.0  # a page that has not asked for a frame this long is gone: the loop stops copying
 _REPLY_S = 5.0  # how long a request waits for the loop (a frame on the CPU can take a while)
 _MAX_BODY = 64 * 1024
 
 
+@dataclass(frozen=True)
+class _Copy:
+    """A subsampled copy made by the loop: the array (numpy, or a host tensor still being filled
+    until `event` completes), and what is needed to show it."""
+    data: Any
+    event: Any = None  # a torch.cuda.Event on a CUDA ring, else None
+    channel: Any = None  # the layout's Channel, for an input plane
+    motion_scale: tuple = (1.0, 1.0)
+
+    def numpy(self):
+        import numpy as np
+
+        if self.event is not None:
+            self.event.synchronize()  # this thread waits for the side stream's copy, never the loop
+        return np.ascontiguousarray(self.data.numpy() if hasattr(self.data, "numpy") else self.data)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    number: int
+    session: int
+    output: _Copy
+    fmt: str
+    beside: _Copy | None
+
+
 class PreviewServer:
     def __init__(self, controls: ControlQueue, host: str, port: int):
+        # Imported here, once: an import on the page's thread would hold the GIL while the loop runs.
+        from PIL import Image  # noqa: F401  (the studio extra)
+
+        from . import gbuffer_view  # noqa: F401
+
         self.controls = controls
         self.watching: int | None = None  # the session shown; None: the first that sends a frame
-        self._lock = threading.Lock()
-        self._snapshot = None  # (number, session, bytes or tensor, width, height, format)
+        self.beside: str | None = None  # the input channel shown beside the output (the loop sets it)
+        self._snapshot: _Snapshot | None = None  # the mailbox: replaced whole by the loop, read by the page's threads
         self._number = 0
-        self._jpeg: tuple[int, bytes] | None = None
+        self._side = None  # a CUDA side stream for the copies to the host, made on the first CUDA ring
+        self._jpeg: dict[str, tuple[int, bytes]] = {}  # kind -> (snapshot number, JPEG), encoded once per snapshot
         self._asked = 0.0  # time.perf_counter() of the last frame request
         self._handed = 0.0
         self.handovers = 0
-        self.handover_s = 0.0  # the loop's total time in hand_over, for the cost report
+        self.input_copies = 0
+        self.handover_s = 0.0  # the loop's total time in hand_over and copy_input, for the cost report
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
@@ -64,57 +103,97 @@ class PreviewServer:
         """Should the loop hand this frame over? Cheap: a few comparisons."""
         if self.watching is None:
             self.watching = session
-        return (session == self.watching and now - self._asked < _IDLE_S
+        return (session == self.watching and now - self._asked < PAGE_IDLE_S
                 and now - self._handed >= 1.0 / PREVIEW_MAX_FPS)
 
-    def hand_over(self, session: int, output, width: int, height: int, fmt: str) -> None:
-        """Copy every k-th pixel of every k-th row (at most PREVIEW_MAX_WIDTH wide) of an output
-        slot's bytes ([H * W * bytes per pixel] uint8, numpy or torch): a copy the engine's next
-        frames cannot change."""
+    def _copy(self, view, channel=None, motion_scale=(1.0, 1.0)) -> _Copy:
+        """A strided copy of `view` ([H, W, ...], numpy or torch) that the engine's next frames
+        cannot change: every k-th element of every k-th row, at most PREVIEW_MAX_WIDTH wide."""
+        k = -(-int(view.shape[1]) // PREVIEW_MAX_WIDTH)
+        sub = view[::k, ::k]
+        if not hasattr(sub, "clone"):
+            return _Copy(sub.copy(), None, channel, motion_scale)
+        if sub.device.type == "cpu":
+            return _Copy(sub.clone(), None, channel, motion_scale)
+        import torch
+
+        from .handoff import to_host_async
+
+        if self._side is None:
+            self._side = torch.cuda.Stream(sub.device)
+        host, event = to_host_async(sub.clone(), self._side)  # the clone is on the frame's stream, device to device
+        return _Copy(host, event, channel, motion_scale)
+
+    def copy_input(self, slot, layout, width: int, height: int) -> _Copy | None:
+        """The `beside` channel's plane of an input slot, subsampled, for the next `hand_over`
+        (called before the slot goes back to the engine)."""
+        if self.beside is None or self.beside not in layout.names:
+            return None
+        t0 = time.perf_counter()
+        channel = layout[self.beside]
+        copy = self._copy(layout.view(slot, width, height)[channel.name], channel,
+                          layout.motion_scale(width, height) if channel.name == "motion" else (1.0, 1.0))
+        self.input_copies += 1
+        self.handover_s += time.perf_counter() - t0
+        return copy
+
+    def hand_over(self, session: int, output, width: int, height: int, fmt: str, beside: _Copy | None = None) -> None:
+        """Publish a snapshot: a subsampled copy of an output slot's bytes ([H * W * bytes per
+        pixel] uint8, numpy or torch) and the input plane `copy_input` took of the same frame."""
         t0 = time.perf_counter()
         bpp = 4 if fmt == "rgba8" else 8
-        k = -(-width // PREVIEW_MAX_WIDTH)
         raw = output[: width * height * bpp]
         if hasattr(raw, "clone") and raw.device.type == "cpu":
             raw = raw.numpy()  # a view: numpy's strided copy is the faster on the host
-        if hasattr(raw, "clone"):  # torch, on the ring's GPU: a device-to-device copy
+        # One whole pixel per element: a strided gather of words, not of bytes.
+        if hasattr(raw, "clone"):
             import torch
 
-            copy = raw.view(torch.int32 if bpp == 4 else torch.int64).view(height, width)[::k, ::k].clone()
-        else:  # one whole pixel per element: a strided gather of words, not of bytes
-            copy = raw.view("<u4" if bpp == 4 else "<u8").reshape(height, width)[::k, ::k].copy()
-        with self._lock:
-            self._number += 1
-            self._snapshot = (self._number, session, copy, int(copy.shape[1]), int(copy.shape[0]), fmt)
+            pixels = raw.view(torch.int32 if bpp == 4 else torch.int64).view(height, width)
+        else:
+            pixels = raw.view("<u4" if bpp == 4 else "<u8").reshape(height, width)
+        self._number += 1
+        self._snapshot = _Snapshot(self._number, session, self._copy(pixels), fmt, beside)
         self._handed = time.perf_counter()
         self.handovers += 1
         self.handover_s += self._handed - t0
 
     # --- this thread's side ---------------------------------------------------------------
 
-    def jpeg(self) -> tuple[int, int, bytes] | None:
-        """(number, session, JPEG bytes) of the newest snapshot, encoded once per snapshot."""
+    def jpeg(self, kind: str = "frame") -> tuple[int, int, str, bytes] | None:
+        """(number, session, what it shows, JPEG bytes) of the newest snapshot's output (`kind`
+        "frame") or input view ("beside"), encoded once per snapshot; None if there is none."""
         self._asked = time.perf_counter()
-        with self._lock:
-            snap = self._snapshot
-        if snap is None:
+        snap = self._snapshot  # one read of the mailbox: this snapshot stays whole whatever the loop does
+        if snap is None or (kind == "beside" and snap.beside is None):
             return None
-        number, session, data, w, h, fmt = snap
-        if self._jpeg is not None and self._jpeg[0] == number:
-            return number, session, self._jpeg[1]
+        what = "output" if kind == "frame" else snap.beside.channel.name
+        cached = self._jpeg.get(kind)
+        if cached is not None and cached[0] == snap.number:
+            return snap.number, snap.session, what, cached[1]
         import numpy as np
         from PIL import Image
 
-        arr = np.ascontiguousarray(data.cpu().numpy() if hasattr(data, "cpu") else data)
-        if fmt == "rgba8":
-            rgb = arr.view(np.uint8).reshape(h, w, 4)[..., :3]
+        if kind == "frame":
+            arr = snap.output.numpy()
+            h, w = arr.shape
+            if snap.fmt == "rgba8":
+                rgb = arr.view(np.uint8).reshape(h, w, 4)[..., :3]
+            else:
+                half = np.nan_to_num(arr.view(np.float16).reshape(h, w, 4)[..., :3].astype(np.float32))
+                rgb = (np.clip(half, 0, 1) * 255 + 0.5).astype(np.uint8)
         else:
-            half = np.nan_to_num(arr.view(np.float16).reshape(h, w, 4)[..., :3].astype(np.float32))
-            rgb = (np.clip(half, 0, 1) * 255 + 0.5).astype(np.uint8)
+            from ..interop.layout import FORMATS, numpy_dtype
+            from .gbuffer_view import visualize
+
+            arr = snap.beside.numpy()
+            ch = snap.beside.channel
+            arr = arr.view(numpy_dtype(FORMATS[ch.format].dtype))  # torch keeps uint32 as int32
+            rgb = visualize(arr, ch, snap.beside.motion_scale)
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=85)
-        self._jpeg = (number, buf.getvalue())
-        return number, session, self._jpeg[1]
+        self._jpeg[kind] = (snap.number, buf.getvalue())
+        return snap.number, snap.session, what, buf.getvalue()
 
     def ask(self, op: str, session: int | None = None, value=None) -> dict:
         """Queue a command for the loop and wait for its answer; ControlError if refused."""
@@ -157,13 +236,14 @@ def _handler(preview: PreviewServer):
                 name, ctype = STATIC[path]
                 body = resources.files(__package__).joinpath("static", name).read_bytes()
                 self._send(200, body, ctype)
-            elif path == "/frame.jpg":
-                got = preview.jpeg()
+            elif path in ("/frame.jpg", "/beside.jpg"):
+                got = preview.jpeg("frame" if path == "/frame.jpg" else "beside")
                 if got is None:
                     self._send(204, b"", "image/jpeg")
                 else:
-                    number, session, body = got
-                    self._send(200, body, "image/jpeg", {"X-Frame-Number": str(number), "X-Session": str(session)})
+                    number, session, what, body = got
+                    self._send(200, body, "image/jpeg", {"X-Frame-Number": str(number), "X-Session": str(session),
+                                                         "X-Shows": what})
             elif path == "/api/stats":
                 try:
                     self._json(200, {**preview.ask("stats"), "watching": preview.watching})

@@ -28,6 +28,7 @@ import gc
 import logging
 import signal
 import statistics
+import sys
 import time
 import traceback
 from collections import deque
@@ -46,13 +47,21 @@ from ..model.stylizer import Stylizer
 from ..model.text import normalize_blend
 from ..interop import protocol as P
 from ..interop.limits import BACKENDS, DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MIN_STEPS
-from ..interop.limits import MIN_BLEND_WEIGHT
+from ..interop.limits import MIN_BLEND_WEIGHT, RECORD_WHAT
 from .address import bind_router
 from .config import ServiceConfig
 from .control import Command, ControlError, ControlQueue
 from .presets import Preset, load_presets, save_presets
 
 log = logging.getLogger("streamstyle.service")
+
+# While the loop runs, a thread holding the GIL (the preview page's, a recording's writer, the
+# metrics scrape) is made to give it up after this long once the loop wants it back; Python's own
+# default, 5 ms, let a studio thread's Python work hold the loop that long at every GIL release
+# (numpy and torch copies, socket calls). Measured on the 2-core CI machine (benchmarks/gil_probe.py),
+# a 2 MB copy beside a busy Python thread: p50 8 to 12 ms at 5 ms, 0.8 to 0.9 ms at 0.5 ms.
+GIL_SWITCH_INTERVAL_S = 0.0005
+
 
 class GcWatch:
     """Python's cyclic garbage collections in this process: how many, how long, and how many fell
@@ -126,7 +135,8 @@ class SessionState:
     bypassed: int = 0
     preset: str | None = None  # the last preset applied, until the prompt changes otherwise
     blend_pair: tuple | None = None  # (a, b): the two prompts a studio blend weight moves between
-    recorder: object = None  # a recorder.Recorder while the session's output is recorded
+    recorder: object = None  # a recorder.VideoRecorder while the session's output is recorded
+    capture: object = None  # a recorder.CaptureRecorder while its inputs are
     late: int = 0
     dropped: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2048))
@@ -190,6 +200,7 @@ class Service:
         self.controls_rejected: dict[str, int] = {}
         self.presets: dict[str, Preset] = {}
         self.metrics = self.osc = self.preview = None
+        self._finishing: list = []  # (recorder.Starting or Finishing, send, fail): recordings' answers to come
         try:
             self._start_studio()
         except BaseException:
@@ -260,6 +271,8 @@ class Service:
                 pass
         log.info("serving on %s", self.address)
         gc.callbacks.append(self.gc_watch)
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, GIL_SWITCH_INTERVAL_S))
         managed = self.config.gc_between_frames and gc.isenabled()
         if managed:
             # A collection starts whenever allocations cross a threshold, mid-frame as likely as
@@ -279,6 +292,7 @@ class Service:
                 gc.enable()
                 gc.unfreeze()
             gc.callbacks.remove(self.gc_watch)
+            sys.setswitchinterval(switch)
             self.shutdown()
 
     def stop(self) -> None:
@@ -349,10 +363,13 @@ class Service:
                     # no longer knows it.
                     self.send(c.identity, {"type": "bye", "reason": "reaped"})
         self._gone.clear()
+        if self._finishing:
+            self._finish_recordings()
 
     def shutdown(self) -> None:
         for sid in list(self.sessions):
             self.close_session(sid)
+        self._finish_recordings(wait=True)  # every recording's files complete before the service ends
         for c in self.clients.values():
             self.send(c.identity, {"type": "bye"})
         self.sock.close(linger=100)
@@ -431,13 +448,15 @@ class Service:
                                  "sessions": [self.session_stats(state)]})
         elif isinstance(msg, (P.UsePreset, P.SavePreset, P.Record)):
             op, value = {P.UsePreset: "preset", P.SavePreset: "save_preset", P.Record: "record"}[type(msg)], \
-                msg.on if isinstance(msg, P.Record) else msg.name
+                (msg.on, msg.what) if isinstance(msg, P.Record) else msg.name
             try:
                 result = self.apply_control(state, op, value)
             except ControlError as exc:
                 self.error(identity, exc.code, exc.message, req=req, session=state.id)
                 return
-            self.send(identity, {"type": "ok", "req": req, "session": state.id, **result})
+            sid = state.id
+            self._reply(result, lambda r: self.send(identity, {"type": "ok", "req": req, "session": sid, **r}),
+                        lambda exc: self.error(identity, exc.code, exc.message, req=req, session=sid))
         elif isinstance(msg, P.Close):
             self.close_session(state.id)
             self.send(identity, {"type": "closed", "req": req, "session": state.id})
@@ -566,8 +585,8 @@ class Service:
             self.controls_applied += 1
             if self.metrics is not None:
                 self.metrics.on_control(cmd.source, "ok")
-            if cmd.reply is not None:
-                cmd.reply.set_result(result)
+            self._reply(result, cmd.reply.set_result if cmd.reply is not None else None,
+                        cmd.reply.set_exception if cmd.reply is not None else None)
 
     def _control(self, cmd: Command) -> dict:
         if cmd.op == "stats":
@@ -585,6 +604,15 @@ class Service:
             if self.preview is not None:
                 self.preview.watching = state.id
             return {"session": state.id}
+        if cmd.op == "view":  # the page's input view beside the output: a channel of the session's layout, or none
+            if self.preview is None:
+                raise ControlError(P.ErrorCode.BAD_FIELD, "this service has no preview page")
+            names = state.handle.layout.names
+            if cmd.value not in (None, "", *names):
+                raise ControlError(P.ErrorCode.BAD_FIELD, f"view must be one of {', '.join(names)}, or none; "
+                                   f"got {str(cmd.value)[:40]!r}")
+            self.preview.watching, self.preview.beside = state.id, cmd.value or None
+            return {"session": state.id, "view": self.preview.beside}
         return self.apply_control(state, cmd.op, cmd.value)
 
     def apply_control(self, state: SessionState, op: str, value) -> dict:
@@ -619,8 +647,11 @@ class Service:
                     raise ControlError(P.ErrorCode.BAD_FIELD, f"enabled must be true/false or 1/0, got {value!r}")
                 state.enabled = bool(value)
                 return {"enabled": state.enabled}
-            if op == "record":
-                return self._record_control(state, P._bool(value, "record.on"))
+            if op == "record":  # value: on, or (on, what)
+                on, what = value if isinstance(value, (list, tuple)) and len(value) == 2 else (value, None)
+                if what is not None:
+                    what = P._str(what, "record.what", choices=RECORD_WHAT)
+                return self._record_control(state, P._bool(on, "record.on"), what)
             if op == "save_preset":
                 name = P._preset_name(value, "save_preset.name")
                 if not self.config.presets:
@@ -642,30 +673,60 @@ class Service:
             raise ControlError(exc.code, exc.message) from None
         raise ControlError(P.ErrorCode.BAD_FIELD, f"unknown control {op!r}")
 
-    def _record_control(self, state: SessionState, on: bool) -> dict:
+    def _record_control(self, state: SessionState, on: bool, what: str | None):
+        """Start or stop recording (`recorder.start`, `recorder.stop`): answered through `_reply`
+        once the writers are ready, or have closed their files; the loop never waits for them."""
+        from . import recorder as R
+
         if not on:
-            if state.recorder is None:
-                return {"recording": None, "frames": 0}
-            rec, state.recorder = state.recorder, None
-            return {"recorded": rec.path, "frames": rec.stop(), "skipped": rec.skipped}
-        if state.recorder is not None:
-            return {"recording": state.recorder.path}
-        import os
-        from datetime import datetime, timezone
+            return R.stop(state, what)
+        return R.start(state, what, self.config.recordings_dir, self.stylizer.device)
 
-        from .recorder import Recorder
+    def _reply(self, result, send, fail=None) -> None:
+        """Send a control's result now or, for a recording's start or stop, once its writers are
+        ready or have closed their files (`_finish_recordings`): the loop never waits for them."""
+        from .recorder import Finishing, Starting
 
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        path = os.path.join(self.config.recordings_dir, f"session{state.id}-{stamp}.mp4")
-        try:
-            os.makedirs(self.config.recordings_dir, exist_ok=True)
-            state.recorder = Recorder(path, state.width, state.height, state.output_format)
-        except ModuleNotFoundError:
-            raise ControlError(P.ErrorCode.RECORDING_UNAVAILABLE, "recording needs the video extra: "
-                               "pip install 'streamstyle[video]'") from None
-        except OSError as exc:
-            raise ControlError(P.ErrorCode.RECORDING_UNAVAILABLE, f"cannot record to {path}: {exc}") from None
-        return {"recording": path}
+        if isinstance(result, (Finishing, Starting)):
+            self._finishing.append((result, send, fail))
+            self._finish_recordings()
+        elif send is not None:
+            send(result)
+
+    def _finish_recordings(self, wait: bool = False) -> None:
+        """Answer the starts and stops whose writers are done (`wait`: for every one, at shutdown)."""
+        for item in list(self._finishing):
+            pending, send, fail = item
+            if wait:
+                pending.join()
+            if not pending.finished:
+                continue
+            self._finishing.remove(item)
+            error = pending.error
+            if error is not None:
+                pending.undo()
+                if fail is not None:
+                    fail(ControlError(P.ErrorCode.RECORDING_UNAVAILABLE, f"the recording could not start: {error}"))
+            elif send is not None:
+                send(pending.result())
+
+    def _tap_inputs(self, state: SessionState, msg: P.Frame, params: dict, show: bool):
+        """The frame's copies for the session's capture and the preview page's input view, taken
+        before its input slot goes back to the engine. Returns (the stream `released` must be
+        recorded on, None for the frame's own; the input plane copied for the page, or None)."""
+        side = beside = None
+        # The page's copy first: on a GPU it is queued on the frame's stream, which the capture's
+        # side stream then waits for before it records `released`.
+        if show and self.preview.beside is not None:
+            beside = self.preview.copy_input(state.ring.input(msg.slot), state.handle.layout, state.width, state.height)
+        if state.capture is not None:
+            blending = state.blend is not None
+            if state.capture.offer(state.ring.input(msg.slot), state.ring.output(msg.slot), msg, params, state.prompt,
+                                   state.preset, blending):
+                side = state.capture.ring.side  # a GPU copy reads the slot there
+            elif self.metrics is not None:
+                self.metrics.on_recording_dropped(state.id, "inputs")
+        return side, beside
 
     def _blend_control(self, state: SessionState, value) -> dict:
         """`weight` (0..1) between the session's blend pair, or `(a, b, weight)` setting the pair."""
@@ -757,6 +818,7 @@ class Service:
         p = {**state.params, **(msg.params or {})}
         params = FrameParams(steps=p.get("steps", DEFAULT_STEPS), strength=p.get("strength", DEFAULT_STRENGTH), reset=bool(p.get("reset", False)))
         events = state.events  # None on the CPU
+        show = self.preview is not None and self.preview.wants(state.id, start)
         try:
             if state.blend is not None:
                 self._blend_step(state)
@@ -769,7 +831,13 @@ class Service:
             if events:
                 events[1].record()
             t_write = time.perf_counter()
-            state.ring.mark_released(msg.slot, msg.seq)
+            side, beside = (None, None) if state.capture is None and not show else \
+                self._tap_inputs(state, msg, {**p, "steps": params.steps, "strength": params.strength}, show)
+            if side is None:
+                state.ring.mark_released(msg.slot, msg.seq)
+            else:  # after the copies that read the slot, on their stream: the frame's does not wait
+                with torch.cuda.stream(side):
+                    state.ring.mark_released(msg.slot, msg.seq)
             state.ring.mark_done(msg.slot, msg.seq)
             if events:
                 # The frame is done when the device is: "done" goes out after it, and the model's
@@ -805,10 +873,11 @@ class Service:
             "queue_ms": (start - t0) * 1000, "model_ms": model_ms, "write_ms": write_ms, "total_ms": total_ms}})
         if self.metrics is not None:
             self.metrics.on_frame(state.id, total_ms, late)
-        if state.recorder is not None:
-            state.recorder.offer(state.ring.output(msg.slot))
-        if self.preview is not None and self.preview.wants(state.id, end):
-            self.preview.hand_over(state.id, state.ring.output(msg.slot), state.width, state.height, state.output_format)
+        if state.recorder is not None and not state.recorder.offer(state.ring.output(msg.slot)) and self.metrics is not None:
+            self.metrics.on_recording_dropped(state.id, "output")
+        if show:
+            self.preview.hand_over(state.id, state.ring.output(msg.slot), state.width, state.height, state.output_format,
+                                   beside)
 
     def close_session(self, sid: int, abandoned: bool = False) -> None:
         """Close a session: pages back, ring unmapped. `abandoned`: its client was reaped as dead,
@@ -818,9 +887,14 @@ class Service:
         if state is None:
             return
         state.pending = None
-        if state.recorder is not None:
-            state.recorder.stop()
-            state.recorder = None
+        stopping = [r for r in (state.recorder, state.capture) if r is not None]
+        state.recorder = state.capture = None
+        for rec in stopping:
+            rec.stop()
+        if stopping:  # finished in the background; the copies on a GPU are ordered before the sync below
+            from .recorder import Finishing
+
+            self._finishing.append((Finishing(stopping), None, None))
         self.stylizer.sync()  # no device work may still use the ring's memory
         try:
             self.stylizer.close_session(state.handle)
@@ -853,7 +927,11 @@ class Service:
                 "cache_pages": self.stylizer.pages_in_use(s.handle), "prompt": _wire_prompt(s.prompt),
                 "steps": s.params.get("steps", DEFAULT_STEPS), "strength": s.params.get("strength", DEFAULT_STRENGTH),
                 "enabled": s.enabled, "bypassed": s.bypassed, "preset": s.preset,
-                "recording": s.recorder.path if s.recorder is not None else None}
+                "recording": s.recorder.path if s.recorder is not None else None,
+                "capture": s.capture.path if s.capture is not None else None,
+                "capture_frames": s.capture.taken if s.capture is not None else 0,
+                "capture_dropped": s.capture.dropped if s.capture is not None else 0,
+                "channels": list(s.handle.layout.names)}
 
     def service_stats(self) -> dict:
         ipc = 0

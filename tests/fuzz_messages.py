@@ -175,7 +175,10 @@ class Fuzzer:
             return {"type": kind, "req": req, "session": self._session(rng),
                     "name": rng.choice(("noir", "warm-watercolor", "x", "a" * 40))}
         if kind == "record":
-            return {"type": "record", "req": req, "session": self._session(rng), "on": rng.random() < 0.5}
+            msg = {"type": "record", "req": req, "session": self._session(rng), "on": rng.random() < 0.5}
+            if rng.random() < 0.5:
+                msg["what"] = rng.choice(("output", "inputs", "both"))
+            return msg
         raise ValueError(f"unknown request type {kind!r}")
 
     # --- breakage ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """`streamstyle bench`: correctness gate, stages, floor, the service run, peers (tiny, on the CPU)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -67,3 +68,29 @@ def test_peers_run_on_the_cpu_at_tiny_scale():
     assert ("SANA (tiny DiT + DC-AE)", 1) in names and ("SANA (tiny DiT + DC-AE)", 2) in names
     assert all(r["size"] in ("64x64",) for r in rows)  # 4096x4096 is over the SANA cap: skipped
     assert all(r["p50_ms"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_the_studio_bench_runs_every_configuration_through_a_real_service(tmp_path):
+    """benchmarks/bench_studio.py, tiny and small: every row is run, every recorded frame is
+    accounted for (the bench refuses to report otherwise), and its table is printed."""
+    from pathlib import Path
+
+    out = tmp_path / "studio.json"
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_studio.py"
+    run = subprocess.run([sys.executable, str(bench), "--size", "32x24", "--frames", "8", "--rounds", "2", "--warmup", "2",
+                          "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    have_video = importlib.util.find_spec("imageio_ffmpeg") is not None
+    names = {r["config"] for r in rep["rows"]}
+    assert {"off", "page", "page + input view", "record inputs"} <= names
+    assert ("record both" in names) == have_video
+    for r in rep["rows"]:
+        assert r["frames"] == 8 and r["p50_ms"] > 0
+        if r["config"].startswith("record") or r["config"] == "everything":
+            assert r["recorded"] + r["left_out"] == 8 and r["recorded"] > 0
+    hooks = {(h["config"], h["hook"]) for h in rep["hooks"]}
+    assert ("record inputs", "input copies (capture, input view)") in hooks
+    assert ("page + input view", "preview snapshot") in hooks and ("off", "preview snapshot") not in hooks
+    assert "frame path" in run.stdout and "record inputs" in run.stdout

@@ -56,6 +56,23 @@ def test_round_trip_keeps_every_buffer_target_and_matrix(tmp_path, frames):
     assert [g.meta.cut for g in rd] == [False, False, False, True, False]
 
 
+def test_a_frames_info_round_trips_per_chunk_and_a_non_json_one_is_refused(tmp_path, frames):
+    layout = reference_layout(W, H)
+    w = CaptureWriter(tmp_path / "cap", W, H, 30.0, layout, chunk_frames=2)
+    infos = [{"seq": 7, "prompt": [["film noir", 0.5], ["ink", 0.5]], "params": {"steps": 2}}, None,
+             {"seq": 9, "dt": 0.016}]
+    for f, info in zip(frames, infos):
+        w.append(to_planes(f, layout), meta=FrameMeta(time=f.time, info=info))
+    for bad, words in [({"x": object()}, "JSON object"), ({"x": float("nan")}, "JSON object"), ([1, 2], "JSON object")]:
+        with pytest.raises(CaptureError, match=words):
+            w.append(to_planes(frames[0], layout), meta=FrameMeta(info=bad))
+        assert w.frames == 3
+    w.close()
+    assert [g.meta.info for g in CaptureReader(tmp_path / "cap")] == infos  # a frame without one reads as None
+    write(tmp_path / "old", frames[:2])  # no frame has info: the chunks carry none
+    assert [g.meta.info for g in CaptureReader(tmp_path / "old")] == [None, None]
+
+
 def test_writing_streams_and_a_crash_keeps_the_finished_chunks(tmp_path, frames):
     w = write(tmp_path / "cap", frames[:3], chunk_frames=2, close=False)  # never closed: a crash
     assert (tmp_path / "cap" / "chunk-000000.safetensors").exists()

@@ -25,6 +25,9 @@ def test_valid_messages_parse_into_typed_values():
                                   "ring": shm_ring(), "prompt": [["ink", 2], ["wash", 1]]}))
     assert isinstance(o, P.Open) and o.ring["slots"] == 3 and o.prompt == (("ink", 2.0), ("wash", 1.0))
     assert P.parse_request(P.encode({"type": "hello", "protocol": 1})).protocol == 1
+    r = P.parse_request(P.encode({"type": "record", "req": 2, "session": 1, "on": True, "what": "inputs"}))
+    assert isinstance(r, P.Record) and (r.on, r.what) == (True, "inputs")
+    assert P.parse_request(P.encode({"type": "record", "req": 2, "session": 1, "on": False})).what is None
 
 
 @pytest.mark.parametrize("data, code, words", [
@@ -46,6 +49,9 @@ def test_valid_messages_parse_into_typed_values():
     (frame(params={"guidance": 5}), "bad_field", "unknown parameter\\(s\\) guidance"),
     (P.encode({"type": "prompt", "req": 1, "session": 1, "prompt": [["a"]]}), "bad_field", "\\[text, weight\\]"),
     (P.encode({"type": "prompt", "req": 1, "session": 1, "prompt": 42}), "bad_field", "string or a list"),
+    (P.encode({"type": "record", "req": 1, "session": 1, "on": True, "what": "gbuffers"}), "bad_field",
+     "record.what must be one of output, inputs, both"),
+    (P.encode({"type": "record", "req": 1, "session": 1, "on": True, "what": 1}), "bad_field", "record.what must be a string"),
 ])
 def test_malformed_messages_get_their_codes(data, code, words):
     with pytest.raises(P.ProtocolError, match=words) as info:

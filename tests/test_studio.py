@@ -210,6 +210,20 @@ def test_the_metrics_cost_on_the_frame_path_is_microseconds(make_service):
     assert per_frame_us < 50  # a 2-core shared CI machine; a quiet one measures about 2 us
 
 
+def test_the_loop_takes_the_gil_back_within_half_a_millisecond_while_it_runs(tmp_path, tiny_model):
+    """A studio thread's Python work would otherwise hold the loop for Python's 5 ms at every GIL
+    release (service/server.py, GIL_SWITCH_INTERVAL_S); the process's own setting comes back."""
+    import sys
+
+    from streamstyle.service.server import GIL_SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    r = Running(ServiceConfig(bind=f"ipc://{tmp_path}/g.sock"), Stylizer(tiny_model))
+    assert wait_for(lambda: sys.getswitchinterval() == pytest.approx(min(before, GIL_SWITCH_INTERVAL_S)))
+    r.stop()
+    assert sys.getswitchinterval() == before
+
+
 def test_studio_ports_are_off_by_default_and_a_public_host_needs_curve():
     cfg = ServiceConfig()
     assert (cfg.metrics_port, cfg.osc_port, cfg.preview_port, cfg.presets) == (0, 0, 0, None)
@@ -320,7 +334,7 @@ def test_every_osc_address_changes_the_session_and_bad_messages_are_counted(make
     path = tmp_path / "presets.toml"
     path.write_text(PRESETS)
     port = free_port(socket.SOCK_DGRAM)
-    svc = make_service(osc_port=port, presets=str(path))
+    svc = make_service(osc_port=port, presets=str(path), recordings_dir=str(tmp_path / "rec"))
     osc = SimpleUDPClient("127.0.0.1", port)
     with Client(svc.address) as client:
         session = client.open_session(W, H, reference_layout(W, H), prompt="film noir")
@@ -348,6 +362,12 @@ def test_every_osc_address_changes_the_session_and_bad_messages_are_counted(make
         osc.send_message(f"{base}/enabled", True)
         assert wait_for(lambda: look()["enabled"] is True)
         assert run_frames(client, session, gen, 1)[0].status == "done"
+        osc.send_message(f"{base}/record", [1, "inputs"])  # what to record, after on/off
+        assert wait_for(lambda: look()["capture"] is not None and look()["recording"] is None)
+        assert run_frames(client, session, gen, 1)[0].status == "done"
+        assert wait_for(lambda: look()["capture_frames"] == 1)
+        osc.send_message(f"{base}/record", 0)
+        assert wait_for(lambda: look()["capture"] is None)
         before = look()
         applied = client.stats()["service"]["controls_applied"]
         # Ignored and counted here (the OSC thread): not OSC, unknown address, wrong argument shapes.
@@ -359,15 +379,17 @@ def test_every_osc_address_changes_the_session_and_bad_messages_are_counted(make
         osc.send_message(f"{base}/steps", 2.5)
         osc.send_message(f"{base}/prompt", 7)
         osc.send_message(f"{base}/enabled", 0.5)
-        assert wait_for(lambda: client.stats()["service"]["osc_bad"] == 6)
+        osc.send_message(f"{base}/record", ["inputs", 1])
+        assert wait_for(lambda: client.stats()["service"]["osc_bad"] == 7)
         # Refused by the loop (well-formed OSC, values the protocol refuses): counted as rejected.
         osc.send_message(f"{base}/steps", 9)
         osc.send_message(f"{base}/strength", 1.5)
         osc.send_message(f"{base}/preset", "nope")
         osc.send_message("/streamstyle/999/prompt", "x")
-        assert wait_for(lambda: client.stats()["service"]["controls_rejected"] == 4)
+        osc.send_message(f"{base}/record", [1, "everything"])
+        assert wait_for(lambda: client.stats()["service"]["controls_rejected"] == 5)
         after = look()
-        for k in ("prompt", "steps", "strength", "enabled", "preset"):
+        for k in ("prompt", "steps", "strength", "enabled", "preset", "recording", "capture"):
             assert after[k] == before[k], k
         assert client.stats()["service"]["controls_applied"] == applied
 
@@ -398,6 +420,24 @@ def test_the_operators_doc_matches_the_code(tmp_path):
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+# The picture in #beside: its size, mean level and mean colourfulness (|r - g| + |g - b|).
+CHROMA = """() => {
+  const img = document.getElementById('beside');
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d');
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let chroma = 0, sum = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    chroma += Math.abs(d[i] - d[i + 1]) + Math.abs(d[i + 1] - d[i + 2]);
+    sum += d[i] + d[i + 1] + d[i + 2];
+  }
+  const n = d.length / 4;
+  return {size: [c.width, c.height], chroma: chroma / n, mean: sum / (3 * n)};
+}"""
 
 
 def fetch(port, path):
@@ -440,7 +480,114 @@ def test_the_preview_serves_frames_stats_and_controls_over_http(make_service, tm
             urllib.request.urlopen(req, timeout=10)
         assert e.value.code == 400 and json.loads(e.value.read())["code"] == "bad_field"
         assert session.stats()["steps"] == 1  # unchanged
+        # The input view: nothing is copied until a channel is chosen, then that channel's picture.
+        assert fetch(port, "/beside.jpg")[0] == 204 and svc.preview.input_copies == 0
+        assert stats["sessions"][0]["channels"] == list(reference_layout(W, H).names)
+        for channel in ("depth", "ids"):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/control", method="POST",
+                                         data=json.dumps({"op": "view", "value": channel}).encode())
+            assert json.loads(urllib.request.urlopen(req, timeout=10).read())["view"] == channel
+            time.sleep(1.5 / 15)  # PREVIEW_MAX_FPS, with a margin: the loop stamps a hand-over after its DONE
+            fetch(port, "/frame.jpg")  # the page is still asking
+            run_frames(client, session, gen, 1)
+            got = []  # the loop hands the snapshot over just after its DONE: a moment later
+            assert wait_for(lambda: got.append(fetch(port, "/beside.jpg")) or got[-1][1].get("X-Shows") == channel)
+            status, headers, body = got[-1]
+            assert status == 200 and body[:2] == b"\xff\xd8"
+            assert fetch(port, "/frame.jpg")[1]["X-Frame-Number"] == headers["X-Frame-Number"]  # one frame's pair
+        copies = svc.preview.input_copies
+        assert copies >= 2
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/control", method="POST",
+                                     data=json.dumps({"op": "view", "value": "colour"}).encode())
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 400 and "depth" in json.loads(e.value.read())["message"]
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/control", method="POST",
+                                     data=json.dumps({"op": "view", "value": None}).encode())
+        urllib.request.urlopen(req, timeout=10)
+        handed = svc.preview.handovers
+        for _ in range(2):
+            time.sleep(1.5 / 15)
+            fetch(port, "/frame.jpg")
+            run_frames(client, session, gen, 1)
+        assert svc.preview.handovers > handed and svc.preview.input_copies == copies  # none chosen: no input copied
     print(f"preview hand-over: {svc.preview.handover_s / svc.preview.handovers * 1e6:.1f} us per frame at {W}x{H}")
+
+
+@pytest.mark.gpu
+def test_the_preview_and_its_input_view_over_cuda_ipc(tmp_path, tiny_model, gen):
+    """On a GPU the snapshots go to the host on a side stream: the page still gets the frame's
+    output and the chosen input channel, decoded to what the engine sent."""
+    import json
+
+    import numpy as np
+
+    from streamstyle.model.weights import save_weights
+
+    from .service_process import ServiceProcess
+
+    pytest.importorskip("PIL")
+    weights = save_weights(tiny_model, tmp_path / "tiny")
+    port = free_port()
+    svc = ServiceProcess(tmp_path, f"ipc://{tmp_path}/g.sock", "--weights", str(weights), "--device", "cuda",
+                         "--no-prompts", "--preview", str(port), config={"dtype": "fp32"})
+    try:
+        with Client(svc.address, timeout_s=120) as client:
+            session = client.open_session(W, H, reference_layout(W, H), backend="cuda-ipc")
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/control", method="POST",
+                                         data=json.dumps({"op": "view", "value": "normals"}).encode())
+            assert json.loads(urllib.request.urlopen(req, timeout=30).read())["view"] == "normals"
+            fetch(port, "/frame.jpg")  # a page asks
+            slot = session.acquire_slot(timeout_s=30)
+            planes = session.planes(slot)
+            normals = torch.zeros(H, W, 4, dtype=torch.float16)
+            normals[..., 0] = 1.0  # +x everywhere: red in the view
+            for name, value in make_frame(session.layout, W, H, gen).items():
+                planes[name].copy_((normals if name == "normals" else value).to(planes[name].device))
+            assert client.wait(session, session.submit(slot)).status == "done"
+            got = []
+            assert wait_for(lambda: got.append(fetch(port, "/beside.jpg")) or got[-1][1].get("X-Shows") == "normals",
+                            timeout=30)
+            from PIL import Image
+            import io
+
+            rgb = np.asarray(Image.open(io.BytesIO(got[-1][2])).convert("RGB")).astype(int)
+            assert abs(rgb[..., 0].mean() - 255) < 8 and abs(rgb[..., 1].mean() - 128) < 8
+            assert fetch(port, "/frame.jpg")[0] == 200
+    finally:
+        svc.stop()
+
+
+def test_each_input_channel_is_shown_as_its_kind_asks(gen):
+    import numpy as np
+
+    from streamstyle.interop.layout import Channel
+    from streamstyle.service.gbuffer_view import visualize
+
+    layout = reference_layout(W, H)
+    planes = {k: v.numpy() for k, v in make_frame(layout, W, H, gen).items()}
+    for ch in layout.channels:  # every channel of the reference layout, from its own plane
+        rgb = visualize(planes[ch.name], ch, layout.motion_scale(W, H))
+        assert rgb.shape == (H, W, 3) and rgb.dtype == np.uint8, ch.name
+    depth = np.array([[[1.0], [2.0], [50.0], [np.nan]]], np.float32)  # [1, 4, 1]
+    d = visualize(depth, layout["depth"])
+    assert d[0, 0, 0] > d[0, 1, 0] > d[0, 2, 0] and (d[..., 0] == d[..., 1]).all() and d[0, 3].tolist() == [0, 0, 0]
+    n = visualize(np.array([[[1, 0, 0, 0], [0, -1, 0, 0]]], np.float16), layout["normals"])
+    assert n[0, 0].tolist() == [255, 128, 128] and n[0, 1].tolist() == [128, 0, 128]
+    m = visualize(np.array([[[0, 0], [3, 0], [-3, 0], [0, 3]]], np.float16), layout["motion"])
+    assert m[0, 0].tolist() == [255, 255, 255]  # still: white
+    assert m[0, 1].tolist() == [255, 0, 0] and m[0, 2].tolist() == [0, 255, 255]  # right red, left cyan
+    ids = visualize(np.array([[[0], [7], [7], [8]]], np.uint32), layout["ids"])
+    assert ids[0, 0].tolist() == [0, 0, 0] and ids[0, 1].tolist() == ids[0, 2].tolist() != ids[0, 3].tolist()
+    hdr = visualize(np.array([[[0, 0, 0, 1], [1, 1, 1, 1], [100, 100, 100, 1]]], np.float16), layout["color"])
+    assert hdr[0, 0, 0] == 0 < hdr[0, 1, 0] < hdr[0, 2, 0] < 255  # tone-mapped: 100 is not clipped
+    display = Channel("color", "rgba8_unorm", encoding="display")
+    assert visualize(np.array([[[10, 20, 30, 255]]], np.uint8), display)[0, 0].tolist() == [10, 20, 30]
+    packed = np.array([[[51, 204]]], np.uint8)  # roughness and metallic share one RG8 plane
+    assert visualize(packed, layout["metallic"])[0, 0].tolist() == [204] * 3
+    assert visualize(packed, layout["roughness"])[0, 0].tolist() == [51] * 3
+    with pytest.raises(ValueError, match="no view for channel 'sheen'"):
+        visualize(packed, Channel("sheen", "rg8_unorm"))
 
 
 def test_the_preview_page_in_headless_chromium(make_service, tmp_path, gen):
@@ -475,6 +622,19 @@ def test_the_preview_page_in_headless_chromium(make_service, tmp_path, gen):
             first = int(page.get_attribute("#frame", "data-number"))
             page.wait_for_function(f"Number(document.getElementById('frame').dataset.number) >= {first + 2}", timeout=60000)
             page.wait_for_selector("#presets button[data-preset=ink]")
+            # The input view beside the output: hidden until a channel is chosen, then that channel.
+            assert page.is_hidden("#beside-view")
+            page.wait_for_selector("#beside-channel option[value=normals]", state="attached")
+            looks = {}
+            for channel in ("depth", "normals"):
+                page.select_option("#beside-channel", channel)
+                page.wait_for_function(f"document.getElementById('beside').dataset.shows === '{channel}'", timeout=60000)
+                assert page.is_visible("#beside") and page.inner_text("#beside-caption") == channel
+                looks[channel] = page.evaluate(CHROMA)
+            # Depth is shown in grey (near bright), the random normals in colour: the picture is the channel's.
+            assert looks["depth"]["size"] == looks["normals"]["size"] == [W, H]
+            assert looks["depth"]["chroma"] < 4 < 20 < looks["normals"]["chroma"], looks
+            assert looks["depth"]["mean"] != looks["normals"]["mean"]
             stop.set()
             feeder.join(60)
             assert not feeder.is_alive()

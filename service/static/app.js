@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 let session = null;       // the session shown and controlled
 let lastDone = null;      // for fps: done count and time of the previous stats poll
 let presetNames = "";
+let beside = "";          // the input channel shown beside the output ("" for none)
 
 async function control(op, value) {
   const body = JSON.stringify({ op, value, session });
@@ -30,6 +31,14 @@ function showStats(stats) {
   }
   sel.value = String(session);
   const s = stats.sessions.find((x) => x.session === session);
+  const channels = s ? s.channels.join(",") : "";
+  const bsel = $("beside-channel");
+  if (bsel.dataset.channels !== channels) {
+    bsel.innerHTML = `<option value="">nothing</option>` +
+      (s ? s.channels.map((c) => `<option value="${c}">${c}</option>`).join("") : "");
+    bsel.dataset.channels = channels;
+    bsel.value = beside;
+  }
   const now = performance.now();
   if (s) {
     if (lastDone && now > lastDone.t) {
@@ -46,7 +55,7 @@ function showStats(stats) {
       `  ${s.enabled ? "on" : "off (bypassed)"}${s.preset ? "  preset " + s.preset : ""}`;
     if (document.activeElement !== $("steps")) $("steps").value = String(s.steps);
     if (document.activeElement !== $("enabled")) $("enabled").checked = s.enabled;
-    if (document.activeElement !== $("record")) $("record").checked = s.recording !== null;
+    if (document.activeElement !== $("record")) $("record").checked = s.recording !== null || s.capture !== null;
     if (document.activeElement !== $("strength")) {
       $("strength").value = String(Math.round(s.strength * 100));
       $("strength-value").textContent = fmt(s.strength, 2);
@@ -75,20 +84,35 @@ async function refreshStats() {
   } catch (e) { $("status").textContent = "the service is not answering"; }
 }
 
+async function show(img, path) {
+  const r = await fetch(path);
+  if (r.status !== 200) return;
+  const url = URL.createObjectURL(await r.blob());
+  const old = img.src;
+  img.onload = () => {
+    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+    img.dataset.number = r.headers.get("X-Frame-Number");  // set once the picture is shown
+    img.dataset.shows = r.headers.get("X-Shows");
+  };
+  img.src = url;
+}
+
 function nextFrame() {
-  const img = $("frame");
-  fetch("/frame.jpg").then(async (r) => {
-    if (r.status === 200) {
-      const url = URL.createObjectURL(await r.blob());
-      const old = img.src;
-      img.onload = () => { if (old.startsWith("blob:")) URL.revokeObjectURL(old); };
-      img.src = url;
-      img.dataset.number = r.headers.get("X-Frame-Number");
-    }
-  }).catch(() => {}).finally(() => setTimeout(nextFrame, 66));
+  // The input view is asked for only while one is chosen: only then does the service copy it.
+  const views = [show($("frame"), "/frame.jpg")];
+  if (beside) views.push(show($("beside"), "/beside.jpg"));
+  Promise.all(views).catch(() => {}).finally(() => setTimeout(nextFrame, 66));
 }
 
 $("session").addEventListener("change", (e) => { session = Number(e.target.value); lastDone = null; control("watch"); });
+$("beside-channel").addEventListener("change", async (e) => {
+  const reply = await control("view", e.target.value || null);
+  if (!reply.ok) { e.target.value = beside; return; }
+  beside = e.target.value;
+  $("beside-view").hidden = !beside;
+  $("beside-caption").textContent = beside;
+  delete $("beside").dataset.number;
+});
 $("prompt-form").addEventListener("submit", (e) => { e.preventDefault(); control("prompt", $("prompt").value); });
 $("blend").addEventListener("input", (e) => {
   const w = Number(e.target.value) / 100;
@@ -103,7 +127,7 @@ $("strength").addEventListener("input", (e) => {
   control("strength", v);
 });
 $("enabled").addEventListener("change", (e) => control("enabled", e.target.checked));
-$("record").addEventListener("change", (e) => control("record", e.target.checked));
+$("record").addEventListener("change", (e) => control("record", [e.target.checked, e.target.checked ? $("record-what").value : null]));
 
 refreshStats();
 setInterval(refreshStats, 500);

@@ -64,7 +64,14 @@
 #define SS_PREVIEW_MAX_FPS                 15
 #define SS_PREVIEW_MAX_WIDTH               640
 #define SS_RECORD_FPS                      30
+#define SS_RECORD_WHAT_OUTPUT              "output"
+#define SS_RECORD_WHAT_INPUTS              "inputs"
+#define SS_RECORD_WHAT_BOTH                "both"
+#define SS_RECORD_WHAT_COUNT               3
+#define SS_RECORD_WHAT_LIST                "output", "inputs", "both"
+#define SS_DEFAULT_RECORD_WHAT             "output"
 #define SS_RECORD_QUEUE_FRAMES             8
+#define SS_RECORD_RING_BYTES               1073741824
 #define SS_CONTROL_QUEUE_MAX               1024
 #define SS_DEVICE_PATTERN                  "cpu|cuda(:[0-9]+)\077"
 /* streamstyle.interop.protocol */
