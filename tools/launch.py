@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..service.workers import die_with_parent as _die_with_parent
+from ..service.workers import die_with_parent
 from .signals import Interrupted
 
 

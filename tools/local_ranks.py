@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Mapping, Sequence
 
-from .launch import die_with_parent
+from ..service.workers import die_with_parent
 from .signals import exit_code, forwarded
 
 # What a rank that stopped at an agreed step boundary on SIGINT exits with (on SIGTERM: 0); its
