@@ -28,7 +28,7 @@ def test_a_fast_path_that_fails_its_check_is_not_timed(gen):
 def test_stages_cover_the_frame(gen):
     model = StreamStyleModel(preset("tiny")).eval()
     st = stage_times(model, 32, 48, 3, torch.device("cpu"), 2, gen)
-    assert list(st) == ["pack", "warp", "dit_1", "dit_2", "dit_3", "decode"]  # decode writes the output format
+    assert list(st) == ["pack", "warp", "dit_1", "dit_2", "dit_3", "history", "decode"]  # decode: refine + write the output format
     assert all(v > 0 for v in st.values())
 
 
