@@ -51,6 +51,7 @@ from ..interop import protocol as P
 from ..interop.limits import BACKENDS, SOCKET_HWM, SOCKET_MAX_MESSAGE_BYTES
 from ..model.errors import ConfigError
 from .address import bind_router, claim_address
+from .guard import MessageGuard
 from .config import ConfigFieldError, ServiceConfig
 from .workers import Worker, WorkerPool
 
@@ -116,7 +117,7 @@ def _hello(name: str, req: int | None = None) -> bytes:
 _HEARTBEAT = P.encode({"type": "heartbeat"})
 
 
-class Front:
+class Front(MessageGuard):
     def __init__(self, config: ServiceConfig, worker_args: tuple[str, ...] = (), context: zmq.Context | None = None,
                  start_timeout_s: float = START_TIMEOUT_S):
         """Start every worker, wait until each answers, then bind the public address. Raises
@@ -451,22 +452,10 @@ class Front:
 
     # --- client messages ------------------------------------------------------------------
 
-    def handle(self, identity: bytes, *parts: bytes) -> None:
-        """Answer or relay one client message. Whatever fails in here becomes an error reply
-        carrying the message's req/session/seq, as in the service."""
-        now = time.monotonic()
-        client = self.clients.get(identity)
-        if client is None:
-            client = self.clients[identity] = FrontClient(identity, now)
-        client.last_seen = now
-        context: dict = {}
-        try:
-            self._handle(client, parts, context)
-        except P.ProtocolError as exc:
-            self.error(identity, exc.code, exc.message, **{**context, **exc.context})
-        except Exception:
-            log.error("message from %s failed:\n%s", client.name or identity.hex(), traceback.format_exc())
-            self.error(identity, P.ErrorCode.INTERNAL, "the service failed on this message; see its log", **context)
+    _log = log
+
+    def _new_client(self, identity: bytes, now: float) -> FrontClient:
+        return FrontClient(identity, now)
 
     def _handle(self, client: FrontClient, parts: tuple, context: dict) -> None:
         raw = P.decode_parts(parts)

@@ -20,10 +20,12 @@ from __future__ import annotations
 import logging
 import urllib.request
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+
+from .metrics import HTTPExport
 
 log = logging.getLogger("streamstyle.front")
 
@@ -92,21 +94,12 @@ class WorkersCollector:
         yield restarts
 
 
-class FrontMetrics:
+class FrontMetrics(HTTPExport):
+    _what = "metrics (every worker's, merged)"
+
     def __init__(self, front):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(WorkersCollector(front))
         self._server = None
         self.port: int | None = None
 
-    def serve(self, host: str, port: int) -> int:
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
-        self.port = self._server.server_port
-        log.info("metrics (every worker's, merged) on http://%s:%d/metrics", host, self.port)
-        return self.port
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None

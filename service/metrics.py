@@ -27,6 +27,29 @@ LATENCY_BUCKETS_MS = (0.5, 1, 2, 4, 6, 8, 12, 16.7, 25, 33.3, 50, 100, 250, 1000
 GC_BUCKETS_MS = (0.1, 0.5, 1, 2, 5, 10, 25, 50, 100, 500)
 
 
+
+class HTTPExport:
+    """Serving `self.registry` on prometheus-client's HTTP server thread (the service's metrics and
+    the multi-worker front's merged ones)."""
+
+    registry: CollectorRegistry
+    _server = None
+    port: int | None = None
+    _what = "metrics"
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP server thread; returns the bound port."""
+        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        self.port = self._server.server_port
+        log.info("%s on http://%s:%d/metrics", self._what, host, self.port)
+        return self.port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
 class ServiceGauges:
     """Read-only gauges taken from the service at scrape time (on the scrape thread)."""
 
@@ -60,7 +83,7 @@ def _gauge(name: str, doc: str, value) -> GaugeMetricFamily:
     return g
 
 
-class Metrics:
+class Metrics(HTTPExport):
     """The service's metric objects; the loop calls the `on_*` methods, the scrape thread reads."""
 
     def __init__(self, service):
@@ -120,15 +143,3 @@ class Metrics:
             except KeyError:
                 pass
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the HTTP server thread; returns the bound port."""
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
-        self.port = self._server.server_port
-        log.info("metrics on http://%s:%d/metrics", host, self.port)
-        return self.port
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None

@@ -49,6 +49,7 @@ from ..interop import protocol as P
 from ..interop.limits import BACKENDS, DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MIN_STEPS
 from ..interop.limits import MIN_BLEND_WEIGHT, RECORD_WHAT
 from .address import bind_router
+from .guard import MessageGuard
 from .config import ServiceConfig
 from .control import Command, ControlError, ControlQueue
 from .presets import Preset, load_presets, save_presets
@@ -171,7 +172,7 @@ def _wire_preset(preset: Preset) -> dict:
     return {"prompt": _wire_prompt(preset.prompt), **preset.params}
 
 
-class Service:
+class Service(MessageGuard):
     def __init__(self, config: ServiceConfig, stylizer: Stylizer, context: zmq.Context | None = None,
                  session_id_base: int = 0):
         """`session_id_base`: session ids on the wire are this plus the stylizer's own (a worker
@@ -377,23 +378,10 @@ class Service:
 
     # --- messages -------------------------------------------------------------------------
 
-    def handle(self, identity: bytes, *parts: bytes) -> None:
-        """Answer one message (its ZeroMQ parts after the identity). Whatever fails in here, a
-        bug included, becomes an error reply carrying the message's req/session/seq: the service
-        outlives any one message, as it does any one frame (`_run_frame` has its own guard)."""
-        now = time.monotonic()
-        client = self.clients.get(identity)
-        if client is None:
-            client = self.clients[identity] = ClientState(identity, now)
-        client.last_seen = now
-        context: dict = {}
-        try:
-            self._handle(client, parts, context)
-        except P.ProtocolError as exc:
-            self.error(identity, exc.code, exc.message, **{**context, **exc.context})
-        except Exception:
-            log.error("message from %s failed:\n%s", client.name or identity.hex(), traceback.format_exc())
-            self.error(identity, P.ErrorCode.INTERNAL, "the service failed on this message; see its log", **context)
+    _log = log
+
+    def _new_client(self, identity: bytes, now: float) -> ClientState:
+        return ClientState(identity, now)
 
     def _handle(self, client: ClientState, parts: tuple, context: dict) -> None:
         identity = client.identity

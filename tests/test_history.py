@@ -2,7 +2,6 @@
 follows the camera, a cut or reset drops it, disoccluded pixels never take it, and it lives in the
 session's pages."""
 
-import dataclasses
 
 import torch
 
@@ -26,6 +25,24 @@ def state_after(tiny_model, layout, planes, seed=3):
     sty.step(s, planes, FrameParams(steps=1))
     spec = StateSpec(tiny_model.config, W, H)
     return spec.unflatten(sty.cache.read(s.id).clone())
+
+
+def second_frames(tiny_model, layout, first, second, edit, params=None, fills=(0.0, 1.0)):
+    """For each fill: a fresh session steps `first`, then `edit(state, fill)` changes its stored
+    state (views into the pages' copy, written back), then it steps `second` from the same noise.
+    Returns the second frames."""
+    cfg = tiny_model.config
+    sty = Stylizer(tiny_model)
+    outs = []
+    for fill in fills:
+        s = sty.open_session(W, H, layout, seed=1)
+        sty.step(s, first, FrameParams(steps=1))
+        flat = sty.cache.read(s.id)
+        edit(StateSpec(cfg, W, H).unflatten(flat), fill)
+        sty.cache.write(s.id, flat)
+        sty.reseed(s, 9)
+        outs.append(sty.step(s, second, params or FrameParams(steps=1)))
+    return outs
 
 
 def test_a_static_camera_keeps_the_whole_history(tiny_model, frame_factory):
@@ -66,17 +83,8 @@ def test_a_cut_drops_the_history(tiny_model, frame_factory):
         _, mask = frame_history(cfg, inputs, kept)
         assert bool((mask == 0).all())
     # ... and the frame after a reset ignores whatever the history holds.
-    sty = Stylizer(tiny_model)
-    outs = []
-    for fill in (0.0, 1.0):
-        s = sty.open_session(W, H, layout, seed=1)
-        sty.step(s, planes, FrameParams(steps=1))
-        flat = sty.cache.read(s.id)
-        st = StateSpec(cfg, W, H).unflatten(flat)
-        st.image.fill_(fill)
-        sty.cache.write(s.id, flat)
-        sty.reseed(s, 9)
-        outs.append(sty.step(s, planes, FrameParams(steps=1, reset=True)))
+    outs = second_frames(tiny_model, layout, planes, planes, lambda st, fill: st.image.fill_(fill),
+                         FrameParams(steps=1, reset=True))
     assert torch.equal(outs[0], outs[1])
 
 
@@ -90,39 +98,23 @@ def test_disoccluded_pixels_never_take_history(tiny_model, frame_factory):
     planes = frame_factory(W, H, depth=depth)
     now = dict(planes, depth=depth.clone())
     now["depth"][8:24, 16:40] = 2.0
-    sty = Stylizer(tiny_model)
-    outs = []
-    for fill in (0.0, 1.0):
-        s = sty.open_session(W, H, layout, seed=1)
-        sty.step(s, planes, FrameParams(steps=1))
-        flat = sty.cache.read(s.id)
-        st = StateSpec(cfg, W, H).unflatten(flat)
-        inputs = prepare_frame(cfg, layout, batch(now), W, H)
+    inputs = prepare_frame(cfg, layout, batch(now), W, H)
+
+    def edit(st, fill):
         _, mask = frame_history(cfg, inputs, st)
         assert bool((mask[..., 8:24, 16:40] == 0).all()) and bool((mask[..., :8, :] == 1).all())
         st.image[..., 8:24, 16:40] = fill  # what the previous frame held where the new object is
-        sty.cache.write(s.id, flat)
-        sty.reseed(s, 9)
-        outs.append(sty.step(s, now, FrameParams(steps=1)))
+
+    outs = second_frames(tiny_model, layout, planes, now, edit)
     inner = (slice(None), slice(10, 22), slice(18, 38))
     assert torch.equal(outs[0][inner], outs[1][inner])
 
 
 def test_valid_history_reaches_the_frame(tiny_model, frame_factory):
     """Where history is valid the refiner blends it in: changing it changes the frame."""
-    cfg = tiny_model.config
     layout = reference_layout(W, H)
     planes = frame_factory(W, H)
-    sty = Stylizer(tiny_model)
-    outs = []
-    for fill in (0.0, 1.0):
-        s = sty.open_session(W, H, layout, seed=1)
-        sty.step(s, planes, FrameParams(steps=1))
-        flat = sty.cache.read(s.id)
-        StateSpec(cfg, W, H).unflatten(flat).image.fill_(fill)
-        sty.cache.write(s.id, flat)
-        sty.reseed(s, 9)
-        outs.append(sty.step(s, planes, FrameParams(steps=1)))
+    outs = second_frames(tiny_model, layout, planes, planes, lambda st, fill: st.image.fill_(fill))
     assert (outs[0] - outs[1]).abs().mean() > 1e-3
 
 
