@@ -88,6 +88,21 @@ def _error_codes(module) -> list[tuple[str, str, str]]:
     return out
 
 
+def _reference_layout() -> list[tuple[str, str, str]]:
+    """`layout.reference_layout`'s channels as a C initializer: {name, format, encoding, bytes per
+    pixel, first component} per channel, planes in order (a channel with first > 0 shares the
+    previous plane), each plane starting on SS_REFERENCE_PLANE_ALIGN bytes."""
+    from . import layout as L
+
+    where = "streamstyle.interop.layout.reference_layout"
+    chans = L.reference_layout(1, 1).channels
+    rows = ", ".join("{%s, %s, %s, %d, %d}" % (_c_string(c.name), _c_string(c.format), _c_string(c.resolved_encoding),
+                                               L.FORMATS[c.format].pixel_bytes, c.first) for c in chans)
+    return [("SS_REFERENCE_CHANNEL_COUNT", str(len(chans)), where),
+            ("SS_REFERENCE_PLANE_ALIGN", str(L.REFERENCE_PLANE_ALIGN), where),
+            ("SS_REFERENCE_CHANNELS", "{" + rows + "}", where)]
+
+
 def generate() -> str:
     modules = {}
     for name, prefix in OPTIONAL_MODULES.items():  # first: a limit's home names it, not a re-export
@@ -103,6 +118,7 @@ def generate() -> str:
     for name, prefix in modules.items():
         module = importlib.import_module(name)
         entries += _constants(module, prefix) + _error_codes(module)
+    entries += _reference_layout()
     seen: dict[str, tuple[str, str]] = {}
     unique = []
     for cname, value, where in entries:

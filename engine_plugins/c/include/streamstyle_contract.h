@@ -128,5 +128,9 @@
 #define SS_SHM_SIGNAL_ARRAYS_COUNT         3
 #define SS_SHM_SIGNAL_ARRAYS_LIST          "ready", "released", "done"
 #define SS_SHM_PAGE                        4096
+/* streamstyle.interop.layout */
+#define SS_REFERENCE_CHANNEL_COUNT         8
+#define SS_REFERENCE_PLANE_ALIGN           256
+#define SS_REFERENCE_CHANNELS              {{"color", "rgba16f", "linear_hdr", 8, 0}, {"depth", "r32f", "linear", 4, 0}, {"normals", "rgba16f", "signed", 8, 0}, {"albedo", "rgba8_unorm", "unit", 4, 0}, {"roughness", "rg8_unorm", "unit", 2, 0}, {"metallic", "rg8_unorm", "unit", 2, 1}, {"motion", "rg16f", "pixels", 4, 0}, {"ids", "r32_uint", "uint", 4, 0}}
 
 #endif /* STREAMSTYLE_CONTRACT_H */

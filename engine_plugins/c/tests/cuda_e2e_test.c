@@ -51,12 +51,8 @@ static uint16_t half(float f) {
 }
 
 int main(int argc, char **argv) {
-    static const struct { const char *name, *format, *encoding; uint32_t bytes, first; } spec[8] = {
-        {"color", "rgba16f", "linear_hdr", 8, 0}, {"depth", "r32f", "linear", 4, 0},
-        {"normals", "rgba16f", "signed", 8, 0},   {"albedo", "rgba8_unorm", "unit", 4, 0},
-        {"roughness", "rg8_unorm", "unit", 2, 0}, {"metallic", "rg8_unorm", "unit", 2, 1},
-        {"motion", "rg16f", "pixels", 4, 0},      {"ids", "r32_uint", "uint", 4, 0}};
-    ss_channel ch[8];
+    static const struct { const char *name, *format, *encoding; uint32_t bytes, first; } spec[SS_REFERENCE_CHANNEL_COUNT] = SS_REFERENCE_CHANNELS;
+    ss_channel ch[SS_REFERENCE_CHANNEL_COUNT];
     uint64_t offset = 0, last = 0;
     unsigned char *frame, *out;
     ss_client_config cc;
@@ -89,7 +85,7 @@ int main(int argc, char **argv) {
     ((cu_retain_t)(uintptr_t)dlsym(lib, "cuDevicePrimaryCtxRetain"))(&ctx, dev);
     ((cu_set_current_t)(uintptr_t)dlsym(lib, "cuCtxSetCurrent"))(ctx); /* as the runtime would have */
 
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < SS_REFERENCE_CHANNEL_COUNT; i++) {
         memset(&ch[i], 0, sizeof ch[i]);
         ch[i].name = spec[i].name;
         ch[i].format = spec[i].format;
@@ -97,7 +93,7 @@ int main(int argc, char **argv) {
         ch[i].first = spec[i].first;
         if (spec[i].first) { ch[i].offset = last; continue; }
         ch[i].offset = last = offset;
-        offset = (offset + (uint64_t)w * h * spec[i].bytes + 255) / 256 * 256;
+        offset = (offset + (uint64_t)w * h * spec[i].bytes + SS_REFERENCE_PLANE_ALIGN - 1) / SS_REFERENCE_PLANE_ALIGN * SS_REFERENCE_PLANE_ALIGN;
     }
     frame = calloc(1, offset);
     out = malloc((size_t)w * h * 4);
@@ -128,7 +124,7 @@ int main(int argc, char **argv) {
     cfg.width = (uint32_t)w;
     cfg.height = (uint32_t)h;
     cfg.channels = ch;
-    cfg.channel_count = 8;
+    cfg.channel_count = SS_REFERENCE_CHANNEL_COUNT;
     cfg.input_slot_bytes = offset;
     cfg.backend = SS_BACKEND_CUDA_IPC;
     cfg.slots = 3;

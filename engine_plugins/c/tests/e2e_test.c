@@ -119,17 +119,13 @@ static ss_status timed_output(ss_session *s, uint32_t slot, const void **p, uint
 
 /* ---- the reference engine's layout and some plausible G-buffers ------------------------------ */
 
-static ss_channel CHANNELS[8];
+static ss_channel CHANNELS[SS_REFERENCE_CHANNEL_COUNT];
 static uint64_t SLOT_BYTES;
-static struct { const char *name, *format, *encoding; uint32_t bytes, first; } SPEC[8] = {
-    {"color", "rgba16f", "linear_hdr", 8, 0}, {"depth", "r32f", "linear", 4, 0},
-    {"normals", "rgba16f", "signed", 8, 0},   {"albedo", "rgba8_unorm", "unit", 4, 0},
-    {"roughness", "rg8_unorm", "unit", 2, 0}, {"metallic", "rg8_unorm", "unit", 2, 1},
-    {"motion", "rg16f", "pixels", 4, 0},      {"ids", "r32_uint", "uint", 4, 0}};
+static struct { const char *name, *format, *encoding; uint32_t bytes, first; } SPEC[SS_REFERENCE_CHANNEL_COUNT] = SS_REFERENCE_CHANNELS;
 
 static void reference_layout(void) {
     uint64_t offset = 0, last = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < SS_REFERENCE_CHANNEL_COUNT; i++) {
         ss_channel *c = &CHANNELS[i];
         memset(c, 0, sizeof *c);
         c->name = SPEC[i].name;
@@ -141,7 +137,7 @@ static void reference_layout(void) {
             continue;
         }
         c->offset = last = offset;
-        offset = (offset + (uint64_t)W * H * SPEC[i].bytes + 255) / 256 * 256;
+        offset = (offset + (uint64_t)W * H * SPEC[i].bytes + SS_REFERENCE_PLANE_ALIGN - 1) / SS_REFERENCE_PLANE_ALIGN * SS_REFERENCE_PLANE_ALIGN;
         SLOT_BYTES = offset;
     }
 }
@@ -163,7 +159,7 @@ static uint16_t half(float f) { /* round toward zero is plenty for test data in 
 
 static void fill(void *slot) {
     unsigned char *base = slot;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < SS_REFERENCE_CHANNEL_COUNT; i++) {
         unsigned char *p = base + CHANNELS[i].offset;
         if (SPEC[i].first) continue;
         for (int px = 0; px < W * H; px++) {
@@ -194,7 +190,7 @@ static ss_session_config session_config(void) {
     cfg.width = W;
     cfg.height = H;
     cfg.channels = CHANNELS;
-    cfg.channel_count = 8;
+    cfg.channel_count = SS_REFERENCE_CHANNEL_COUNT;
     cfg.input_slot_bytes = SLOT_BYTES;
     cfg.backend = SS_BACKEND_SHM;
     cfg.slots = 3;

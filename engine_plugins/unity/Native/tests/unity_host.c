@@ -349,17 +349,13 @@ static VkBufferImageCopy whole(uint64_t offset) {
 }
 
 /* the reference layout (docs/gbuffer-layout.md) and plausible G-buffer values, as tests/e2e_test.c makes them */
-static ss_channel CH[8];
+static ss_channel CH[SS_REFERENCE_CHANNEL_COUNT];
 static uint64_t SLOT_BYTES;
-static const struct { const char *name, *format, *encoding; uint32_t bytes, first; } SPEC[8] = {
-    {"color", "rgba16f", "linear_hdr", 8, 0}, {"depth", "r32f", "linear", 4, 0},
-    {"normals", "rgba16f", "signed", 8, 0},   {"albedo", "rgba8_unorm", "unit", 4, 0},
-    {"roughness", "rg8_unorm", "unit", 2, 0}, {"metallic", "rg8_unorm", "unit", 2, 1},
-    {"motion", "rg16f", "pixels", 4, 0},      {"ids", "r32_uint", "uint", 4, 0}};
+static const struct { const char *name, *format, *encoding; uint32_t bytes, first; } SPEC[SS_REFERENCE_CHANNEL_COUNT] = SS_REFERENCE_CHANNELS;
 
 static void reference_layout(void) {
     uint64_t offset = 0, last = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < SS_REFERENCE_CHANNEL_COUNT; i++) {
         memset(&CH[i], 0, sizeof CH[i]);
         CH[i].name = SPEC[i].name;
         CH[i].format = SPEC[i].format;
@@ -367,7 +363,7 @@ static void reference_layout(void) {
         CH[i].first = SPEC[i].first;
         if (SPEC[i].first) { CH[i].offset = last; continue; }
         CH[i].offset = last = offset;
-        offset = (offset + (uint64_t)W * H * SPEC[i].bytes + 255) / 256 * 256;
+        offset = (offset + (uint64_t)W * H * SPEC[i].bytes + SS_REFERENCE_PLANE_ALIGN - 1) / SS_REFERENCE_PLANE_ALIGN * SS_REFERENCE_PLANE_ALIGN;
     }
     SLOT_BYTES = offset;
 }
@@ -522,7 +518,7 @@ int main(int argc, char **argv) {
     sc.width = W;
     sc.height = H;
     sc.channels = CH;
-    sc.channel_count = 8;
+    sc.channel_count = SS_REFERENCE_CHANNEL_COUNT;
     sc.input_slot_bytes = SLOT_BYTES;
     sc.backend = SS_BACKEND_SHM;
     sc.slots = 3;
@@ -536,7 +532,7 @@ int main(int argc, char **argv) {
     ac.width = W;
     ac.height = H;
     ac.channels = CH;
-    ac.channel_count = 8;
+    ac.channel_count = SS_REFERENCE_CHANNEL_COUNT;
     ac.input_slot_bytes = SLOT_BYTES;
     {   /* refusals: a short config, a size that is not the session's; nothing attached by them */
         ssu_attach_config bad = ac;
@@ -560,7 +556,7 @@ int main(int argc, char **argv) {
         plane_channel[i] = (int)c;
         tex[i] = texture_new((VkFormat)planes[i].vk_format);
         stage_offsets[i] = stage_bytes;
-        stage_bytes += ((uint64_t)W * H * SPEC[c].bytes + 255) / 256 * 256;
+        stage_bytes += ((uint64_t)W * H * SPEC[c].bytes + SS_REFERENCE_PLANE_ALIGN - 1) / SS_REFERENCE_PLANE_ALIGN * SS_REFERENCE_PLANE_ALIGN;
         plane_bytes[i] = malloc((size_t)W * H * SPEC[c].bytes);
     }
     target = texture_new(VK_FORMAT_R8G8B8A8_UNORM);
