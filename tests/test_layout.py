@@ -191,3 +191,32 @@ def test_unknown_top_level_layout_keys_are_refused():
     with pytest.raises(LayoutError, match="unknown key.*colour_space"):
         contract.GBufferLayout.from_dict({**data, "colour_space": "srgb"})
     assert contract.GBufferLayout.from_dict(data) == contract.reference_layout(16, 8)
+
+
+def test_the_optional_surface_channel():
+    """`surface` (object-space position) takes a float format only; the reference slot carries it
+    on request, after the other planes, and a frame with NaN in it is refused like any channel."""
+    lay = reference_layout(16, 8, surface=True)
+    assert lay["surface"].format == "rgba16f" and lay.slot_bytes(16, 8) > reference_layout(16, 8).slot_bytes(16, 8)
+    plain = reference_layout(16, 8)
+    for fmt in ("rgba8_unorm", "r32_uint"):
+        bad = GBufferLayout(plain.channels + (Channel("surface", fmt, offset=1 << 20),))
+        with pytest.raises(LayoutError, match="surface.*does not suit"):
+            bad.validate()
+
+
+def test_a_frame_with_nan_in_its_surface_channel_is_refused(tiny_model, frame_factory):
+    from streamstyle.model.frame import FrameParams
+    from streamstyle.model.stylizer import Stylizer
+
+    lay = reference_layout(32, 16, surface=True)
+    sty = Stylizer(tiny_model)
+    s = sty.open_session(32, 16, lay)
+    frame = frame_factory(32, 16, lay)
+    sty.step(s, frame, FrameParams(steps=1))
+    before = sty.cache.read(s.id).clone()
+    frame["surface"] = frame["surface"].clone()
+    frame["surface"][3, 4, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN or infinite values in: surface"):
+        sty.step(s, frame, FrameParams(steps=1))
+    assert torch.equal(sty.cache.read(s.id), before)
