@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 # module -> prefix of its names in C. Optional modules are skipped while they do not exist.
-MODULES = {"streamstyle.interop.protocol": "", "streamstyle.interop.shm": "SHM_"}
+MODULES = {"streamstyle.interop.protocol": "", "streamstyle.interop.shm": "SHM_", "streamstyle.interop.doorbell": "BELL_"}
 OPTIONAL_MODULES = {"streamstyle.interop.limits": ""}
 # Tuples of strings whose elements get one macro each, under a singular name.
 SINGULAR = {"OUTPUT_FORMATS": "FORMAT", "BACKENDS": "BACKEND", "LATE_REASONS": "LATE"}

@@ -34,6 +34,7 @@ import numpy as np
 import zmq
 
 from . import create_ring
+from . import doorbell as DB
 from . import protocol as P
 from .layout import GBufferLayout, output_bytes, output_view_numpy
 from .limits import DEFAULT_HEARTBEAT_MS, DEFAULT_REAP_AFTER_MS, SOCKET_HWM, default_bind
@@ -77,6 +78,8 @@ class ClientSession:
         self.ring, self.output_format = ring, output_format
         self.prompt, self.params, self.seed = prompt, dict(params or {}), seed
         self.id = 0
+        self.bell: DB.Doorbell | None = None  # the session's doorbell (open_session(doorbell=True))
+        self._answered = DB.Seen()  # the frames answered through either path (a belled session's duplicates)
         self.slots = ring.slots
         self._seq = 0
         self._next_slot = 0
@@ -90,7 +93,15 @@ class ClientSession:
             msg["prompt"] = self.prompt if isinstance(self.prompt, str) else [list(p) for p in self.prompt]
         if self.params:
             msg["params"] = self.params
+        if self.bell is not None:
+            msg["doorbell"] = self.bell.name
         return msg
+
+    def _opened(self, reply: dict) -> None:
+        self.id = reply["session"]
+        if self.bell is not None and not reply.get("doorbell"):
+            self.bell.close()  # declined (a service on a machine without the doorbell's ordering)
+            self.bell = None
 
     def planes(self, slot: int) -> dict:
         """Per-channel views of input slot `slot`, to write this frame's G-buffers into: numpy
@@ -136,7 +147,9 @@ class ClientSession:
         if params:
             msg["params"] = params
         self.in_flight[seq] = slot
-        self.client._send(msg)
+        data = self.client._send(msg)
+        if self.bell is not None:
+            self.bell.to_service.push(data)  # after the ZeroMQ copy (interop/doorbell.py)
         return seq
 
     def output(self, slot: int):
@@ -194,7 +207,11 @@ class ClientSession:
             pass
         finally:
             self.client._sessions.pop(id(self), None)
+            self.client._by_id.pop(self.id, None)
             self.ring.close()
+            if self.bell is not None:
+                self.bell.close()
+                self.bell = None
 
 
 class Client:
@@ -284,7 +301,7 @@ class Client:
             session.in_flight.clear()
             session._slot_seq = [0] * session.slots
             reply = self.request(session._open_message())
-            session.id = reply["session"]
+            session._opened(reply)
             self._by_id[session.id] = session
 
     def close(self) -> None:
@@ -301,15 +318,42 @@ class Client:
 
     # --- messages --------------------------------------------------------------------------
 
-    def _send(self, msg: dict) -> None:
+    def _send(self, msg: dict) -> bytes:
+        data = P.encode(msg)
         try:
-            self._sock.send(P.encode(msg), flags=zmq.NOBLOCK)
+            self._sock.send(data, flags=zmq.NOBLOCK)
         except zmq.Again:
             raise ServiceUnavailable("the service is not taking messages (its queue is full)") from None
         self._last_sent = time.monotonic()
+        return data
+
+    def _take_bells(self) -> bool:
+        """Answers waiting in the sessions' doorbells, dispatched; whether there were any."""
+        took = False
+        for session in list(self._by_id.values()):
+            while session.bell is not None and (data := session.bell.to_engine.pop()) is not None:
+                try:
+                    msg = P.decode_raw(data)
+                except P.ProtocolError:
+                    continue
+                if msg.get("type") in ("done", "late") and msg.get("session") == session.id:
+                    self._dispatch(msg)
+                    took = True
+        return took
 
     def _recv(self, timeout_ms: int) -> dict | None:
-        if not self._sock.poll(timeout_ms, zmq.POLLIN):
+        """The next message off the socket within `timeout_ms`; doorbell answers that arrive
+        meanwhile are dispatched (a session with a doorbell makes this spin, not sleep)."""
+        if any(s.bell is not None for s in self._by_id.values()):
+            end = time.monotonic() + timeout_ms / 1000
+            while True:  # the doorbells first: an answer's copy there is taken before its ZeroMQ copy
+                if self._take_bells():
+                    return None
+                if self._sock.poll(0, zmq.POLLIN):
+                    break
+                if time.monotonic() >= end:
+                    return None
+        elif not self._sock.poll(timeout_ms, zmq.POLLIN):
             return None
         data = self._sock.recv()
         try:
@@ -344,6 +388,8 @@ class Client:
             session = self._by_id.get(msg.get("session"))
             if session is None:
                 return
+            if session.bell is not None and not session._answered.take(msg.get("seq")):
+                return  # the second copy of an answer (doorbell and ZeroMQ)
             slot = session.in_flight.pop(msg.get("seq"), msg.get("slot", -1))
             if kind == "done":
                 self._events.append(FrameEvent(session, msg["seq"], slot, "done", late=bool(msg.get("late")),
@@ -407,17 +453,24 @@ class Client:
 
     def open_session(self, width: int, height: int, layout: GBufferLayout, backend: str = "shm", slots: int = 3,
                      output_format: str = "rgba8", prompt: Any = None, params: dict | None = None, seed: int = 0,
-                     device: int = 0) -> ClientSession:
-        """Allocate a ring and open a session on it. Raises ServiceError with the service's code."""
+                     device: int = 0, doorbell: bool = False) -> ClientSession:
+        """Allocate a ring and open a session on it. Raises ServiceError with the service's code.
+        `doorbell`: give the session a doorbell (interop/doorbell.py), a shared-memory fast path
+        for its frames and answers beside ZeroMQ; `session.bell` stays None if the service
+        declined it. Waiting calls (`poll` with a timeout, `wait`) then spin instead of sleeping."""
         in_bytes = layout.slot_bytes(width, height)
         ring = create_ring(backend, slots, in_bytes, output_bytes(width, height, output_format), device=device)
         session = ClientSession(self, width, height, layout, ring, output_format, prompt, params, seed)
         try:
+            if doorbell:
+                session.bell = DB.Doorbell.create()
             reply = self.request(session._open_message())
         except BaseException:
             ring.close()
+            if session.bell is not None:
+                session.bell.close()
             raise
-        session.id = reply["session"]
+        session._opened(reply)
         self._sessions[id(session)] = session
         self._by_id[session.id] = session
         return session

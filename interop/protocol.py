@@ -277,7 +277,8 @@ class Open(Message):
     FIELDS: ClassVar[dict] = {
         "req": (True, _req), "width": (True, lambda v, n: _dimension(v, n, MIN_WIDTH, MAX_WIDTH)),
         "height": (True, lambda v, n: _dimension(v, n, MIN_HEIGHT, MAX_HEIGHT)), "layout": (True, _map), "ring": (True, _ring),
-        "prompt": (False, _prompt), "params": (False, _params), "seed": (False, lambda v, n: _int(v, n, MIN_SEED, MAX_SEED))}
+        "prompt": (False, _prompt), "params": (False, _params), "seed": (False, lambda v, n: _int(v, n, MIN_SEED, MAX_SEED)),
+        "doorbell": (False, lambda v, n: _str(v, n, MAX_SHM_NAME_CHARS))}
     req: int = 0
     width: int = 0
     height: int = 0
@@ -286,6 +287,7 @@ class Open(Message):
     prompt: Any = None
     params: dict | None = None
     seed: int | None = None
+    doorbell: str | None = None  # a doorbell segment's name (interop/doorbell.py)
 
 
 @dataclass(frozen=True)

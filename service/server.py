@@ -46,6 +46,7 @@ from ..model.layout import GBufferLayout
 from ..model.stylizer import Stylizer
 from ..model.text import normalize_blend
 from ..interop import protocol as P
+from ..interop import doorbell as DB
 from ..interop.limits import BACKENDS, DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_STEPS, MIN_STEPS
 from ..interop.limits import MIN_BLEND_WEIGHT, RECORD_WHAT
 from .address import bind_router
@@ -143,6 +144,10 @@ class SessionState:
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=2048))
     model_ms: deque = field(default_factory=lambda: deque(maxlen=2048))
     events: list | None = None  # on a GPU: timing events (model start, model end, written)
+    bell: object = None  # an interop.doorbell.Doorbell when the engine gave one and it was attached
+    bell_seen: object = None  # its Seen: the frames taken from either path
+    beat: object = None  # its Beat: when the next frame is expected
+    bell_frames: int = 0  # frames taken from the doorbell before their ZeroMQ copy
 
 
 @dataclass
@@ -188,6 +193,7 @@ class Service(MessageGuard):
         self._next_heartbeat = 0.0
         self._drained_at = time.monotonic()
         self._received_at: float | None = None  # the message being handled came off the socket then
+        self._bell_of: SessionState | None = None  # the session whose doorbell the message came from
         self._gone: set[bytes] = set()
         self._running = False
         self.stop_signal: int | None = None  # the signal that stopped `run`, if one did
@@ -244,9 +250,15 @@ class Service(MessageGuard):
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def send(self, identity: bytes, msg: dict) -> None:
+    def send(self, identity: bytes, msg: dict, bell=None) -> None:
+        """Send `msg` to a client; with `bell` (a session's Doorbell) a copy goes into its lane to
+        the engine too, first, so that it is there when the ZeroMQ copy wakes the engine's reader
+        (interop/doorbell.py: ZeroMQ carries everything; a reply ZeroMQ drops still arrives)."""
+        data = P.encode(msg)
+        if bell is not None:
+            bell.to_engine.push(data)
         try:
-            self.sock.send_multipart([identity, P.encode(msg)], flags=zmq.NOBLOCK)
+            self.sock.send_multipart([identity, data], flags=zmq.NOBLOCK)
         except zmq.Again:
             log.warning("reply to %s dropped: its queue is full", identity.hex())
         except zmq.ZMQError as exc:
@@ -307,11 +319,14 @@ class Service(MessageGuard):
     def tick(self) -> None:
         busy = any(s.pending for s in self.sessions.values())
         timeout = 0 if busy else min(50, self.config.heartbeat_ms)
-        polled = self.sock.poll(timeout, zmq.POLLIN)
+        polled = self._wait(timeout)
         # Everything a client sent before this moment is read below. Silence is measured up to
         # here, not to the end of the tick: a long open (graph capture) or frame must not make
         # clients whose heartbeats are waiting in the socket look dead.
         self._drained_at = time.monotonic()
+        # The doorbells before the socket: a frame's copy there is taken first even when its
+        # ZeroMQ copy woke the loop, and its total_ms starts there.
+        self._take_bells()
         if polled:
             for _ in range(256):
                 try:
@@ -330,6 +345,54 @@ class Service(MessageGuard):
                 self.run_frame(state)
                 self._answered(state.owner)
         self.housekeeping()
+
+    def _wait(self, timeout_ms: int) -> bool:
+        """Wait up to `timeout_ms` for a message on the socket or in a doorbell; whether the socket
+        has one. With doorbells, spin through the windows in which their engines' next frames are
+        due (interop.doorbell.Beat) and sleep on the socket outside them: a frame rung while the
+        loop sleeps wakes it through its ZeroMQ copy."""
+        belled = [s for s in self.sessions.values() if s.bell is not None]
+        if not belled:
+            return bool(self.sock.poll(timeout_ms, zmq.POLLIN))
+        if timeout_ms == 0 or self._take_bells():
+            return bool(self.sock.poll(0, zmq.POLLIN))
+        end = time.perf_counter() + timeout_ms / 1000
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                return False
+            spin, wait_s = False, end - now
+            for s in belled:
+                on, until = s.beat.plan(now)
+                spin = spin or on
+                wait_s = min(wait_s, until)
+            if spin:
+                if self.sock.poll(0, zmq.POLLIN):
+                    return True
+                if any(s.bell.to_service.pending() for s in belled):
+                    return False  # tick takes them
+                continue
+            if self.sock.poll(max(0, min(int(wait_s * 1000), timeout_ms)), zmq.POLLIN):
+                return True
+            if any(s.bell.to_service.pending() for s in belled):
+                return False
+
+    def _take_bells(self) -> int:
+        """Handle the frames waiting in the sessions' doorbells, as messages of their owners
+        (decoded and checked like any other); how many there were."""
+        n = 0
+        for state in [s for s in self.sessions.values() if s.bell is not None]:
+            lane = state.bell.to_service
+            while state.bell is not None and (data := lane.pop()) is not None:
+                n += 1
+                self._received_at = time.perf_counter()
+                self._bell_of = state
+                try:
+                    self.handle(state.owner, data)
+                finally:
+                    self._bell_of = None
+                    self._received_at = None
+        return n
 
     def _answered(self, identity: bytes) -> None:
         """A client the service just answered was waiting on it (an open can take seconds while
@@ -389,6 +452,9 @@ class Service(MessageGuard):
         context.update(P.context_of(raw))  # from here on, even a crash is answered with them
         msg = P.parse_message(raw)
         req = getattr(msg, "req", None)
+        if self._bell_of is not None and not (isinstance(msg, P.Frame) and msg.session == self._bell_of.id):
+            raise P.ProtocolError(P.ErrorCode.BAD_MESSAGE, f"session {self._bell_of.id}'s doorbell carries only "
+                                  "that session's frame messages", {"session": self._bell_of.id})
         if isinstance(msg, P.Hello):
             if msg.protocol != P.PROTOCOL_VERSION:
                 self.error(identity, P.ErrorCode.PROTOCOL_MISMATCH,
@@ -479,6 +545,15 @@ class Service(MessageGuard):
             log.info("open from %s refused: %s", client.name, exc)
             self.error(ident, P.ErrorCode.BAD_RING, str(exc), req=req)
             return
+        bell = None
+        if msg.doorbell is not None and DB.supported():
+            try:
+                bell = DB.Doorbell.attach(msg.doorbell)
+            except RingError as exc:
+                log.info("open from %s refused: %s", client.name, exc)
+                ring.close()
+                self.error(ident, P.ErrorCode.BAD_RING, str(exc), req=req)
+                return
         handle = None
         try:
             try:
@@ -488,15 +563,17 @@ class Service(MessageGuard):
             except (LayoutError, CacheFullError, ResolutionError, PromptError) as exc:
                 code = {"bad_layout": P.ErrorCode.BAD_LAYOUT, "cache_full": P.ErrorCode.CACHE_FULL,
                         "bad_prompt": P.ErrorCode.BAD_PROMPT}.get(exc.code, P.ErrorCode.BAD_RESOLUTION)
-                self._discard(ring, handle)
+                self._discard(ring, handle, bell)
                 self.error(ident, code, exc.message, req=req)
                 return
             state = SessionState(self.session_id_base + handle.id, ident, msg.width, msg.height, ring, handle, fmt,
                                  params=dict(msg.params or {}), prompt=msg.prompt)
+            if bell is not None:
+                state.bell, state.bell_seen, state.beat = bell, DB.Seen(), DB.Beat()
             if self.stylizer.device.type == "cuda":
                 state.events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
         except Exception:  # refused by a failure: nothing of it stays (the catch-all answers)
-            self._discard(ring, handle)
+            self._discard(ring, handle, bell)
             raise
         try:
             steps = int(state.params.get("steps", DEFAULT_STEPS))
@@ -512,10 +589,12 @@ class Service(MessageGuard):
                  msg.height, ring_desc["backend"], ring_desc["slots"])
         self.send(ident, {"type": "opened", "req": req, "session": state.id, "slots": ring_desc["slots"],
                           "input_bytes": in_bytes, "output_bytes": output_bytes(msg.width, msg.height, fmt),
-                          "cache_pages": self.stylizer.pages_in_use(handle)})
+                          "cache_pages": self.stylizer.pages_in_use(handle), "doorbell": bell is not None})
 
-    def _discard(self, ring, handle) -> None:
-        """Undo a refused open: the stylizer's session (if made) and the ring's mappings."""
+    def _discard(self, ring, handle, bell=None) -> None:
+        """Undo a refused open: the stylizer's session (if made), the ring's mappings and the doorbell's."""
+        if bell is not None:
+            bell.close()
         if handle is not None:
             try:
                 self.stylizer.close_session(handle)
@@ -734,6 +813,11 @@ class Service(MessageGuard):
         return {"prompt": _wire_prompt(state.prompt), "weight": weight}
 
     def queue_frame(self, state: SessionState, msg: P.Frame) -> None:
+        if state.bell is not None:
+            if not state.bell_seen.take(msg.seq):
+                return  # the second copy of a frame (doorbell and ZeroMQ): the first was taken
+            state.bell_frames += self._bell_of is state
+            state.beat.arrived(self._received_at if self._received_at is not None else time.perf_counter())
         if msg.slot >= state.ring.slots:
             self.error(state.owner, P.ErrorCode.BAD_SLOT, f"slot {msg.slot} is outside this ring's {state.ring.slots}",
                        session=state.id, seq=msg.seq)
@@ -751,7 +835,7 @@ class Service(MessageGuard):
             if self.metrics is not None:
                 self.metrics.on_late(state.id, "dropped")
             self.send(state.owner, {"type": "late", "session": state.id, "seq": old.seq, "slot": old.slot,
-                                    "reason": "dropped"})
+                                    "reason": "dropped"}, state.bell)
         received = self._received_at if self._received_at is not None else time.perf_counter()
         state.pending = PendingFrame(msg, received, prev_seq)
 
@@ -783,14 +867,14 @@ class Service(MessageGuard):
         if (start - t0) * 1000 > deadline_ms:
             state.late += 1
             state.ring.mark_released(msg.slot, msg.seq)
-            self.send(state.owner, {"type": "late", **reply, "reason": "deadline"})
+            self.send(state.owner, {"type": "late", **reply, "reason": "deadline"}, state.bell)
             if self.metrics is not None:
                 self.metrics.on_late(state.id, "deadline")
             return
         if not state.enabled:  # switched off by a studio control: the engine shows its raw frame
             state.bypassed += 1
             state.ring.mark_released(msg.slot, msg.seq)
-            self.send(state.owner, {"type": "late", **reply, "reason": "bypassed"})
+            self.send(state.owner, {"type": "late", **reply, "reason": "bypassed"}, state.bell)
             if self.metrics is not None:
                 self.metrics.on_late(state.id, "bypassed")
             return
@@ -858,7 +942,8 @@ class Service(MessageGuard):
         state.latencies_ms.append(total_ms)
         state.model_ms.append(model_ms)
         self.send(state.owner, {"type": "done", **reply, "late": late, "timings": {
-            "queue_ms": (start - t0) * 1000, "model_ms": model_ms, "write_ms": write_ms, "total_ms": total_ms}})
+            "queue_ms": (start - t0) * 1000, "model_ms": model_ms, "write_ms": write_ms, "total_ms": total_ms}},
+            state.bell)
         if self.metrics is not None:
             self.metrics.on_frame(state.id, total_ms, late)
         if state.recorder is not None and not state.recorder.offer(state.ring.output(msg.slot)) and self.metrics is not None:
@@ -894,6 +979,11 @@ class Service(MessageGuard):
             in_use = {n for other in self.sessions.values() for n in getattr(other.ring, "segment_names", ())}
             for name in state.ring.unlink_abandoned(keep=in_use):
                 log.info("session %d: unlinked shared memory %s left by its dead engine", sid, name)
+        if state.bell is not None:
+            bell, state.bell = state.bell, None
+            if abandoned and bell.unlink_abandoned():
+                log.info("session %d: unlinked doorbell %s left by its dead engine", sid, bell.name)
+            bell.close()
         client = self.clients.get(state.owner)
         if client is not None:
             client.sessions.discard(sid)
@@ -919,7 +1009,8 @@ class Service(MessageGuard):
                 "capture": s.capture.path if s.capture is not None else None,
                 "capture_frames": s.capture.taken if s.capture is not None else 0,
                 "capture_dropped": s.capture.dropped if s.capture is not None else 0,
-                "channels": list(s.handle.layout.names)}
+                "channels": list(s.handle.layout.names), "doorbell": s.bell is not None,
+                "doorbell_frames": s.bell_frames}
 
     def service_stats(self) -> dict:
         ipc = 0

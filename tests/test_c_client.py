@@ -311,17 +311,21 @@ def test_the_io_thread_learns_the_frame_rhythm(build, tmp_path):
     """A render loop on a fixed 25 ms beat (a service of its own, one CPU thread, keeps up with it). The I/O thread learns the beat and stays awake around each
     expected submit, so a submit that falls in that window finds it awake and makes no system call;
     with SS_CLIENT_NO_ANTICIPATION it sleeps between frames and every submit wakes it. The CPU it
-    spends awake stays a small part of the run."""
-    runs = {}
+    spends awake stays a small part of the run. The session's doorbell (off in the second run, with
+    SS_CLIENT_NO_DOORBELL) brings the answers."""
+    runs, bells = {}, {}
     address = f"ipc://{tmp_path}/svc.sock"
     svc = Service(tmp_path, address, "--no-prompts", "--cpu-threads", "1")
     try:
         for mode in ("on", "off"):
             res = subprocess.run([str(build / "ss_e2e_test"), "rhythm", address, "25",
-                                  *(["off"] if mode == "off" else [])], capture_output=True, text=True, timeout=300)
+                                  *(["off", "nobell"] if mode == "off" else [])], capture_output=True, text=True,
+                                 timeout=300)
             print(res.stdout)
             assert res.returncode == 0 and res.stdout.rstrip().endswith("RESULT ok"), res.stdout + res.stderr
             runs[mode] = (_rhythm(res.stdout), _timings(res.stdout))
+            bells[mode] = {k: int(v) for k, v in (kv.split("=") for kv in
+                                                 re.search(r"^DOORBELL (.*)$", res.stdout, re.M).group(1).split())}
     finally:
         svc.stop()
     (on, t_on), (off, t_off) = runs["on"], runs["off"]
@@ -329,6 +333,9 @@ def test_the_io_thread_learns_the_frame_rhythm(build, tmp_path):
         assert abs(r["period_ms"] - 25) < 2.5 and r["submits"] == r["sent"] > 100, r
     assert off["spun_us"] == 0 and off["wakes"] >= 0.9 * off["submits"], off
     assert 0 < on["spun_us"] <= 0.25 * 6e6 and on["wakes"] < on["submits"], on
+    # the doorbell (on unless SS_CLIENT_NO_DOORBELL): answers come through it before their ZeroMQ copy
+    assert bells["on"]["on"] == 1 and bells["on"]["answers"] >= 0.9 * bells["on"]["done"] > 0, bells
+    assert bells["off"] == {"on": 0, "answers": 0, "done": bells["off"]["done"]}, bells
     print(f"\nsubmits waking the I/O thread: {on['wakes']:.0f} of {on['submits']:.0f} anticipating, "
           f"{off['wakes']:.0f} of {off['submits']:.0f} not; awake {on['spun_us'] / 1e3:.0f} ms of 6000")
     print(f"submit p50/p99: {t_on['submit']['p50_us']:.1f} / {t_on['submit']['p99_us']:.1f} us anticipating, "

@@ -71,6 +71,11 @@ SS_API int ss_abi_version(void);
  * of those windows (ss_client_info.spun_us says how much). This flag turns it off: every submit then
  * wakes the I/O thread with one write to an eventfd. */
 #define SS_CLIENT_NO_ANTICIPATION 1u
+/* Each session gets a doorbell (docs/protocol.md, "The doorbell"): a small shared-memory segment
+ * through which a copy of each frame message reaches the service, and each answer comes back,
+ * without the thread wake-ups of a ZeroMQ hop, for whichever side is awake and looking. ZeroMQ still
+ * carries every message, so nothing depends on it. This flag leaves it out. */
+#define SS_CLIENT_NO_DOORBELL 2u
 
 typedef struct ss_client_config {
     uint32_t size;          /* sizeof(ss_client_config) (a config without `flags` is taken as flags 0) */
@@ -163,6 +168,9 @@ typedef struct ss_session_info {
     uint64_t input_slot_bytes, output_slot_bytes;
     int live;                   /* 1 while open on a connected service */
     uint64_t events_lost;       /* the oldest events dropped because ss_poll was not called (64 are kept) */
+    /* set only when size covers them (a caller built before them still works): */
+    int doorbell;               /* 1 while the service uses the session's doorbell */
+    uint64_t doorbell_answers;  /* answers that came through the doorbell before their ZeroMQ copy */
 } ss_session_info;
 SS_API ss_status ss_session_get_info(ss_session *session, ss_session_info *out);
 

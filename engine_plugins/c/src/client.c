@@ -31,6 +31,7 @@
 #endif
 
 #include "codec.h"
+#include "doorbell.h"
 #include "ring.h"
 
 #define EVENT_CAP 64
@@ -149,6 +150,10 @@ struct ss_session {
     unsigned fr_head, fr_count;
     /* the I/O thread's own: when it sent each slot's last frame (ss_event.sent_ns) */
     uint64_t io_sent_seq[SS_MAX_SLOTS], io_sent_ns[SS_MAX_SLOTS];
+    /* the doorbell (interop/doorbell.py): made at create, used while the service says it attached it */
+    ss_bell *bell;
+    int bell_on;                /* session->lock (the I/O thread writes, ss_session_get_info reads) */
+    uint64_t bell_answers;      /* session->lock: answers taken from the doorbell before their ZeroMQ copy */
 };
 
 enum { DOWN, HELLO, UP };
@@ -171,6 +176,8 @@ struct ss_client {
     /* the frame rhythm (ss_client_config's comment): ss_submit stores its time, the I/O thread
      * learns from it and from the answers */
     int anticipate;
+    int doorbell;               /* give sessions a doorbell (not SS_CLIENT_NO_DOORBELL) */
+    int bell_taking;            /* I/O thread: frame_answer is handling a doorbell's copy */
     uint64_t last_submit_ns;    /* atomic */
     uint64_t submits, wakes;    /* atomic: ss_client_info's */
     uint64_t seen_submit_ns, answer_due_ns, due_seq, spun_ns;
@@ -454,7 +461,7 @@ static void go_down(ss_client *c, const char *why) {
 
 static void encode_open(ss_session *s, uint64_t req, msgpack_sbuffer *buf) {
     ss_enc_open(buf, req, s->width, s->height, s->channels, s->channel_count, &s->ring->desc, &s->prompt,
-                &s->params, s->seed);
+                &s->params, s->seed, s->bell ? ss_bell_name(s->bell) : NULL);
 }
 
 /* client->lock held */
@@ -507,8 +514,16 @@ static void send_frames(ss_client *c) {
         s->fr_count = 0;
         pthread_mutex_unlock(&s->lock);
         for (unsigned i = 0; i < n; i++) {
+            int sent;
             ss_enc_frame(&buf, id, batch[i].seq, batch[i].slot, batch[i].has_info ? &batch[i].info : NULL);
-            if (send_buf(c, &buf) == 0) {
+            /* ZeroMQ first, then the doorbell's copy (interop/doorbell.py: ZeroMQ carries everything) */
+            sent = c->sock && zmq_send(c->sock, buf.data, buf.size, ZMQ_DONTWAIT) >= 0;
+            if (sent) {
+                c->last_sent = now_s();
+                if (s->bell_on) ss_bell_push(s->bell, SS_BELL_TO_SERVICE, buf.data, buf.size);
+            }
+            msgpack_sbuffer_clear(&buf);
+            if (sent) {
                 s->io_sent_seq[batch[i].slot] = batch[i].seq;
                 s->io_sent_ns[batch[i].slot] = now_ns();
                 if (c->rtt_ns > 0) { /* the answer is expected about then: be awake for it */
@@ -549,7 +564,13 @@ static void frame_answer(ss_client *c, const ss_reply *m, uint64_t received_ns) 
     for (uint32_t i = 0; i < s->ring->desc.slots; i++)
         if (s->slot_seq[i] == m->seq) slot = (int32_t)i;
     if (slot < 0 && m->slot >= 0 && m->slot < (int64_t)s->ring->desc.slots) slot = (int32_t)m->slot;
+    if (s->bell_on && (m->type == SS_REPLY_DONE || m->type == SS_REPLY_LATE) && slot >= 0 &&
+        s->slot_answered[slot] >= m->seq) {
+        pthread_mutex_unlock(&s->lock); /* the second copy of an answer (doorbell and ZeroMQ) */
+        return;
+    }
     if (slot >= 0 && s->slot_answered[slot] < m->seq) s->slot_answered[slot] = m->seq;
+    s->bell_answers += (uint64_t)c->bell_taking;
     if (m->type == SS_REPLY_DONE) {
         event_of(&ev, SS_EVENT_DONE, m->seq, slot, NULL, NULL);
         ev.late = m->late;
@@ -637,6 +658,7 @@ static void handle(ss_client *c, const char *data, size_t size, uint64_t receive
         if (m.type == SS_REPLY_OPENED) {
             ss_event ev;
             s->id = m.session;
+            s->bell_on = s->bell && m.doorbell;
             __atomic_store_n(&s->live, 1, __ATOMIC_RELEASE);
             event_of(&ev, SS_EVENT_REOPENED, 0, -1, NULL, "the service is back; the session was reopened");
             push_event(s, &ev);
@@ -666,6 +688,7 @@ static void handle(ss_client *c, const char *data, size_t size, uint64_t receive
             if (r->kind == REQ_OPEN && r->session) {
                 lock_waiting(r->session);
                 r->session->id = m.session;
+                r->session->bell_on = r->session->bell && m.doorbell;
                 __atomic_store_n(&r->session->live, 1, __ATOMIC_RELEASE);
                 pthread_mutex_unlock(&r->session->lock);
             }
@@ -696,6 +719,25 @@ static void read_monitor(ss_client *c) {
             zmq_getsockopt(c->mon, ZMQ_RCVMORE, &more, &more_size);
         }
         if (event == ZMQ_EVENT_DISCONNECTED && c->state == UP) c->lost = 1;
+    }
+}
+
+/* client->lock held: the answers waiting in the sessions' doorbells (done and late only) */
+static void take_bells(ss_client *c) {
+    static char data[SS_BELL_RECORD_BYTES];
+    for (ss_session *s = c->sessions; s; s = s->next) {
+        long n;
+        if (!s->bell_on) continue;
+        while ((n = ss_bell_pop(s->bell, SS_BELL_TO_ENGINE, data, sizeof data)) != 0) {
+            ss_reply m;
+            uint64_t t = now_ns();
+            if (n < 0 || ss_decode_reply(data, (size_t)n, &m) != 0) continue;
+            if ((m.type == SS_REPLY_DONE || m.type == SS_REPLY_LATE) && m.has_session && m.session == s->id) {
+                c->bell_taking = 1;
+                frame_answer(c, &m, t);
+                c->bell_taking = 0;
+            }
+        }
     }
 }
 
@@ -787,6 +829,7 @@ static void *io_main(void *arg) {
             uint64_t drain[8];
             while (read(c->pipe_r, drain, sizeof drain) > 0) {}
         }
+        take_bells(c); /* before the socket: an answer's copy there is taken first */
         while (c->sock) {
             zmq_msg_t msg;
             zmq_msg_init(&msg);
@@ -933,6 +976,7 @@ ss_status ss_client_create(const ss_client_config *cfg, ss_client **out) {
     c->name = dup_str(cfg->name ? cfg->name : "libstreamstyle");
     c->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 10000;
     c->anticipate = !(cfg->size >= sizeof *cfg && (cfg->flags & SS_CLIENT_NO_ANTICIPATION));
+    c->doorbell = !(cfg->size >= sizeof *cfg && (cfg->flags & SS_CLIENT_NO_DOORBELL));
     c->heartbeat_ms = SS_DEFAULT_HEARTBEAT_MS;
     c->reap_after_ms = SS_DEFAULT_REAP_AFTER_MS;
     if (!c->address || !c->name) {
@@ -1024,6 +1068,7 @@ ss_status ss_client_get_info(ss_client *c, ss_client_info *out) {
 
 static void session_free(ss_session *s) {
     if (s->ring) s->ring->ops->close(s->ring);
+    ss_bell_destroy(s->bell);
     for (uint32_t i = 0; i < s->channel_count && s->channels; i++) {
         free((char *)s->channels[i].name);
         free((char *)s->channels[i].format);
@@ -1130,6 +1175,7 @@ ss_status ss_session_open(ss_client *c, const ss_session_config *cfg, ss_session
         return st;
     }
     s->ring->desc.output_format = strcmp(fmt, SS_FORMAT_RGBA16F) == 0 ? SS_FORMAT_RGBA16F : SS_FORMAT_RGBA8;
+    if (c->doorbell) s->bell = ss_bell_create(); /* none (NULL) is only slower: ZeroMQ carries everything */
     r = new_request(REQ_OPEN, s);
     if (!r) {
         session_free(s);
@@ -1248,11 +1294,16 @@ ss_status ss_stats(ss_session *s, ss_session_stats *out) {
 }
 
 ss_status ss_session_get_info(ss_session *s, ss_session_info *out) {
-    if (!s || !out || out->size < sizeof *out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL or short info");
+    if (!s || !out || out->size < offsetof(ss_session_info, doorbell))
+        return fail(SS_INVALID_ARGUMENT, "argument", "NULL or short info");
     lock_waiting(s);
     out->session_id = s->id;
     out->live = s->live;
     out->events_lost = s->events_lost;
+    if (out->size >= sizeof *out) {
+        out->doorbell = s->bell_on;
+        out->doorbell_answers = s->bell_answers;
+    }
     pthread_mutex_unlock(&s->lock);
     out->slots = s->ring->desc.slots;
     out->width = s->width;

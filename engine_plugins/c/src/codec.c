@@ -130,11 +130,11 @@ static void ring(msgpack_packer *pk, const ss_ring_desc *r) {
 
 void ss_enc_open(msgpack_sbuffer *buf, uint64_t req, uint32_t width, uint32_t height, const ss_channel *channels,
                  uint32_t channel_count, const ss_ring_desc *r, const ss_prompt *p, const ss_params *pa,
-                 uint64_t seed) {
+                 uint64_t seed, const char *doorbell) {
     msgpack_packer pk;
     int has_prompt = p && (p->count > 0 || p->texts[0]), has_params = ss_params_any(pa);
     msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
-    head(&pk, "open", (size_t)(6 + has_prompt + has_params));
+    head(&pk, "open", (size_t)(6 + has_prompt + has_params + (doorbell != NULL)));
     key(&pk, "req"); msgpack_pack_uint64(&pk, req);
     key(&pk, "width"); msgpack_pack_uint32(&pk, width);
     key(&pk, "height"); msgpack_pack_uint32(&pk, height);
@@ -147,6 +147,7 @@ void ss_enc_open(msgpack_sbuffer *buf, uint64_t req, uint32_t width, uint32_t he
     key(&pk, "seed"); msgpack_pack_uint64(&pk, seed);
     if (has_prompt) { key(&pk, "prompt"); prompt(&pk, p); }
     if (has_params) { key(&pk, "params"); params(&pk, pa); }
+    if (doorbell) { key(&pk, "doorbell"); str(&pk, doorbell); }
 }
 
 void ss_enc_frame(msgpack_sbuffer *buf, uint64_t session, uint64_t seq, uint32_t slot, const ss_frame_info *f) {
@@ -311,6 +312,7 @@ static void fill(const msgpack_object *m, ss_reply *r) {
         else if (is_key(k, "input_bytes")) as_u64(v, &r->input_bytes);
         else if (is_key(k, "output_bytes")) as_u64(v, &r->output_bytes);
         else if (is_key(k, "cache_pages")) as_u64(v, &r->cache_pages);
+        else if (is_key(k, "doorbell")) r->doorbell = v->type == MSGPACK_OBJECT_BOOLEAN ? v->via.boolean : 0;
         else if (is_key(k, "sessions")) session_stats(v, r);
     }
 }

@@ -39,7 +39,7 @@ int ss_params_any(const ss_params *p);
 void ss_enc_hello(msgpack_sbuffer *buf, uint64_t req, const char *client_name);
 void ss_enc_open(msgpack_sbuffer *buf, uint64_t req, uint32_t width, uint32_t height, const ss_channel *channels,
                  uint32_t channel_count, const ss_ring_desc *ring, const ss_prompt *prompt, const ss_params *params,
-                 uint64_t seed);
+                 uint64_t seed, const char *doorbell /* a doorbell segment's name, or NULL */);
 void ss_enc_frame(msgpack_sbuffer *buf, uint64_t session, uint64_t seq, uint32_t slot, const ss_frame_info *info);
 void ss_enc_prompt(msgpack_sbuffer *buf, uint64_t req, uint64_t session, const ss_prompt *prompt,
                    uint32_t blend_frames);
@@ -70,6 +70,7 @@ typedef struct ss_reply {
     /* opened */
     uint32_t slots;
     uint64_t input_bytes, output_bytes, cache_pages;
+    int doorbell;               /* the service attached the session's doorbell */
     /* stats: the first session listed */
     int has_stats;
     ss_session_stats stats;

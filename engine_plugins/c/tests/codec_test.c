@@ -52,9 +52,9 @@ static int encode(const char *dir) {
     ring.shm_name = "ss-test-ring"; ring.sync_offset = SS_SHM_SIGNALS;
     ring.input_bytes = 12000; ring.output_bytes = 64 * 48 * 4;
     for (int i = 0; i < 3; i++) { ring.input_offsets[i] = 4096 + 12288u * i; ring.output_offsets[i] = 40960 + 12288u * i; }
-    ss_enc_open(&buf, 2, 64, 48, CHANNELS, 4, &ring, &text, &all, 7);
+    ss_enc_open(&buf, 2, 64, 48, CHANNELS, 4, &ring, &text, &all, 7, NULL);
     write_file(dir, "open_shm", &buf);
-    ss_enc_open(&buf, 3, 64, 48, CHANNELS, 2, &ring, NULL, &none, 0);
+    ss_enc_open(&buf, 3, 64, 48, CHANNELS, 2, &ring, NULL, &none, 0, NULL);
     write_file(dir, "open_shm_minimal", &buf);
 
     for (int i = 0; i < 64; i++) mem[i] = (unsigned char)(i * 3 + 1);
@@ -62,7 +62,7 @@ static int encode(const char *dir) {
     ring.backend = SS_BACKEND_CUDA_IPC; ring.output_format = SS_FORMAT_RGBA16F; ring.device = 0;
     ring.shm_name = NULL; ring.mem_handle = mem;
     for (int k = 0; k < 3; k++) ring.event_handles[k] = events[k];
-    ss_enc_open(&buf, 4, 64, 48, CHANNELS, 4, &ring, &blend, &none, 9);
+    ss_enc_open(&buf, 4, 64, 48, CHANNELS, 4, &ring, &blend, &none, 9, "streamstyle-bell-1-1");
     write_file(dir, "open_cuda", &buf);
 
     ss_enc_frame(&buf, 5, 1, 0, NULL);

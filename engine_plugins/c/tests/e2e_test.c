@@ -5,10 +5,12 @@
  *                              Python client's outputs for the same inputs and seed)
  *   ss_e2e_test gone ADDR      the service killed for good: reported as an event, every call answers at
  *                              once (busy, unavailable), close and destroy need no service
- *   ss_e2e_test rhythm ADDR MS [off]  a render loop submitting every MS milliseconds on a fixed beat
- *                              (a frame skipped when no slot is free); prints "RHYTHM period_ms=
- *                              submits= wakes= spun_us=" (the I/O thread's anticipation, or with
- *                              "off" none: SS_CLIENT_NO_ANTICIPATION) and the frame-path timings
+ *   ss_e2e_test rhythm ADDR MS [off] [nobell]  a render loop submitting every MS milliseconds on a
+ *                              fixed beat (a frame skipped when no slot is free); prints "RHYTHM
+ *                              period_ms= submits= wakes= spun_us=" (the I/O thread's anticipation,
+ *                              or with "off" none: SS_CLIENT_NO_ANTICIPATION), "DOORBELL on= answers="
+ *                              (the session's doorbell; "nobell": SS_CLIENT_NO_DOORBELL) and the
+ *                              frame-path timings
  *   ss_e2e_test restart ADDR   a level load longer than the reap time, then the service killed and
  *                              restarted mid-stream by the driver: prints "PHASE running", expects the
  *                              kill, prints "EVENT lost", expects a new service, prints "EVENT reopened"
@@ -619,8 +621,9 @@ static int scenario_gone(const char *addr) {
 
 /* A game's render loop: a frame every `ms` on a fixed beat (deadlines, not sleeps after the work),
  * skipped when no slot is free; events taken between beats. */
-static int scenario_rhythm(const char *addr, double ms, int anticipation) {
-    ss_client *c = connect_with(addr, 20000, anticipation ? 0 : SS_CLIENT_NO_ANTICIPATION);
+static int scenario_rhythm(const char *addr, double ms, uint32_t flags) {
+    int anticipation = !(flags & SS_CLIENT_NO_ANTICIPATION);
+    ss_client *c = connect_with(addr, 20000, flags);
     ss_session_config cfg = session_config();
     ss_session *s = NULL;
     ss_client_info ci;
@@ -654,6 +657,13 @@ static int scenario_rhythm(const char *addr, double ms, int anticipation) {
            (unsigned long long)ci.spun_us, sent, skipped, done, ms, anticipation);
     CHECK(sent > frames / 2 && ci.submits == (uint64_t)sent && ci.wakes <= ci.submits);
     CHECK(anticipation || ci.spun_us == 0);
+    {
+        ss_session_info si;
+        memset(&si, 0, sizeof si);
+        si.size = sizeof si;
+        CHECK(ss_session_get_info(s, &si) == SS_OK);
+        printf("DOORBELL on=%d answers=%llu done=%d\n", si.doorbell, (unsigned long long)si.doorbell_answers, done);
+    }
     report(&T_ACQUIRE);
     report(&T_SUBMIT);
     report(&T_POLL);
@@ -715,9 +725,14 @@ int main(int argc, char **argv) {
     else if (argc == 3 && !strcmp(argv[1], "restart")) rc = scenario_restart(argv[2]);
     else if (argc == 3 && !strcmp(argv[1], "gone")) rc = scenario_gone(argv[2]);
     else if (argc == 5 && !strcmp(argv[1], "dump")) rc = scenario_dump(argv[2], argv[3], atoi(argv[4]));
-    else if ((argc == 4 || (argc == 5 && !strcmp(argv[4], "off"))) && !strcmp(argv[1], "rhythm") && atof(argv[3]) > 0)
-        rc = scenario_rhythm(argv[2], atof(argv[3]), argc == 4);
-    else fprintf(stderr, "usage: ss_e2e_test full|restart|gone ADDRESS | dump ADDRESS DIR N | rhythm ADDRESS MS [off]\n");
+    else if (argc >= 4 && argc <= 6 && !strcmp(argv[1], "rhythm") && atof(argv[3]) > 0) {
+        uint32_t flags = 0;
+        for (int i = 4; i < argc; i++) flags |= !strcmp(argv[i], "off") ? SS_CLIENT_NO_ANTICIPATION
+                                               : !strcmp(argv[i], "nobell") ? SS_CLIENT_NO_DOORBELL : 0x80000000u;
+        if (flags & 0x80000000u) fprintf(stderr, "rhythm takes the words off and nobell\n");
+        else rc = scenario_rhythm(argv[2], atof(argv[3]), flags);
+    }
+    else fprintf(stderr, "usage: ss_e2e_test full|restart|gone ADDRESS | dump ADDRESS DIR N | rhythm ADDRESS MS [off] [nobell]\n");
     if (rc == 2) return 2;
     if (failures || rc) printf("RESULT failed %d\n", failures);
     else printf("RESULT ok\n");

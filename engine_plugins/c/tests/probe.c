@@ -18,7 +18,8 @@
  *   OVERHEAD n= p50_us= p99_us=                   submit to answer seen, minus total_ms
  * then the client's CPU cost: CLIENT spun_us= period_ms= cpu_ms= wall_ms= (the I/O thread's time awake
  * anticipating the frame rhythm, the rhythm it learned, and this process's CPU and wall time).
- * SS_PROBE_NO_ANTICIPATION=1 in the environment opens the client with SS_CLIENT_NO_ANTICIPATION.
+ * SS_PROBE_NO_ANTICIPATION=1 in the environment opens the client with SS_CLIENT_NO_ANTICIPATION,
+ * SS_PROBE_NO_DOORBELL=1 with SS_CLIENT_NO_DOORBELL (ZeroMQ only).
  * The first 5 frames (warm-up) are left out of the summaries. Last line: RESULT ok / RESULT failed.
  *
  *   ss_probe wake N IDLE_US
@@ -238,7 +239,8 @@ int main(int argc, char **argv) {
     cc.address = argv[1];
     cc.name = "ss_probe";
     cc.timeout_ms = 120000; /* a GPU service captures the session's graph at open */
-    if (getenv("SS_PROBE_NO_ANTICIPATION")) cc.flags = SS_CLIENT_NO_ANTICIPATION;
+    if (getenv("SS_PROBE_NO_ANTICIPATION")) cc.flags |= SS_CLIENT_NO_ANTICIPATION;
+    if (getenv("SS_PROBE_NO_DOORBELL")) cc.flags |= SS_CLIENT_NO_DOORBELL;
     if (ss_client_create(&cc, &c) != SS_OK) {
         printf("FAIL create: %s %s\nRESULT failed\n", ss_last_error_code(), ss_last_error_message());
         return 1;

@@ -51,6 +51,7 @@ namespace StreamStyle
     {
         None = 0,
         NoAnticipation = 1, // SS_CLIENT_NO_ANTICIPATION: the I/O thread never stays awake for the frame rhythm
+        NoDoorbell = 2, // SS_CLIENT_NO_DOORBELL: sessions get no shared-memory doorbell (ZeroMQ only)
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -131,6 +132,8 @@ namespace StreamStyle
         public ulong input_slot_bytes, output_slot_bytes;
         public int live;
         public ulong events_lost;
+        public int doorbell; // 1 while the service uses the session's doorbell
+        public ulong doorbell_answers; // answers that came through it before their ZeroMQ copy
     }
 
     [StructLayout(LayoutKind.Sequential)]
