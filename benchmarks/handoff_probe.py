@@ -12,7 +12,8 @@ in microseconds, p50 and p99:
   submit call            the client's submit (encode + send for Python; ss_submit for C)
   to I/O thread send     C only: ss_submit returned -> the I/O thread's zmq_send returned
   to service poll        the client's send -> the service's zmq poll returned (libzmq's two I/O
-                         threads, the socket, the service thread's wake-up)
+                         threads, the socket, the service thread's wake-up); for a frame taken
+                         from the doorbell (--doorbell on, the default), the send -> the take
   poll to recv           that poll returned -> recv_multipart returned
   service total_ms       the service's own time: the frame off the socket -> done computed
    (recv to queued)      inside total_ms: the frame message's decode and validation
@@ -87,13 +88,19 @@ def traced_serve(trace_path: str, serve_args: list[str]) -> int:
         self.sock = _TracedSocket(self.sock, trace)
 
     def queue_traced(self, state, msg):
-        frames[(state.id, msg.seq)] = {"poll": trace.get("last_poll"), "recv": trace.get("last_recv"),
-                                       "queued": time.monotonic_ns()}
+        t = time.monotonic_ns()
+        if (state.id, msg.seq) not in frames:  # the first copy (doorbell or socket) is the one taken
+            if self._bell_of is state:  # taken from the doorbell: no poll of its own; perf_counter is CLOCK_MONOTONIC
+                took = int(self._received_at * 1e9)
+                frames[(state.id, msg.seq)] = {"poll": took, "recv": took, "queued": t, "bell": True}
+            else:
+                frames[(state.id, msg.seq)] = {"poll": trace.get("last_poll"), "recv": trace.get("last_recv"),
+                                               "queued": t, "bell": False}
         return queue_frame(self, state, msg)
 
-    def send_traced(self, identity, msg):
+    def send_traced(self, identity, msg, bell=None):
         t = time.monotonic_ns()
-        send(self, identity, msg)
+        send(self, identity, msg, bell)
         f = frames.get((msg.get("session"), msg.get("seq"))) if msg.get("type") in ("done", "late") else None
         if f is not None:
             f.update(send_start=t, sent=time.monotonic_ns(), answer=msg["type"])
@@ -115,27 +122,28 @@ def run_python_client(address: str, args, w: int, h: int) -> list[dict]:
 
     client = Client(address, timeout_s=120)
     stamps: dict = {}
-    send, recv = client._send, client._recv
+    send = client._send
 
     def send_traced(msg):
         send(msg)
         if msg.get("type") == "frame":
             stamps["sent"] = time.monotonic_ns()
 
-    def recv_traced(timeout_ms):
-        m = recv(timeout_ms)
-        if m is not None and m.get("type") in ("done", "late", "error"):
-            stamps.setdefault(m.get("seq"), time.monotonic_ns())
-        return m
+    dispatch = client._dispatch
 
-    client._send, client._recv = send_traced, recv_traced
+    def dispatch_traced(m):  # answers from the doorbell or the socket, whichever came first
+        if m.get("type") in ("done", "late", "error"):
+            stamps.setdefault(m.get("seq"), time.monotonic_ns())
+        return dispatch(m)
+
+    client._send, client._dispatch = send_traced, dispatch_traced
     scene = Scene.generate(3)
     renderer = Renderer(scene, CameraPath("handheld", seed=3, extent=scene.extent), w, h, device=args.device)
     layout = reference_layout(w, h)
     slots = [to_slot(renderer.render(i), layout) for i in range(8)]
     cuda = args.device.startswith("cuda")
     session = client.open_session(w, h, layout, backend="cuda-ipc" if cuda else "shm", params={"steps": 2},
-                                  prompt=None if args.no_prompts else "watercolor")
+                                  prompt=None if args.no_prompts else "watercolor", doorbell=args.doorbell == "on")
     rows = []
     try:
         for i in range(args.frames + args.warmup):
@@ -186,7 +194,8 @@ def build_probe(out: Path) -> Path:
 def run_c_client(address: str, args, w: int, h: int, exe: Path) -> tuple[list[dict], str]:
     backend = "cuda-ipc" if args.device.startswith("cuda") else "shm"
     cmd = [str(exe), address, backend, str(w), str(h), str(args.frames + args.warmup), str(args.interval_ms), args.poll]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    env = {**os.environ, **({"SS_PROBE_NO_DOORBELL": "1"} if args.doorbell == "off" else {})}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
     if res.returncode != 0 or "RESULT ok" not in res.stdout:
         raise SystemExit(f"ss_probe failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}")
     rows = []
@@ -245,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                          "fps: 16.7); 0: back to back")
     ap.add_argument("--poll", choices=("spin", "yield"), default="yield", help="C client: how its render thread "
                     "calls ss_poll while it waits (yield: sched_yield between calls)")
+    ap.add_argument("--doorbell", choices=("on", "off"), default="on",
+                    help="give the session a doorbell (docs/protocol.md, 'The doorbell'), or ZeroMQ alone")
     ap.add_argument("--probe-exe", type=Path, help="a built ss_probe (else built here with CMake)")
     ap.add_argument("--preset", help="the service's model preset (e.g. tiny on a CPU)")
     ap.add_argument("--cpu-threads", type=int)
@@ -285,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
 
     backend = "cuda-ipc" if args.device.startswith("cuda") else "shm"
+    belled = sum(1 for r in rows if service.get(r["seq"], {}).get("bell"))
     print(f"{args.size} {backend} client={args.client} frames={len(rows)} interval_ms={args.interval_ms}"
-          + (f" poll={args.poll}" if args.client == "c" else ""))
+          + (f" poll={args.poll}" if args.client == "c" else "") + f" doorbell={args.doorbell}"
+          + f" frames_taken_from_the_doorbell={belled}")
     for name, _, _ in PARTS:
         if name in parts:
             xs = parts[name]

@@ -7,7 +7,8 @@
 #     split hop by hop with CLOCK_MONOTONIC stamps from both processes (targets: <= 50 us p50,
 #     <= 100 us p99), back to back and paced at 60 fps, the render thread spinning on ss_poll or
 #     yielding between calls; the render-thread calls' p50/p99 in those runs (target <= 20 us p99), and
-#     how many submits still had to wake the I/O thread (its anticipation of the frame rhythm);
+#     how many submits still had to wake the I/O thread (its anticipation of the frame rhythm); each with
+#     the session's doorbell (docs/protocol.md) and once over ZeroMQ alone (--doorbell off);
 #  3. the Python client's split for comparison, and `ss_probe wake`: what one thread hand-off costs on
 #     this machine (a frame's round trip has seven);
 #  4. optional, SS_SERVICE_ADDRESS set: the whole chain through the Vulkan bridge (ssvk_host session);
@@ -100,7 +101,8 @@ if [ "$have_client" = 1 ]; then
                 --probe-exe "$probe_build/ss_probe" --out "$out" "$@" >"$log" 2>&1; then ok=ok; else ok=FAIL; status=1; fi
         echo "---- handoff_probe $name ($ok)"; cat "$log"
         local over=$(grep "^  overhead" "$log" || true) sub=$(grep "^TIMING submit" "$log" || true)
-        row "$name | overhead p50 $(awk '{print $3}' <<<"$over") us | p99 $(awk '{print $6}' <<<"$over") us | submit p99 $(sed -n 's/.*p99_us=\([0-9.]*\).*/\1/p' <<<"$sub") us | targets 50 / 100 / 20 us | $ok"
+        local bell=$(sed -n 's/.*frames_taken_from_the_doorbell=\([0-9]*\).*/\1/p' "$log" | head -1)
+        row "$name | overhead p50 $(awk '{print $3}' <<<"$over") us | p99 $(awk '{print $6}' <<<"$over") us | submit p99 $(sed -n 's/.*p99_us=\([0-9.]*\).*/\1/p' <<<"$sub") us | frames via doorbell ${bell:-?} | targets 50 / 100 / 20 us | $ok"
         local cl=$(grep "^CLIENT" "$log" || true)
         [ -n "$cl" ] && row "$name | ${cl#CLIENT } | | | submits that woke the I/O thread, its time awake | $ok"
         for call in acquire poll output; do
@@ -111,7 +113,9 @@ if [ "$have_client" = 1 ]; then
     run_probe c-back-to-back-spin --client c --poll spin
     run_probe c-60fps-spin --client c --poll spin --interval-ms 16.7 --frames 300
     run_probe c-60fps-yield --client c --poll yield --interval-ms 16.7 --frames 300
-    run_probe python-back-to-back --client python
+    run_probe c-60fps-yield-zmq-only --client c --poll yield --interval-ms 16.7 --frames 300 --doorbell off
+    run_probe python-60fps --client python --interval-ms 16.7 --frames 300
+    run_probe python-60fps-zmq-only --client python --interval-ms 16.7 --frames 300 --doorbell off
 fi
 
 # 4. optional: the whole chain through the bridge and a service someone started
