@@ -125,9 +125,10 @@ def run_python_client(address: str, args, w: int, h: int) -> list[dict]:
     send = client._send
 
     def send_traced(msg):
-        send(msg)
+        data = send(msg)
         if msg.get("type") == "frame":
             stamps["sent"] = time.monotonic_ns()
+        return data
 
     dispatch = client._dispatch
 

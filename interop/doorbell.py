@@ -43,8 +43,6 @@ import struct
 import weakref
 from multiprocessing import resource_tracker, shared_memory
 
-import numpy as np
-
 from .errors import RingError
 from .limits import MAX_SHM_NAME_CHARS as _MAX_NAME_CHARS
 
@@ -80,7 +78,11 @@ class Lane:
     """One direction of a doorbell: push (the writer) or pop (the reader)."""
 
     def __init__(self, buf, lane: int, record_bytes: int, records: int):
-        self.counters = np.ndarray((2,), dtype="<u8", buffer=buf, offset=LANE_OFFSET[lane], strides=(CONSUMED_OFFSET,))
+        o = LANE_OFFSET[lane]
+        # u64 views of the two counters (native order: little-endian on the x86-64 hosts `supported`
+        # names); a read or write of one is one aligned 8-byte access
+        self._pub = memoryview(buf)[o: o + 8].cast("Q")
+        self._con = memoryview(buf)[o + CONSUMED_OFFSET: o + CONSUMED_OFFSET + 8].cast("Q")
         base = RECORDS_OFFSET + lane * records * record_bytes
         self._records = [memoryview(buf)[base + i * record_bytes: base + (i + 1) * record_bytes] for i in range(records)]
         self.record_bytes, self.records = record_bytes, records
@@ -88,42 +90,42 @@ class Lane:
 
     def push(self, data: bytes) -> bool:
         """Put one message in the lane; False (and nothing written) if it is full or too long."""
-        published, consumed = int(self.counters[0]), int(self.counters[1])
+        published, consumed = self._pub[0], self._con[0]
         if published - consumed >= self.records or len(data) > self.record_bytes - 4:
             self.skipped += 1
             return False
         rec = self._records[published % self.records]
         rec[4: 4 + len(data)] = data
         rec[:4] = struct.pack("<I", len(data))
-        self.counters[0] = published + 1
+        self._pub[0] = published + 1
         return True
 
     def pending(self) -> bool:
-        return int(self.counters[0]) != int(self.counters[1])
+        return self._pub[0] != self._con[0]
 
     def pop(self) -> bytes | None:
         """The next message, or None when the lane is empty. A record whose length is out of range
         (a writer that does not keep the format) is consumed and returned as b"" so the caller can
         refuse it."""
-        published, consumed = int(self.counters[0]), int(self.counters[1])
+        published, consumed = self._pub[0], self._con[0]
         if consumed >= published:
             return None
         rec = self._records[consumed % self.records]
         (n,) = struct.unpack("<I", rec[:4])
         data = bytes(rec[4: 4 + n]) if n <= self.record_bytes - 4 else b""
-        self.counters[1] = consumed + 1
+        self._con[0] = consumed + 1
         return data
 
     def release(self) -> None:
         """Drop the views of the segment (it cannot be unmapped while they exist)."""
-        for rec in self._records:
-            rec.release()
-        self._records, self.counters = [], None
+        for view in (*self._records, self._pub, self._con):
+            view.release()
+        self._records = []
 
     def skip_to_end(self) -> None:
         """The reader forgets what is in the lane (a service attaching a segment a previous service
         read: what is there was meant for that one)."""
-        self.counters[1] = self.counters[0]
+        self._con[0] = self._pub[0]
 
 
 class Doorbell:

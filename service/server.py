@@ -356,6 +356,7 @@ class Service(MessageGuard):
             return bool(self.sock.poll(timeout_ms, zmq.POLLIN))
         if timeout_ms == 0 or self._take_bells():
             return bool(self.sock.poll(0, zmq.POLLIN))
+        lanes = [s.bell.to_service for s in belled]
         end = time.perf_counter() + timeout_ms / 1000
         while True:
             now = time.perf_counter()
@@ -366,15 +367,16 @@ class Service(MessageGuard):
                 on, until = s.beat.plan(now)
                 spin = spin or on
                 wait_s = min(wait_s, until)
-            if spin:
+            if spin:  # a lane is a memory read away (~0.2 us), the socket a system call: lanes first, often
+                for _ in range(32):
+                    if any(lane.pending() for lane in lanes):
+                        return False  # tick takes them
                 if self.sock.poll(0, zmq.POLLIN):
                     return True
-                if any(s.bell.to_service.pending() for s in belled):
-                    return False  # tick takes them
                 continue
             if self.sock.poll(max(0, min(int(wait_s * 1000), timeout_ms)), zmq.POLLIN):
                 return True
-            if any(s.bell.to_service.pending() for s in belled):
+            if any(lane.pending() for lane in lanes):
                 return False
 
     def _take_bells(self) -> int:
@@ -936,14 +938,15 @@ class Service(MessageGuard):
         model_ms = events[0].elapsed_time(events[1]) if events else (t_write - t_model) * 1000
         write_ms = events[1].elapsed_time(events[2]) if events else (end - t_write) * 1000
         late = total_ms > deadline_ms
+        # the answer first, the bookkeeping after it: the engine waits for the one, not the other
+        self.send(state.owner, {"type": "done", **reply, "late": late, "timings": {
+            "queue_ms": (start - t0) * 1000, "model_ms": model_ms, "write_ms": write_ms, "total_ms": total_ms}},
+            state.bell)
         state.done += 1
         state.late += int(late)
         self.frames_total += 1
         state.latencies_ms.append(total_ms)
         state.model_ms.append(model_ms)
-        self.send(state.owner, {"type": "done", **reply, "late": late, "timings": {
-            "queue_ms": (start - t0) * 1000, "model_ms": model_ms, "write_ms": write_ms, "total_ms": total_ms}},
-            state.bell)
         if self.metrics is not None:
             self.metrics.on_frame(state.id, total_ms, late)
         if state.recorder is not None and not state.recorder.offer(state.ring.output(msg.slot)) and self.metrics is not None:

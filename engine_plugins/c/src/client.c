@@ -40,6 +40,7 @@
 #define SPIN_LEAD_NS 300000u   /* awake this long before an expected submit or answer */
 #define SPIN_TAIL_NS 1500000u  /* and at most this long after it */
 #define SPIN_DEV_NS 1000000u   /* plus twice the rhythm's mean deviation, up to this */
+#define BELL_LOOK_NS 20000u    /* while spinning, look at the doorbells this long between socket polls */
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
@@ -748,6 +749,19 @@ static int frames_waiting(ss_client *c) {
     return any;
 }
 
+/* client->lock held: whether a session uses a doorbell, whether an answer waits in one */
+static int bells_on(ss_client *c) {
+    for (ss_session *s = c->sessions; s; s = s->next)
+        if (s->bell_on) return 1;
+    return 0;
+}
+
+static int bells_pending(ss_client *c) {
+    for (ss_session *s = c->sessions; s; s = s->next)
+        if (s->bell_on && ss_bell_pending(s->bell, SS_BELL_TO_ENGINE)) return 1;
+    return 0;
+}
+
 static void *io_main(void *arg) {
     ss_client *c = arg;
 #ifdef SCHED_BATCH
@@ -761,6 +775,7 @@ static void *io_main(void *arg) {
     pthread_mutex_lock(&c->lock);
     while (!c->stop) {
         double now = now_s(), due;
+        int slept;
         long timeout_ms;
         zmq_pollitem_t items[3];
         int n = 0;
@@ -789,14 +804,29 @@ static void *io_main(void *arg) {
         items[n++] = (zmq_pollitem_t){NULL, c->pipe_r, ZMQ_POLLIN, 0};
         if (c->sock) items[n++] = (zmq_pollitem_t){c->sock, 0, ZMQ_POLLIN, 0};
         if (c->mon) items[n++] = (zmq_pollitem_t){c->mon, 0, ZMQ_POLLIN, 0};
+        slept = 0;
         {
             uint64_t tn = now_ns(), wake_at;
             int spin;
             anticipate(c, tn, &wake_at, &spin);
             if (spin) { /* awake: a submit finds `sleeping` clear and makes no system call */
-                pthread_mutex_unlock(&c->lock);
-                if (zmq_poll(items, n, 0) == 0) sched_yield();
-                pthread_mutex_lock(&c->lock);
+                /* a doorbell's lane is a memory read away, the socket a system call: look at the
+                 * lanes and the submit queue for up to BELL_LOOK_NS first (control calls wait that
+                 * long for client->lock at most) */
+                int hot = 0;
+                if (bells_on(c)) {
+                    uint64_t until = tn + BELL_LOOK_NS;
+                    while (!(hot = bells_pending(c) || frames_waiting(c)) && now_ns() < until) {
+#if defined(__x86_64__) || defined(__i386__)
+                        __builtin_ia32_pause();
+#endif
+                    }
+                }
+                if (!hot) {
+                    pthread_mutex_unlock(&c->lock);
+                    if (zmq_poll(items, n, 0) == 0 && !bells_on(c)) sched_yield();
+                    pthread_mutex_lock(&c->lock);
+                }
                 c->spun_ns += now_ns() - tn;
             } else {
                 if (wake_at && (long)((wake_at - tn) / 1000000u) < timeout_ms) timeout_ms = (long)((wake_at - tn) / 1000000u);
@@ -823,9 +853,10 @@ static void *io_main(void *arg) {
                 }
                 __atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
                 pthread_mutex_lock(&c->lock);
+                slept = 1;
             }
         }
-        {
+        if (slept) { /* the wake-up's count, if any: only a sleeping thread is woken */
             uint64_t drain[8];
             while (read(c->pipe_r, drain, sizeof drain) > 0) {}
         }
