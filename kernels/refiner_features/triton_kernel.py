@@ -11,6 +11,18 @@ Linear's weights (F x 3 + F) are read in place from the module's parameters (no 
 allocated but x). Every input is taken through its strides, so the engine slot's strided views
 (ids, surface) and a channel range of the packed G-buffers (the guide) are read without a copy.
 
+What it writes, per pixel (i, j) of image n, channel blocks in `feature_channels` order, `r()`
+rounding to the activations' dtype:
+
+    base[c]  = r(bilinear(r(latent[n, c]), src = max((1/stride) * (i + 0.5) - 0.5, 0), likewise j))
+    guide[c] = r(guide[n, c, i, j])
+    hist[c]  = r(r(r(history[n, c, i, j]) * 2 - 1) * m),   m = r(mask[n, 0, i, j]);  mask = m
+    position = r(((j % stride) + 0.5) * (2 / stride) - 1), the same for i, r((j + 0.5) * (2 / width) - 1),
+               r((i + 0.5) * (2 / height) - 1)
+    ids[k]   = r(id_table[ids[n, i, j] & 255, k])                        (0 without ids)
+    surface  = r(sin(p_k)) for k < F, then r(cos(p_k)),  p_k = 2 pi * rw(rw(s) . w_k + b_k)
+               with s = surface[n, i, j, 0:3] and rw() rounding to the Linear's dtype (0 without a surface)
+
 Formulas are `reference.py`'s, with its roundings reproduced: each value is computed in float32
 and rounded to the activations' dtype at every point where the reference's PyTorch op chain does
 (`_round`, round half to even as torch's `.to()`), so the history, mask, positions, guide and
