@@ -34,24 +34,26 @@ def case(b, hh, ww, stride, cg, e, f, gen, *, ids=True, surface=True, wdtype=tor
     """The op's arguments as the frame hands them over: the guide a channel range of the packed
     planes, ids one component of an int32 plane (full 32-bit range: the low 8 bits pick the row),
     the surface three of an RGBA16F plane's four components."""
-    latent = torch.rand(b, 3, hh // stride, ww // stride, generator=gen) * 2 - 1
-    packed = torch.randn(b, cg + 3, hh, ww, generator=gen)
-    history = torch.rand(b, 3, hh, ww, generator=gen)
-    mask = torch.rand(b, 1, hh, ww, generator=gen)
+    def dev(t):
+        return t.to(device)
+
+    latent = dev(torch.rand(b, 3, hh // stride, ww // stride, generator=gen) * 2 - 1)
+    packed = dev(torch.randn(b, cg + 3, hh, ww, generator=gen))
+    history = dev(torch.rand(b, 3, hh, ww, generator=gen))
+    mask = dev(torch.rand(b, 1, hh, ww, generator=gen))
     if binary_mask:
         mask = (mask > 0.4).float()
-    plane = torch.randint(-2 ** 31, 2 ** 31 - 1, (b, hh, ww, 2), generator=gen, dtype=torch.int64).to(torch.int32)
-    rgba = (torch.randn(b, hh, ww, 4, generator=gen) * 1.5).half()
-    table = (torch.randn(ID_BUCKETS, e, generator=gen) * 0.5).to(wdtype) if e else None
-    weight = (torch.randn(f, 3, generator=gen) * 3).to(wdtype) if f else None
-    bias = torch.rand(f, generator=gen).to(wdtype) if f else None
-    srf = rgba[..., :3]
+    plane = dev(torch.randint(-2 ** 31, 2 ** 31 - 1, (b, hh, ww, 2), generator=gen, dtype=torch.int64).to(torch.int32))
+    rgba = dev((torch.randn(b, hh, ww, 4, generator=gen) * 1.5).half())
+    table = dev((torch.randn(ID_BUCKETS, e, generator=gen) * 0.5).to(wdtype)) if e else None
+    weight = dev((torch.randn(f, 3, generator=gen) * 3).to(wdtype)) if f else None
+    bias = dev(torch.rand(f, generator=gen).to(wdtype)) if f else None
+    srf = rgba[..., :3]  # the views are taken on the device: `.to()` of a view would make it contiguous
     if contiguous_surface:
         srf = srf.contiguous()
-    args = dict(latent=latent, guide=packed[:, 2:2 + cg], history=history, mask=mask,
+    return dict(latent=latent, guide=packed[:, 2:2 + cg], history=history, mask=mask,
                 ids=plane[..., 1] if ids else None, surface=srf if surface else None,
                 id_table=table, surface_weight=weight, surface_bias=bias)
-    return {k: (v.to(device) if v is not None else None) for k, v in args.items()}
 
 
 def call(fn, a, stride, width, height, dtype, **kw):
