@@ -1,11 +1,12 @@
 """Triton kernel for `refiner_features`: the refiner's whole per-pixel input x [B, H, W, Cin]
-written in one pass, where the reference is some thirty full-resolution PyTorch ops (upsample,
-casts, the history's arithmetic, position grids, the embedding gather, the surface Linear, sin,
-cos, permutes and a concatenation), each a trip through memory.
+written in one pass, where the reference is about 40 full-resolution ATen ops (upsample, casts,
+the history's arithmetic, position grids, the embedding gather, the surface Linear, sin, cos and
+concatenations), each a trip through memory.
 
 One program per block of `BLOCK` consecutive pixels (row-major over H x W) of one image, holding
-a [BLOCK, CP] tile of x (CP: Cin rounded up to a power of two) that is stored once, contiguous.
-Per pixel it reads the four latent texels of the bilinear upsample, the guide, history and mask
+a [BLOCK, CP] tile of x's channels before the surface features (CP: their count rounded up to a
+power of two) and [BLOCK, NFP] tiles of the features' sines and cosines (so each is taken once
+per pixel); each tile is stored once, contiguous along the channels. Per pixel it reads the four latent texels of the bilinear upsample, the guide, history and mask
 planes, the object id and the surface position, each once; the id table (256 x E) and the surface
 Linear's weights (F x 3 + F) are read in place from the module's parameters (no packing, nothing
 allocated but x). Every input is taken through its strides, so the engine slot's strided views
@@ -58,14 +59,14 @@ TWO_PI = tl.constexpr(6.283185307179586)  # 2 * math.pi; a float32 in the kernel
 def _round(x, KIND: tl.constexpr):
     """float32 `x` rounded to the activations' dtype (KIND 0 float32, 1 bfloat16, 2 float16) and
     returned as float32: round half to even, as torch's `.to()` (finite values)."""
+    y = x
     if KIND == 1:
         bits = x.to(tl.uint32, bitcast=True)
         bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
-        return bits.to(tl.float32, bitcast=True)
-    elif KIND == 2:
-        return x.to(tl.float16).to(tl.float32)
-    else:
-        return x
+        y = bits.to(tl.float32, bitcast=True)
+    if KIND == 2:
+        y = x.to(tl.float16).to(tl.float32)
+    return y
 
 
 @triton.jit
