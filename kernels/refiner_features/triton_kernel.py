@@ -158,9 +158,9 @@ def _features_kernel(lat_ptr, guide_ptr, hist_ptr, mask_ptr, ids_ptr, table_ptr,
 
     # surface Fourier features, in their own [BLOCK, NFP] tiles so that each sin and cos is taken
     # once per pixel: the Linear in its weights' dtype, then sin / cos in float32
+    j = tl.arange(0, NFP)[None, :]
+    jm = j < NF
     if HAS_SURFACE:
-        j = tl.arange(0, NFP)[None, :]
-        jm = j < NF
         sp = surf_ptr + n * ss_b + row * ss_h + col * ss_w
         s0 = _round(tl.load(sp, mask=ok, other=0.0).to(tl.float32), WK)[:, None]
         s1 = _round(tl.load(sp + ss_c, mask=ok, other=0.0).to(tl.float32), WK)[:, None]
@@ -173,8 +173,6 @@ def _features_kernel(lat_ptr, guide_ptr, hist_ptr, mask_ptr, ids_ptr, table_ptr,
         sin = _round(tl.sin(phase), OUT)
         cos = _round(tl.cos(phase), OUT)
     else:  # zeros where the layout has no surface channel
-        j = tl.arange(0, NFP)[None, :]
-        jm = j < NF
         sin = tl.zeros((BLOCK, NFP), dtype=tl.float32)
         cos = sin
     if NF > 0:
