@@ -13,10 +13,20 @@ written as RGBA8 (what the service runs):
   this card's device-to-device copy bandwidth measured in the same run;
 - with `--sweep`, each stage alone over tile shapes and warp counts (graph replays), the best
   marked.
+With `--features`, the refiner's input assembly instead (`kernels/refiner_features`, the 32
+channels of x the stages read): the fused kernel against its reference (the PyTorch op chain the
+model ran before it), on the inputs as the frame hands them over (float32 latent, history and
+mask, the guide a float32 channel range of the packed planes, int32 ids and RGBA16F surface as
+strided views of slot planes, bf16 id table and surface Linear); checked first (kernel against
+reference: the guide, history, mask, position and id channels bit for bit, the upsample within one
+bf16 unit, the surface features within one unit at >= 99.99% of values), then both timed eager and
+graphed, with the kernel's bytes over its graphed time beside the copy bandwidth; `--sweep` adds
+pixels per program x warps.
 Prints tables; `--json FILE` writes every figure.
 
     python benchmarks/bench_refiner.py --sweep
     python benchmarks/bench_refiner.py --size 1920x1088 --iters 500 --json refiner.json
+    python benchmarks/bench_refiner.py --features --sweep --json features.json
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ import torch
 
 from streamstyle.kernels.refiner import conv3x3_mlp_reference, refine_composite_reference
 from streamstyle.kernels.refiner import triton_kernel as tk
+from streamstyle.kernels.refiner_features import ID_BUCKETS, feature_channels, refiner_features_reference
+from streamstyle.kernels.refiner_features import triton_kernel as fk
 
 SIZES = [(1280, 720), (1920, 1088), (3840, 2160)]
 CIN = C1 = C2 = 32
@@ -153,6 +165,121 @@ def check(case: Case) -> dict:
     return row
 
 
+GUIDE, IDS, SURFACE = 10, 3, 4  # the default model's guide channels, id embedding, Fourier features
+FEATURE_SWEEP = [(64, 4), (128, 4), (256, 4), (256, 8), (512, 8), (1024, 8)]  # (pixels per program, warps)
+
+
+class FeaturesCase:
+    """One frame's refiner inputs as `stylize_frame` hands them to `Refiner.features`, and x."""
+
+    def __init__(self, w: int, h: int, gen: torch.Generator):
+        self.w, self.h = w, h
+        lay = feature_channels(GUIDE, IDS, SURFACE)
+        self.lay = lay
+        packed = torch.randn(1, GUIDE + 2, h, w, generator=gen)  # the pack's full-resolution planes
+        ids = torch.randint(0, 1 << 20, (1, h, w, 1), generator=gen, dtype=torch.int32)
+        rgba = (torch.randn(1, h, w, 4, generator=gen) * 1.5).half()
+        self.args = dict(
+            latent=(torch.rand(1, 3, h // 4, w // 4, generator=gen) * 2 - 1).cuda(),
+            guide=packed.cuda()[:, :GUIDE], history=torch.rand(1, 3, h, w, generator=gen).cuda(),
+            mask=(torch.rand(1, 1, h, w, generator=gen) > 0.3).float().cuda(), ids=ids.cuda()[..., 0],
+            surface=rgba.cuda()[..., :3],
+            id_table=(torch.randn(ID_BUCKETS, IDS, generator=gen) * 0.5).cuda().bfloat16(),
+            surface_weight=(torch.randn(SURFACE, 3, generator=gen) * 3).cuda().bfloat16(),
+            surface_bias=torch.rand(SURFACE, generator=gen).cuda().bfloat16())
+        self.x = torch.empty(1, h, w, lay.total, dtype=torch.bfloat16, device="cuda")
+
+    def _call(self, fn, **kw):
+        a = self.args
+        return fn(a["latent"], a["guide"], a["history"], a["mask"], a["ids"], a["surface"], a["id_table"],
+                  a["surface_weight"], a["surface_bias"], 4, self.w, self.h, torch.bfloat16, **kw)
+
+    def fused(self, block=fk.BLOCK, warps=fk.NUM_WARPS):
+        self._call(fk.refiner_features_triton, out=self.x, block=block, num_warps=warps)
+
+    def reference(self):
+        return self._call(refiner_features_reference)
+
+    def min_bytes(self) -> int:
+        """What the kernel must move per frame: read guide (float32), history, mask, ids, the
+        surface's 8-byte RGBA16F pixels and the latent; write x (bf16)."""
+        px = self.w * self.h
+        return px * (GUIDE * 4 + 3 * 4 + 4 + 4 + 8 + self.lay.total * 2) + px // 16 * 3 * 4
+
+
+def check_features(case: FeaturesCase) -> dict:
+    """The kernel against the reference, both on this GPU in bf16 (the test suite's criteria)."""
+    with torch.no_grad():
+        want = case.reference()
+        case.x.fill_(float("nan"))
+        case.fused()
+        got = case.x
+    lay = case.lay
+    d = (got.float() - want.float()).abs()
+    exact = all(torch.equal(got[..., a:b], want[..., a:b]) for a, b in
+                ((lay.guide, lay.hist), (lay.hist, lay.mask), (lay.mask, lay.position), (lay.position, lay.ids),
+                 (lay.ids, lay.surface)))
+    unit = torch.exp2(torch.floor(torch.log2(want.float().abs().clamp_min(1e-30))) - 7)  # one bf16 ulp
+    ulps = d / unit
+    base_ulps = ulps[..., :lay.guide].max().item()
+    surface_within = (ulps[..., lay.surface:] <= 1).float().mean().item()
+    row = {"exact_channels": exact, "base_max_ulps": base_ulps, "surface_within_1ulp": surface_within,
+           "max_abs_err": d.max().item()}
+    row["ok"] = bool(torch.isfinite(got.float()).all()) and exact and base_ulps <= 1 and surface_within >= 0.9999
+    return row
+
+
+def run_features(sizes, timer: Timer, sweep: bool, report: dict) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for w, h in sizes:
+        case = FeaturesCase(w, h, gen)
+        row = {"size": f"{w}x{h}", "min_bytes": case.min_bytes(), **check_features(case)}
+        print(json.dumps(row), flush=True)
+        if row["ok"]:
+            with torch.no_grad():
+                row["fused_ms"] = timer(case.fused)
+                row["fused_graph_ms"] = timer(graphed(case.fused))
+                row["reference_ms"] = timer(case.reference)
+                row["reference_graph_ms"] = timer(graphed(case.reference))
+                if sweep:
+                    row["sweep"] = [{"block": bl, "warps": nw, "ms": timer(graphed(lambda: case.fused(bl, nw)))}
+                                    for bl, nw in FEATURE_SWEEP]
+        report["features"].append(row)
+        case = None
+        torch.cuda.empty_cache()
+
+
+def format_features(r: dict) -> str:
+    lines = [f"\nRefiner input assembly (x: {feature_channels(GUIDE, IDS, SURFACE).total} channels, bf16), one frame, "
+             f"on {r['device']} (triton {r['triton']}, torch {r['torch']}); median of {r['iters']}, "
+             f"L2 {'flushed' if r['flush_l2'] else 'warm'}; block {fk.BLOCK} pixels, {fk.NUM_WARPS} warps; "
+             f"copy bandwidth {r['copy_gbps']:.0f} GB/s",
+             f"{'size':>10} {'fused':>8} {'graph':>8} {'ref':>8} {'ref graph':>9} {'saved':>8} {'speedup':>7} "
+             f"{'GB/s':>6} {'of copy':>7} {'base ulp':>8} {'surf<=1ulp':>10}"]
+    for s in r["features"]:
+        if not s["ok"]:
+            lines.append(f"{s['size']:>10}  FAILED correctness (exact channels {s['exact_channels']}, base "
+                         f"{s['base_max_ulps']:.0f} ulp, surface {s['surface_within_1ulp']:.5f}): not timed")
+            continue
+        gbps = s["min_bytes"] / s["fused_graph_ms"] / 1e6
+        lines.append(f"{s['size']:>10} {s['fused_ms']:>8.3f} {s['fused_graph_ms']:>8.3f} {s['reference_ms']:>8.3f} "
+                     f"{s['reference_graph_ms']:>9.3f} {s['reference_graph_ms'] - s['fused_graph_ms']:>8.3f} "
+                     f"{s['reference_graph_ms'] / s['fused_graph_ms']:>6.1f}x {gbps:>6.0f} {gbps / r['copy_gbps']:>6.0%} "
+                     f"{s['base_max_ulps']:>8.0f} {s['surface_within_1ulp']:>10.5f}")
+    lines.append("(ms; 'graph' columns replay one CUDA graph; saved = reference graph - fused graph; GB/s = the "
+                 "kernel's minimum bytes over its graphed time; base ulp: the upsample's largest error in bf16 units; "
+                 "surf<=1ulp: share of surface features within one bf16 unit)")
+    for s in r["features"]:
+        if "sweep" not in s:
+            continue
+        best = min(s["sweep"], key=lambda c: c["ms"])
+        lines.append(f"\nblock sweep at {s['size']} (graph replays, ms)")
+        lines.append(f"{'pixels':>6} {'warps':>5} {'ms':>8}")
+        for c in s["sweep"]:
+            lines.append(f"{c['block']:>6} {c['warps']:>5} {c['ms']:>8.3f}{'  <- best' if c is best else ''}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", action="append", help="WxH (repeatable); default 1280x720, 1920x1088, 3840x2160")
@@ -160,6 +287,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--warm-l2", action="store_true", help="do not flush L2 before each timed call")
     ap.add_argument("--sweep", action="store_true", help="time each stage over tile shapes and warp counts")
+    ap.add_argument("--features", action="store_true",
+                    help="time the input assembly (kernels/refiner_features) instead of the two stages")
     ap.add_argument("--json")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -172,6 +301,14 @@ def main() -> int:
     report = {"device": torch.cuda.get_device_name(), "triton": __import__("triton").__version__,
               "torch": torch.__version__, "iters": args.iters, "flush_l2": not args.warm_l2,
               "default_tile": [tk.TILE_H, tk.TILE_W, tk.NUM_WARPS], "copy_gbps": copy_bandwidth(timer), "sizes": []}
+    if args.features:
+        report["features"] = []
+        run_features(sizes, timer, args.sweep, report)
+        print(format_features(report))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=1)
+        return 0 if all(r["ok"] for r in report["features"]) else 1
     for w, h in sizes:
         case = Case(w, h, gen)
         row = {"size": f"{w}x{h}", "min_bytes": min_bytes(w, h), **check(case)}

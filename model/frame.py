@@ -68,7 +68,7 @@ class FrameParams:
 @dataclass
 class FrameInputs:
     cond: torch.Tensor  # [B, Ccond, h, w] normalised G-buffers at latent resolution
-    guide: torch.Tensor  # [B, Cguide, H, W] normalised G-buffers at full resolution
+    guide: torch.Tensor  # [B, Cguide, H, W] normalised G-buffers at full resolution (may be a view of the packed planes)
     depth: torch.Tensor  # [B, 1, h, w] linear depth at latent-pixel centres
     motion: torch.Tensor  # [B, 2, h, w] current-to-previous offset, in latent pixels
     depth_full: torch.Tensor  # [B, 1, H, W] linear depth at full resolution
@@ -136,7 +136,11 @@ def prepare_frame(config: ModelConfig, layout: GBufferLayout, planes: dict[str, 
     for name, spec in zip(names, specs):
         offsets[name] = (at, at + spec.count)
         at += spec.count
-    guide = torch.cat([full[:, slice(*offsets[n])] for n in config.guide_channels], dim=1)
+    runs = [offsets[n] for n in config.guide_channels]
+    if all(a[1] == b[0] for a, b in zip(runs, runs[1:])):  # one run of `full`'s channels: a view, no copy
+        guide = full[:, runs[0][0]:runs[-1][1]]
+    else:
+        guide = torch.cat([full[:, slice(*r)] for r in runs], dim=1)
     c = s // 2  # latent-pixel centre inside each s x s block
     dch, mch = layout["depth"], layout["motion"]
     depth = planes["depth"][:, c::s, c::s, dch.first:dch.first + 1].permute(0, 3, 1, 2).float()
@@ -216,7 +220,8 @@ def stylize_frame(model: StreamStyleModel, layout: GBufferLayout, planes: dict[s
     x0 = x0.clamp(-1.0, 1.0)
     history, mask = frame_history(cfg, inputs, start.state)
     mark("history")
-    rgb_full = model.refiner(x0, inputs.guide.to(dt), history, mask, inputs.ids, inputs.surface, pooled,
+    # The guide goes in as packed (float32): the refiner's input assembly rounds it to its dtype.
+    rgb_full = model.refiner(x0, inputs.guide, history, mask, inputs.ids, inputs.surface, pooled,
                              width, height, out=out)  # [B, 3, ph, pw] float32: the next frame's history
     rgb = rgb_full[:, :, :height, :width] if out is None else None
     mark("decode")

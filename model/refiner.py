@@ -5,7 +5,8 @@ A quarter-resolution latent caps sharpness (the oracle itself, taken down to 1/4
 24.6 dB on cel shading), so the frame is finished at full resolution by a small guided network, as
 TAA and DLSS finish theirs with a history buffer:
 
-- **Inputs per pixel** (`features`, channels-last [B, H, W, Cin]): the latent upsampled bilinearly
+- **Inputs per pixel** (`features`, channels-last [B, H, W, Cin], built by `kernels/refiner_features`
+  in one fused pass on a GPU, its order `feature_channels`): the latent upsampled bilinearly
   (3), the normalised G-buffer guide (colour, depth, normals, albedo: 10), the history (the previous
   output warped by the engine's motion vectors, 3) and its mask (1: 0 where the depth test says the
   pixel was disoccluded, on a cut and on the first frame), the position inside the latent pixel
@@ -26,17 +27,13 @@ paged state with its depth (`TemporalState.image`, `image_depth`).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..kernels.refiner import conv3x3_mlp, refine_composite
+from ..kernels.refiner_features import ID_BUCKETS, feature_channels, refiner_features
 from .config import ModelConfig
 from .layout import SEMANTIC_CHANNELS
-
-ID_BUCKETS = 256  # object ids are embedded by their low 8 bits
 
 
 class Refiner(nn.Module):
@@ -45,10 +42,10 @@ class Refiner(nn.Module):
         self.stride = config.latent_stride
         guide = sum(SEMANTIC_CHANNELS[n] for n in config.guide_channels)
         e, f, c = config.id_features, config.surface_features, config.refiner_width
-        self.base_ch, self.guide_ch = 0, 3
-        self.hist_ch = 3 + guide
-        self.mask_ch = self.hist_ch + 3
-        self.in_channels = self.mask_ch + 1 + 2 + 2 + e + 2 * f
+        self.channels = feature_channels(guide, e, f)  # where each input sits in x
+        self.base_ch, self.guide_ch = self.channels.base, self.channels.guide
+        self.hist_ch, self.mask_ch = self.channels.hist, self.channels.mask
+        self.in_channels = self.channels.total
         self.ids = nn.Embedding(ID_BUCKETS, e) if e else None
         self.surface = nn.Linear(3, f) if f else None  # cycles per world unit along learned directions
         self.conv1 = nn.Conv2d(self.in_channels, c, 3, padding=1)
@@ -75,39 +72,16 @@ class Refiner(nn.Module):
 
     def features(self, latent: torch.Tensor, guide: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
                  ids: torch.Tensor | None, surface: torch.Tensor | None, width: int, height: int) -> torch.Tensor:
-        """latent [B, 3, h, w] in [-1, 1]; guide [B, Cg, H, W] normalised; history [B, 3, H, W] in
-        [0, 1]; mask [B, 1, H, W] in {0, 1}; ids [B, H, W] integer or None; surface [B, H, W, 3] or
-        None; width x height the frame's real size (H x W may be padded past it). Returns the
-        per-pixel inputs [B, H, W, Cin] channels-last, in the guide's dtype."""
-        dt = guide.dtype
-        b, _, hh, ww = guide.shape
-        dev = guide.device
-        s = self.stride
-        base = F.interpolate(latent.to(dt), scale_factor=s, mode="bilinear", align_corners=False)
-        hist = (history.to(dt) * 2 - 1) * mask.to(dt)
-        xs = torch.arange(ww, device=dev, dtype=torch.float32)
-        ys = torch.arange(hh, device=dev, dtype=torch.float32)
-        phase_x = ((xs % s) + 0.5) * (2.0 / s) - 1.0
-        phase_y = ((ys % s) + 0.5) * (2.0 / s) - 1.0
-        screen_x = (xs + 0.5) * (2.0 / width) - 1.0
-        screen_y = (ys + 0.5) * (2.0 / height) - 1.0
-        pos = torch.stack((phase_x.view(1, ww).expand(hh, ww), phase_y.view(hh, 1).expand(hh, ww),
-                           screen_x.view(1, ww).expand(hh, ww), screen_y.view(hh, 1).expand(hh, ww)), dim=-1)
-        parts = [base.permute(0, 2, 3, 1), guide.permute(0, 2, 3, 1), hist.permute(0, 2, 3, 1),
-                 mask.to(dt).permute(0, 2, 3, 1), pos.to(dt).expand(b, hh, ww, 4)]
-        if self.ids is not None:
-            if ids is None:
-                parts.append(torch.zeros(b, hh, ww, self.ids.embedding_dim, device=dev, dtype=dt))
-            else:
-                parts.append(self.ids(ids.long() & (ID_BUCKETS - 1)).to(dt))
-        if self.surface is not None:
-            f = self.surface.out_features
-            if surface is None:
-                parts.append(torch.zeros(b, hh, ww, 2 * f, device=dev, dtype=dt))
-            else:
-                phase = (2 * math.pi) * self.surface(surface.to(self.surface.weight.dtype)).float()
-                parts.append(torch.cat((torch.sin(phase), torch.cos(phase)), dim=-1).to(dt))
-        return torch.cat(parts, dim=-1).contiguous()
+        """latent [B, 3, h, w] in [-1, 1]; guide [B, Cg, H, W] normalised (any float dtype); history
+        [B, 3, H, W] in [0, 1]; mask [B, 1, H, W] in {0, 1}; ids [B, H, W] integer or None; surface
+        [B, H, W, 3] or None; width x height the frame's real size (H x W may be padded past it).
+        Returns the per-pixel inputs [B, H, W, Cin] channels-last, in the refiner's dtype (its
+        weights'), assembled by `kernels.refiner_features` (one fused pass on a GPU at inference)."""
+        return refiner_features(latent, guide, history, mask, ids, surface,
+                                self.ids.weight if self.ids is not None else None,
+                                self.surface.weight if self.surface is not None else None,
+                                self.surface.bias if self.surface is not None else None,
+                                self.stride, width, height, self.conv1.weight.dtype)
 
     def forward(self, latent: torch.Tensor, guide: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
                 ids: torch.Tensor | None, surface: torch.Tensor | None, pooled: torch.Tensor, width: int,
