@@ -19,7 +19,9 @@ in microseconds, p50 and p99:
    (recv to queued)      inside total_ms: the frame message's decode and validation
   done to send           total_ms computed -> the done reply's send began
   to client recv         that send began -> the client took the reply off its socket (the send
-                         call itself, libzmq's two I/O threads, the socket)
+                         call itself, libzmq's two I/O threads, the socket) or its doorbell
+   (send to rung)        with a doorbell: that send began -> the answer's copy was in the lane
+   (rung to client)      -> the client took it
   recv to seen           C: the I/O thread's receive -> ss_poll handed out the event;
                          Python: the receive -> poll() returned the event
   overhead               submit returned -> answer seen, minus total_ms (issue 14's figure)
@@ -103,8 +105,19 @@ def traced_serve(trace_path: str, serve_args: list[str]) -> int:
         send(self, identity, msg, bell)
         f = frames.get((msg.get("session"), msg.get("seq"))) if msg.get("type") in ("done", "late") else None
         if f is not None:
-            f.update(send_start=t, sent=time.monotonic_ns(), answer=msg["type"])
+            f.update(send_start=t, sent=time.monotonic_ns(), answer=msg["type"],
+                     pushed=trace.get("last_push") if bell is not None else None)
 
+    from streamstyle.interop import doorbell
+
+    push = doorbell.Lane.push
+
+    def push_traced(lane, data):  # when an answer's copy went into the doorbell
+        ok = push(lane, data)
+        trace["last_push"] = time.monotonic_ns()
+        return ok
+
+    doorbell.Lane.push = push_traced
     Service.__init__, Service.queue_frame, Service.send = init_traced, queue_traced, send_traced
     try:
         return cli.main(["serve", *serve_args])
@@ -212,7 +225,8 @@ def run_c_client(address: str, args, w: int, h: int, exe: Path) -> tuple[list[di
 PARTS = [("submit call", "submit0", "submit1"), ("to I/O thread send", "submit1", "sent"),
          ("to service poll", "sent", "s_poll"), ("poll to recv", "s_poll", "s_recv"),
          ("service total_ms", None, None), (" (recv to queued)", "s_recv", "s_queued"), ("done to send", None, None),
-         ("to client recv", "s_send", "received"), ("recv to seen", "received", "seen"), ("overhead", None, None)]
+         ("to client recv", "s_send", "received"), ("  (send to rung)", "s_send", "s_pushed"),
+         ("  (rung to client)", "s_pushed", "received"), ("recv to seen", "received", "seen"), ("overhead", None, None)]
 
 
 def split(rows: list[dict], service: dict, client: str) -> dict[str, list[float]]:
@@ -223,7 +237,8 @@ def split(rows: list[dict], service: dict, client: str) -> dict[str, list[float]
         s = service.get(r["seq"])
         if s is None or s.get("answer") != "done":
             continue
-        r = {**r, "s_poll": s["poll"], "s_recv": s["recv"], "s_queued": s["queued"], "s_send": s["send_start"]}
+        r = {**r, "s_poll": s["poll"], "s_recv": s["recv"], "s_queued": s["queued"], "s_send": s["send_start"],
+             "s_pushed": s.get("pushed")}
         for name, a, b in PARTS:
             if a and r.get(a) is not None and r.get(b) is not None:
                 out[name].append((r[b] - r[a]) / 1e3)

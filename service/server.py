@@ -65,6 +65,9 @@ log = logging.getLogger("streamstyle.service")
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
+BELL_LOOK_S = 50e-6  # while spinning: how long the loop looks only at the doorbells between socket polls
+
+
 class GcWatch:
     """Python's cyclic garbage collections in this process: how many, how long, and how many fell
     inside a frame (between its start and its `done`), where they are a latency spike."""
@@ -357,6 +360,7 @@ class Service(MessageGuard):
         if timeout_ms == 0 or self._take_bells():
             return bool(self.sock.poll(0, zmq.POLLIN))
         lanes = [s.bell.to_service for s in belled]
+        looks = [lane.pending for lane in lanes]
         end = time.perf_counter() + timeout_ms / 1000
         while True:
             now = time.perf_counter()
@@ -367,10 +371,13 @@ class Service(MessageGuard):
                 on, until = s.beat.plan(now)
                 spin = spin or on
                 wait_s = min(wait_s, until)
-            if spin:  # a lane is a memory read away (~0.2 us), the socket a system call: lanes first, often
-                for _ in range(32):
-                    if any(lane.pending() for lane in lanes):
-                        return False  # tick takes them
+            if spin:  # a lane is a memory read away (~0.2 us), the socket a system call: lanes for
+                # BELL_LOOK_S at a time, then the socket once
+                until = now + BELL_LOOK_S
+                while time.perf_counter() < until:
+                    for pending in looks:
+                        if pending():
+                            return False  # tick takes them
                 if self.sock.poll(0, zmq.POLLIN):
                     return True
                 continue

@@ -121,6 +121,7 @@ typedef struct pending_frame {
     uint64_t seq;
     uint32_t slot;
     int has_info;
+    int rung;                   /* the render thread put its copy in the doorbell already */
     ss_frame_info info;
 } pending_frame;
 
@@ -154,6 +155,7 @@ struct ss_session {
     /* the doorbell (interop/doorbell.py): made at create, used while the service says it attached it */
     ss_bell *bell;
     int bell_on;                /* session->lock (the I/O thread writes, ss_session_get_info reads) */
+    msgpack_sbuffer bell_buf;   /* the render thread's: a frame message for the doorbell (no allocation per frame) */
     uint64_t bell_answers;      /* session->lock: answers taken from the doorbell before their ZeroMQ copy */
 };
 
@@ -517,12 +519,8 @@ static void send_frames(ss_client *c) {
         for (unsigned i = 0; i < n; i++) {
             int sent;
             ss_enc_frame(&buf, id, batch[i].seq, batch[i].slot, batch[i].has_info ? &batch[i].info : NULL);
-            /* ZeroMQ first, then the doorbell's copy (interop/doorbell.py: ZeroMQ carries everything) */
             sent = c->sock && zmq_send(c->sock, buf.data, buf.size, ZMQ_DONTWAIT) >= 0;
-            if (sent) {
-                c->last_sent = now_s();
-                if (s->bell_on) ss_bell_push(s->bell, SS_BELL_TO_SERVICE, buf.data, buf.size);
-            }
+            if (sent) c->last_sent = now_s(); /* (ss_submit rang the doorbell itself) */
             msgpack_sbuffer_clear(&buf);
             if (sent) {
                 s->io_sent_seq[batch[i].slot] = batch[i].seq;
@@ -1100,6 +1098,7 @@ ss_status ss_client_get_info(ss_client *c, ss_client_info *out) {
 static void session_free(ss_session *s) {
     if (s->ring) s->ring->ops->close(s->ring);
     ss_bell_destroy(s->bell);
+    msgpack_sbuffer_destroy(&s->bell_buf);
     for (uint32_t i = 0; i < s->channel_count && s->channels; i++) {
         free((char *)s->channels[i].name);
         free((char *)s->channels[i].format);
@@ -1206,7 +1205,10 @@ ss_status ss_session_open(ss_client *c, const ss_session_config *cfg, ss_session
         return st;
     }
     s->ring->desc.output_format = strcmp(fmt, SS_FORMAT_RGBA16F) == 0 ? SS_FORMAT_RGBA16F : SS_FORMAT_RGBA8;
-    if (c->doorbell) s->bell = ss_bell_create(); /* none (NULL) is only slower: ZeroMQ carries everything */
+    if (c->doorbell && (s->bell = ss_bell_create()) != NULL) { /* none (NULL) is only slower: ZeroMQ carries everything */
+        s->bell_buf.data = malloc(SS_BELL_RECORD_BYTES); /* a frame message's most, so ss_submit never allocates */
+        s->bell_buf.alloc = s->bell_buf.data ? SS_BELL_RECORD_BYTES : 0;
+    }
     r = new_request(REQ_OPEN, s);
     if (!r) {
         session_free(s);
@@ -1379,7 +1381,8 @@ ss_status ss_acquire(ss_session *s, void *stream, ss_slot *out) {
 ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, void *stream, uint64_t *seq_out) {
     ss_status st;
     pending_frame *f;
-    uint64_t seq;
+    uint64_t seq, id;
+    int bell;
     if (!s) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session");
     if (slot >= s->ring->desc.slots) return fail(SS_INVALID_ARGUMENT, "argument", "slot outside the ring");
     if (info && info->size < sizeof *info) return fail(SS_INVALID_ARGUMENT, "argument", "short frame info");
@@ -1406,9 +1409,19 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
     f->seq = seq;
     f->slot = slot;
     f->has_info = info != NULL;
+    f->rung = bell = s->bell_on;
+    id = s->id;
     if (info) f->info = *info;
     __atomic_store_n(&s->fr_count, s->fr_count + 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&s->lock);
+    if (bell) {
+        /* The doorbell's copy goes from here, not through the I/O thread: a service that spins sees
+         * the frame a microsecond after this, and the I/O thread still sends the ZeroMQ copy. This
+         * thread is the lane's one writer; an encode into a buffer kept for it, a copy, a store. */
+        msgpack_sbuffer_clear(&s->bell_buf);
+        ss_enc_frame(&s->bell_buf, id, seq, slot, info);
+        ss_bell_push(s->bell, SS_BELL_TO_SERVICE, s->bell_buf.data, s->bell_buf.size);
+    }
     __atomic_store_n(&s->client->last_submit_ns, now_ns(), __ATOMIC_RELAXED); /* the rhythm (vDSO clock) */
     __atomic_add_fetch(&s->client->submits, 1, __ATOMIC_RELAXED);
     if (wake(s->client)) __atomic_add_fetch(&s->client->wakes, 1, __ATOMIC_RELAXED);
