@@ -322,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:20} p50 {pct(xs, .5):9.1f} us  p99 {pct(xs, .99):9.1f} us")
     if summary:
         print(summary)
-    dump = out / f"handoff-{args.client}-{backend}-{args.size}.json"
+    dump = out / (f"handoff-{args.client}-{backend}-{args.size}-{args.interval_ms:g}ms"
+                  + (f"-{args.poll}" if args.client == "c" else "") + f"-bell-{args.doorbell}.json")
     dump.write_text(json.dumps({"rows": rows, "service": list(service.values())}))
     print(f"per-frame table: {dump}")
     if args.profile:

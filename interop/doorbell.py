@@ -62,7 +62,7 @@ SEGMENT_BYTES = RECORDS_OFFSET + 2 * RECORDS * RECORD_BYTES
 # expected message to SPIN_TAIL_US after it, each widened by twice the rhythm's mean deviation up
 # to SPIN_SLACK_US; only for a steady rhythm (a period of MIN..MAX_BEAT_MS, deviating by less than
 # a quarter of it, the last message under a second ago).
-SPIN_LEAD_US = 300
+SPIN_LEAD_US = 1000  # the service's frames: on the H200 a 300 us lead missed 1-2% of 60 fps frames (p99 +280 us)
 SPIN_TAIL_US = 1500
 SPIN_SLACK_US = 1000
 MIN_BEAT_MS = 2

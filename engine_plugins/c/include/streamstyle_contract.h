@@ -142,7 +142,7 @@
 #define SS_BELL_RECORDS_OFFSET             320
 #define SS_BELL_DEDUP_WINDOW               64
 #define SS_BELL_SEGMENT_BYTES              33088
-#define SS_BELL_SPIN_LEAD_US               300
+#define SS_BELL_SPIN_LEAD_US               1000
 #define SS_BELL_SPIN_TAIL_US               1500
 #define SS_BELL_SPIN_SLACK_US              1000
 #define SS_BELL_MIN_BEAT_MS                2
