@@ -51,6 +51,12 @@ def test_kernels_on_the_gpu(gen):
     paged_scatter_triton(a, table, values)
     paged_scatter_reference(b, table, values)
     assert torch.equal(a, b)
+    for keep in (True, False):  # the guard read on the device
+        c, d = pool.clone(), pool.clone()
+        flag = torch.tensor(keep, device="cuda")
+        paged_scatter_triton(c, table, values, keep=flag)
+        paged_scatter_reference(d, table, values, keep=flag)
+        assert torch.equal(c, d) and torch.equal(c, a if keep else pool)
 
 
 @pytest.mark.parametrize("keep", [True, False])
