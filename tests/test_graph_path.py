@@ -12,7 +12,7 @@ import torch
 from streamstyle.model.cache import CacheConfig
 from streamstyle.model.config import preset
 from streamstyle.model.errors import InputError
-from streamstyle.model.frame import FrameParams
+from streamstyle.model.frame import FrameParams, padded_size
 from streamstyle.model.layout import reference_layout
 from streamstyle.model.network import StreamStyleModel
 from streamstyle.model.state import StateSpec
@@ -53,12 +53,27 @@ def moving_frames(frame_factory, gen, w, h, n, device):
 
 
 def same_frame(a, b, device):
-    # The CPU runs the same ops in the same order: bit for bit. A GPU's graph may pick other
-    # kernels' reduction orders than its eager warm-up (float32 rounding apart).
+    """The CPU runs the same ops in the same order: bit for bit. On a GPU the graph and the eager
+    step may round float32 differently; where that straddles a bf16 rounding boundary of the
+    stored history, the next frame differs by up to one bf16 step (2^-8) at that pixel."""
     if device == "cpu":
         assert torch.equal(a, b), (a.float() - b.float()).abs().max()
-    else:
-        assert torch.allclose(a.float(), b.float(), atol=1e-4), (a.float() - b.float()).abs().max()
+        return
+    d = (a.float() - b.float()).abs()
+    assert d.max() <= 1e-4 + 2 ** -8 and (d > 1e-4).float().mean() <= 0.01, d.max()
+
+
+def same_state(sty_a, sid_a, sty_b, sid_b, spec, device):
+    """Two sessions' stored states: the same words on the CPU; on a GPU field by field (bf16
+    words compared as bf16 values, not as the float32 they are stored in)."""
+    fa, fb = sty_a.cache.read(sid_a), sty_b.cache.read(sid_b)
+    if device == "cpu":
+        assert torch.equal(fa, fb)
+        return
+    ta, tb = spec.unflatten(fa), spec.unflatten(fb)
+    for name in ("kv", "ks", "latent", "depth", "valid", "image_depth"):
+        assert torch.allclose(getattr(ta, name), getattr(tb, name), rtol=1e-4, atol=1e-4), name
+    same_frame(ta.image, tb.image, device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -79,7 +94,7 @@ def test_sessions_of_two_sizes_share_graphs_and_match_eager(tiny_model, frame_fa
             a, b = g.step(sg, frames[i][f], params), e.step(se, frames[i][f], params)
             assert a.shape == (3, h, w)
             same_frame(a, b, device)
-            same_frame(g.cache.read(sg.id), e.cache.read(se.id), device)
+            same_state(g, sg.id, e, se.id, StateSpec(model.config, *padded_size(model.config, w, h)), device)
             outs.append(a)
     assert len(g._graphs) == 2  # one per shape
     assert (outs[-1] - outs[-4]).abs().max() > 0.01  # the sessions' frames differ: the comparison has teeth
@@ -112,7 +127,7 @@ def test_a_closed_sessions_pages_are_reused_by_the_next_through_the_same_graph(t
     same_frame(g.step(new, frames[2]), fresh.step(ref, frames[2]), device)
     same_frame(g.step(keep, frames[2]), e.step(twin, frames[2]), device)
     same_frame(g.step(new, frames[3]), fresh.step(ref, frames[3]), device)
-    same_frame(g.cache.read(new.id), fresh.cache.read(ref.id), device)
+    same_state(g, new.id, fresh, ref.id, spec, device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
