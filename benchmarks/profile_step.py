@@ -7,6 +7,15 @@ with the DiT under `torch.compile` (inductor's fused kernels inside the same CUD
 what fusion alone is worth before writing it by hand.
 
     python benchmarks/profile_step.py --size 1920x1088 --steps 2 --top 30
+
+`--host-path` instead times, per size (by default 1280x720, 1920x1080, 1920x1088 and 3840x2160),
+one frame at a time as the service runs them: the graph's replay alone, the whole step
+(`Stylizer.step_into` an RGBA8 slot, finiteness tested), and their difference, which is what runs
+outside the replay (the slot's copy in, the noise draw, the output's copy, and the host time of
+their launches, the device idle meanwhile). On the CPU (`--device cpu --preset tiny`) the graph's
+body runs uncaptured: a check that the script runs, not a timing.
+
+    python benchmarks/profile_step.py --host-path
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import time
 
 import torch
 
+from streamstyle.model.cache import CacheConfig
 from streamstyle.model.frame import FrameParams, padded_size, stylize_frame
 from streamstyle.model.graph import FrameGraph
 from streamstyle.model.layout import reference_layout
@@ -29,13 +39,15 @@ from streamstyle.tools.cli import parse_size
 
 
 def graph_time(model, layout, w, h, steps, device, slot, reps=50) -> float:
-    g = FrameGraph(model, layout, w, h, steps, device)
+    spec = StateSpec(model.config, *padded_size(model.config, w, h))
+    pool = torch.zeros(CacheConfig().pages_for(spec.numel) + 1, CacheConfig().page_elems, device=device)
+    g = FrameGraph(model, layout, w, h, steps, device, pool)
     ctx = null_context(model, device)
-    state = torch.zeros(g.spec.numel, device=device)
+    table = torch.arange(1, pool.shape[0], device=device)  # every page but the null one
     noise = torch.randn(g.spec.shapes()["latent"], device=device)
     timer = Timer(device)
     for _ in range(3):
-        g.run(slot, state, noise, ctx, 0.5, False)
+        g.run(slot, table, noise, ctx, 0.5, False)
     return statistics.median(timer(lambda: g.graph.replay()) for _ in range(reps))
 
 
@@ -100,6 +112,56 @@ def lockstep(model, layout, w, h, steps, device, slots, frames: int = 200) -> di
                        ("test alone: all_finite", lambda: all_finite([views[n] for n in float_planes]))):
         result[name] = {"enqueue_ms": nan, "events_ms": kernel_ms(test, device), "wall_ms": nan}
     return result
+
+
+HOST_PATH_SIZES = ((1280, 720), (1920, 1080), (1920, 1088), (3840, 2160))
+
+
+def host_path(model, w, h, steps, device, frames: int = 200) -> dict[str, float]:
+    """Frames one at a time (a wait after each, as the service answers each frame before the next):
+    device-event ms, p50 and p99, of the graph's replay alone and of the whole step into an RGBA8
+    slot; their p50 difference; the step's host enqueue time p50; and the session's state bytes."""
+    from streamstyle.kernels.writeback import output_bytes
+    from streamstyle.model.stylizer import Stylizer
+
+    cuda = device.type == "cuda"
+    layout = reference_layout(w, h)
+    gen = torch.Generator().manual_seed(0)
+    slots = [random_slot(layout, w, h, device, gen) for _ in range(3)]  # rotate, as a ring does
+    out = torch.empty(output_bytes(w, h, "rgba8"), dtype=torch.uint8, device=device)
+    spec = StateSpec(model.config, *padded_size(model.config, w, h))
+    cache = CacheConfig(num_pages=CacheConfig().pages_for(spec.numel) + 1)
+    sty = Stylizer(model, device=device, cuda_graphs=True, cache=cache)
+    sty.cuda_graphs = True  # on the CPU: the graph's body, uncaptured
+    s = sty.open_session(w, h, layout, seed=1)
+    params = FrameParams(steps=steps)
+    sty.step_into(s, slots[0], out, "rgba8", params)  # captures the graph (on a GPU), binds the session
+    graph = sty._graphs[(layout, w, h, steps, "rgba8")]
+    replay = graph.graph.replay if cuda else graph.replay
+
+    def measure(fn):
+        rows = []
+        for i in range(frames + 5):
+            if cuda:
+                torch.cuda.synchronize(device)
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+            t0 = time.perf_counter()
+            fn(slots[i % 3])
+            t1 = time.perf_counter()
+            if cuda:
+                b.record()
+                b.synchronize()
+            if i >= 5:
+                rows.append((a.elapsed_time(b) if cuda else (t1 - t0) * 1e3, (t1 - t0) * 1e3))
+        ms = sorted(r[0] for r in rows)
+        return statistics.median(ms), ms[min(len(ms) - 1, int(0.99 * len(ms)))], statistics.median(r[1] for r in rows)
+
+    r50, r99, _ = measure(lambda slot: replay())
+    s50, s99, enq = measure(lambda slot: sty.step_into(s, slot, out, "rgba8", params))
+    sty.close_session(s)
+    return {"replay_p50_ms": r50, "replay_p99_ms": r99, "step_p50_ms": s50, "step_p99_ms": s99,
+            "outside_replay_ms": s50 - r50, "step_enqueue_ms": enq, "state_bytes": spec.nbytes}
 
 
 def kernel_ms(fn, device, calls: int = 20) -> float:
@@ -180,6 +242,9 @@ def main() -> None:
                     help="also time the linear-attention kernels at each chunk size of the partial sums")
     ap.add_argument("--lockstep", action="store_true",
                     help="also time whole frames one at a time as the service runs them (host and device time)")
+    ap.add_argument("--host-path", action="store_true",
+                    help="only time the graph's replay against the whole step, one frame at a time, per size")
+    ap.add_argument("--frames", type=int, default=200, help="frames timed per variant with --host-path")
     ap.add_argument("--json")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -195,6 +260,21 @@ def main() -> None:
     cfg = model.config
     gen = torch.Generator().manual_seed(0)
     report = []
+    if args.host_path:
+        print(f"frames one at a time, {args.steps} steps, {args.dtype}, RGBA8 out; device-event ms")
+        print(f"{'size':>10} {'replay p50':>11} {'p99':>7} {'step p50':>9} {'p99':>7} {'outside':>8} "
+              f"{'enqueue':>8} {'state MB':>9}")
+        for w, h in args.size or HOST_PATH_SIZES:
+            r = host_path(model, w, h, args.steps, device, args.frames)
+            report.append({"size": f"{w}x{h}", "steps": args.steps, "dtype": args.dtype, **r})
+            print(f"{w}x{h:<5} {r['replay_p50_ms']:>11.3f} {r['replay_p99_ms']:>7.3f} {r['step_p50_ms']:>9.3f} "
+                  f"{r['step_p99_ms']:>7.3f} {r['outside_replay_ms']:>8.3f} {r['step_enqueue_ms']:>8.3f} "
+                  f"{r['state_bytes'] / 1e6:>9.2f}")
+        print(f"card: {torch.cuda.get_device_name(device) if cuda else 'CPU (graph body uncaptured: not a timing)'}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+        return
     for w, h in args.size or [(1920, 1088)]:
         layout = reference_layout(w, h)
         slot = random_slot(layout, w, h, device, gen)

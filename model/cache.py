@@ -1,7 +1,10 @@
 """Paged temporal cache: every session's state in fixed-size pages of one preallocated pool.
 
 Modelled on vLLM's v1 KV-cache manager. GPU side: one [num_pages, page_elems] float32 tensor,
-allocated once, reached only through integer page tables (`kernels.paged`). CPU side, plain Python:
+allocated once, reached only through integer page tables (`kernels.paged`): a session's state is
+its `StateSpec` flat vector of float32 words (bf16 fields packed two to a word, carried bit for
+bit). A CUDA graph reaches the pool through a copy of the session's device page table
+(`device_table`), so the gather and the scatter run inside the replay. CPU side, plain Python:
 a `BlockPool` with a free queue and a reserved null page (page 0, never handed out), and a page
 table per session.
 
@@ -178,6 +181,15 @@ class PagedStateCache:
                                           "after being idle; open a new session")
             raise SessionError(f"session {sid!r} has no cache pages")
         return t
+
+    def device_table(self, sid: Hashable) -> torch.Tensor:
+        """The session's page ids, [n] int64 on the pool's device (the same tensor from open to
+        close: never modify it); marks the session used, as `read` does. For a caller that gathers
+        and scatters itself (a CUDA graph)."""
+        t = self._table(sid)
+        t.last_used = self._clock()
+        self._tables.move_to_end(sid)
+        return t.device_table
 
     def read(self, sid: Hashable, out: torch.Tensor | None = None) -> torch.Tensor:
         """The session's state as a flat [numel] float32 tensor (new, or `out`); marks it used."""

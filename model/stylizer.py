@@ -175,8 +175,8 @@ class Stylizer:
             present = {ch.name for ch in s.layout.channels}
             names = self._needed + tuple(n for n in OPTIONAL_INPUTS if n in present)
             finite = tuple(n for n in names if FORMATS[s.layout[n].format][0].is_floating_point)
-        return FrameGraph(self.model, s.layout, s.width, s.height, steps, self.device, out_format=out_format,
-                          finite=finite)
+        return FrameGraph(self.model, s.layout, s.width, s.height, steps, self.device, self.cache.pool,
+                          out_format=out_format, finite=finite, capture=self.device.type == "cuda")
 
     def reseed(self, session: Session, seed: int) -> None:
         """Restart the session's noise sequence from `seed`."""
@@ -278,16 +278,18 @@ class Stylizer:
             if graph is None:
                 graph = self._graphs[key] = self._new_graph(s, params.steps, fmt)
             slot = frame if frame.device == self.device else frame.to(self.device)
+            graph.bind(self.cache.device_table(s.id))  # the gather and the scatter run in the replay
             graph.load(slot, rec.prompt, params.strength, params.reset)
-            self.cache.read(s.id, out=graph.state)
             graph.noise.normal_(generator=rec.generator)  # what torch.randn draws: same as the eager path
-            result, new_flat, finite = graph.replay()
-            self.cache.write(s.id, new_flat)  # a refused frame's next state is its old one (in the graph)
+            result, finite = graph.replay()  # a refused frame leaves the session's pages as they were
             if out is not None:
                 dst = out[: result.numel()]
                 # The graph's buffer is reused by the next frame. A refused frame leaves the slot as
-                # it was, chosen on the device: no host read between the replay and this copy.
-                dst.copy_(result if finite is None else torch.where(finite, result, dst))
+                # it was, chosen on the device in one pass: no host read between the replay and it.
+                if finite is None:
+                    dst.copy_(result)
+                else:
+                    torch.where(finite, result, dst, out=dst)
                 rgb = None
             else:
                 rgb = result[0].clone()  # (already cropped)

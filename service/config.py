@@ -83,7 +83,7 @@ class ServiceConfig:
     reap_after_ms: int = DEFAULT_REAP_AFTER_MS
     max_sessions: int = 16
     deadline_ms: float = 0.0  # 0: DEFAULT_DEADLINE_MS_GPU (100) on a GPU, DEFAULT_DEADLINE_MS_CPU (5000) on the CPU
-    cache_pages: int = 1024  # 256 MiB of 256 KiB pages: 1280x720 takes 63, 1920x1080 138, 3840x2160 541 (the full-resolution history)
+    cache_pages: int = 1024  # 256 MiB of 256 KiB pages: 1280x720 takes 41, 1920x1080 90, 3840x2160 351 (mostly the full-resolution history, bf16)
     cache_page_elems: int = 65536
     evict_idle_after_s: float | None = None
     dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU; fp8: bf16 with FP8 block GEMMs (model/fp8.py)

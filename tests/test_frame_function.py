@@ -46,6 +46,16 @@ def prompt_table(cfg, folder, gen):
     return PromptEncoder(max_tokens=t, table=path)
 
 
+def agree(a, b, atol, frame):
+    """a and b within `atol` at (nearly) every pixel. The history is stored in bf16: where the two
+    sides' float32 frames (a batch of two against one at a time) straddle a bf16 rounding
+    boundary, the next frame's history differs by one bf16 step (2^-8 at most in [0, 1]) at that
+    pixel, which the refiner passes on: a few pixels may differ by up to that much more."""
+    d = (a - b).abs()
+    assert d.max() <= atol + 2 ** -8, (frame, d.max())
+    assert (d > atol).float().mean() <= 0.01, (frame, (d > atol).float().mean())
+
+
 def test_a_training_unroll_equals_the_services_steps(tiny_model, frame_factory, gen, tmp_path):
     """Two clips as one training batch (the objective's few-step frame, gradients on, a copy of the
     same weights in train mode), against two service sessions stepped eagerly, one read back as
@@ -95,14 +105,16 @@ def test_a_training_unroll_equals_the_services_steps(tiny_model, frame_factory, 
             loss = frame_loss(model, layout, planes, w, h, target, ctx, state, torch.tensor(cuts[f]), draw)
         assert loss.rgb.requires_grad and loss.state.kv.requires_grad  # a training unroll, not inference
         rgb, states = served[f]
-        assert torch.allclose(loss.rgb[0], rgb[0], atol=1e-4), (f, (loss.rgb[0] - rgb[0]).abs().max())
-        assert (loss.rgb[1] - rgb[1]).abs().max() <= 0.5 / 255 + 1e-4  # the RGBA8 slot: rounded to nearest
+        agree(loss.rgb[0], rgb[0], 1e-4, f)
+        agree(loss.rgb[1], rgb[1], 0.5 / 255 + 1e-4, f)  # the RGBA8 slot: rounded to nearest
         for c in range(2):  # float32 rounding apart (a batch of two against one at a time)
             assert rel_err(loss.state.latent[c], states[c].latent[0]) < 1e-5, (f, c)
             assert rel_err(loss.state.kv[:, c], states[c].kv[:, 0]) < 1e-5, (f, c)
             assert rel_err(loss.state.ks[:, c], states[c].ks[:, 0]) < 1e-5, (f, c)
-        # as batch_loss threads it: the sums keep their gradients, the latent is detached
-        state = dataclasses.replace(loss.state, latent=loss.state.latent.detach())
+        # as batch_loss threads it: the sums keep their gradients, the latent is detached, the frame
+        # rounded to its stored dtype (bf16, as the service's cache keeps it)
+        state = dataclasses.replace(loss.state, latent=loss.state.latent.detach(),
+                                    image=loss.state.image.detach().to(StateSpec.dtype("image")))
     (loss.fm + loss.decoder).backward()
     assert all(p.grad is not None for p in model.dit.parameters() if p.requires_grad)
     # The comparison has teeth: the two clips' frames differ, and the cut changed clip 0's frame 2.

@@ -104,7 +104,10 @@ def test_a_cuda_graph_replays_the_same_frames_as_eager(frame_factory, gen, tiny_
         params = FrameParams(steps=steps, strength=0.3 + 0.1 * i, reset=(i == 2))
         a, b = eager.step(se, slot, params), graphed.step(sg, slot, params)
         assert a.shape == b.shape == (3, h, w)
-        assert torch.allclose(a, b, atol=1e-4), (i, (a - b).abs().max())
+        # float32 rounding apart; where that straddles a bf16 rounding boundary of the stored
+        # history, a pixel of the next frame may differ by up to one bf16 step (2^-8)
+        d = (a - b).abs()
+        assert d.max() <= 1e-4 + 2 ** -8 and (d > 1e-4).float().mean() <= 0.01, (i, d.max())
     assert len(graphed._graphs) == 1  # one graph for the session's shape, replayed every frame
     graphed.close_session(sg)
     assert not graphed._graphs  # gone with the last session of its shape

@@ -37,7 +37,8 @@ def test_frames_through_the_paged_cache_equal_the_state_threaded_by_hand(tiny_mo
     got = [sty.step(s, f, FrameParams(steps=2, strength=0.4)) for f in frames]
 
     cfg = tiny_model.config
-    state = StateSpec(cfg, w, h).zeros()
+    spec = StateSpec(cfg, w, h)
+    state = spec.zeros()
     g = torch.Generator().manual_seed(7)
     ctx = null_context(tiny_model, torch.device("cpu"))
     with torch.no_grad():
@@ -45,6 +46,7 @@ def test_frames_through_the_paged_cache_equal_the_state_threaded_by_hand(tiny_mo
             noise = torch.randn(state.latent.shape, generator=g)
             rgb, state = stylize_frame(tiny_model, layout, {k: v.unsqueeze(0) for k, v in f.items()}, w, h, ctx, state,
                                        noise, FrameParams(steps=2, strength=0.4))
+            state = spec.unflatten(spec.flatten(state))  # in its stored dtypes, as the cache keeps it
             assert torch.allclose(out, rgb[0], atol=1e-6)
     assert not torch.allclose(got[0], got[1])
     sty.close_session(other)

@@ -195,7 +195,7 @@ def stage_times(model: StreamStyleModel, w: int, h: int, steps: int, device: tor
     """Median ms of each stage of one frame: the frame function itself (`stylize_frame`, eager,
     written into an `out_format` output slot), with a mark at the end of each stage (its `trace`),
     over reps frames after a warm-up frame. The frames run as a session opened with `seed` runs
-    them (the state carried, the noise drawn from a device generator seeded with `seed`), so the
+    them (the state carried in its stored dtypes, the noise drawn from a device generator seeded with `seed`), so the
     last one, left in `out` when given, is the frame `Stylizer.step_into` gives for the same slot.
     Keys: pack, warp (cut, warp, start levels, G-buffer embedding), dit_1 .. dit_K, history (the
     full-resolution warp of the previous frame), decode (the refiner's passes and the write into
@@ -215,8 +215,9 @@ def stage_times(model: StreamStyleModel, w: int, h: int, steps: int, device: tor
     for rep in range(reps + 1):
         noise = torch.randn(spec.shapes()["latent"], generator=noise_gen, device=device)
         clock = StageClock(device)
-        _, state = stylize_frame(model, layout, planes, w, h, ctx, state, noise, params, out=(out, out_format),
-                                 trace=clock.mark)
+        _, nxt = stylize_frame(model, layout, planes, w, h, ctx, state, noise, params, out=(out, out_format),
+                               trace=clock.mark)
+        state = spec.unflatten(spec.flatten(nxt))  # as the cache stores it (the frame in bf16), untimed
         if rep:  # the first frame is a warm-up
             for name, ms in clock.times().items():
                 samples.setdefault(name, []).append(ms)

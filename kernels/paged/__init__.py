@@ -31,11 +31,14 @@ def paged_gather(pool: torch.Tensor, page_table: torch.Tensor, numel: int,
     return paged_gather_reference(pool, page_table, numel, out=out)
 
 
-def paged_scatter(pool: torch.Tensor, page_table: torch.Tensor, values: torch.Tensor) -> None:
-    """Write a session's state in place through its page table (see `reference.paged_scatter`)."""
-    if use_triton("paged_scatter", (pool, page_table, values), _unsupported(pool, page_table)):
+def paged_scatter(pool: torch.Tensor, page_table: torch.Tensor, values: torch.Tensor,
+                  keep: torch.Tensor | None = None) -> None:
+    """Write a session's state in place through its page table, only where the device bool `keep`
+    (when given) is True (see `reference.paged_scatter`)."""
+    tensors = (pool, page_table, values) + ((keep,) if keep is not None else ())
+    if use_triton("paged_scatter", tensors, _unsupported(pool, page_table)):
         from .triton_kernel import paged_scatter_triton
 
-        paged_scatter_triton(pool, page_table, values)
+        paged_scatter_triton(pool, page_table, values, keep=keep)
         return
-    paged_scatter_reference(pool, page_table, values)
+    paged_scatter_reference(pool, page_table, values, keep=keep)

@@ -19,11 +19,16 @@ def paged_gather(pool: torch.Tensor, page_table: torch.Tensor, numel: int,
     return out.copy_(flat)
 
 
-def paged_scatter(pool: torch.Tensor, page_table: torch.Tensor, values: torch.Tensor) -> None:
+def paged_scatter(pool: torch.Tensor, page_table: torch.Tensor, values: torch.Tensor,
+                  keep: torch.Tensor | None = None) -> None:
     """Write a session's state in place. values [numel] with numel <= n*E; the tail page's unused
-    elements are left as they were."""
+    elements are left as they were. `keep`, a 0-dim bool on the device, guards the write: where it
+    is False the pool is left exactly as it was (decided on the device, no host read; a CUDA
+    graph's refused frame)."""
     e = pool.shape[1]
     numel = values.numel()
+    if keep is not None:
+        values = torch.where(keep, values.reshape(-1).to(pool.dtype), paged_gather(pool, page_table, numel))
     full = numel // e
     if full:
         pool.index_copy_(0, page_table[:full], values[:full * e].view(full, e).to(pool.dtype))

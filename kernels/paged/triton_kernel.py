@@ -1,6 +1,7 @@
 """Triton kernels for paged gather and scatter: one launch each, element i of the session's state
 at pool[page_table[i // E], i % E]. The reference needs an index_select (or index_copy) plus a
-separate tail write; here the tail is just the mask."""
+separate tail write; here the tail is just the mask. The scatter's optional guard (`keep`, a device
+bool) is read by every program, which then stores nothing when it is False."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ def _gather_kernel(pool_ptr, table_ptr, out_ptr, numel, E, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _scatter_kernel(pool_ptr, table_ptr, src_ptr, numel, E, BLOCK: tl.constexpr):
+def _scatter_kernel(pool_ptr, table_ptr, src_ptr, keep_ptr, numel, E, HAS_KEEP: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
+    if HAS_KEEP:
+        mask = mask & (tl.load(keep_ptr).to(tl.int32) != 0)
     page = tl.load(table_ptr + offs // E, mask=mask, other=0)
     val = tl.load(src_ptr + offs, mask=mask)
     tl.store(pool_ptr + page * E + offs % E, val.to(pool_ptr.dtype.element_ty), mask=mask)
@@ -54,8 +57,13 @@ def paged_gather_triton(pool: torch.Tensor, page_table: torch.Tensor, numel: int
     return out
 
 
-def paged_scatter_triton(pool: torch.Tensor, page_table: torch.Tensor, values: torch.Tensor) -> None:
+def paged_scatter_triton(pool: torch.Tensor, page_table: torch.Tensor, values: torch.Tensor,
+                         keep: torch.Tensor | None = None) -> None:
     numel = values.numel()
     _check(pool, page_table, numel)
+    if keep is not None and (keep.numel() != 1 or keep.dtype != torch.bool or keep.device != pool.device):
+        raise ValueError(f"paged kernel: keep must be one bool on {pool.device}, got {keep.dtype} [{keep.numel()}] on {keep.device}")
     src = values.reshape(-1).contiguous()
-    _scatter_kernel[(triton.cdiv(numel, BLOCK),)](pool, page_table.contiguous(), src, numel, pool.shape[1], BLOCK=BLOCK)
+    guard = keep.reshape(1).view(torch.uint8) if keep is not None else src  # (unread without a guard)
+    _scatter_kernel[(triton.cdiv(numel, BLOCK),)](pool, page_table.contiguous(), src, guard, numel, pool.shape[1],
+                                                  HAS_KEEP=keep is not None, BLOCK=BLOCK)

@@ -165,7 +165,7 @@ def corrupt_history(state: TemporalState, draw: FrameDraw, rand: StepRandomness)
     for i, gen in enumerate(rand.clips):
         if bool(draw.corrupt[i]):
             noise[i] = torch.randn(img.shape[1:], generator=gen).to(img.device)
-    bad = (bad + 0.1 * noise).clamp(0, 1)
+    bad = (bad + 0.1 * noise).clamp(0, 1).to(img.dtype)  # (the history's stored dtype)
     pick = draw.corrupt.view(-1, 1, 1, 1)
     return dataclasses.replace(state, image=torch.where(pick, bad, img))
 
@@ -260,9 +260,11 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
                          prev_target if f else None, cfg)
         for name, value in (("fm", out.fm), ("decoder", out.decoder), ("temporal", out.temporal), *out.parts.items()):
             totals[name] = totals.get(name, 0.0) + value
-        # The attention sums carry with gradients (truncated at the clip); the latent and the frame do not.
+        # The attention sums carry with gradients (truncated at the clip); the latent and the frame do
+        # not. The frame carries rounded to its stored dtype, as the service's cache holds it.
         latent = out.state.latent if cfg.rollout else latent_target(target, mc.latent_stride)
-        state = dataclasses.replace(out.state, latent=latent.detach(), image=out.state.image.detach())
+        state = dataclasses.replace(out.state, latent=latent.detach(),
+                                    image=out.state.image.detach().to(StateSpec.dtype("image")))
         prev_target = target
     means = {k: v / frames for k, v in totals.items()}
     loss = means["fm"] + cfg.decoder_weight * means["decoder"] + cfg.temporal_weight * means["temporal"]

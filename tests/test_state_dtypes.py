@@ -1,0 +1,95 @@
+"""The state's stored dtypes: the full-resolution history frame in bf16, two values to a float32
+word of the paged cache, and what that rounding does to the frames (against a float32 state)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from streamstyle.model import state as state_module
+from streamstyle.model.config import preset
+from streamstyle.model.frame import FrameParams
+from streamstyle.model.layout import reference_layout
+from streamstyle.model.state import StateSpec
+from streamstyle.model.stylizer import Stylizer
+
+
+def test_the_flat_state_holds_the_frame_in_bf16_words(gen):
+    cfg = preset("tiny")
+    spec = StateSpec(cfg, 40, 24)
+    shapes = spec.shapes()
+    plain = sum(torch.Size(s).numel() for s in shapes.values())
+    image = torch.Size(shapes["image"]).numel()
+    assert spec.numel == plain - image // 2  # the frame takes half its float32 words
+    state = dataclasses.replace(spec.zeros(), **{k: torch.rand(s, generator=gen) for k, s in shapes.items()})
+    flat = spec.flatten(state)
+    assert flat.dtype == torch.float32 and flat.shape == (spec.numel,)
+    back = spec.unflatten(flat)
+    assert back.image.dtype == torch.bfloat16 and back.image_depth.dtype == torch.float32
+    assert torch.equal(back.image, state.image.bfloat16())  # rounded to nearest, nothing else
+    for f in dataclasses.fields(state):
+        if f.name != "image":
+            assert torch.equal(getattr(back, f.name), getattr(state, f.name)), f.name
+    back.image[0, 1, 2, 3] = 0.25  # views: writing the state writes the flat vector
+    assert spec.unflatten(flat).image[0, 1, 2, 3] == 0.25
+    assert torch.equal(spec.flatten(back), flat)  # a stored state flattens to the same words
+    with pytest.raises(ValueError, match="float32"):
+        spec.unflatten(flat[:-1])
+    with pytest.raises(ValueError, match="float32"):
+        spec.unflatten(flat.double())
+
+
+def test_an_odd_count_of_bf16_values_is_padded_to_a_whole_word(gen, monkeypatch):
+    cfg = preset("tiny")
+    monkeypatch.setitem(state_module.STORED_DTYPES, "valid", torch.bfloat16)  # [1]: one value, half a word
+    spec = StateSpec(cfg, 8, 8)
+    state = dataclasses.replace(spec.zeros(), valid=torch.tensor([1.0]), image=torch.rand(1, 3, 8, 8, generator=gen))
+    back = spec.unflatten(spec.flatten(state))
+    assert back.valid.shape == (1,) and back.valid.item() == 1.0
+    assert torch.equal(back.image, state.image.bfloat16())
+
+
+def run_session(model, frames, w, h, stored: dict):
+    """A session's frames with the state stored in `stored`'s dtypes (an empty dict: all float32)."""
+    saved = dict(state_module.STORED_DTYPES)
+    state_module.STORED_DTYPES.clear()
+    state_module.STORED_DTYPES.update(stored)
+    try:
+        sty = Stylizer(model)
+        s = sty.open_session(w, h, reference_layout(w, h), seed=2)
+        rgb = [sty.step(s, f, FrameParams(steps=2, strength=0.5)) for f in frames]
+        return rgb, StateSpec(model.config, w, h).unflatten(sty.cache.read(s.id)).image.float()
+    finally:
+        state_module.STORED_DTYPES.clear()
+        state_module.STORED_DTYPES.update(saved)
+
+
+def test_a_bf16_history_changes_the_shipped_models_frames_less_than_its_own_rounding(frame_factory, gen):
+    """The shipped model on 8 frames of a pan with fractional motion (the warp interpolates the
+    stored history): the frames of a session storing its history in bf16 differ from those of one
+    storing float32 by less than bf16's rounding of the history itself (2^-9 at most in [0, 1]),
+    and the difference does not grow frame over frame. (Measured: max 0.00047, mean 0.00013.)"""
+    from streamstyle.model.weights import load_weights, shipped_weights
+
+    model = load_weights(shipped_weights()).eval()
+    w, h, n, speed = 96, 64, 8, 3
+    layout = reference_layout(w + speed * n, h)
+    base = frame_factory(w + speed * n, h, layout)
+    frames = []
+    for i in range(n):
+        f = {k: v[:, speed * i:speed * i + w].contiguous() for k, v in base.items()}
+        motion = torch.zeros(h, w, 2, dtype=torch.float16)
+        motion[..., 0], motion[..., 1] = (2.6, 0.3) if i else (0.0, 0.0)
+        f["motion"] = motion
+        frames.append(f)
+    a, hist32 = run_session(model, frames, w, h, {})
+    b, hist16 = run_session(model, frames, w, h, {"image": torch.bfloat16})
+    assert torch.equal(a[0], b[0])  # no history yet: the same frame
+    assert torch.equal(hist32[0], a[-1])  # the history is the last frame: as it was, or
+    assert torch.equal(hist16[0], b[-1].bfloat16().float())  # rounded to nearest bf16
+    assert not torch.equal(hist16[0], b[-1])
+    diffs = [(x - y).abs() for x, y in zip(a[1:], b[1:])]
+    for d in diffs:
+        assert d.max() <= 2 ** -9 and d.mean() <= 2 ** -11
+    assert diffs[-1].mean() <= 2 * diffs[0].mean()  # no drift over frames
+    assert max(float(d.max()) for d in diffs) > 0  # the rounding did reach the frames
