@@ -47,7 +47,9 @@ class FrameGraph:
         capture = device.type == "cuda" if capture is None else capture
         if capture and device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
-        if pool.dim() != 2 or pool.dtype != torch.float32 or pool.device != device:
+        here = device.index if device.index is not None else (torch.cuda.current_device() if device.type == "cuda" else None)
+        if pool.dim() != 2 or pool.dtype != torch.float32 or pool.device.type != device.type or \
+                (pool.device.type == "cuda" and pool.device.index != here):  # "cuda" names the current device
             raise ValueError(f"the cache pool must be [P, E] float32 on {device}")
         self.capture = capture
         cfg = model.config
