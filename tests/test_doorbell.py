@@ -249,3 +249,18 @@ def test_open_refuses_a_doorbell_that_is_not_a_name():
         with pytest.raises(P.ProtocolError) as err:
             check(bad, "open.doorbell")
         assert err.value.code == P.ErrorCode.BAD_FIELD
+
+
+def test_a_doorbell_works_behind_a_front_of_workers(tmp_path, weights):  # noqa: F811
+    """`serve --workers`: the front relays ZeroMQ, the worker holding the session reads its doorbell."""
+    svc = ServiceProcess(tmp_path, weights, "--workers", "1", "--no-prompts")
+    try:
+        w, h = 64, 48
+        with Client(svc.address) as client:
+            s = client.open_session(w, h, reference_layout(w, h), seed=4, doorbell=True)
+            assert s.bell is not None
+            outs, seqs = run_frames(client, s, frames_of(6, w, h, 4))
+            stats = s.stats()
+        assert seqs == [1, 2, 3, 4] and stats["done"] == 4 and stats["doorbell"]
+    finally:
+        svc.stop()
