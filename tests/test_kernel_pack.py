@@ -73,8 +73,14 @@ def test_the_frame_with_every_kernel_equals_the_references(gen):
             outs[name] = [sty.step(s, slot, FrameParams(steps=2, strength=0.6)) for slot in slots]
         finally:
             backend.set_backend("auto")
-    for a, b in zip(outs["reference"], outs["triton"]):
-        assert torch.allclose(a, b, atol=1e-4)
+    first, *later = zip(outs["reference"], outs["triton"])
+    assert torch.allclose(*first, atol=1e-4)
+    # Later frames read the history, which the state keeps in bf16: where the two backends' float32
+    # frames (1e-7 apart) fall on either side of a bf16 rounding boundary, the stored history
+    # differs by one bf16 step, and so the next frame by up to that step times the history's weight.
+    for a, b in later:
+        d = (a - b).abs()
+        assert d.max() <= 2.0 ** -9 and (d > 1e-4).float().mean() < 0.05, (d.max(), (d > 1e-4).float().mean())
 
 
 @pytest.mark.gpu
