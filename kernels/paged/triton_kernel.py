@@ -24,9 +24,10 @@ def _gather_kernel(pool_ptr, table_ptr, out_ptr, numel, E, BLOCK: tl.constexpr):
 @triton.jit
 def _scatter_kernel(pool_ptr, table_ptr, src_ptr, keep_ptr, numel, E, HAS_KEEP: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
-    if HAS_KEEP:
-        mask = mask & (tl.load(keep_ptr).to(tl.int32) != 0)
+    limit = numel
+    if HAS_KEEP:  # a refused frame stores nothing: its limit is 0 (one comparison, the same mask type
+        limit = numel * tl.load(keep_ptr).to(tl.int64)  # on every Triton: 3.9's interpreter refuses a
+    mask = offs < limit  # mask made with `&` of a block and a loaded scalar)
     page = tl.load(table_ptr + offs // E, mask=mask, other=0)
     val = tl.load(src_ptr + offs, mask=mask)
     tl.store(pool_ptr + page * E + offs % E, val.to(pool_ptr.dtype.element_ty), mask=mask)
