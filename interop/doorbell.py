@@ -69,6 +69,18 @@ MIN_BEAT_MS = 2
 MAX_BEAT_MS = 100
 
 
+def layout_table() -> str:
+    """The markdown table docs/protocol.md carries for the segment's layout (a test compares them)."""
+    rows = ["| offset | what |", "| --- | --- |",
+            f"| 0 | magic `0x{MAGIC:08X}` (\"BELL\"), version {VERSION}, record bytes {RECORD_BYTES}, "
+            f"records per lane {RECORDS}, the creator's pid (five u32) |",
+            f"| {LANE_OFFSET[TO_SERVICE]} / {LANE_OFFSET[TO_ENGINE]} | lane to the service / to the engine: `published` "
+            f"u64; its `consumed` u64 {CONSUMED_OFFSET} bytes after it |",
+            f"| {RECORDS_OFFSET} | lane to the service's {RECORDS} records, then lane to the engine's; each a u32 length "
+            f"and the message's msgpack bytes ({SEGMENT_BYTES} bytes in all) |"]
+    return "\n".join(rows) + "\n"
+
+
 def supported() -> bool:
     """Whether this machine's Python side may read and write lanes (x86-64's ordering)."""
     return platform.machine().lower() in ("x86_64", "amd64")

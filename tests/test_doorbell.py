@@ -3,6 +3,7 @@ it beside ZeroMQ (a child process, real sockets, real shared memory)."""
 
 import struct
 import time
+from pathlib import Path
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -83,6 +84,14 @@ def test_attaching_checks_the_segment():
         finally:
             shm.close()
             shm.unlink()
+
+
+def test_the_protocol_doc_shows_the_segment_layout_of_the_contract():
+    doc = (Path(DB.__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    assert DB.layout_table() in doc
+    assert DB.SEGMENT_BYTES == DB.RECORDS_OFFSET + 2 * DB.RECORDS * DB.RECORD_BYTES
+    assert DB.LANE_OFFSET[0] + DB.CONSUMED_OFFSET + 8 <= DB.LANE_OFFSET[1]
+    assert DB.LANE_OFFSET[1] + DB.CONSUMED_OFFSET + 8 <= DB.RECORDS_OFFSET
 
 
 def test_seen_takes_each_seq_once_within_its_window():
