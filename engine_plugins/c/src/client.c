@@ -827,7 +827,7 @@ static void *io_main(void *arg) {
                 }
                 if (!hot) {
                     pthread_mutex_unlock(&c->lock);
-                    if (zmq_poll(items, n, 0) == 0 && !bells_on(c)) sched_yield();
+                    if (zmq_poll(items, n, 0) == 0) sched_yield(); /* a core shared with the render thread is not ours */
                     pthread_mutex_lock(&c->lock);
                 }
                 c->spun_ns += now_ns() - tn;
