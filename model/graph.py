@@ -34,6 +34,16 @@ from .network import StreamStyleModel
 from .state import StateSpec
 
 
+def on_device(t: torch.Tensor, device: torch.device) -> bool:
+    """Whether tensor `t` lives on `device`, where a device without an index ("cuda") names the
+    current one (a tensor's own device always has its index: "cuda" != "cuda:0" as devices)."""
+    if t.device.type != device.type:
+        return False
+    if device.type != "cuda":
+        return True
+    return t.device.index == (device.index if device.index is not None else torch.cuda.current_device())
+
+
 class FrameGraph:
     def __init__(self, model: StreamStyleModel, layout: GBufferLayout, width: int, height: int, steps: int,
                  device: torch.device, pool: torch.Tensor, out_format: str | None = None,
@@ -47,9 +57,7 @@ class FrameGraph:
         capture = device.type == "cuda" if capture is None else capture
         if capture and device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
-        here = device.index if device.index is not None else (torch.cuda.current_device() if device.type == "cuda" else None)
-        if pool.dim() != 2 or pool.dtype != torch.float32 or pool.device.type != device.type or \
-                (pool.device.type == "cuda" and pool.device.index != here):  # "cuda" names the current device
+        if pool.dim() != 2 or pool.dtype != torch.float32 or not on_device(pool, device):
             raise ValueError(f"the cache pool must be [P, E] float32 on {device}")
         self.capture = capture
         cfg = model.config

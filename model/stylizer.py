@@ -27,6 +27,7 @@ from .cache import CacheConfig, PagedStateCache
 from .errors import (InputError, LayoutError, PromptError, ResolutionError, SessionError,
                      SessionEvictedError)
 from .frame import OPTIONAL_INPUTS, FrameParams, PromptContext, padded_size, stylize_frame
+from .graph import on_device
 from .layout import FORMATS, REQUIRED_FOR_WARP, GBufferLayout
 from .network import StreamStyleModel
 from .state import StateSpec
@@ -253,10 +254,8 @@ class Stylizer:
             raise InputError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
         s = self._record(session).session
         need = output_bytes(s.width, s.height, fmt)
-        here = self.device.index if self.device.index is not None else (
-            torch.cuda.current_device() if self.device.type == "cuda" else None)
         if not isinstance(out, torch.Tensor) or out.dtype != torch.uint8 or out.numel() < need \
-                or out.device.type != self.device.type or (out.device.type == "cuda" and out.device.index != here):
+                or not on_device(out, self.device):
             raise InputError(f"the output must be a uint8 tensor of at least {need} bytes on {self.device} "
                              f"for a {s.width}x{s.height} {fmt} frame")
         self._step(session, frame, params, out=out, fmt=fmt)

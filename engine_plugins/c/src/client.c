@@ -37,10 +37,12 @@
 #define EVENT_CAP 64
 #define FRAME_CAP 16
 #define HELLO_WAIT_MS 1000.0
-#define SPIN_LEAD_NS 300000u   /* awake this long before an expected submit */
-#define ANSWER_LEAD_NS 1000000u /* and before an expected answer (the model's time varies more than the beat) */
-#define SPIN_TAIL_NS 1500000u  /* and at most this long after it */
-#define SPIN_DEV_NS 1000000u   /* plus twice the rhythm's mean deviation, up to this */
+/* The rhythm's windows: the contract's (interop/doorbell.py, the service spins by the same numbers),
+ * but for the submit's lead, which the I/O thread keeps short: it predicts its own render thread. */
+#define SPIN_LEAD_NS 300000u                                 /* awake this long before an expected submit */
+#define ANSWER_LEAD_NS (SS_BELL_SPIN_LEAD_US * 1000ull)      /* and before an expected answer */
+#define SPIN_TAIL_NS (SS_BELL_SPIN_TAIL_US * 1000ull)        /* and at most this long after it */
+#define SPIN_DEV_NS (SS_BELL_SPIN_SLACK_US * 1000ull)        /* plus twice the rhythm's mean deviation, up to this */
 #define BELL_LOOK_NS 20000u    /* while spinning, look at the doorbells this long between socket polls */
 
 /* ---- errors ---------------------------------------------------------------------------------- */
@@ -273,7 +275,8 @@ static void anticipate(ss_client *c, uint64_t now, uint64_t *wake_at, int *spin)
     }
     if (!c->anticipate || c->state != UP) return;
     /* a steady rhythm (2-100 ms, deviations under a quarter of it), submits in the last second */
-    if (c->period_ns >= 2e6 && c->period_ns <= 1e8 && c->period_dev_ns < c->period_ns / 4 &&
+    if (c->period_ns >= SS_BELL_MIN_BEAT_MS * 1e6 && c->period_ns <= SS_BELL_MAX_BEAT_MS * 1e6 &&
+        c->period_dev_ns < c->period_ns / 4 &&
         now - c->seen_submit_ns < 1000000000u) {
         uint64_t next = c->seen_submit_ns + (uint64_t)c->period_ns;
         while (next + SPIN_TAIL_NS + SPIN_DEV_NS < now) next += (uint64_t)c->period_ns; /* skipped frames */
@@ -732,7 +735,8 @@ static void take_bells(ss_client *c) {
     for (ss_session *s = c->sessions; s; s = s->next) {
         long n;
         if (!s->bell_on) continue;
-        while ((n = ss_bell_pop(s->bell, SS_BELL_TO_ENGINE, data, sizeof data)) != 0) {
+        for (int k = 0; k < SS_BELL_RECORDS && (n = ss_bell_pop(s->bell, SS_BELL_TO_ENGINE, data, sizeof data)) != 0;
+             k++) { /* at most a lane's worth a pass */
             ss_reply m;
             uint64_t t = now_ns();
             if (n < 0 || ss_decode_reply(data, (size_t)n, &m) != 0) continue;
