@@ -115,6 +115,13 @@ class Lane:
     def pending(self) -> bool:
         return self._pub[0] != self._con[0]
 
+    def overrun(self) -> bool:
+        """Whether the counters say something no writer keeping the format says: more waiting than the
+        lane holds, or fewer published than consumed. The reader then skips to the end
+        (`skip_to_end`) instead of reading on."""
+        published, consumed = self._pub[0], self._con[0]
+        return published < consumed or published - consumed > self.records
+
     def pop(self) -> bytes | None:
         """The next message, or None when the lane is empty. A record whose length is out of range
         (a writer that does not keep the format) is consumed and returned as b"" so the caller can

@@ -322,14 +322,15 @@ class Service(MessageGuard):
     def tick(self) -> None:
         busy = any(s.pending for s in self.sessions.values())
         timeout = 0 if busy else min(50, self.config.heartbeat_ms)
-        polled = self._wait(timeout)
+        belled = [s for s in self.sessions.values() if s.bell is not None]
+        polled = self._wait(timeout, belled)
         # Everything a client sent before this moment is read below. Silence is measured up to
         # here, not to the end of the tick: a long open (graph capture) or frame must not make
         # clients whose heartbeats are waiting in the socket look dead.
         self._drained_at = time.monotonic()
         # The doorbells before the socket: a frame's copy there is taken first even when its
         # ZeroMQ copy woke the loop, and its total_ms starts there.
-        self._take_bells()
+        self._take_bells(belled)
         if polled:
             for _ in range(256):
                 try:
@@ -349,15 +350,14 @@ class Service(MessageGuard):
                 self._answered(state.owner)
         self.housekeeping()
 
-    def _wait(self, timeout_ms: int) -> bool:
+    def _wait(self, timeout_ms: int, belled: list) -> bool:
         """Wait up to `timeout_ms` for a message on the socket or in a doorbell; whether the socket
         has one. With doorbells, spin through the windows in which their engines' next frames are
         due (interop.doorbell.Beat) and sleep on the socket outside them: a frame rung while the
         loop sleeps wakes it through its ZeroMQ copy."""
-        belled = [s for s in self.sessions.values() if s.bell is not None]
         if not belled:
             return bool(self.sock.poll(timeout_ms, zmq.POLLIN))
-        if timeout_ms == 0 or self._take_bells():
+        if timeout_ms == 0 or self._take_bells(belled):
             return bool(self.sock.poll(0, zmq.POLLIN))
         lanes = [s.bell.to_service for s in belled]
         looks = [lane.pending for lane in lanes]
@@ -376,23 +376,30 @@ class Service(MessageGuard):
                 until = now + BELL_LOOK_S
                 while time.perf_counter() < until:
                     for pending in looks:
-                        if pending():
-                            return False  # tick takes them
+                        if pending():  # tick takes them, and reads the socket too
+                            return bool(self.sock.poll(0, zmq.POLLIN))
                 if self.sock.poll(0, zmq.POLLIN):
                     return True
                 continue
             if self.sock.poll(max(0, min(int(wait_s * 1000), timeout_ms)), zmq.POLLIN):
                 return True
             if any(lane.pending() for lane in lanes):
-                return False
+                return bool(self.sock.poll(0, zmq.POLLIN))
 
-    def _take_bells(self) -> int:
-        """Handle the frames waiting in the sessions' doorbells, as messages of their owners
+    def _take_bells(self, belled: list) -> int:
+        """Handle the frames waiting in these sessions' doorbells, as messages of their owners
         (decoded and checked like any other); how many there were."""
         n = 0
-        for state in [s for s in self.sessions.values() if s.bell is not None]:
+        for state in belled:
             lane = state.bell.to_service
-            while state.bell is not None and (data := lane.pop()) is not None:
+            if lane.overrun():
+                lane.skip_to_end()
+                self.error(state.owner, P.ErrorCode.BAD_MESSAGE, f"session {state.id}'s doorbell says more frames "
+                           f"wait than its {lane.records} records hold; what it held was skipped", session=state.id)
+                continue
+            for _ in range(lane.records):  # at most a lane's worth a tick
+                if state.bell is None or (data := lane.pop()) is None:
+                    break
                 n += 1
                 self._received_at = time.perf_counter()
                 self._bell_of = state

@@ -273,3 +273,27 @@ def test_a_doorbell_works_behind_a_front_of_workers(tmp_path, weights):  # noqa:
         assert seqs == [1, 2, 3, 4] and stats["done"] == 4 and stats["doorbell"]
     finally:
         svc.stop()
+
+
+def test_counters_no_writer_would_set_are_refused_once_and_the_service_serves_on(service):
+    w, h = 64, 48
+    bell = DB.Doorbell.create()
+    sock, ring, layout, opened = raw_session(service.address, w, h, bell)
+    try:
+        sid = opened["session"]
+        for bad in (1000, 3):  # more waiting than the lane holds; then fewer published than consumed
+            bell.to_service._pub[0] = bad
+            zm, _ = answers(sock, bell, 1)
+            assert zm[0]["type"] == "error" and zm[0]["code"] == P.ErrorCode.BAD_MESSAGE and "doorbell" in zm[0]["message"]
+            time.sleep(0.3)
+            assert not sock.poll(0) or P.decode_raw(sock.recv())["type"] == "heartbeat"  # refused once, not each tick
+            assert bell.to_service._con[0] == bad  # skipped to the writer's end
+        to_slot(frames_of(1, w, h, 1)[0], layout, ring.input(0))
+        ring.mark_ready(0, 1)
+        assert bell.to_service.push(P.encode({"type": "frame", "session": sid, "seq": 1, "slot": 0}))
+        zm, _ = answers(sock, bell, 1)
+        assert [(m["type"], m["seq"]) for m in zm] == [("done", 1)]
+    finally:
+        sock.close()
+        ring.close()
+        bell.close()
