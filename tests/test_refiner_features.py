@@ -172,6 +172,21 @@ def test_the_reference_means_what_its_docstring_says(gen):
     assert torch.allclose(x[..., lay.surface + 2:], torch.cos(phase), atol=1e-4)
 
 
+def test_the_surface_phase_is_float32_whatever_the_dtype(gen):
+    """Surface positions tens of units from the origin under the model's weight scale put the phase
+    at hundreds of cycles, where a bf16 step is a cycle or more: both backends take the Linear in
+    float32 (bf16 weights read exactly), so bf16 features are the float32 ones rounded once."""
+    a = case(1, 8, 12, 4, 10, 0, 4, gen, wdtype=torch.bfloat16, ids=False, contiguous_surface=True)
+    a["surface"] = (a["surface"].float() * 20).half()
+    lay = feature_channels(10, 0, 4)
+    want = call(refiner_features_reference, a, 4, 12, 8, torch.float32)[..., lay.surface:]
+    turns = 2 * math.pi * (a["surface"].float() @ a["surface_weight"].float().t())
+    assert turns.abs().max() > 200 * 2 * math.pi  # the regime where a bf16 phase is noise
+    for fn in (refiner_features_reference, refiner_features_triton):
+        got = call(fn, a, 4, 12, 8, torch.bfloat16)[..., lay.surface:]
+        assert (ulps(got, want.to(torch.bfloat16), torch.bfloat16) <= 1).float().mean() >= 0.999, fn
+
+
 def test_the_model_keeps_its_channel_order():
     """The shipped weights were trained on this order (conv1's input channels): base 3, guide,
     history 3, mask, positions 4, ids E, sin F, cos F."""
@@ -367,7 +382,7 @@ from streamstyle.kernels.refiner_features import triton_kernel as tk, feature_ch
 cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 lay = feature_channels(10, 3, 4)
 const = dict(STRIDE=4, G0=lay.guide, H0=lay.hist, M0=lay.mask, P0=lay.position, I0=lay.ids, S0=lay.surface,
-             E=3, NF=4, NFP=4, CIN=lay.total, CP=32, ID_MASK=255, HAS_IDS=True, HAS_SURFACE=True, OUT=1, WK=1,
+             E=3, NF=4, NFP=4, CIN=lay.total, CP=32, ID_MASK=255, HAS_IDS=True, HAS_SURFACE=True, OUT=1,
              BLOCK=tk.BLOCK)
 const.update(dict.fromkeys(("sl_w", "sg_w", "sh_w", "sm_w", "si_w", "st_c", "ss_c", "sw_c", "sb_s"), 1))
 ptrs = {"lat_ptr": "*fp32", "guide_ptr": "*fp32", "hist_ptr": "*fp32", "mask_ptr": "*fp32", "ids_ptr": "*i32",

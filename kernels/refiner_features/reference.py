@@ -14,8 +14,10 @@ order `feature_channels` gives:
                  height) - 1, with width x height the frame's real size (H x W may be padded past
                  it); computed in float32, then .to(dtype)
     ids      E   id_table[ids & (ID_BUCKETS - 1)].to(dtype); zeros when ids is None
-    surface  2F  p = 2 pi * F.linear(surface.to(w.dtype), w, b).float(): sin(p) (F), then cos(p)
-                 (F), .to(dtype); zeros when surface is None
+    surface  2F  p = 2 pi * F.linear(surface.float(), w.float(), b.float()): sin(p) (F), then cos(p)
+                 (F), .to(dtype); zeros when surface is None. The phase is float32 whatever the
+                 weights' dtype: it runs to hundreds of cycles, where a bf16 phase would be mostly
+                 rounding (a bf16 step at 256 cycles is 2 cycles)
 
 Each line is one PyTorch op chain in `dtype` (bf16 on a GPU: every op rounds its result to bf16),
 and the fused kernel reproduces those roundings. A table or a Linear that is absent (None) has no
@@ -90,7 +92,7 @@ def refiner_features(latent: torch.Tensor, guide: torch.Tensor, history: torch.T
         if surface is None:
             parts.append(torch.zeros(b, hh, ww, 2 * f, device=dev, dtype=dtype))
         else:
-            phase = (2 * math.pi) * F.linear(surface.to(surface_weight.dtype), surface_weight, surface_bias).float()
+            phase = (2 * math.pi) * F.linear(surface.float(), surface_weight.float(), surface_bias.float())
             parts.append(torch.cat((torch.sin(phase), torch.cos(phase)), dim=-1).to(dtype))
     return torch.cat(parts, dim=-1).contiguous()
 

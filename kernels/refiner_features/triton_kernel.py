@@ -21,8 +21,8 @@ rounding to the activations' dtype:
     position = r(((j % stride) + 0.5) * (2 / stride) - 1), the same for i, r((j + 0.5) * (2 / width) - 1),
                r((i + 0.5) * (2 / height) - 1)
     ids[k]   = r(id_table[ids[n, i, j] & 255, k])                        (0 without ids)
-    surface  = r(sin(p_k)) for k < F, then r(cos(p_k)),  p_k = 2 pi * rw(rw(s) . w_k + b_k)
-               with s = surface[n, i, j, 0:3] and rw() rounding to the Linear's dtype (0 without a surface)
+    surface  = r(sin(p_k)) for k < F, then r(cos(p_k)),  p_k = 2 pi * (s . w_k + b_k) in float32
+               with s = surface[n, i, j, 0:3] (0 without a surface), whatever the Linear's dtype
 
 Formulas are `reference.py`'s, with its roundings reproduced: each value is computed in float32
 and rounded to the activations' dtype at every point where the reference's PyTorch op chain does
@@ -30,8 +30,8 @@ and rounded to the activations' dtype at every point where the reference's PyTor
 ids channels are the reference's bit for bit. The upsample follows ATen's bilinear kernel
 (source index max(scale * (i + 0.5) - 0.5, 0), `scale` = float32(1 / stride), upper neighbour
 clamped at the last texel). FMA contraction is off for the kernel, so `a * b - c` rounds twice as
-the reference's separate ops do. What can differ: the surface Linear's three-term sum (cuBLAS's
-order is not ours; a float32 ulp there can move the bf16-rounded phase by one bf16 step, rarely)
+the reference's separate ops do. What can differ: the surface Linear's three-term sum (the
+reference's order is not ours: a float32 ulp of the phase)
 and the upsample's sum on float32 latents (one float32 ulp). sin and cos are libdevice's
 (`tl.sin` lowers to `__nv_sinf`, within 2 ulp) on a GPU, numpy's in the interpreter.
 
@@ -88,7 +88,7 @@ def _features_kernel(lat_ptr, guide_ptr, hist_ptr, mask_ptr, ids_ptr, table_ptr,
                      STRIDE: tl.constexpr, G0: tl.constexpr, H0: tl.constexpr, M0: tl.constexpr,
                      P0: tl.constexpr, I0: tl.constexpr, S0: tl.constexpr, E: tl.constexpr, NF: tl.constexpr,
                      NFP: tl.constexpr, CIN: tl.constexpr, CP: tl.constexpr, ID_MASK: tl.constexpr, HAS_IDS: tl.constexpr,
-                     HAS_SURFACE: tl.constexpr, OUT: tl.constexpr, WK: tl.constexpr, BLOCK: tl.constexpr):
+                     HAS_SURFACE: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr):
     # G0, H0, M0, P0, I0, S0: where the guide, history, mask, positions, ids and surface start
     # in x (`feature_channels`); the latent's channels are [0, G0)
     n = tl.program_id(1).to(tl.int64)
@@ -157,19 +157,19 @@ def _features_kernel(lat_ptr, guide_ptr, hist_ptr, mask_ptr, ids_ptr, table_ptr,
     tl.store(out + (i[:, None] * CIN + ch), x.to(x_ptr.dtype.element_ty), mask=okc & (ch < S0))
 
     # surface Fourier features, in their own [BLOCK, NFP] tiles so that each sin and cos is taken
-    # once per pixel: the Linear in its weights' dtype, then sin / cos in float32
+    # once per pixel: the Linear, sin and cos in float32
     j = tl.arange(0, NFP)[None, :]
     jm = j < NF
     if HAS_SURFACE:
         sp = surf_ptr + n * ss_b + row * ss_h + col * ss_w
-        s0 = _round(tl.load(sp, mask=ok, other=0.0).to(tl.float32), WK)[:, None]
-        s1 = _round(tl.load(sp + ss_c, mask=ok, other=0.0).to(tl.float32), WK)[:, None]
-        s2 = _round(tl.load(sp + 2 * ss_c, mask=ok, other=0.0).to(tl.float32), WK)[:, None]
+        s0 = tl.load(sp, mask=ok, other=0.0).to(tl.float32)[:, None]
+        s1 = tl.load(sp + ss_c, mask=ok, other=0.0).to(tl.float32)[:, None]
+        s2 = tl.load(sp + 2 * ss_c, mask=ok, other=0.0).to(tl.float32)[:, None]
         w0 = tl.load(sw_ptr + j * sw_r, mask=jm, other=0.0).to(tl.float32)
         w1 = tl.load(sw_ptr + j * sw_r + sw_c, mask=jm, other=0.0).to(tl.float32)
         w2 = tl.load(sw_ptr + j * sw_r + 2 * sw_c, mask=jm, other=0.0).to(tl.float32)
         bj = tl.load(sb_ptr + j * sb_s, mask=jm, other=0.0).to(tl.float32)
-        phase = _round(tl.fma(s2, w2, tl.fma(s1, w1, s0 * w0)) + bj, WK) * TWO_PI  # [BLOCK, NFP]
+        phase = (tl.fma(s2, w2, tl.fma(s1, w1, s0 * w0)) + bj) * TWO_PI  # [BLOCK, NFP]
         sin = _round(tl.sin(phase), OUT)
         cos = _round(tl.cos(phase), OUT)
     else:  # zeros where the layout has no surface channel
@@ -231,7 +231,7 @@ def refiner_features_triton(latent: torch.Tensor, guide: torch.Tensor, history: 
         1.0 / stride, 2.0 / stride, 2.0 / width, 2.0 / height,
         STRIDE=stride, G0=lay.guide, H0=lay.hist, M0=lay.mask, P0=lay.position, I0=lay.ids, S0=lay.surface, E=e,
         NF=nf, NFP=triton.next_power_of_2(max(nf, 1)), CIN=cin, CP=triton.next_power_of_2(lay.surface), ID_MASK=ID_BUCKETS - 1, HAS_IDS=has_ids,
-        HAS_SURFACE=has_surface, OUT=KINDS[dtype], WK=KINDS.get(sw.dtype, 0) if has_surface else 0, BLOCK=block,
+        HAS_SURFACE=has_surface, OUT=KINDS[dtype], BLOCK=block,
         num_warps=num_warps, enable_fp_fusion=False)
     return out
 
