@@ -218,16 +218,28 @@ def stylize_frame(model: StreamStyleModel, layout: GBufferLayout, planes: dict[s
 
     x0, (kv, ks) = flow_sample(denoise, start.x, start.t0, params.steps, grid, lp)
     x0 = x0.clamp(-1.0, 1.0)
-    history, mask = frame_history(cfg, inputs, start.state)
-    mark("history")
-    # The guide goes in as packed (float32): the refiner's input assembly rounds it to its dtype.
-    rgb_full = model.refiner(x0, inputs.guide, history, mask, inputs.ids, inputs.surface, pooled,
-                             width, height, out=out)  # [B, 3, ph, pw] float32: the next frame's history
+    rgb_full = finish_frame(model, inputs, start.state, x0, pooled, width, height, out, mark)
     rgb = rgb_full[:, :, :height, :width] if out is None else None
-    mark("decode")
     nxt = TemporalState(kv=kv, ks=ks, latent=x0.float(), depth=inputs.depth.float(),
                         valid=torch.ones_like(state.valid), image=rgb_full, image_depth=inputs.depth_full)
     return rgb, nxt
+
+
+def finish_frame(model: StreamStyleModel, inputs: FrameInputs, state: TemporalState, latent: torch.Tensor,
+                 pooled: torch.Tensor, width: int, height: int, out: tuple[torch.Tensor, str] | None = None,
+                 mark: Callable[[str], None] = lambda stage: None) -> torch.Tensor:
+    """The frame at full resolution from the DiT's latent [B, 3, h, w] in [-1, 1]: the history
+    (`frame_history`, `state` the one after the cut) and the refiner. Returns the padded frame
+    [B, 3, ph, pw] float32 (the next frame's history); with `out`, also written into the slot.
+    `stylize_frame` calls it, and so does training with the DiT frozen (`training/objective.py`),
+    on latents the frame function produced."""
+    history, mask = frame_history(model.config, inputs, state)
+    mark("history")
+    # The guide goes in as packed (float32): the refiner's input assembly rounds it to its dtype.
+    rgb_full = model.refiner(latent, inputs.guide, history, mask, inputs.ids, inputs.surface, pooled,
+                             width, height, out=out)
+    mark("decode")
+    return rgb_full
 
 
 def frame_history(config: ModelConfig, inputs: FrameInputs, state: TemporalState) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
 """Training and evaluation of `tiny` on the CPU."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -203,3 +204,90 @@ def test_bad_training_settings_are_refused(bad, words):
 
     with pytest.raises(ConfigError, match=words):
         TrainConfig(**bad).validate()
+
+
+def test_a_frozen_dit_run_trains_the_refiner_alone(tmp_path):
+    """`freeze_dit`: the DiT's weights stay as they were, the refiner's move, and the refined
+    frame's loss on a fixed batch (the pool's own cached latents, fixed draws) falls."""
+    from streamstyle.model.stylizer import null_context
+    from streamstyle.model.training.objective import StepRandomness, batch_loss
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), steps=30, checkpoint_every=30, freeze_dit=True, refiner_lr_scale=4,
+                      sampler_steps=(1, 2), **dict(BASE, frames=3))
+    trainer = Trainer(cfg)
+    before_weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    clips = [trainer._clip(0), trainer._clip(1)]
+    ctx = [null_context(trainer.model, torch.device("cpu"))] * 2
+    latents = [trainer._dit_latents(i, c, p) for i, (c, p) in enumerate(zip(clips, ctx))]
+    assert len(latents[0]) == 3 and latents[0][0].shape == (1, 3, 8, 8)
+
+    def fixed_loss():
+        with torch.no_grad():
+            return sum(batch_loss(trainer.model, clips, ctx, StepRandomness.seeded(s, 0, range(2)),
+                                  cfg.objective, latents)[1]["loss"] for s in range(4)) / 4
+
+    before = fixed_loss()
+    trainer.run(progress=False)
+    assert fixed_loss() < 0.8 * before
+    after = load_file(str(tmp_path / "run" / "raw.safetensors"))
+    dit = [k for k in after if not k.startswith("refiner.")]
+    assert dit and all(torch.equal(after[k], before_weights[k]) for k in dit)
+    assert any(not torch.equal(after[k], before_weights[k]) for k in after if k.startswith("refiner."))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["phase"] for r in rows} == {"refiner"} and all("latent" in r for r in rows)
+    # the cache is the frozen DiT's: a trainer resumed from the run computes the same latents
+    again = Trainer(TrainConfig(**{**dataclasses.asdict(cfg), "objective": cfg.objective,
+                                   "resume": str(tmp_path / "run"), "steps": 31}))
+    assert all(torch.equal(a, b) for a, b in zip(again._dit_latents(0, clips[0], ctx[0]), latents[0]))
+
+
+def test_frozen_dit_training_refines_as_the_service_does(tiny_model, gen):
+    """The frozen-DiT objective's frames (cached latents, the refiner's own history) equal what the
+    frame function produces over the same clip: `dit_latents` is the service's rollout at the
+    latent, and `frozen_frame_loss` finishes each frame as `stylize_frame` does, cut included."""
+    from streamstyle.model.frame import FrameParams, stylize_frame
+    from streamstyle.model.state import StateSpec
+    from streamstyle.model.stylizer import null_context
+    from streamstyle.model.training.data import ReferenceClips
+    from streamstyle.model.training.objective import (FrameDraw, ObjectiveConfig, _generator, dit_latents,
+                                                      frozen_frame_loss)
+
+    clip = ReferenceClips(32, 32, 4, seed=5).clip(0)
+    clip.cut[2] = True  # a cut mid-clip: both sides must drop the history there
+    ctx = null_context(tiny_model, torch.device("cpu"))
+    cfg = ObjectiveConfig()
+    latents = dit_latents(tiny_model, clip, ctx, _generator(1, 2), (2,), cfg)
+
+    # the service's side, drawn as dit_latents draws: K, strength, then each frame's noise
+    g = _generator(1, 2)
+    torch.randint(1, (1,), generator=g)
+    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * float(torch.rand(1, generator=g))
+    spec = StateSpec(tiny_model.config, 32, 32)
+    served, state = [], spec.zeros()
+    with torch.no_grad():
+        for f, planes in enumerate(clip.planes):
+            noise = torch.randn(spec.shapes()["latent"], generator=g)
+            rgb, state = stylize_frame(tiny_model, clip.layout, {k: v[None] for k, v in planes.items()}, 32, 32, ctx,
+                                       state, noise, FrameParams(steps=2, strength=strength, reset=clip.cut[f]))
+            assert torch.equal(state.latent, latents[f])
+            served.append(rgb)
+            state = dataclasses.replace(state, image=state.image.to(StateSpec.dtype("image")))
+
+    state = spec.zeros()
+    with torch.no_grad():
+        for f, planes in enumerate(clip.planes):
+            draw = FrameDraw(strength=torch.full((1, 1), 0.5), noise=torch.zeros(spec.shapes()["latent"]), steps=None,
+                             u=None)
+            target = clip.targets[f].permute(2, 0, 1)[None]
+            out = frozen_frame_loss(tiny_model, clip.layout, {k: v[None] for k, v in planes.items()}, 32, 32, target,
+                                    ctx, state, torch.tensor([clip.cut[f]]), draw, latents[f], None, cfg)
+            assert (out.rgb - served[f]).abs().max() < 1e-5, f
+            state = dataclasses.replace(out.state, image=out.state.image.to(StateSpec.dtype("image")))
+    assert (served[1] - served[0]).abs().max() > 1e-3  # the frames differ: the comparison has teeth
+
+
+def test_freezing_the_dit_needs_a_pool():
+    from streamstyle.model.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="give pool > 0"):
+        TrainConfig(freeze_dit=True).validate()

@@ -272,7 +272,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       checkpoint_every=args.checkpoint_every, pool=args.pool, precision=args.precision,
                       prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after,
-                      sampler_steps=_step_list(args.sampler_steps), refiner_lr_scale=args.refiner_lr_scale)
+                      sampler_steps=_step_list(args.sampler_steps), refiner_lr_scale=args.refiner_lr_scale,
+                      freeze_dit=args.freeze_dit)
     cfg.validate(world)  # before any process starts
     if launching:
         from .local_ranks import run_local
@@ -561,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--refiner-lr-scale", type=float, default=1.0,
                    help="the refiner's learning rate over --lr (e.g. 10 when fine-tuning an older DiT)")
+    p.add_argument("--freeze-dit", action="store_true",
+                   help="train the refiner alone, on the latents the frozen DiT produces for each clip of --pool "
+                        "(its rollout with --sampler-steps, computed once per clip: about 3x faster a step)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--styles", default="all")
     p.add_argument("--checkpoint-every", type=int, default=500)

@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 
 from ...kernels.warp import warp_previous
-from ..frame import (FrameParams, PromptContext, frame_history, padded_size, prepare_frame, start_frame,
-                     stylize_frame)
+from ..frame import (FrameParams, PromptContext, finish_frame, frame_history, padded_size, prepare_frame,
+                     start_frame, stylize_frame)
 from ..layout import GBufferLayout
 from ..network import StreamStyleModel
 from ..sampler import tokens_to_latent
@@ -208,14 +208,23 @@ def frame_loss(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str,
         v_target = (start.x - z) / tokens_to_latent(start.t0, grid, lp)
         v, kv, ks = model.dit(x_t.to(dt), t, g, prompt.tokens.to(dt), prompt.bias, prompt.pooled.to(dt),
                               start.state.kv, start.state.ks)
-        history, mask = frame_history(mc, inputs, kept)
-        rgb_full = model.refiner(z, inputs.guide.to(dt), history, mask, inputs.ids, inputs.surface,
-                                 prompt.pooled.to(dt), width, height)
+        rgb_full = finish_frame(model, inputs, kept, z, prompt.pooled.to(dt), width, height)
         rgb = rgb_full[:, :, :height, :width]
         x0_hat = (x_t - tokens_to_latent(t, grid, lp) * v.float()).clamp(-1, 1)
         nxt = TemporalState(kv=kv, ks=ks, latent=x0_hat, depth=inputs.depth, valid=torch.ones_like(state.valid),
                             image=rgb_full, image_depth=inputs.depth_full)
         fm = F.mse_loss(v.float(), v_target)
+    dec, parts, temporal = refined_losses(mc, cfg, inputs, kept, rgb, target, prev_target, draw, width, height)
+    return FrameLoss(fm, dec, temporal, parts, rgb, nxt)
+
+
+def refined_losses(mc, cfg: ObjectiveConfig, inputs, kept: TemporalState, rgb: torch.Tensor, target: torch.Tensor,
+                   prev_target: torch.Tensor | None, draw: FrameDraw, width: int,
+                   height: int) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """The refined frame's losses: its weighted image losses (with their parts) and the temporal
+    term (0 on a clip's first frame, `prev_target` None). `kept` is the state after the cut, whose
+    frame the history was warped from; corrupted clips (`draw.corrupt`) are left out of the
+    temporal term."""
     dec, parts = image_losses(cfg, rgb, target)
     temporal = rgb.new_zeros(())
     if prev_target is not None and cfg.temporal_weight:
@@ -227,14 +236,62 @@ def frame_loss(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str,
             mask = mask * (~draw.corrupt).float().view(-1, 1, 1, 1)
         crop = (slice(None), slice(None), slice(0, height), slice(0, width))
         temporal = temporal_loss(rgb, history[crop].detach(), target, warped_t[crop], mask[crop])
+    return dec, parts, temporal
+
+
+def frozen_frame_loss(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str, torch.Tensor], width: int,
+                      height: int, target: torch.Tensor, prompt: PromptContext, state: TemporalState,
+                      cut: torch.Tensor, draw: FrameDraw, latent: torch.Tensor,
+                      prev_target: torch.Tensor | None = None, cfg: ObjectiveConfig = ObjectiveConfig()) -> FrameLoss:
+    """One frame with the DiT frozen: `latent` [B, 3, h, w] is what the frame function's DiT made
+    of this frame (`dit_latents`), and the refiner finishes it with the history of its own previous
+    output, through the frame function's own cut (`start_frame`) and tail (`finish_frame`). `fm` is
+    the latent's squared error against the oracle's, a figure without gradient."""
+    mc = model.config
+    inputs = prepare_frame(mc, layout, planes, width, height)
+    kept = start_frame(mc, inputs, state, draw.noise, draw.strength, cut).state
+    dt = next(model.parameters()).dtype
+    rgb_full = finish_frame(model, inputs, kept, latent, prompt.pooled.to(dt), width, height)
+    rgb = rgb_full[:, :, :height, :width]
+    fm = F.mse_loss(latent, latent_target(target, mc.latent_stride)).detach()
+    nxt = TemporalState(kv=kept.kv, ks=kept.ks, latent=latent, depth=inputs.depth, valid=torch.ones_like(state.valid),
+                        image=rgb_full, image_depth=inputs.depth_full)
+    dec, parts, temporal = refined_losses(mc, cfg, inputs, kept, rgb, target, prev_target, draw, width, height)
     return FrameLoss(fm, dec, temporal, parts, rgb, nxt)
 
 
+def dit_latents(model: StreamStyleModel, clip: Clip, prompt: PromptContext, gen: torch.Generator,
+                sampler_steps: Sequence[int], cfg: ObjectiveConfig = ObjectiveConfig()) -> list[torch.Tensor]:
+    """The DiT's side of the service's rollout over `clip`, without gradients: each frame the frame
+    function itself (`stylize_frame`) from the previous frame's state, with K steps (from
+    `sampler_steps`) and a start strength (in the objective's range) drawn once for the clip from
+    `gen`, and fresh noise per frame. Returns each frame's latent [1, 3, h, w]. The DiT never
+    reads the refiner's frame, so with the DiT frozen these do not change as the refiner learns:
+    a run computes them once per clip (`frozen_frame_loss` takes them)."""
+    mc = model.config
+    dev = next(model.parameters()).device
+    k = sampler_steps[int(torch.randint(len(sampler_steps), (1,), generator=gen))]
+    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * float(torch.rand(1, generator=gen))
+    state = StateSpec(mc, *padded_size(mc, clip.width, clip.height), batch=1).zeros(dev)
+    out = []
+    with torch.no_grad():
+        for f, planes in enumerate(clip.planes):
+            noise = torch.randn(tuple(state.latent.shape), generator=gen).to(dev)
+            batch = {name: v.unsqueeze(0).to(dev) for name, v in planes.items()}
+            _, state = stylize_frame(model, clip.layout, batch, clip.width, clip.height, prompt, state, noise,
+                                     FrameParams(steps=k, strength=strength, reset=bool(clip.cut[f])))
+            out.append(state.latent.float())
+    return out
+
+
 def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptContext], rand: StepRandomness,
-               cfg: ObjectiveConfig = ObjectiveConfig()) -> tuple[torch.Tensor, dict[str, float]]:
+               cfg: ObjectiveConfig = ObjectiveConfig(),
+               latents: Sequence[Sequence[torch.Tensor]] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean loss over the clips' frames, and its parts. All clips share size and layout;
     `rand.clips[i]` is clip i's generator. Every clip weighs the same in the mean, so the mean over
-    a batch is the mean of its parts' means when they are of equal size (data-parallel ranks)."""
+    a batch is the mean of its parts' means when they are of equal size (data-parallel ranks).
+    With `latents` (clip i's per-frame latents, `dit_latents`) the DiT is frozen: each frame is
+    `frozen_frame_loss` and only the refined frame's losses count."""
     mc = model.config
     dev = next(model.parameters()).device
     b, w, h = len(clips), clips[0].width, clips[0].height
@@ -256,8 +313,13 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
             state = corrupt_history(state, draw, rand)
         else:
             draw = dataclasses.replace(draw, corrupt=None)
-        out = frame_loss(model, clips[0].layout, planes, w, h, target, ctx, state, cut, draw,
-                         prev_target if f else None, cfg)
+        if latents is None:
+            out = frame_loss(model, clips[0].layout, planes, w, h, target, ctx, state, cut, draw,
+                             prev_target if f else None, cfg)
+        else:
+            latent = torch.cat([lat[f] for lat in latents]).to(dev)
+            out = frozen_frame_loss(model, clips[0].layout, planes, w, h, target, ctx, state, cut, draw, latent,
+                                    prev_target if f else None, cfg)
         for name, value in (("fm", out.fm), ("decoder", out.decoder), ("temporal", out.temporal), *out.parts.items()):
             totals[name] = totals.get(name, 0.0) + value
         # The attention sums carry with gradients (truncated at the clip); the latent and the frame do
@@ -267,8 +329,10 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
                                     image=out.state.image.detach().to(StateSpec.dtype("image")))
         prev_target = target
     means = {k: v / frames for k, v in totals.items()}
-    loss = means["fm"] + cfg.decoder_weight * means["decoder"] + cfg.temporal_weight * means["temporal"]
-    first = "latent" if cfg.sampler_steps else "flow"
+    loss = cfg.decoder_weight * means["decoder"] + cfg.temporal_weight * means["temporal"]
+    if latents is None:
+        loss = loss + means["fm"]
+    first = "latent" if cfg.sampler_steps or latents is not None else "flow"
     parts = {"loss": float(loss.detach()), first: float(means["fm"].detach()),
              "decoder": float(means["decoder"].detach()), "temporal": float(torch.as_tensor(means["temporal"]).detach())}
     parts.update({k: float(means[k].detach()) for k in ("l1", "edge", "perceptual")})

@@ -59,6 +59,7 @@ class TrainConfig:
     steps: int = 2000
     lr: float = 3e-4
     refiner_lr_scale: float = 1.0  # the refiner's learning rate over `lr`
+    freeze_dit: bool = False  # train the refiner alone on what the frozen DiT produces (`dit_latents`)
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -95,6 +96,9 @@ class TrainConfig:
             raise ConfigError("distill is the share of steps in few-step mode: from 0 to 1")
         if not self.sampler_steps or any(not MIN_STEPS <= k <= MAX_STEPS for k in self.sampler_steps):
             raise ConfigError(f"sampler_steps must name step counts from {MIN_STEPS} to {MAX_STEPS}")
+        if self.freeze_dit and not self.pool:
+            raise ConfigError("freeze_dit trains the refiner on the frozen DiT's latents, computed once per clip of "
+                              "a fixed pool: give pool > 0 (a number of clips)")
         Ranks(world=world, local_world=world).check_batch(self.batch)
         batch = saved_batch(self.resume) if self.resume else None
         if batch is not None and batch != self.batch:
@@ -135,8 +139,8 @@ class _BatchLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, clips, prompts, rand: StepRandomness, objective: ObjectiveConfig):
-        return batch_loss(self.model, clips, prompts, rand, objective)
+    def forward(self, clips, prompts, rand: StepRandomness, objective: ObjectiveConfig, latents=None):
+        return batch_loss(self.model, clips, prompts, rand, objective, latents)
 
 
 def _source(cfg: TrainConfig, device):
@@ -187,9 +191,13 @@ class Trainer:
         # run fine-tunes an older DiT; the DiT's own rate stays gentle).
         refiner = [p for n, p in self.model.named_parameters() if n.startswith("refiner.")]
         rest = [p for n, p in self.model.named_parameters() if not n.startswith("refiner.")]
-        self.opt = torch.optim.AdamW([{"params": rest, "lr_scale": 1.0},
-                                      {"params": refiner, "lr_scale": cfg.refiner_lr_scale}],
-                                     lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+        groups = [{"params": rest, "lr_scale": 1.0}, {"params": refiner, "lr_scale": cfg.refiner_lr_scale}]
+        if cfg.freeze_dit:  # only the refiner learns; the rest keeps its weights (and its EMA them)
+            for p in rest:
+                p.requires_grad_(False)
+            groups = groups[1:]
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+        self._latents: dict[int, list[torch.Tensor]] = {}  # freeze_dit: each pool clip's DiT latents
         if cfg.resume:
             self._resume(Path(cfg.resume))
         self.source = _source(cfg, self.device)
@@ -240,6 +248,18 @@ class Trainer:
         if index not in self._pool:  # a fixed pool is rendered once
             self._pool[index] = self.source.clip(index)
         return self._pool[index]
+
+    def _dit_latents(self, index: int, clip, prompt) -> list[torch.Tensor]:
+        """Pool clip `index`'s latents from the frozen DiT, computed on first use with the clip's
+        own draws (seeded by the run's seed and the index: a resumed run gets the same)."""
+        if index not in self._latents:
+            from .objective import _generator, dit_latents
+
+            gen = _generator(self.cfg.seed, -1, index)
+            with self.autocast:
+                self._latents[index] = dit_latents(self.model, clip, prompt, gen, tuple(self.cfg.sampler_steps),
+                                                   self.cfg.objective)
+        return self._latents[index]
 
     def _context(self, clip):
         if self.prompts is None:
@@ -318,8 +338,12 @@ class Trainer:
                 objective = cfg.objective
                 if step >= cfg.distill_from:
                     objective = dataclasses.replace(objective, sampler_steps=tuple(cfg.sampler_steps))
+                latents = None
+                if cfg.freeze_dit:
+                    latents = [self._dit_latents(d % cfg.pool, c, p) for d, c, p in zip(draws, clips, prompts)]
                 with self.autocast:
-                    loss, parts = self._loss(clips, prompts, StepRandomness.seeded(cfg.seed, step, draws), objective)
+                    loss, parts = self._loss(clips, prompts, StepRandomness.seeded(cfg.seed, step, draws), objective,
+                                             latents)
                 parts = mean_over_ranks(self.ranks, parts, self.device)
                 if not math.isfinite(parts["loss"]):
                     raise FloatingPointError(f"the loss is {parts['loss']} at step {step}: stopping before the "
@@ -340,7 +364,8 @@ class Trainer:
                 self.step += 1
                 frames_since += cfg.batch * cfg.frames
                 now = time.perf_counter()
-                row = {"step": self.step, "phase": "few-step" if objective.sampler_steps else "flow", **parts,
+                phase = "refiner" if cfg.freeze_dit else "few-step" if objective.sampler_steps else "flow"
+                row = {"step": self.step, "phase": phase, **parts,
                        "grad_norm": grad_norm, "lr": _lr(cfg, step), "frames_per_s": frames_since / (now - t_last)}
                 t_last, frames_since = now, 0
                 if metrics is not None:
