@@ -182,6 +182,13 @@ def test_eval_runs_end_to_end_on_tiny(tmp_path):
     for key in ("psnr", "ssim", "warp_ratio", "adherence", "baseline_psnr", "baseline_warp_ratio"):
         assert key in report["overall"] and report["overall"][key] == report["overall"][key]  # not NaN
     assert 0 <= report["overall"]["adherence"] <= 1
+    from streamstyle.model.training.evaluate import markdown_tables
+
+    table = markdown_tables(report).splitlines()  # the model card's form: a row per style, then overall
+    rows = [r for r in table if r.startswith("| ")]
+    assert rows[0].startswith("| style | PSNR |") and [r.split(" | ")[0] for r in rows[2:]] == ["| cel", "| noir",
+                                                                                              "| **overall**"]
+    assert f"| {report['styles']['cel']['psnr']:.2f} |" in rows[2] and rows[-1].count("|") == rows[0].count("|")
     with pytest.raises(ValueError, match="unknown styles: sepia"):
         evaluate(sty, EvalConfig(seeds=[1000000], size=(32, 32), frames=2, prompts={"sepia": ["x"]}), progress=False)
 

@@ -402,6 +402,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"streamstyle: error: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
+    if args.markdown:
+        from pathlib import Path
+
+        from ..model.training.evaluate import markdown_tables
+
+        Path(args.markdown).write_text(markdown_tables(report))
+        print(f"tables: {args.markdown}")
     if args.json:
         from pathlib import Path
 
@@ -634,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draws of the hidden detail the averaged oracle (fidelity and ceiling columns) is the mean of")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--json", help="write the full report here")
+    p.add_argument("--markdown", help="write the report's tables here as Markdown (as docs/model-card.md has them)")
     p.add_argument("--stills", help="write a PNG contact sheet here: each sequence's last frame, engine and styled")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)

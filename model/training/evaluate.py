@@ -459,6 +459,50 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+MARKDOWN_COLUMNS = (("PSNR", "psnr", 2), ("its ceiling", "ceiling_psnr", 1), ("fidelity PSNR", "fidelity_psnr", 2),
+                    ("SSIM", "ssim", 3), ("adherence", "adherence", None), ("margin", "adherence_margin", 3),
+                    ("warp ratio", "warp_ratio", 2), ("baseline PSNR", "baseline_psnr", 2),
+                    ("baseline warp ratio", "baseline_warp_ratio", 2))
+
+
+def markdown_tables(report: dict) -> str:
+    """The report as the model card's tables (one per frame size): per style and overall, ours
+    beside the per-frame baseline, the overall warp ratios with their medians."""
+    tables = report.get("sizes") or {"x".join(map(str, report["size"])): report}
+
+    def cell(m: dict, key: str, decimals: int | None, bold: bool = False) -> str:
+        if key not in m:
+            return "-"
+        v = m[key]
+        if key == "ceiling_psnr":
+            text = "exact" if v >= 100.0 else f"{v:.{decimals}f}"
+        elif decimals is None:
+            text = f"{100 * v:.1f}%" if bold else f"{100 * v:.0f}%"
+        elif key == "adherence_margin":
+            text = f"{v:+.{decimals}f}"
+        else:
+            text = f"{v:.{decimals}f}"
+        if bold and key in ("warp_ratio", "baseline_warp_ratio") and f"{key}_median" in m:
+            return f"**{text}** (median {m[key + '_median']:.2f})"
+        return f"**{text}**" if bold and text != "-" else text
+
+    out = []
+    for name, table in tables.items():
+        out.append(f"**{name}** ({report.get('set', 'eval')}, seeds "
+                   f"{', '.join(f'{s:,}' for s in report.get('seeds', []))}, {report.get('frames')} frames, "
+                   f"{report.get('steps')} steps):")
+        out.append("")
+        out.append("| style | " + " | ".join(h for h, _, _ in MARKDOWN_COLUMNS) + " |")
+        out.append("| --- |" + " --- |" * len(MARKDOWN_COLUMNS))
+        for style, m in table["styles"].items():
+            out.append(f"| {style} | " + " | ".join(cell(m, k, d) for _, k, d in MARKDOWN_COLUMNS) + " |")
+        overall = {k: v for k, v in table["overall"].items() if k != "ceiling_psnr"}
+        out.append("| **overall** | " + " | ".join(cell(overall, k, d, bold=True) for _, k, d in MARKDOWN_COLUMNS)
+                   + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def load_prompts_file(path: str | Path) -> dict[str, list[str]]:
     try:
         data = json.loads(Path(path).read_text())
