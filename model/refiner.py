@@ -70,6 +70,15 @@ class Refiner(nn.Module):
             self.out.bias.zero_()
             self.out.bias[3] = -2.0
 
+    def shift_history_confidence(self, shift: float) -> None:
+        """Add `shift` to the history-confidence logit's bias (the fourth output), so that every
+        pixel whose history is valid keeps more of it: sigmoid(logit + shift). Pixels without
+        history (mask 0) do not change. A calibration of trained weights, measured on the train
+        split (`streamstyle export --history-shift`; docs/model-card.md): training starts the blend
+        near 0.12 and short runs leave it there, where TAA keeps about half of its history."""
+        with torch.no_grad():
+            self.out.bias[3] += float(shift)  # (the kernels' packed copy is keyed by the weight's version)
+
     def features(self, latent: torch.Tensor, guide: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
                  ids: torch.Tensor | None, surface: torch.Tensor | None, width: int, height: int) -> torch.Tensor:
         """latent [B, 3, h, w] in [-1, 1]; guide [B, Cg, H, W] normalised (any float dtype); history

@@ -134,3 +134,37 @@ def test_the_history_lives_in_the_sessions_pages_and_goes_back_at_close(tiny_mod
     assert float(st.image.abs().sum()) > 0  # the frame went into the pages
     sty.close_session(s)
     assert sty.cache.blocks.num_free == free
+
+
+def test_shifting_the_history_confidence_keeps_more_history_only_where_it_is_valid(tiny_model, gen):
+    """`Refiner.shift_history_confidence` (export --history-shift): with the logit raised, pixels
+    whose mask is 1 move towards their history; pixels whose mask is 0 stay exactly as they were."""
+    import copy
+
+    r = copy.deepcopy(tiny_model.refiner)
+    with torch.no_grad():  # no correction (the frame inside [0, 1], unclamped) and the logit its bias alone,
+        r.out.weight.zero_()  # so the blend is known: sigmoid(-2), then sigmoid(0)
+        r.out.bias.zero_()
+        r.out.bias[3] = -2.0
+    b, hh, ww = 1, 16, 24
+    guide_ch = r.hist_ch - r.guide_ch
+    latent = torch.rand(b, 3, hh // r.stride, ww // r.stride, generator=gen) * 2 - 1
+    guide = torch.randn(b, guide_ch, hh, ww, generator=gen)
+    history = torch.rand(b, 3, hh, ww, generator=gen)
+    mask = torch.zeros(b, 1, hh, ww)
+    mask[..., :, : ww // 2] = 1.0
+    pooled = torch.randn(1, tiny_model.config.text_dim, generator=gen)
+    with torch.no_grad():
+        before = r(latent, guide, history, mask, None, None, pooled, ww, hh)
+        shifted = copy.deepcopy(r)
+        shifted.shift_history_confidence(2.0)
+        after = shifted(latent, guide, history, mask, None, None, pooled, ww, hh)
+    left, right = (slice(None), slice(None), slice(None), slice(0, ww // 2)), \
+        (slice(None), slice(None), slice(None), slice(ww // 2, None))
+    assert torch.equal(after[right], before[right])
+    keep_before, keep_after = torch.sigmoid(torch.tensor(-2.0)), torch.sigmoid(torch.tensor(0.0))
+    want = history[left] + (1 - keep_after) / (1 - keep_before) * (before[left] - history[left])
+    # frame = fresh + keep * (history - fresh)
+    assert torch.allclose(after[left], want, atol=1e-5)
+    # 0.5 / 0.88 as far from the history as before
+    assert (after[left] - history[left]).abs().mean() < 0.6 * (before[left] - history[left]).abs().mean()
