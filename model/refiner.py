@@ -27,6 +27,8 @@ paged state with its depth (`TemporalState.image`, `image_depth`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -76,6 +78,8 @@ class Refiner(nn.Module):
         history (mask 0) do not change. A calibration of trained weights, measured on the train
         split (`streamstyle export --history-shift`; docs/model-card.md): training starts the blend
         near 0.12 and short runs leave it there, where TAA keeps about half of its history."""
+        if not isinstance(shift, (int, float)) or isinstance(shift, bool) or not math.isfinite(shift):
+            raise ValueError(f"the history-confidence shift must be a finite number, got {shift!r}")
         with torch.no_grad():
             self.out.bias[3] += float(shift)  # (the kernels' packed copy is keyed by the weight's version)
 

@@ -3,6 +3,7 @@ follows the camera, a cut or reset drops it, disoccluded pixels never take it, a
 session's pages."""
 
 
+import pytest
 import torch
 
 from streamstyle.model.cache import CacheConfig
@@ -168,3 +169,7 @@ def test_shifting_the_history_confidence_keeps_more_history_only_where_it_is_val
     assert torch.allclose(after[left], want, atol=1e-5)
     # 0.5 / 0.88 as far from the history as before
     assert (after[left] - history[left]).abs().mean() < 0.6 * (before[left] - history[left]).abs().mean()
+    for bad in (float("nan"), float("inf"), "2", True):
+        with pytest.raises(ValueError, match="finite number"):
+            shifted.shift_history_confidence(bad)
+    assert shifted.out.bias[3] == 0.0  # refused shifts leave the weights as they were

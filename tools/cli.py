@@ -454,7 +454,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     model = load_weights(args.weights)
     if args.history_shift:
-        model.refiner.shift_history_confidence(args.history_shift)
+        try:
+            model.refiner.shift_history_confidence(args.history_shift)
+        except ValueError as exc:
+            print(f"streamstyle: error: --history-shift: {exc}", file=sys.stderr)
+            return 2
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     folder = save_weights(model, args.out, dtype=dtype)
     size = (folder / "model.safetensors").stat().st_size
