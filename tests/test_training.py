@@ -11,7 +11,9 @@ from safetensors.torch import load_file
 
 from streamstyle.engine_plugins.reference_engine.oracles import STYLES
 from streamstyle.model.training.evaluate import EvalConfig, Targets, evaluate, reference_sequences, score_sequence
+from streamstyle.model.training.objective import ObjectiveConfig
 from streamstyle.model.training.trainer import TrainConfig, Trainer
+from streamstyle.tools.cli import main
 from streamstyle.model.weights import load_weights
 from streamstyle.model.stylizer import Stylizer
 
@@ -298,3 +300,41 @@ def test_freezing_the_dit_needs_a_pool():
 
     with pytest.raises(ConfigError, match="give pool > 0"):
         TrainConfig(freeze_dit=True).validate()
+
+
+def test_resume_alone_continues_a_frozen_dit_run_with_its_own_settings(tmp_path, capsys):
+    """`train --resume FOLDER` with nothing else continues the saved run as it was set up (its
+    freeze_dit, pool, lr, sampler steps, ...), not with the command line's defaults: a frozen-DiT
+    run resumed that way once failed to load its optimizer (one parameter group against two) and
+    would otherwise have trained the DiT at the default lr. A setting the command line changes that
+    would change what the run learns is refused; the run's folder is left as it was."""
+    from streamstyle.model.training.trainer import resumed_config
+
+    out = tmp_path / "run"
+    first = ["train", "--out", str(out), "--preset", "tiny", "--size", "32", "--frames", "2", "--batch", "2",
+             "--steps", "6", "--lr", "2e-3", "--warmup", "1", "--pool", "2", "--freeze-dit", "--sampler-steps",
+             "1,2", "--no-prompts", "--device", "cpu", "--checkpoint-every", "1000", "--stop-after", "1", "--quiet"]
+    assert main(first) == 0
+    saved = json.loads((out / "train_state.json").read_text())
+    assert saved["step"] == 1 and saved["config"]["freeze_dit"] is True
+    dit_before = {k: v for k, v in load_file(str(out / "raw.safetensors")).items() if not k.startswith("refiner.")}
+
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--device", "cpu", "--stop-after", "1", "--quiet"]) == 0
+    assert f"resumed {out} at step 1" in capsys.readouterr().out
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["step"] == 2  # written into the resumed folder, not the default --out
+    for key in ("freeze_dit", "pool", "lr", "sampler_steps", "size", "frames", "prompts", "warmup", "steps"):
+        assert state["config"][key] == saved["config"][key], key
+    raw = load_file(str(out / "raw.safetensors"))
+    assert all(torch.equal(raw[k], v) for k, v in dit_before.items())  # the DiT stayed frozen
+
+    before = (out / "train_state.json").read_text()
+    rc = main(["train", "--resume", str(out), "--device", "cpu", "--lr", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "[bad_config]" in err and "--lr 1.0 differs from the resumed run's 0.002" in err, err
+    assert (out / "train_state.json").read_text() == before
+    # What a resume may change: the schedule's length; a tuple setting reads back as a tuple.
+    cfg = resumed_config(TrainConfig(resume=str(out), steps=9, lr=1.0), {"steps"})
+    assert cfg.steps == 9 and cfg.lr == 2e-3 and cfg.sampler_steps == (1, 2) and cfg.out == str(out)
+    assert isinstance(cfg.objective, ObjectiveConfig) and cfg.objective == TrainConfig().objective

@@ -237,7 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ..model.errors import ConfigError
     from ..model.training.distributed import Ranks, backend, process_group
-    from ..model.training.trainer import TrainConfig, Trainer, saved_batch
+    from ..model.training.trainer import TrainConfig, Trainer, resumed_config, saved_batch
 
     # Under torchrun, or as one of the ranks `--nproc` starts (the same environment): this process
     # is one rank. `--nproc` counts the processes on this machine, so a rank sees its own value.
@@ -274,6 +274,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after,
                       sampler_steps=_step_list(args.sampler_steps), refiner_lr_scale=args.refiner_lr_scale,
                       freeze_dit=args.freeze_dit)
+    if args.resume:  # the saved run's settings, with what this command line changes (checked)
+        given = {"prompts" if d == "no_prompts" else d for d in _given_options(args.train_parser, args.argv)}
+        cfg = resumed_config(cfg, given)
     cfg.validate(world)  # before any process starts
     if launching:
         from .local_ranks import run_local
@@ -295,6 +298,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if ranks.is_main:
         print(f"weights (EMA) and training state in {out}; metrics in {out / 'metrics.jsonl'}")
     return exit_code(trainer.stop_signal) if trainer.stop_signal else 0
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options `argv` names (`--opt value`, `--opt=value`, or a prefix of
+    an option that argparse accepts for it)."""
+    given = set()
+    for token in argv:
+        if not token.startswith("--"):
+            continue
+        name = token.split("=", 1)[0]
+        hits = [a for a in parser._actions if name in a.option_strings]
+        if not hits:
+            hits = [a for a in parser._actions if any(s.startswith(name) for s in a.option_strings)]
+        if len(hits) == 1:
+            given.add(hits[0].dest)
+    return given
 
 
 def _step_list(text: str) -> tuple[int, ...]:
@@ -608,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="auto: bf16 autocast on a GPU, fp32 on the CPU")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, train_parser=p)
 
     p = sub.add_parser("export", help="write a checkpoint's weights for shipping (e.g. in bf16)")
     p.add_argument("--weights", required=True, help="a checkpoint folder or .safetensors file")

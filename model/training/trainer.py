@@ -130,6 +130,60 @@ def saved_batch(folder: str | Path) -> int | None:
     return None if batch is None else int(batch)
 
 
+# What a resumed run takes from its command line rather than from its saved settings: where and how
+# long this invocation runs. Everything else (what the run learns from and how) is the saved run's.
+RESUME_PER_INVOCATION = frozenset({"resume", "device", "time_limit", "stop_after"})
+# Saved settings a resume may change when the command line names them: how far the schedule goes,
+# how often it checkpoints, where it writes, how many processes render its shots.
+RESUME_MAY_CHANGE = frozenset({"out", "steps", "checkpoint_every", "workers"})
+
+
+def _saved_value(default, value):
+    """A setting read back from train_state.json (JSON lists, nested objects) as `default`'s type."""
+    if dataclasses.is_dataclass(default) and isinstance(value, dict):
+        names = {f.name for f in dataclasses.fields(default)}
+        return dataclasses.replace(default, **{k: _saved_value(getattr(default, k), v)
+                                               for k, v in value.items() if k in names})
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def resumed_config(cfg: TrainConfig, given: "set[str] | frozenset[str]" = frozenset()) -> TrainConfig:
+    """The settings a run resumed from `cfg.resume` continues with: the saved run's own (its
+    train_state.json), so that `--resume FOLDER` alone continues the same run. `given` names the
+    settings the command line gave (TrainConfig field names); of those, `RESUME_PER_INVOCATION`
+    always come from `cfg`, `RESUME_MAY_CHANGE` replace the saved value, and any other must equal the
+    saved one. `out` stays the resumed folder unless given. A folder with weights alone (no
+    train_state.json) has no saved settings: `cfg` is returned as it is. Raises ConfigError for a
+    given setting that would change what the run learns (its lr, pool, freeze_dit, ...)."""
+    state_file = Path(cfg.resume) / "train_state.json" if cfg.resume else None
+    if state_file is None or not state_file.exists():
+        return cfg
+    saved = json.loads(state_file.read_text()).get("config") or {}
+    values = {}
+    for f in dataclasses.fields(TrainConfig):
+        mine = getattr(cfg, f.name)
+        if f.name in RESUME_PER_INVOCATION or f.name not in saved:
+            values[f.name] = mine
+            continue
+        theirs = _saved_value(mine, saved[f.name])
+        if f.name == "out":
+            values[f.name] = mine if f.name in given else cfg.resume
+        elif f.name == "batch":  # `validate` compares it with the saved global batch (any process count)
+            values[f.name] = mine if f.name in given else theirs
+        elif f.name not in given:
+            values[f.name] = theirs
+        elif mine != theirs and f.name not in RESUME_MAY_CHANGE:
+            option = "--" + f.name.replace("_", "-")
+            raise ConfigError(f"{option} {mine} differs from the resumed run's {theirs} ({cfg.resume}): a resumed "
+                              f"run continues with its own settings; leave {option} out, or start a new run "
+                              f"from its weights with --init {cfg.resume}")
+        else:
+            values[f.name] = mine
+    return TrainConfig(**values)
+
+
 class _BatchLoss(torch.nn.Module):
     """`batch_loss` as a module's forward: DistributedDataParallel averages gradients only for work
     done inside its wrapped module's forward. The model is the only child, so the wrapper's
