@@ -29,7 +29,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,po
   --format=csv
 status=0
 if [ -z "${SKIP_TESTS:-}" ]; then
-  python3 -m pytest -m gpu -q -rfE --tb=short -p no:cacheprovider tests 2>&1 | tee "$reports/pytest-gpu.log" || status=1
+  python3 -m pytest -m gpu -q -rfEs --tb=short -p no:cacheprovider tests 2>&1 | tee "$reports/pytest-gpu.log" || status=1
 else
   echo "gpu tests skipped (SKIP_TESTS)" | tee "$reports/pytest-gpu.log"
 fi

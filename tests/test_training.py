@@ -227,7 +227,7 @@ def test_a_frozen_dit_run_trains_the_refiner_alone(tmp_path):
     before_weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     clips = [trainer._clip(0), trainer._clip(1)]
     ctx = [null_context(trainer.model, torch.device("cpu"))] * 2
-    latents = [trainer._dit_latents(i, c, p) for i, (c, p) in enumerate(zip(clips, ctx))]
+    latents = trainer._dit_latents([0, 1], clips, ctx)
     assert len(latents[0]) == 3 and latents[0][0].shape == (1, 3, 8, 8)
 
     def fixed_loss():
@@ -247,7 +247,7 @@ def test_a_frozen_dit_run_trains_the_refiner_alone(tmp_path):
     # the cache is the frozen DiT's: a trainer resumed from the run computes the same latents
     again = Trainer(TrainConfig(**{**dataclasses.asdict(cfg), "objective": cfg.objective,
                                    "resume": str(tmp_path / "run"), "steps": 31}))
-    assert all(torch.equal(a, b) for a, b in zip(again._dit_latents(0, clips[0], ctx[0]), latents[0]))
+    assert all(torch.equal(a, b) for a, b in zip(again._dit_latents([0], clips[:1], ctx[:1])[0], latents[0]))
 
 
 def test_frozen_dit_training_refines_as_the_service_does(tiny_model, gen):
@@ -265,7 +265,7 @@ def test_frozen_dit_training_refines_as_the_service_does(tiny_model, gen):
     clip.cut[2] = True  # a cut mid-clip: both sides must drop the history there
     ctx = null_context(tiny_model, torch.device("cpu"))
     cfg = ObjectiveConfig()
-    latents = dit_latents(tiny_model, clip, ctx, _generator(1, 2), (2,), cfg)
+    latents = dit_latents(tiny_model, [clip], [ctx], [_generator(1, 2)], (2,), cfg)[0]
 
     # the service's side, drawn as dit_latents draws: K, strength, then each frame's noise
     g = _generator(1, 2)
@@ -293,6 +293,28 @@ def test_frozen_dit_training_refines_as_the_service_does(tiny_model, gen):
             assert (out.rgb - served[f]).abs().max() < 1e-5, f
             state = dataclasses.replace(out.state, image=out.state.image.to(StateSpec.dtype("image")))
     assert (served[1] - served[0]).abs().max() > 1e-3  # the frames differ: the comparison has teeth
+
+
+def test_the_frozen_dits_latents_are_each_clips_own_whatever_the_batch(tiny_model):
+    """`dit_latents` over several clips (grouped by their drawn K into batches, with per-clip
+    strengths and cuts) gives each clip what it gives that clip alone, from the same generator."""
+    from streamstyle.model.stylizer import null_context
+    from streamstyle.model.training.data import ReferenceClips
+    from streamstyle.model.training.objective import _generator, dit_latents
+
+    source = ReferenceClips(32, 32, 3, seed=4)
+    clips = [source.clip(i) for i in range(5)]
+    clips[1].cut[1] = True  # a cut in one clip of a batch only
+    ctx = [null_context(tiny_model, torch.device("cpu"))] * 5
+    together = dit_latents(tiny_model, clips, ctx, [_generator(9, i) for i in range(5)], (1, 2))
+    ks = {int(torch.randint(2, (1,), generator=_generator(9, i))) for i in range(5)}
+    assert ks == {0, 1}  # both step counts drawn: two batches, one of several clips
+    for i, clip in enumerate(clips):
+        alone = dit_latents(tiny_model, [clip], [ctx[i]], [_generator(9, i)], (1, 2))[0]
+        assert len(alone) == 3
+        for a, b in zip(together[i], alone):
+            assert a.shape == (1, 3, 8, 8) and (a - b).abs().max() < 1e-5, i
+    assert (together[0][2] - together[2][2]).abs().max() > 1e-2  # the clips differ: the test has teeth
 
 
 def test_freezing_the_dit_needs_a_pool():

@@ -260,27 +260,48 @@ def frozen_frame_loss(model: StreamStyleModel, layout: GBufferLayout, planes: di
     return FrameLoss(fm, dec, temporal, parts, rgb, nxt)
 
 
-def dit_latents(model: StreamStyleModel, clip: Clip, prompt: PromptContext, gen: torch.Generator,
-                sampler_steps: Sequence[int], cfg: ObjectiveConfig = ObjectiveConfig()) -> list[torch.Tensor]:
-    """The DiT's side of the service's rollout over `clip`, without gradients: each frame the frame
-    function itself (`stylize_frame`) from the previous frame's state, with K steps (from
+def dit_latents(model: StreamStyleModel, clips: Sequence[Clip], prompts: Sequence[PromptContext],
+                gens: Sequence[torch.Generator], sampler_steps: Sequence[int],
+                cfg: ObjectiveConfig = ObjectiveConfig()) -> list[list[torch.Tensor]]:
+    """The DiT's side of the service's rollout over each clip, without gradients: each frame the
+    frame function itself (`stylize_frame`) from the previous frame's state, with K steps (from
     `sampler_steps`) and a start strength (in the objective's range) drawn once for the clip from
-    `gen`, and fresh noise per frame. Returns each frame's latent [1, 3, h, w]. The DiT never
-    reads the refiner's frame, so with the DiT frozen these do not change as the refiner learns:
-    a run computes them once per clip (`frozen_frame_loss` takes them)."""
+    its generator (`gens[i]` for `clips[i]`), and fresh noise per frame from it, in that order.
+    Returns each clip's per-frame latents [1, 3, h, w]. The DiT never reads the refiner's frame,
+    so with the DiT frozen these do not change as the refiner learns: a run computes them once per
+    clip (`frozen_frame_loss` takes them).
+
+    Clips that share K, size, layout and length run as one batch (their strengths and cuts per
+    clip): a clip's latents are its own draws' whichever clips it is computed with, up to the
+    batched kernels' rounding (tested)."""
     mc = model.config
     dev = next(model.parameters()).device
-    k = sampler_steps[int(torch.randint(len(sampler_steps), (1,), generator=gen))]
-    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * float(torch.rand(1, generator=gen))
-    state = StateSpec(mc, *padded_size(mc, clip.width, clip.height), batch=1).zeros(dev)
-    out = []
-    with torch.no_grad():
-        for f, planes in enumerate(clip.planes):
-            noise = torch.randn(tuple(state.latent.shape), generator=gen).to(dev)
-            batch = {name: v.unsqueeze(0).to(dev) for name, v in planes.items()}
-            _, state = stylize_frame(model, clip.layout, batch, clip.width, clip.height, prompt, state, noise,
-                                     FrameParams(steps=k, strength=strength, reset=bool(clip.cut[f])))
-            out.append(state.latent.float())
+    draws = []
+    for gen in gens:
+        k = sampler_steps[int(torch.randint(len(sampler_steps), (1,), generator=gen))]
+        strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * float(torch.rand(1, generator=gen))
+        draws.append((k, strength))
+    groups: dict[tuple, list[int]] = {}
+    for i, (clip, (k, _)) in enumerate(zip(clips, draws)):
+        groups.setdefault((k, clip.width, clip.height, clip.layout, len(clip.planes)), []).append(i)
+    out: list[list[torch.Tensor]] = [[] for _ in clips]
+    for (k, width, height, layout, frames), members in groups.items():
+        group = [clips[i] for i in members]
+        state = StateSpec(mc, *padded_size(mc, width, height), batch=len(members)).zeros(dev)
+        per_clip = (1,) + tuple(state.latent.shape[1:])
+        strength = torch.tensor([[draws[i][1]] for i in members], device=dev)
+        ctx = PromptContext(torch.cat([prompts[i].tokens for i in members]),
+                            torch.cat([prompts[i].bias for i in members]),
+                            torch.cat([prompts[i].pooled for i in members]))
+        with torch.no_grad():
+            for f in range(frames):
+                noise = torch.cat([torch.randn(per_clip, generator=gens[i]) for i in members]).to(dev)
+                planes = {name: v.to(dev) for name, v in stack_planes(group, f).items()}
+                reset = torch.tensor([bool(c.cut[f]) for c in group], device=dev)
+                _, state = stylize_frame(model, layout, planes, width, height, ctx, state, noise,
+                                         FrameParams(steps=k, strength=strength, reset=reset))
+                for j, i in enumerate(members):
+                    out[i].append(state.latent[j:j + 1].float())
     return out
 
 

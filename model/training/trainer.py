@@ -303,17 +303,23 @@ class Trainer:
             self._pool[index] = self.source.clip(index)
         return self._pool[index]
 
-    def _dit_latents(self, index: int, clip, prompt) -> list[torch.Tensor]:
-        """Pool clip `index`'s latents from the frozen DiT, computed on first use with the clip's
-        own draws (seeded by the run's seed and the index: a resumed run gets the same)."""
-        if index not in self._latents:
-            from .objective import _generator, dit_latents
+    def _dit_latents(self, indices: list[int], clips: list, prompts: list) -> list[list[torch.Tensor]]:
+        """The pool clips' latents from the frozen DiT (`indices` their pool indices), each computed
+        on first use with the clip's own draws (seeded by the run's seed and the index: a resumed
+        run gets the same); a step's new clips are computed together, as batches."""
+        from .objective import _generator, dit_latents
 
-            gen = _generator(self.cfg.seed, -1, index)
+        new = {}
+        for i, clip, prompt in zip(indices, clips, prompts):
+            if i not in self._latents and i not in new:
+                new[i] = (clip, prompt)
+        if new:
             with self.autocast:
-                self._latents[index] = dit_latents(self.model, clip, prompt, gen, tuple(self.cfg.sampler_steps),
-                                                   self.cfg.objective)
-        return self._latents[index]
+                made = dit_latents(self.model, [c for c, _ in new.values()], [p for _, p in new.values()],
+                                   [_generator(self.cfg.seed, -1, i) for i in new], tuple(self.cfg.sampler_steps),
+                                   self.cfg.objective)
+            self._latents.update(zip(new, made))
+        return [self._latents[i] for i in indices]
 
     def _context(self, clip):
         if self.prompts is None:
@@ -394,7 +400,7 @@ class Trainer:
                     objective = dataclasses.replace(objective, sampler_steps=tuple(cfg.sampler_steps))
                 latents = None
                 if cfg.freeze_dit:
-                    latents = [self._dit_latents(d % cfg.pool, c, p) for d, c, p in zip(draws, clips, prompts)]
+                    latents = self._dit_latents([d % cfg.pool for d in draws], clips, prompts)
                 with self.autocast:
                     loss, parts = self._loss(clips, prompts, StepRandomness.seeded(cfg.seed, step, draws), objective,
                                              latents)
