@@ -195,6 +195,28 @@ def test_eval_runs_end_to_end_on_tiny(tmp_path):
         evaluate(sty, EvalConfig(seeds=[1000000], size=(32, 32), frames=2, prompts={"sepia": ["x"]}), progress=False)
 
 
+def test_eval_scores_the_split_it_names_with_that_splits_phrasings(tiny_model, tmp_path, capsys):
+    """`eval --set train` scores training scenes with the training phrasings and says "train" on
+    its report (it once took the held-out phrasings and labelled the report "heldout"); the
+    default is the held-out split's; `--seeds` picks scenes within the named split."""
+    from streamstyle.engine_plugins.reference_engine.prompts import split
+    from streamstyle.model.weights import save_weights
+
+    weights = save_weights(tiny_model, tmp_path / "w")
+    common = ["eval", "--weights", str(weights), "--styles", "cel", "--size", "32x32", "--frames", "2",
+              "--device", "cpu", "--quiet"]
+    for name, seeds in (("train", "0"), ("heldout", "1000000")):
+        out = tmp_path / f"{name}.json"
+        args = common + ["--seeds", seeds, "--json", str(out)] + (["--set", name] if name == "train" else [])
+        assert main(args) == 0, capsys.readouterr().err
+        report = json.loads(out.read_text())
+        assert report["set"] == name and report["seeds"] == [int(seeds)]
+        assert report["prompts"]["cel"] == list(split(name).phrasings["cel"])
+    assert split("train").phrasings["cel"] != split("heldout").phrasings["cel"]  # the check has teeth
+    assert main(common + ["--set", "everything"]) == 2
+    assert "unknown split 'everything'" in capsys.readouterr().err
+
+
 def test_eval_refuses_a_strength_outside_0_1():
     run = subprocess.run([sys.executable, "-m", "streamstyle", "eval", "--strength", "1.5", "--device", "cpu"],
                          capture_output=True, text=True, timeout=300)

@@ -385,10 +385,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
             source = RealScenes(args.scenes)
             extra = {"source": source, "count": len(source), "set_name": "real"}
-        elif args.seeds:
-            cfg.seeds = [int(x) for x in args.seeds.split(",")]
-        elif args.set:
-            cfg.seeds = list(split(args.set).seeds)[: args.max_seeds]
+        else:  # the split's scenes (or --seeds) and its phrasings, and its name on the report
+            chosen = split(args.set)
+            cfg.seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else list(chosen.seeds)[: args.max_seeds]
+            cfg.prompts = dict(chosen.phrasings)
+            extra = {"set_name": chosen.name}
         if args.prompts_file:
             cfg.prompts = load_prompts_file(args.prompts_file)
         if args.styles != "all":
@@ -653,8 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="a checkpoint (default: the shipped default model)")
     p.add_argument("--seeds", help="comma list of scene seeds")
     p.add_argument("--set", default="heldout",
-                   help="heldout (reference-engine seeds kept out of training; the default), train, or real "
-                        "(real scenes rendered by Panda3D, kept out of training; needs the panda3d extra)")
+                   help="heldout (reference-engine seeds and phrasings kept out of training; the default), train "
+                        "(the training split's seeds and phrasings), or real (real scenes rendered by Panda3D, "
+                        "kept out of training; needs the panda3d extra); --seeds picks scenes within it")
     p.add_argument("--max-seeds", type=int, default=4)
     p.add_argument("--scenes", default="all", help=f"--set real: 'all' or a comma list of {', '.join(REAL_SCENES)}")
     p.add_argument("--styles", default="all", help="'all' or a comma list of the styles to score")

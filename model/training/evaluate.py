@@ -409,7 +409,8 @@ def evaluate(stylizer: Stylizer, cfg: EvalConfig, progress: bool = True, source:
     main = max(sizes.values(), key=lambda r: r["size"][0] * r["size"][1])
     return {"set": set_name, "size": main["size"], "frames": cfg.frames, "steps": cfg.steps,
             "seeds": cfg.seeds if source is reference_sequences else [], "sequences": main["sequences"],
-            "styles": main["styles"], "overall": main["overall"], "draws": cfg.draws, "sizes": sizes}
+            "styles": main["styles"], "overall": main["overall"], "draws": cfg.draws,
+            "prompts": {k: list(v) for k, v in cfg.prompts.items()}, "sizes": sizes}
 
 
 # format_report's columns: (header, key, decimals). The JSON report has every key.

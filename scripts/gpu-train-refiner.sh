@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The shipped model's last stage in one device call (docs/model-card.md, stage 4): the refiner
+# alone on the frozen DiT (`train --freeze-dit`) from the given weights, then the history shift
+# chosen on the train split and the held-out tables at the chosen and the other shifts, the
+# evaluations run side by side (they are host-bound; the GPU machine has 16 cores).
+# Usage: scripts/gpu-train-refiner.sh OUT [MINUTES] [INIT]
+# On the project's GPU machine (no registry): carry .whl/ (pyzmq wheel, prompts.safetensors).
+# Environment: DEVICE (cuda), BATCH (32), POOL (768), BANK (384), WORKERS (8), SIZE (256),
+# SHIFTS ("0 1 2 3"), SELECT_SIZE (256x256), HELD_SIZES (512x512,1280x720), STEPS (1900: the
+# cosine's length; the time limit usually stops the run first).
+# Output in OUT: ship-s<K>/ (bf16 weights with shift K; model.part-* for the one chosen, as a
+# 48 MB file cannot come back from the GPU machine), sel-s<K>.json (train split), held-s<K>.json
+# and .md (held out), choice.txt (the shift with the best train-split PSNR), metrics.jsonl.
+set -euo pipefail
+out=${1:?usage: scripts/gpu-train-refiner.sh OUT [MINUTES] [INIT]}
+minutes=${2:-7}
+init=${3:-model/weights/default}
+device=${DEVICE:-cuda}
+if [ -d .whl ] && ! python3 -c "import zmq" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/pyzmq*.whl
+  pkg=$(mktemp -d); ln -s "$(pwd)" "$pkg/streamstyle"
+  export PYTHONPATH="$pkg:/tmp/site"
+  export STREAMSTYLE_PROMPT_TABLE=${STREAMSTYLE_PROMPT_TABLE:-$(pwd)/.whl/prompts.safetensors}
+fi
+mkdir -p "$out"
+start=$(date +%s)
+python3 -m streamstyle train --out "$out/run" --init "$init" --device "$device" --size "${SIZE:-256}" --frames 8 \
+  --batch "${BATCH:-32}" --steps "${STEPS:-1900}" --lr 2e-3 --warmup 20 --ema 0.995 --pool "${POOL:-768}" \
+  --bank "${BANK:-384}" --refresh 1000000 --workers "${WORKERS:-8}" --freeze-dit --sampler-steps 1,2,2,4 \
+  --time-limit "$minutes" --checkpoint-every 1000000 --quiet 2>&1 | tail -3
+echo "train wall: $(( $(date +%s) - start )) s"
+cp "$out/run/metrics.jsonl" "$out/metrics.jsonl"
+shifts=${SHIFTS:-0 1 2 3}
+for s in $shifts; do
+  python3 -m streamstyle export --weights "$out/run" --out "$out/ship-s$s" --dtype bf16 --history-shift "$s" | tail -1
+done
+pids=()
+for s in $shifts; do
+  python3 -m streamstyle eval --weights "$out/ship-s$s" --set train --seeds 0 --size "${SELECT_SIZE:-256x256}" \
+    --frames 8 --device "$device" --quiet --json "$out/sel-s$s.json" > "$out/sel-s$s.log" 2>&1 & pids+=($!)
+  python3 -m streamstyle eval --weights "$out/ship-s$s" --seeds 1000000,1000001 --size "${HELD_SIZES:-512x512,1280x720}" \
+    --frames 8 --device "$device" --quiet --json "$out/held-s$s.json" --markdown "$out/held-s$s.md" \
+    > "$out/held-s$s.log" 2>&1 & pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+# The shift with the best train-split PSNR (the rule stages 3 and 4 used), never a held-out figure.
+choice=$(python3 - "$out" $shifts <<'PY'
+import json, sys
+out, shifts = sys.argv[1], sys.argv[2:]
+psnr = {s: json.load(open(f"{out}/sel-s{s}.json"))["overall"]["psnr"] for s in shifts}
+for s in shifts:
+    print(f"shift {s}: train-split PSNR {psnr[s]:.3f}", file=sys.stderr)
+print(max(shifts, key=lambda s: psnr[s]))
+PY
+)
+echo "$choice" > "$out/choice.txt"
+echo "chosen on the train split: +$choice"
+grep -E "OVERALL" "$out/held-s$choice.log" || true
+split -b 15M -d "$out/ship-s$choice/model.safetensors" "$out/ship-s$choice/model.part-"
+rm -rf "$out/run"
+echo "total wall: $(( $(date +%s) - start )) s"
