@@ -8,9 +8,10 @@
 # Environment: DEVICE (cuda), BATCH (32), POOL (768), BANK (384), WORKERS (8), SIZE (256),
 # SHIFTS ("0 1 2 3"), SELECT_SIZE (256x256), HELD_SIZES (512x512,1280x720), STEPS (1900: the
 # cosine's length; the time limit usually stops the run first).
-# Output in OUT: ship-s<K>/ (bf16 weights with shift K; model.part-* for the one chosen, as a
-# 48 MB file cannot come back from the GPU machine), sel-s<K>.json (train split), held-s<K>.json
-# and .md (held out), choice.txt (the shift with the best train-split PSNR), metrics.jsonl.
+# Output in OUT (6 files, as the GPU machine returns at most 8): ship-s<K>/ for the chosen shift K
+# (config.json and the bf16 weights in 15 MB parts), choice.txt, and reports.tar: choice.txt,
+# metrics.jsonl, sel-s<K>.json/.log (train split) and held-s<K>.json/.md/.log (held out) for every
+# shift tried.
 set -euo pipefail
 out=${1:?usage: scripts/gpu-train-refiner.sh OUT [MINUTES] [INIT]}
 minutes=${2:-7}
@@ -56,6 +57,10 @@ PY
 echo "$choice" > "$out/choice.txt"
 echo "chosen on the train split: +$choice"
 grep -E "OVERALL" "$out/held-s$choice.log" || true
+# What comes back from the GPU machine: at most 8 files of 16 MiB. The chosen weights in parts
+# (cat ship-sK/model.part-* > model.safetensors), their config, and every report in one tar.
 split -b 15M -d "$out/ship-s$choice/model.safetensors" "$out/ship-s$choice/model.part-"
-rm -rf "$out/run"
+rm -rf "$out/run" "$out/ship-s$choice/model.safetensors"
+for s in $shifts; do [ "$s" = "$choice" ] || rm -rf "$out/ship-s$s"; done
+(cd "$out" && tar cf reports.tar choice.txt metrics.jsonl sel-s* held-s* && rm -f metrics.jsonl sel-s* held-s*)
 echo "total wall: $(( $(date +%s) - start )) s"
