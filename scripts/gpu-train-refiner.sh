@@ -17,12 +17,7 @@ out=${1:?usage: scripts/gpu-train-refiner.sh OUT [MINUTES] [INIT]}
 minutes=${2:-7}
 init=${3:-model/weights/default}
 device=${DEVICE:-cuda}
-if [ -d .whl ] && ! python3 -c "import zmq" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/pyzmq*.whl
-  pkg=$(mktemp -d); ln -s "$(pwd)" "$pkg/streamstyle"
-  export PYTHONPATH="$pkg:/tmp/site"
-  export STREAMSTYLE_PROMPT_TABLE=${STREAMSTYLE_PROMPT_TABLE:-$(pwd)/.whl/prompts.safetensors}
-fi
+. "$(dirname "$0")/device-env.sh"
 mkdir -p "$out"
 start=$(date +%s)
 python3 -m streamstyle train --out "$out/run" --init "$init" --device "$device" --size "${SIZE:-256}" --frames 8 \

@@ -7,12 +7,7 @@ set -euo pipefail
 out=${1:?usage: scripts/gpu-train.sh OUT [MINUTES] [INIT]}
 minutes=${2:-7.5}
 init=${3:-model/weights/default}
-if [ -d .whl ] && ! python3 -c "import zmq" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/pyzmq*.whl
-  pkg=$(mktemp -d); ln -s "$(pwd)" "$pkg/streamstyle"
-  export PYTHONPATH="$pkg:/tmp/site"
-  export STREAMSTYLE_PROMPT_TABLE=${STREAMSTYLE_PROMPT_TABLE:-$(pwd)/.whl/prompts.safetensors}
-fi
+. "$(dirname "$0")/device-env.sh"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,clocks.sm,power.draw --format=csv,noheader | tee "$out/card.txt" || true
 start=$(date +%s)
