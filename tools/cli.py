@@ -282,12 +282,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .local_ranks import run_local
 
         print(f"training with {args.nproc} processes on this machine ({backend(torch.device(args.device))}): "
-              f"global batch {args.batch} clips, {args.batch // args.nproc} per process", flush=True)
+              f"global batch {cfg.batch} clips, {cfg.batch // args.nproc} per process", flush=True)
         return run_local(args.nproc, args.argv)
     if ranks.is_main:
-        print(f"training on {args.device}: batch {args.batch} clips x {args.frames} frames at {args.size}x{args.size}, "
-              f"clip bank {args.bank or 'off'}" + (f", {args.workers} render workers" if args.workers else "")
-              + (f"; {ranks.world} processes, {args.batch // ranks.world} clips each" if ranks.world > 1 else ""),
+        # the run's settings (a resumed run's are its saved ones, not the command line's defaults)
+        print(f"training on {cfg.device}: batch {cfg.batch} clips x {cfg.frames} frames at {cfg.size}x{cfg.size}, "
+              f"clip bank {cfg.bank or 'off'}" + (f", {cfg.workers} render workers" if cfg.workers else "")
+              + (f"; {ranks.world} processes, {cfg.batch // ranks.world} clips each" if ranks.world > 1 else ""),
               flush=True)
     device = ranks.device(args.device)
     # A stop signal ends the run at the next step boundary (agreed by every rank), with a
