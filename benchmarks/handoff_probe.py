@@ -76,6 +76,22 @@ class _TracedSocket:
         return r
 
 
+def _cpu() -> int:
+    """The CPU this thread runs on (-1 where libc has no sched_getcpu)."""
+    global _sched_getcpu
+    if _sched_getcpu is None:
+        import ctypes
+
+        try:
+            _sched_getcpu = ctypes.CDLL(None).sched_getcpu
+        except (OSError, AttributeError):
+            _sched_getcpu = lambda: -1  # noqa: E731
+    return _sched_getcpu()
+
+
+_sched_getcpu = None
+
+
 def traced_serve(trace_path: str, serve_args: list[str]) -> int:
     from streamstyle.service import server
     from streamstyle.tools import cli
@@ -83,7 +99,7 @@ def traced_serve(trace_path: str, serve_args: list[str]) -> int:
     trace = {"frames": {}}
     frames = trace["frames"]
     Service = server.Service
-    init, queue_frame, send = Service.__init__, Service.queue_frame, Service.send
+    init, queue_frame, send = Service.__init__, Service.queue_frame, Service.send_bytes
 
     def init_traced(self, *a, **k):
         init(self, *a, **k)
@@ -94,19 +110,25 @@ def traced_serve(trace_path: str, serve_args: list[str]) -> int:
         if (state.id, msg.seq) not in frames:  # the first copy (doorbell or socket) is the one taken
             if self._bell_of is state:  # taken from the doorbell: no poll of its own; perf_counter is CLOCK_MONOTONIC
                 took = int(self._received_at * 1e9)
-                frames[(state.id, msg.seq)] = {"poll": took, "recv": took, "queued": t, "bell": True}
+                frames[(state.id, msg.seq)] = {"poll": took, "recv": took, "queued": t, "bell": True,
+                                               "cpu_recv": _cpu()}
             else:
                 frames[(state.id, msg.seq)] = {"poll": trace.get("last_poll"), "recv": trace.get("last_recv"),
-                                               "queued": t, "bell": False}
+                                               "queued": t, "bell": False, "cpu_recv": _cpu()}
         return queue_frame(self, state, msg)
 
-    def send_traced(self, identity, msg, bell=None):
+    def send_traced(self, identity, data, bell=None, staged=False):  # every reply goes out through send_bytes
         t = time.monotonic_ns()
-        send(self, identity, msg, bell)
+        send(self, identity, data, bell, staged)
+        sent = time.monotonic_ns()
+        cpu = _cpu()
+        msg = protocol.decode_raw(data)
         f = frames.get((msg.get("session"), msg.get("seq"))) if msg.get("type") in ("done", "late") else None
         if f is not None:
-            f.update(send_start=t, sent=time.monotonic_ns(), answer=msg["type"],
+            f.update(send_start=t, sent=sent, answer=msg["type"], cpu_send=cpu,
                      pushed=trace.get("last_push") if bell is not None else None)
+
+    from streamstyle.interop import protocol
 
     from streamstyle.interop import doorbell
 
@@ -117,8 +139,24 @@ def traced_serve(trace_path: str, serve_args: list[str]) -> int:
         trace["last_push"] = time.monotonic_ns()
         return ok
 
-    doorbell.Lane.push = push_traced
-    Service.__init__, Service.queue_frame, Service.send = init_traced, queue_traced, send_traced
+    publish = doorbell.Lane.publish
+
+    def publish_traced(lane, data):  # when a staged answer (a frame's done) was published
+        publish(lane, data)
+        trace["last_push"] = time.monotonic_ns()
+
+    doorbell.Lane.push, doorbell.Lane.publish = push_traced, publish_traced
+    if os.environ.get("SS_PROBE_SERVICE_CPUS"):  # --service-cpus: the service's threads on these CPUs
+        os.sched_setaffinity(0, {int(c) for c in os.environ["SS_PROBE_SERVICE_CPUS"].split(",")})
+    if os.environ.get("SS_PROBE_SERVICE_WAIT") == "query":  # --service-wait query: a Python spin on the event
+        import torch
+
+        def spin(event):
+            while not event.query():
+                pass
+
+        torch.cuda.Event.synchronize = spin
+    Service.__init__, Service.queue_frame, Service.send_bytes = init_traced, queue_traced, send_traced
     try:
         return cli.main(["serve", *serve_args])
     finally:
@@ -216,7 +254,8 @@ def run_c_client(address: str, args, w: int, h: int, exe: Path) -> tuple[list[di
     for m in re.finditer(r"^FRAME (.*)$", res.stdout, re.M):
         f = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
         rows.append({k: (int(v) if k not in ("total_ms", "model_ms") else v) for k, v in f.items()})
-    summary = "\n".join(line for line in res.stdout.splitlines() if re.match(r"^(TIMING|SPLIT|OVERHEAD|shm|cuda)", line))
+    summary = "\n".join(line for line in res.stdout.splitlines()
+                        if re.match(r"^(TIMING|SPLIT|OVERHEAD|CLIENT|shm|cuda)", line))
     return rows[args.warmup:], summary
 
 
@@ -250,6 +289,26 @@ def split(rows: list[dict], service: dict, client: str) -> dict[str, list[float]
     return {k: v for k, v in out.items() if v}
 
 
+def _print_worst(rows: list[dict], service: dict, n: int = 6) -> None:
+    """The n frames with the largest overhead, each split into its hops (what a p99 is made of)."""
+    worst = []
+    for r in rows:
+        s = service.get(r["seq"])
+        if s is None or s.get("answer") != "done" or r.get("sent") is None and r.get("received") is None:
+            continue
+        us = lambda a, b: (b - a) / 1e3 if a is not None and b is not None else float("nan")  # noqa: E731
+        over = (r["seen"] - r["submit1"]) / 1e3 - r["total_ms"] * 1e3
+        hops = {"to send": us(r["submit1"], r.get("sent")), "to take": us(r.get("sent"), s["recv"]),
+                "done to send": us(s["recv"], s["send_start"]) - r["total_ms"] * 1e3,
+                "to rung": us(s["send_start"], s.get("pushed")), "to client": us(s.get("pushed"), r.get("received")),
+                "to seen": us(r.get("received"), r["seen"])}
+        worst.append((over, r["seq"], r.get("woke"), hops))
+    worst.sort(key=lambda w: -w[0])
+    for over, seq, woke, hops in worst[:n]:
+        print(f"  worst: seq {seq} overhead {over:.1f} us" + ("" if woke is None else f" woke={woke}") + ": "
+              + ", ".join(f"{k} {v:.1f}" for k, v in hops.items()))
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -277,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-threads", type=int)
     ap.add_argument("--no-prompts", action="store_true", help="serve without the text encoder")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--service-cpus", help="comma-separated CPUs the service's threads may run on (an experiment)")
+    ap.add_argument("--service-wait", choices=("synchronize", "query"), default="synchronize",
+                    help="how the service waits for a frame's last event: as it does (synchronize), or a "
+                         "Python loop on event.query() (an experiment)")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     args = ap.parse_args(argv)
 
@@ -292,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     serve += ["--no-prompts"] if args.no_prompts else []
     prof = out / f"service-{args.size}.prof"
     pre = [sys.executable, "-m", "cProfile", "-o", str(prof)] if args.profile else [sys.executable]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO.parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO.parent), os.environ.get("PYTHONPATH", "")]),
+           "SS_PROBE_SERVICE_WAIT": args.service_wait, "SS_PROBE_SERVICE_CPUS": args.service_cpus or ""}
     proc = subprocess.Popen([*pre, str(Path(__file__).resolve()), "_traced-serve", str(trace), *serve], env=env)
     summary = ""
     try:
@@ -316,10 +380,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.size} {backend} client={args.client} frames={len(rows)} interval_ms={args.interval_ms}"
           + (f" poll={args.poll}" if args.client == "c" else "") + f" doorbell={args.doorbell}"
           + f" frames_taken_from_the_doorbell={belled}")
+    moved = [f for f in service.values() if f.get("cpu_send") is not None and f.get("cpu_recv") is not None]
+    if moved:
+        print(f"  service thread on another CPU at the answer than at the frame's take: "
+              f"{sum(f['cpu_send'] != f['cpu_recv'] for f in moved)} of {len(moved)} frames; CPUs used: "
+              f"{sorted({f['cpu_send'] for f in moved} | {f['cpu_recv'] for f in moved})}")
     for name, _, _ in PARTS:
         if name in parts:
             xs = parts[name]
             print(f"  {name:20} p50 {pct(xs, .5):9.1f} us  p99 {pct(xs, .99):9.1f} us")
+    woke = [r for r in rows if r.get("woke")]
+    if args.client == "c":
+        print(f"  submits that had to wake the I/O thread: {len(woke)} of {len(rows)}")
+    _print_worst(rows, service)
     if summary:
         print(summary)
     dump = out / (f"handoff-{args.client}-{backend}-{args.size}-{args.interval_ms:g}ms"

@@ -99,18 +99,44 @@ class Lane:
         self._records = [memoryview(buf)[base + i * record_bytes: base + (i + 1) * record_bytes] for i in range(records)]
         self.record_bytes, self.records = record_bytes, records
         self.skipped = 0  # messages that did not go in (lane full or too long)
+        self._staged = None  # (record, length, published) between `stage` and `publish`
 
     def push(self, data: bytes) -> bool:
         """Put one message in the lane; False (and nothing written) if it is full or too long."""
+        if not self.stage(data):
+            return False
+        rec, n, published = self._staged
+        self._staged = None
+        self._pub[0] = published + 1
+        return True
+
+    def stage(self, data: bytes) -> bool:
+        """Write `data` into the lane's next record without publishing it; `publish` then writes
+        the final bytes, of the same length, over it and publishes them. What is left once a
+        message's numbers are known is then one copy and one store (the service stages a frame's
+        `done` before it waits for the device: protocol.DoneAnswer). False (and nothing written)
+        if the lane is full or `data` too long. The lane's one writer pushes nothing between the
+        two; a later `stage` or `push` replaces a staged record that was never published."""
         published, consumed = self._pub[0], self._con[0]
         if published - consumed >= self.records or len(data) > self.record_bytes - 4:
             self.skipped += 1
+            self._staged = None
             return False
         rec = self._records[published % self.records]
         rec[4: 4 + len(data)] = data
         rec[:4] = struct.pack("<I", len(data))
-        self._pub[0] = published + 1
+        self._staged = (rec, len(data), published)
         return True
+
+    def publish(self, data: bytes) -> None:
+        """The staged record's final bytes, published (ValueError if none is staged or `data`'s
+        length is not the staged one's: nothing is written then)."""
+        if self._staged is None or len(data) != self._staged[1]:
+            raise ValueError("publish needs a staged record of the same length")
+        rec, n, published = self._staged
+        self._staged = None
+        rec[4: 4 + n] = data
+        self._pub[0] = published + 1
 
     def pending(self) -> bool:
         return self._pub[0] != self._con[0]
@@ -137,6 +163,7 @@ class Lane:
 
     def release(self) -> None:
         """Drop the views of the segment (it cannot be unmapped while they exist)."""
+        self._staged = None
         for view in (*self._records, self._pub, self._con):
             view.release()
         self._records = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import struct
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
@@ -53,6 +54,61 @@ def context_of(raw: Any) -> dict:
 
 def encode(msg: Mapping[str, Any]) -> bytes:
     return msgpack.packb(msg, use_bin_type=True)
+
+
+DONE_TIMINGS = ("queue_ms", "model_ms", "write_ms", "total_ms")  # a done reply's `timings`, in this order
+_F64 = struct.Struct(">d")  # msgpack's float 64 payload (after its 0xcb marker)
+
+
+class DoneAnswer:
+    """A frame's `done` reply encoded before its numbers are known, then filled in: the service
+    builds it while the device runs the frame, and once the device is done only `late` and the
+    four timings are written into the bytes (one byte and four 8-byte patches), so the answer's
+    way out after the GPU wait is a few microseconds of warm code rather than a whole encode
+    (which, run cold after a frame's launch work, took 20-30 us: benchmarks/NOTES.md v0.11).
+
+    `fill` then `finish` give exactly `encode` of the same map: msgpack writes a Python float as float 64
+    and a bool as one byte whatever their values, so the offsets found here once hold for every
+    fill."""
+
+    def __init__(self, reply: Mapping[str, Any]):
+        """`reply`: the done's other fields (`session`, `seq`, `slot`), integers."""
+        probe = [1.0e300 + i * 1.0e285 for i in range(len(DONE_TIMINGS))]  # four distinct sentinels
+
+        def build(late: bool, values) -> dict:
+            return {"type": "done", **reply, "late": late, "timings": dict(zip(DONE_TIMINGS, values))}
+
+        data = encode(build(False, probe))
+        self._bytes = bytearray(data)
+        self._at = []
+        for v in probe:
+            mark = b"\xcb" + _F64.pack(v)
+            at = data.find(mark)
+            if at < 0 or data.find(mark, at + 1) >= 0:
+                raise ValueError(f"done reply {reply!r}: a timing's place is not unique in its encoding")
+            self._at.append(at + 1)
+        flipped = encode(build(True, probe))
+        diff = [i for i, (a, b) in enumerate(zip(data, flipped)) if a != b]
+        if len(flipped) != len(data) or len(diff) != 1:
+            raise ValueError(f"done reply {reply!r}: its late flag is not one byte of its encoding")
+        self._late_at = diff[0]
+        self.template = data  # the encoding before `fill`: its length is every fill's
+
+
+    def fill(self, late: bool, queue_ms: float, model_ms: float, write_ms: float) -> None:
+        """Write `late` and the first three timings; `finish` writes `total_ms`, the service's time
+        up to this answer's hand-over, last."""
+        b = self._bytes
+        b[self._late_at] = 0xC3 if late else 0xC2
+        at = self._at
+        _F64.pack_into(b, at[0], queue_ms)
+        _F64.pack_into(b, at[1], model_ms)
+        _F64.pack_into(b, at[2], write_ms)
+
+    def finish(self, total_ms: float) -> bytes:
+        """Write `total_ms`; the answer's bytes."""
+        _F64.pack_into(self._bytes, self._at[3], total_ms)
+        return bytes(self._bytes)
 
 
 def decode_raw(data: bytes) -> dict:

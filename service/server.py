@@ -197,6 +197,7 @@ class Service(MessageGuard):
         self._drained_at = time.monotonic()
         self._received_at: float | None = None  # the message being handled came off the socket then
         self._bell_of: SessionState | None = None  # the session whose doorbell the message came from
+        self._bell_seen_at: float | None = None  # when the spin last saw a frame waiting in a doorbell
         self._gone: set[bytes] = set()
         self._running = False
         self.stop_signal: int | None = None  # the signal that stopped `run`, if one did
@@ -257,9 +258,16 @@ class Service(MessageGuard):
         """Send `msg` to a client; with `bell` (a session's Doorbell) a copy goes into its lane to
         the engine too, first, so that it is there when the ZeroMQ copy wakes the engine's reader
         (interop/doorbell.py: ZeroMQ carries everything; a reply ZeroMQ drops still arrives)."""
-        data = P.encode(msg)
+        self.send_bytes(identity, P.encode(msg), bell)
+
+    def send_bytes(self, identity: bytes, data: bytes, bell=None, staged: bool = False) -> None:
+        """`send` of a message already encoded (a frame's `done`: `P.DoneAnswer`); `staged`: its
+        record waits in the bell's lane already (`Lane.stage`), to be published with these bytes."""
         if bell is not None:
-            bell.to_engine.push(data)
+            if staged:
+                bell.to_engine.publish(data)
+            else:
+                bell.to_engine.push(data)
         try:
             self.sock.send_multipart([identity, data], flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -377,6 +385,8 @@ class Service(MessageGuard):
                 while time.perf_counter() < until:
                     for pending in looks:
                         if pending():  # tick takes them, and reads the socket too
+                            # the frame arrived now: its total_ms starts here, not after the poll
+                            self._bell_seen_at = time.perf_counter()
                             return bool(self.sock.poll(0, zmq.POLLIN))
                 if self.sock.poll(0, zmq.POLLIN):
                     return True
@@ -401,13 +411,15 @@ class Service(MessageGuard):
                 if state.bell is None or (data := lane.pop()) is None:
                     break
                 n += 1
-                self._received_at = time.perf_counter()
+                seen, self._bell_seen_at = self._bell_seen_at, None
+                self._received_at = seen if seen is not None else time.perf_counter()
                 self._bell_of = state
                 try:
                     self.handle(state.owner, data)
                 finally:
                     self._bell_of = None
                     self._received_at = None
+        self._bell_seen_at = None
         return n
 
     def _answered(self, identity: bytes) -> None:
@@ -927,6 +939,10 @@ class Service(MessageGuard):
                 with torch.cuda.stream(side):
                     state.ring.mark_released(msg.slot, msg.seq)
             state.ring.mark_done(msg.slot, msg.seq)
+            # The answer is encoded now, while the device runs, and only its numbers are written
+            # once it is done: an encode run cold after the frame's launch work took 20-30 us.
+            answer = P.DoneAnswer(reply)
+            staged = state.bell is not None and state.bell.to_engine.stage(answer.template)
             if events:
                 # The frame is done when the device is: "done" goes out after it, and the model's
                 # time is the device's, from the step's first kernel to its last.
@@ -950,14 +966,14 @@ class Service(MessageGuard):
         end = time.perf_counter()
         model_ms = events[0].elapsed_time(events[1]) if events else (t_write - t_model) * 1000
         write_ms = events[1].elapsed_time(events[2]) if events else (end - t_write) * 1000
+        late = (time.perf_counter() - t0) * 1000 > deadline_ms
+        answer.fill(late, (start - t0) * 1000, model_ms, write_ms)
         # The service's own time: from the frame off the socket (or out of the doorbell) to its
-        # answer's hand-over, the answer's timings included (only their encoding is left out).
+        # answer's hand-over, the answer's timings included (only writing total_ms itself into
+        # the answer is left out).
         total_ms = (time.perf_counter() - t0) * 1000
-        late = total_ms > deadline_ms
         # the answer first, the bookkeeping after it: the engine waits for the one, not the other
-        self.send(state.owner, {"type": "done", **reply, "late": late, "timings": {
-            "queue_ms": (start - t0) * 1000, "model_ms": model_ms, "write_ms": write_ms, "total_ms": total_ms}},
-            state.bell)
+        self.send_bytes(state.owner, answer.finish(total_ms), state.bell, staged)
         state.done += 1
         state.late += int(late)
         self.frames_total += 1

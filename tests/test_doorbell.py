@@ -48,6 +48,37 @@ def test_a_lane_carries_messages_in_order_and_refuses_when_full_or_too_long():
         bell.close()
 
 
+def test_a_staged_record_is_invisible_until_published_and_a_push_replaces_one_never_published():
+    # The service stages a frame's done before it waits for the device and publishes the filled
+    # bytes after (Lane.stage / publish): the reader must see nothing before, exactly the final
+    # bytes after, and a stage that was abandoned (the frame failed) must not leak into the lane.
+    bell = DB.Doorbell.create()
+    side = DB.Doorbell.attach(bell.name)
+    try:
+        w, r = side.to_engine, bell.to_engine
+        answer = P.DoneAnswer({"session": 3, "seq": 7, "slot": 1})
+        assert w.stage(answer.template)
+        assert not r.pending() and r.pop() is None
+        with pytest.raises(ValueError):
+            w.publish(answer.template + b"x")  # another length: refused, nothing published
+        assert not r.pending()
+        answer.fill(True, 0.1, 5.5, 0.01)
+        data = answer.finish(6.25)
+        w.publish(data)
+        assert r.pop() == data and P.decode_raw(data)["timings"]["total_ms"] == 6.25
+        with pytest.raises(ValueError):
+            w.publish(data)  # nothing staged any more
+        assert w.stage(b"abandoned") and w.push(b"late one") and r.pop() == b"late one" and r.pop() is None
+        for i in range(DB.RECORDS):
+            assert w.push(b"m%d" % i)
+        assert not w.stage(b"full") and w.skipped == 1  # a full lane stages nothing
+        with pytest.raises(ValueError):
+            w.publish(b"full")
+    finally:
+        side.close()
+        bell.close()
+
+
 def test_a_record_with_a_length_out_of_range_is_consumed_and_given_as_empty():
     bell = DB.Doorbell.create()
     side = DB.Doorbell.attach(bell.name)

@@ -126,3 +126,24 @@ class _As:
 
     def __init__(self, service, sock):
         self.service, self.sock = service, sock
+
+
+@settings(max_examples=300, deadline=None)
+@given(session=st.integers(0, 2**63 - 1), seq=st.integers(0, 2**63 - 1), slot=st.integers(0, 64),
+       late=st.booleans(), timings=st.lists(st.floats(allow_nan=False), min_size=4, max_size=4))
+def test_a_filled_done_answer_is_the_encoding_of_the_same_reply(session, seq, slot, late, timings):
+    # The service encodes a frame's done before the device finishes and writes its numbers in
+    # after (P.DoneAnswer): the bytes must be what encoding the whole reply gives, for any ids
+    # (msgpack's integer widths move the timings' offsets) and any float, infinities and
+    # sentinel-like values included.
+    reply = {"session": session, "seq": seq, "slot": slot}
+    answer = P.DoneAnswer(reply)
+    want = P.encode({"type": "done", **reply, "late": late, "timings": dict(zip(P.DONE_TIMINGS, timings))})
+    answer.fill(late, *timings[:3])
+    assert answer.finish(timings[3]) == want
+    answer.fill(not late, *timings[3:0:-1])  # the same answer filled again: nothing of the first stays
+    assert answer.finish(timings[0]) == P.encode(
+        {"type": "done", **reply, "late": not late, "timings": dict(zip(P.DONE_TIMINGS, reversed(timings)))})
+    answer.fill(late, *timings[:3])
+    back = P.decode_raw(answer.finish(timings[3]))
+    assert back["late"] is late and list(back["timings"].values()) == timings

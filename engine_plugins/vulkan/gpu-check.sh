@@ -20,14 +20,19 @@
 # (libcuda.so.1 and its Vulkan ICD). What Debian packages are missing (the Vulkan loader and headers,
 # libzmq, msgpack-c, pkgconf) can be carried: run engine_plugins/vulkan/fetch-gpu-debs.sh DIR here, carry DIR,
 # and pass it:   SS_DEBS=DIR engine_plugins/vulkan/gpu-check.sh
-# (libvulkan1 is unpacked into /, as the device README says; everything else into the build folder.)
-# VULKAN_DEBS=DIR is the older name of SS_DEBS. FRAMES (default 500) sets the probe's frames per run.
+# (the loaders, libvulkan1 and the GL vendor-neutral libraries whose dispatch NVIDIA's Vulkan driver
+# loads, are unpacked into /, as the device README says; everything else into the build folder.)
+# VULKAN_DEBS=DIR is the older name of SS_DEBS. FRAMES (default 500) sets the probe's frames per run
+# (back to back), FRAMES_60 (default 300) those of each 60 fps run; PROBE_ARGS is added to every probe's
+# arguments (e.g. --no-prompts where no prompt table or text encoder was carried).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 build=${SSVK_BUILD:-/tmp/ssvk-gpu-build}
 out=${OUT:-$build/out}
 frames=${FRAMES:-500}
+frames60=${FRAMES_60:-300}
+read -r -a probe_args <<<"${PROBE_ARGS:-}"
 debs=${SS_DEBS:-${VULKAN_DEBS:-}}
 mkdir -p "$build" "$out"
 cmake_args=(-DCMAKE_BUILD_TYPE=Release)
@@ -36,7 +41,8 @@ if [ -n "$debs" ]; then
     mkdir -p "$root"
     for f in "$debs"/*.deb; do
         case "$(basename "$f")" in
-            libvulkan1_*) dpkg -x "$f" / ;;
+            libvulkan1_*) dpkg -x "$f" /; dpkg -x "$f" "$root" ;; # (in the build folder too: libvulkan-dev's link there)
+            libglvnd0_*|libglx0_*|libgl1_*|libegl1_*|libopengl0_*|libgles2_*) dpkg -x "$f" / ;;
             *) dpkg -x "$f" "$root" ;;
         esac
     done
@@ -98,7 +104,7 @@ if [ "$have_client" = 1 ]; then
         local name=$1; shift
         local log="$build/probe-$name.log"
         if python3 "$repo/benchmarks/handoff_probe.py" --device cuda --size 1920x1080 --frames "$frames" \
-                --probe-exe "$probe_build/ss_probe" --out "$out" "$@" >"$log" 2>&1; then ok=ok; else ok=FAIL; status=1; fi
+                --probe-exe "$probe_build/ss_probe" --out "$out" "${probe_args[@]}" "$@" >"$log" 2>&1; then ok=ok; else ok=FAIL; status=1; fi
         echo "---- handoff_probe $name ($ok)"; cat "$log"
         local over=$(grep "^  overhead" "$log" || true) sub=$(grep "^TIMING submit" "$log" || true)
         local bell=$(sed -n 's/.*frames_taken_from_the_doorbell=\([0-9]*\).*/\1/p' "$log" | head -1)
@@ -112,11 +118,11 @@ if [ "$have_client" = 1 ]; then
         return 0 # (the Python client prints no TIMING lines: the loop's last test is false, and set -e would stop here)
     }
     run_probe c-back-to-back-spin --client c --poll spin
-    run_probe c-60fps-spin --client c --poll spin --interval-ms 16.7 --frames 300
-    run_probe c-60fps-yield --client c --poll yield --interval-ms 16.7 --frames 300
-    run_probe c-60fps-yield-zmq-only --client c --poll yield --interval-ms 16.7 --frames 300 --doorbell off
-    run_probe python-60fps --client python --interval-ms 16.7 --frames 300
-    run_probe python-60fps-zmq-only --client python --interval-ms 16.7 --frames 300 --doorbell off
+    run_probe c-60fps-spin --client c --poll spin --interval-ms 16.7 --frames "$frames60"
+    run_probe c-60fps-yield --client c --poll yield --interval-ms 16.7 --frames "$frames60"
+    run_probe c-60fps-yield-zmq-only --client c --poll yield --interval-ms 16.7 --frames "$frames60" --doorbell off
+    run_probe python-60fps --client python --interval-ms 16.7 --frames "$frames60"
+    run_probe python-60fps-zmq-only --client python --interval-ms 16.7 --frames "$frames60" --doorbell off
 fi
 
 # 4. optional: the whole chain through the bridge and a service someone started

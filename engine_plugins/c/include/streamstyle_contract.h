@@ -80,6 +80,12 @@
 #define SS_CONTEXT_FIELD_SEQ               "seq"
 #define SS_CONTEXT_FIELDS_COUNT            3
 #define SS_CONTEXT_FIELDS_LIST             "req", "session", "seq"
+#define SS_DONE_TIMING_QUEUE_MS            "queue_ms"
+#define SS_DONE_TIMING_MODEL_MS            "model_ms"
+#define SS_DONE_TIMING_WRITE_MS            "write_ms"
+#define SS_DONE_TIMING_TOTAL_MS            "total_ms"
+#define SS_DONE_TIMINGS_COUNT              4
+#define SS_DONE_TIMINGS_LIST               "queue_ms", "model_ms", "write_ms", "total_ms"
 /* streamstyle.interop.protocol.ErrorCode */
 #define SS_ERR_BAD_MESSAGE                 "bad_message"
 #define SS_ERR_UNKNOWN_TYPE                "unknown_type"

@@ -37,9 +37,11 @@
 #define EVENT_CAP 64
 #define FRAME_CAP 16
 #define HELLO_WAIT_MS 1000.0
-/* The rhythm's windows: the contract's (interop/doorbell.py, the service spins by the same numbers),
- * but for the submit's lead, which the I/O thread keeps short: it predicts its own render thread. */
-#define SPIN_LEAD_NS 300000u                                 /* awake this long before an expected submit */
+/* The rhythm's windows: the contract's (interop/doorbell.py; the service spins by the same numbers).
+ * The submit's lead was 300 us (the I/O thread predicts its own render thread): on the H200 machine
+ * 1-2% of 60 fps submits still found the I/O thread asleep and paid its wake-up, 60-100 us, as the
+ * service's 300 us lead had missed its frames (benchmarks/NOTES.md v0.11). */
+#define SPIN_LEAD_NS (SS_BELL_SPIN_LEAD_US * 1000ull)        /* awake this long before an expected submit */
 #define ANSWER_LEAD_NS (SS_BELL_SPIN_LEAD_US * 1000ull)      /* and before an expected answer */
 #define SPIN_TAIL_NS (SS_BELL_SPIN_TAIL_US * 1000ull)        /* and at most this long after it */
 #define SPIN_DEV_NS (SS_BELL_SPIN_SLACK_US * 1000ull)        /* plus twice the rhythm's mean deviation, up to this */

@@ -262,10 +262,10 @@ static void timings(const msgpack_object *m, ss_reply *r) {
     if (m->type != MSGPACK_OBJECT_MAP) return;
     for (uint32_t i = 0; i < m->via.map.size; i++) {
         const msgpack_object *k = &m->via.map.ptr[i].key, *v = &m->via.map.ptr[i].val;
-        if (is_key(k, "queue_ms")) r->queue_ms = as_num(v, 0);
-        else if (is_key(k, "model_ms")) r->model_ms = as_num(v, 0);
-        else if (is_key(k, "write_ms")) r->write_ms = as_num(v, 0);
-        else if (is_key(k, "total_ms")) r->total_ms = as_num(v, 0);
+        if (is_key(k, SS_DONE_TIMING_QUEUE_MS)) r->queue_ms = as_num(v, 0);
+        else if (is_key(k, SS_DONE_TIMING_MODEL_MS)) r->model_ms = as_num(v, 0);
+        else if (is_key(k, SS_DONE_TIMING_WRITE_MS)) r->write_ms = as_num(v, 0);
+        else if (is_key(k, SS_DONE_TIMING_TOTAL_MS)) r->total_ms = as_num(v, 0);
     }
 }
 

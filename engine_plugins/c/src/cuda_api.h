@@ -50,6 +50,7 @@ typedef struct { char reserved[64]; } ss_CUipcEventHandle;
     X(cuIpcGetEventHandle, ss_CUresult, (ss_CUipcEventHandle *, ss_CUevent)) \
     X(cuEventRecord, ss_CUresult, (ss_CUevent, ss_CUstream)) \
     X(cuStreamWaitEvent, ss_CUresult, (ss_CUstream, ss_CUevent, unsigned int)) \
+    X(cuEventQuery, ss_CUresult, (ss_CUevent)) \
     X(cuGetErrorName, ss_CUresult, (ss_CUresult, const char **))
 
 #endif

@@ -51,14 +51,27 @@ static ss_status failed(ss_CUresult rc, const char *what) {
 /* The frame path's two calls, in the ring's context. When the caller's thread already has it
  * current (an engine's render thread usually does) the push and pop are skipped: two driver calls
  * fewer on every ss_acquire, ss_submit and ss_output. */
+#define SS_CUDA_ERROR_NOT_READY 600
+
 static ss_status in_ctx(cuda_impl *c, int record, ss_CUevent ev, void *stream) {
     ss_CUcontext cur = NULL, prev;
     ss_CUresult rc;
+    const char *what = record ? "cuEventRecord" : "cuStreamWaitEvent";
     int push = cu.cuCtxGetCurrent(&cur) != 0 || cur != c->ctx;
     if (push && (rc = cu.cuCtxPushCurrent_v2(c->ctx)) != 0) return failed(rc, "cuCtxPushCurrent");
-    rc = record ? cu.cuEventRecord(ev, (ss_CUstream)stream) : cu.cuStreamWaitEvent((ss_CUstream)stream, ev, 0);
+    if (record) {
+        rc = cu.cuEventRecord(ev, (ss_CUstream)stream);
+    } else {
+        /* A wait is for a service signal that has almost always completed by the time its answer
+         * came (the service answers after the device is done): a host query says so without
+         * queueing a wait into the engine's stream, and a signal not yet complete is waited for
+         * on the device, never here. Measured on the H200: benchmarks/NOTES.md v0.11. */
+        rc = cu.cuEventQuery(ev);
+        if (rc == SS_CUDA_ERROR_NOT_READY) rc = cu.cuStreamWaitEvent((ss_CUstream)stream, ev, 0);
+        else if (rc != 0) what = "cuEventQuery";
+    }
     if (push) cu.cuCtxPopCurrent_v2(&prev);
-    return rc == 0 ? SS_OK : failed(rc, record ? "cuEventRecord" : "cuStreamWaitEvent");
+    return rc == 0 ? SS_OK : failed(rc, what);
 }
 
 static ss_status with_ctx_record(cuda_impl *c, ss_CUevent ev, void *stream) { return in_ctx(c, 1, ev, stream); }

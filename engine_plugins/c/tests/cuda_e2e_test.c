@@ -1,8 +1,9 @@
 /* cuda_e2e_test: libstreamstyle's cuda-ipc backend against a service on the GPU (tests/test_c_client.py,
  * `gpu` marker). ss_cuda_e2e_test ADDRESS WIDTH HEIGHT FRAMES
  *
- * Plays an engine that renders with CUDA: writes a frame's G-buffers into the device slot with a copy
- * on its stream, signals ready on that stream, and reads the output after its stream waited on done.
+ * Plays an engine that renders with CUDA: writes a frame's G-buffers into the device slot with a
+ * device-to-device copy on its stream (from a copy of the frame uploaded once), signals ready on that
+ * stream, and reads the output after its stream waited on done.
  * The copies and the final read are this test's; the library itself never syncs. Prints the frame-path
  * call timings and the client's overhead: from ss_submit to the done event seen by ss_poll, minus
  * the service's total_ms ("OVERHEAD p50_us= p99_us="). The G-buffers are the reference layout's
@@ -23,6 +24,8 @@ typedef int (*cu_retain_t)(void **, int);
 typedef int (*cu_set_current_t)(void *);
 typedef int (*cu_copy_htod_t)(unsigned long long, const void *, size_t);
 typedef int (*cu_copy_dtoh_t)(void *, unsigned long long, size_t);
+typedef int (*cu_copy_dtod_t)(unsigned long long, unsigned long long, size_t);
+typedef int (*cu_alloc_t)(unsigned long long *, size_t);
 typedef int (*cu_ctx_sync_t)(void);
 
 static double now_us(void) {
@@ -66,6 +69,9 @@ int main(int argc, char **argv) {
     int dev;
     cu_copy_htod_t htod;
     cu_copy_dtoh_t dtoh;
+    cu_copy_dtod_t dtod;
+    cu_alloc_t dalloc;
+    unsigned long long dframe = 0; /* the frame on the device: each slot is written from it, as a render would */
     if (argc != 5) {
         fprintf(stderr, "usage: ss_cuda_e2e_test ADDRESS WIDTH HEIGHT FRAMES\n");
         return 2;
@@ -80,6 +86,8 @@ int main(int argc, char **argv) {
     }
     htod = (cu_copy_htod_t)(uintptr_t)dlsym(lib, "cuMemcpyHtoD_v2");
     dtoh = (cu_copy_dtoh_t)(uintptr_t)dlsym(lib, "cuMemcpyDtoH_v2");
+    dtod = (cu_copy_dtod_t)(uintptr_t)dlsym(lib, "cuMemcpyDtoD_v2");
+    dalloc = (cu_alloc_t)(uintptr_t)dlsym(lib, "cuMemAlloc_v2");
     ((cu_init_t)(uintptr_t)dlsym(lib, "cuInit"))(0);
     ((cu_device_get_t)(uintptr_t)dlsym(lib, "cuDeviceGet"))(&dev, 0);
     ((cu_retain_t)(uintptr_t)dlsym(lib, "cuDevicePrimaryCtxRetain"))(&ctx, dev);
@@ -108,6 +116,11 @@ int main(int argc, char **argv) {
         }
         memset(frame + ch[3].offset + 4 * (size_t)px, (px * 7) & 0xff, 4);
         memset(frame + ch[4].offset + 2 * (size_t)px, (px * 3) & 0xff, 2);
+    }
+
+    if (dalloc(&dframe, offset) != 0 || htod(dframe, frame, offset) != 0) {
+        printf("FAIL device frame\n");
+        return 1;
     }
 
     memset(&cc, 0, sizeof cc);
@@ -153,7 +166,7 @@ int main(int argc, char **argv) {
             if (st != SS_BUSY || now_us() > end) break;
         }
         if (st != SS_OK) { printf("FAIL acquire %s\n", ss_status_name(st)); failures++; break; }
-        if (htod((unsigned long long)(uintptr_t)slot.input, frame, offset) != 0) { printf("FAIL copy\n"); failures++; break; }
+        if (dtod((unsigned long long)(uintptr_t)slot.input, dframe, offset) != 0) { printf("FAIL copy\n"); failures++; break; }
         t0 = now_us();
         st = ss_submit(s, slot.index, NULL, NULL, &seq);
         submitted = now_us();

@@ -4,14 +4,16 @@
  *
  *   ss_probe ADDRESS BACKEND WIDTH HEIGHT FRAMES [INTERVAL_MS [POLL]]
  *
- * BACKEND is shm or cuda-ipc (cuda-ipc copies the frame in with cuMemcpyHtoD, like an engine's own
- * upload, before the timed part). Per frame: acquire (retried while busy), the frame copied in,
+ * BACKEND is shm or cuda-ipc (cuda-ipc copies the frame in from device memory with cuMemcpyDtoD,
+ * as an engine renders into its slot, before the timed part; SS_PROBE_HOST_UPLOAD=1 uploads it from
+ * the host with cuMemcpyHtoD instead, which at 1080p takes ~7 ms and jitters by milliseconds). Per frame: acquire (retried while busy), the frame copied in,
  * ss_submit timed, then ss_poll called until the frame's answer, as a render thread waiting for it
  * would (POLL "spin": back to back; "yield", the default: sched_yield between calls, so that on a
  * machine with no idle CPU the other threads still run); then it waits INTERVAL_MS (default 0) from the frame's start, as a game paced by its frame
  * rate leaves everything idle between frames. One line per frame:
- *   FRAME seq= submit0= submit1= sent= received= seen= total_ms= model_ms=
- * (nanoseconds; sent/received are the I/O thread's, from the event), then summaries:
+ *   FRAME seq= submit0= submit1= sent= received= seen= total_ms= model_ms= woke=
+ * (nanoseconds; sent/received are the I/O thread's, from the event; woke: 1 if that submit had to
+ * wake the I/O thread), then summaries:
  *   TIMING <call> n= p50_us= p99_us= max_us=      each frame-path call
  *   SPLIT <part> n= p50_us= p99_us=               submit->sent, sent->received minus the service's
  *                                                 total_ms, received->seen
@@ -175,6 +177,10 @@ int main(int argc, char **argv) {
     uint64_t run_start = 0;
     double interval_ms;
     int (*htod)(unsigned long long, const void *, size_t) = NULL;
+    int (*dtod)(unsigned long long, unsigned long long, size_t) = NULL;
+    int (*dalloc)(unsigned long long *, size_t) = NULL;
+    unsigned long long dframe = 0; /* cuda-ipc: the frame on the device, copied into each slot as a render would */
+    int host_upload = getenv("SS_PROBE_HOST_UPLOAD") != NULL;
     series all[8] = {{"TIMING", "acquire", 0, 0}, {"TIMING", "submit", 0, 0}, {"TIMING", "poll", 0, 0},
                      {"TIMING", "output", 0, 0}, {"SPLIT", "submit_to_sent", 0, 0},
                      {"SPLIT", "sent_to_received_beyond_total", 0, 0}, {"SPLIT", "received_to_seen", 0, 0},
@@ -209,6 +215,8 @@ int main(int argc, char **argv) {
         ((int (*)(void **, int))(uintptr_t)dlsym(lib, "cuDevicePrimaryCtxRetain"))(&ctx, dev);
         ((int (*)(void *))(uintptr_t)dlsym(lib, "cuCtxSetCurrent"))(ctx); /* as the CUDA runtime would have */
         htod = (int (*)(unsigned long long, const void *, size_t))(uintptr_t)dlsym(lib, "cuMemcpyHtoD_v2");
+        dtod = (int (*)(unsigned long long, unsigned long long, size_t))(uintptr_t)dlsym(lib, "cuMemcpyDtoD_v2");
+        dalloc = (int (*)(unsigned long long *, size_t))(uintptr_t)dlsym(lib, "cuMemAlloc_v2");
     }
     for (int i = 0; i < SS_REFERENCE_CHANNEL_COUNT; i++) {
         memset(&ch[i], 0, sizeof ch[i]);
@@ -233,6 +241,10 @@ int main(int argc, char **argv) {
         }
     }
     for (int i = 0; i < 8; i++) all[i].v = calloc((size_t)frames * 64 + 64, sizeof(double));
+    if (cuda && !host_upload && (dalloc(&dframe, offset) != 0 || htod(dframe, frame, offset) != 0)) {
+        printf("FAIL device frame\nRESULT failed\n");
+        return 1;
+    }
 
     memset(&cc, 0, sizeof cc);
     cc.size = sizeof cc;
@@ -262,6 +274,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     run_start = now_ns();
+    uint64_t wakes_before = 0;
+    int woke = 0;
     for (int f = 0; f < frames; f++) {
         ss_slot slot;
         ss_event ev;
@@ -275,7 +289,12 @@ int main(int argc, char **argv) {
         } while (st == SS_BUSY && now_ns() < end);
         if (st != SS_OK) { printf("FAIL acquire %s\n", ss_status_name(st)); failures++; break; }
         if (cuda) {
-            if (htod((unsigned long long)(uintptr_t)slot.input, frame, offset) != 0) { printf("FAIL copy\n"); failures++; break; }
+            /* a device-to-device copy, ordered before the ready signal on the same (legacy) stream, as
+             * an engine's render into the ring is; SS_PROBE_HOST_UPLOAD=1: a host upload instead
+             * (pageable, ~7 ms at 1080p, and its jitter moves every submit) */
+            int rc = host_upload ? htod((unsigned long long)(uintptr_t)slot.input, frame, offset)
+                                 : dtod((unsigned long long)(uintptr_t)slot.input, dframe, offset);
+            if (rc != 0) { printf("FAIL copy\n"); failures++; break; }
         } else {
             memcpy(slot.input, frame, offset);
         }
@@ -283,6 +302,15 @@ int main(int argc, char **argv) {
         st = ss_submit(s, slot.index, NULL, NULL, &seq);
         t1 = now_ns();
         if (warm) add(t_sub, (t1 - t0) / 1e3);
+        {   /* whether this submit had to wake the I/O thread (read after the timed call) */
+            ss_client_info ci;
+            memset(&ci, 0, sizeof ci);
+            ci.size = sizeof ci;
+            if (ss_client_get_info(c, &ci) == SS_OK) {
+                woke = ci.wakes != wakes_before;
+                wakes_before = ci.wakes;
+            }
+        }
         if (st != SS_OK) { printf("FAIL submit %s\n", ss_status_name(st)); failures++; break; }
         for (;;) {
             uint64_t p0 = now_ns();
@@ -306,10 +334,10 @@ int main(int argc, char **argv) {
             if (st != SS_OK) { printf("FAIL output %s\n", ss_status_name(st)); failures++; break; }
         }
         done++;
-        printf("FRAME seq=%llu submit0=%llu submit1=%llu sent=%llu received=%llu seen=%llu total_ms=%.6f model_ms=%.6f\n",
-               (unsigned long long)seq, (unsigned long long)t0, (unsigned long long)t1,
+        printf("FRAME seq=%llu submit0=%llu submit1=%llu sent=%llu received=%llu seen=%llu total_ms=%.6f model_ms=%.6f"
+               " woke=%d\n", (unsigned long long)seq, (unsigned long long)t0, (unsigned long long)t1,
                (unsigned long long)ev.sent_ns, (unsigned long long)ev.received_ns, (unsigned long long)seen, ev.total_ms,
-               ev.model_ms);
+               ev.model_ms, woke);
         if (warm && ev.sent_ns && ev.received_ns) {
             add(p_send, ((double)ev.sent_ns - (double)t1) / 1e3);
             add(p_wire, ((double)ev.received_ns - (double)ev.sent_ns) / 1e3 - ev.total_ms * 1e3);
