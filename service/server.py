@@ -66,6 +66,10 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 BELL_LOOK_S = 50e-6  # while spinning: how long the loop looks only at the doorbells between socket polls
+# After a frame's answer, before its bookkeeping: how long the loop watches the doorbells for the
+# next frame. An engine that submits as soon as it has its answer rings ~30 us later, while the loop
+# would still be in that bookkeeping; watched, its frame's time starts when it arrived.
+BELL_AFTER_ANSWER_S = 100e-6
 
 
 class GcWatch:
@@ -198,6 +202,7 @@ class Service(MessageGuard):
         self._received_at: float | None = None  # the message being handled came off the socket then
         self._bell_of: SessionState | None = None  # the session whose doorbell the message came from
         self._bell_seen_at: float | None = None  # when the spin last saw a frame waiting in a doorbell
+        self._gc_thresholds: tuple[int, int, int] | None = None  # while `run` manages the collector
         self._gone: set[bytes] = set()
         self._running = False
         self.stop_signal: int | None = None  # the signal that stopped `run`, if one did
@@ -300,8 +305,9 @@ class Service(MessageGuard):
         managed = self.config.gc_between_frames and gc.isenabled()
         if managed:
             # A collection starts whenever allocations cross a threshold, mid-frame as likely as
-            # not. Here it runs between frames instead, and what start-up loaded (the model,
-            # torch, the text encoder) is frozen out of its scans.
+            # not. Here it runs between frames instead (on a GPU, while the device runs a frame:
+            # `_run_frame`), and what start-up loaded (the model, torch, the text encoder) is
+            # frozen out of its scans.
             self._gc_thresholds = gc.get_threshold()
             gc.collect()
             gc.freeze()
@@ -313,6 +319,7 @@ class Service(MessageGuard):
                     collect_due_garbage(self._gc_thresholds)
         finally:
             if managed:
+                self._gc_thresholds = None
                 gc.enable()
                 gc.unfreeze()
             gc.callbacks.remove(self.gc_watch)
@@ -395,6 +402,17 @@ class Service(MessageGuard):
                 return True
             if any(lane.pending() for lane in lanes):
                 return bool(self.sock.poll(0, zmq.POLLIN))
+
+    def _watch_bells(self, seconds: float) -> None:
+        """Look at every session's doorbell for up to `seconds`; a frame seen there is stamped
+        (`_bell_seen_at`: its total_ms starts then) and taken by the next tick."""
+        looks = [s.bell.to_service.pending for s in self.sessions.values() if s.bell is not None]
+        until = time.perf_counter() + seconds
+        while time.perf_counter() < until:
+            for pending in looks:
+                if pending():
+                    self._bell_seen_at = time.perf_counter()
+                    return
 
     def _take_bells(self, belled: list) -> int:
         """Handle the frames waiting in these sessions' doorbells, as messages of their owners
@@ -941,6 +959,12 @@ class Service(MessageGuard):
             state.ring.mark_done(msg.slot, msg.seq)
             # The answer is encoded now, while the device runs, and only its numbers are written
             # once it is done: an encode run cold after the frame's launch work took 20-30 us.
+            if events and self._gc_thresholds is not None:
+                # a collection that is due runs now, while the device runs the frame, instead of
+                # after its answer, where the engine's next frame may already wait
+                self.gc_watch.in_frame = False
+                collect_due_garbage(self._gc_thresholds)
+                self.gc_watch.in_frame = True
             answer = P.DoneAnswer(reply)
             staged = state.bell is not None and state.bell.to_engine.stage(answer.template)
             if events:
@@ -974,6 +998,8 @@ class Service(MessageGuard):
         total_ms = (time.perf_counter() - t0) * 1000
         # the answer first, the bookkeeping after it: the engine waits for the one, not the other
         self.send_bytes(state.owner, answer.finish(total_ms), state.bell, staged)
+        if state.bell is not None:
+            self._watch_bells(BELL_AFTER_ANSWER_S)
         state.done += 1
         state.late += int(late)
         self.frames_total += 1
