@@ -24,7 +24,8 @@
 # loads, are unpacked into /, as the device README says; everything else into the build folder.)
 # VULKAN_DEBS=DIR is the older name of SS_DEBS. FRAMES (default 500) sets the probe's frames per run
 # (back to back), FRAMES_60 (default 300) those of each 60 fps run; PROBE_ARGS is added to every probe's
-# arguments (e.g. --no-prompts where no prompt table or text encoder was carried).
+# arguments (e.g. --no-prompts where no prompt table or text encoder was carried); PROBES, a space-separated
+# list of the probe runs' names below, runs only those.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -102,6 +103,7 @@ if [ "$have_client" = 1 ]; then
     while read -r l; do row "wake ${l#WAKE }"; done < <(grep "^WAKE" "$build/wake.log")
     run_probe() { # name, then handoff_probe.py's arguments
         local name=$1; shift
+        if [ -n "${PROBES:-}" ] && [[ " $PROBES " != *" $name "* ]]; then return 0; fi
         local log="$build/probe-$name.log"
         if python3 "$repo/benchmarks/handoff_probe.py" --device cuda --size 1920x1080 --frames "$frames" \
                 --probe-exe "$probe_build/ss_probe" --out "$out" "${probe_args[@]}" "$@" >"$log" 2>&1; then ok=ok; else ok=FAIL; status=1; fi
