@@ -469,6 +469,44 @@ def test_the_cuda_ipc_backend_end_to_end_on_the_gpu(build, tmp_path):
     assert float(over["p50_us"]) <= 50 and float(over["p99_us"]) <= 100, over  # issue 14's targets
 
 
+@needs_build
+@pytest.mark.gpu
+def test_the_cuda_ipc_backend_gives_the_python_clients_frames_on_the_gpu(build, tmp_path):
+    """The same frames and seed through libstreamstyle's cuda-ipc ring and through the Python
+    client's, one GPU service: the outputs are equal byte for byte (what the CPU test checks over
+    shm, here with CUDA IPC memory and interprocess events on both sides)."""
+    import torch
+
+    from streamstyle.interop.client import Client
+    from streamstyle.model.layout import reference_layout
+
+    w, h, n = 256, 144, 4
+    address = f"ipc://{tmp_path}/svc.sock"
+    svc = Service(tmp_path, address, "--no-prompts", "--device", "cuda")
+    try:
+        res = subprocess.run([str(build / "ss_cuda_e2e_test"), address, str(w), str(h), str(n), str(tmp_path)],
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0 and res.stdout.rstrip().endswith("RESULT ok"), res.stdout + res.stderr
+        layout = reference_layout(w, h)
+        with Client(address, timeout_s=120) as client:
+            session = client.open_session(w, h, layout, backend="cuda-ipc", seed=11)
+            for i in range(n):
+                data = (tmp_path / f"in{i}.bin").read_bytes()
+                assert len(data) == layout.slot_bytes(w, h)  # the C layout is the reference layout
+                slot = session.acquire_slot(timeout_s=10)
+                session.ring.input(slot)[: len(data)].copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+                torch.cuda.current_stream().synchronize()  # the copy is done when the frame goes
+                ev = client.wait(session, session.submit(slot), timeout_s=60)
+                assert ev.status == "done"
+                got = session.output(ev.slot).cpu().reshape(-1).numpy().tobytes()  # [H, W, 4] rgba8
+                dumped = (tmp_path / f"out{i}.bin").read_bytes()  # the whole output slot, as ss_output gives it
+                assert len(got) == w * h * 4 <= len(dumped)
+                assert dumped[: len(got)] == got, f"frame {i} differs"
+            session.close()
+    finally:
+        svc.stop()
+
+
 # --- the C# layer (engine_plugins/unity/Runtime) under mono --------------------------------------
 
 UNITY_DIR = C_DIR.parent / "unity"

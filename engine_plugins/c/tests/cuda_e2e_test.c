@@ -1,5 +1,9 @@
 /* cuda_e2e_test: libstreamstyle's cuda-ipc backend against a service on the GPU (tests/test_c_client.py,
- * `gpu` marker). ss_cuda_e2e_test ADDRESS WIDTH HEIGHT FRAMES
+ * `gpu` marker). ss_cuda_e2e_test ADDRESS WIDTH HEIGHT FRAMES [DIR]
+ *
+ * With DIR: the session opens with seed 11, each frame's depth differs (row f moved), and each
+ * frame's input slot and output slot are written to DIR/in<f>.bin and DIR/out<f>.bin, for the test to
+ * run the same frames through the Python client and compare the outputs byte for byte.
  *
  * Plays an engine that renders with CUDA: writes a frame's G-buffers into the device slot with a
  * device-to-device copy on its stream (from a copy of the frame uploaded once), signals ready on that
@@ -50,6 +54,16 @@ static void report(const char *name, double *v, int n) {
     printf("%s n=%d p50_us=%.2f p99_us=%.2f max_us=%.2f\n", name, n, v[n / 2], v[(int)(n * 0.99)], v[n - 1]);
 }
 
+static int write_bin(const char *dir, const char *what, int i, const void *data, size_t n) {
+    char path[4096];
+    FILE *f;
+    size_t wrote;
+    snprintf(path, sizeof path, "%s/%s%d.bin", dir, what, i);
+    if (!(f = fopen(path, "wb"))) return 0;
+    wrote = fwrite(data, 1, n, f);
+    return fclose(f) == 0 && wrote == n;
+}
+
 static uint16_t half(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
@@ -78,10 +92,12 @@ int main(int argc, char **argv) {
     cu_copy_dtod_t dtod;
     cu_alloc_t dalloc;
     unsigned long long dframe = 0; /* the frame on the device: each slot is written from it, as a render would */
-    if (argc != 5) {
-        fprintf(stderr, "usage: ss_cuda_e2e_test ADDRESS WIDTH HEIGHT FRAMES\n");
+    const char *dump;
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: ss_cuda_e2e_test ADDRESS WIDTH HEIGHT FRAMES [DIR]\n");
         return 2;
     }
+    dump = argc == 6 ? argv[5] : NULL;
     w = atoi(argv[2]);
     h = atoi(argv[3]);
     frames = atoi(argv[4]);
@@ -149,6 +165,7 @@ int main(int argc, char **argv) {
     cfg.slots = 3;
     cfg.device = 0;
     ss_params_init(&cfg.params);
+    if (dump) cfg.seed = 11;
     if (ss_session_open(c, &cfg, &s) != SS_OK) {
         printf("FAIL open: %s %s\n", ss_last_error_code(), ss_last_error_message());
         ss_client_destroy(c);
@@ -173,6 +190,17 @@ int main(int argc, char **argv) {
             if (st != SS_BUSY || now_us() > end) break;
         }
         if (st != SS_OK) { printf("FAIL acquire %s\n", ss_status_name(st)); failures++; break; }
+        if (dump) { /* this frame's own depth row, uploaded, and its input kept */
+            for (int px = 0; px < w; px++) {
+                float d = 2.0f + (float)f;
+                memcpy(frame + ch[1].offset + 4 * ((size_t)(f % h) * w + px), &d, 4);
+            }
+            if (htod(dframe, frame, offset) != 0 || !write_bin(dump, "in", f, frame, offset)) {
+                printf("FAIL dump input\n");
+                failures++;
+                break;
+            }
+        }
         if (dtod((unsigned long long)(uintptr_t)slot.input, dframe, offset) != 0) { printf("FAIL copy\n"); failures++; break; }
         t0 = now_us();
         st = ss_submit(s, slot.index, NULL, NULL, &seq);
@@ -208,6 +236,15 @@ int main(int argc, char **argv) {
             }
             for (int i = 0; i < w * h; i++) opaque &= out[4 * i + 3] == 255;
             if (!opaque) { printf("FAIL output not opaque\n"); failures++; }
+            if (dump) {
+                unsigned char *whole = malloc((size_t)n);
+                if (!whole || dtoh(whole, (unsigned long long)(uintptr_t)p, (size_t)n) != 0 ||
+                    !write_bin(dump, "out", f, whole, (size_t)n)) {
+                    printf("FAIL dump output\n");
+                    failures++;
+                }
+                free(whole);
+            }
         }
         done++;
     }
