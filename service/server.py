@@ -957,14 +957,14 @@ class Service(MessageGuard):
                 with torch.cuda.stream(side):
                     state.ring.mark_released(msg.slot, msg.seq)
             state.ring.mark_done(msg.slot, msg.seq)
-            # The answer is encoded now, while the device runs, and only its numbers are written
-            # once it is done: an encode run cold after the frame's launch work took 20-30 us.
             if events and self._gc_thresholds is not None:
                 # a collection that is due runs now, while the device runs the frame, instead of
                 # after its answer, where the engine's next frame may already wait
                 self.gc_watch.in_frame = False
                 collect_due_garbage(self._gc_thresholds)
                 self.gc_watch.in_frame = True
+            # The answer is encoded now, while the device runs, and only its numbers are written
+            # once it is done: an encode run cold after the frame's launch work took 20-30 us.
             answer = P.DoneAnswer(reply)
             staged = state.bell is not None and state.bell.to_engine.stage(answer.template)
             if events:
