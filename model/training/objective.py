@@ -305,6 +305,18 @@ def dit_latents(model: StreamStyleModel, clips: Sequence[Clip], prompts: Sequenc
     return out
 
 
+def oracle_latents(clip: Clip, like: Sequence[torch.Tensor], stride: int) -> list[torch.Tensor]:
+    """The clip's per-frame oracle latents (`latent_target` of its targets), padded (edge-replicated)
+    to the shape of `like`, the DiT's latents for the same clip, on their device: what a perfect DiT
+    would hand the refiner (`TrainConfig.exact_latents`)."""
+    out = []
+    for target, ref in zip(clip.targets, like):
+        z = latent_target(target.permute(2, 0, 1)[None].float().to(ref.device), stride)
+        pad = (0, ref.shape[3] - z.shape[3], 0, ref.shape[2] - z.shape[2])
+        out.append(F.pad(z, pad, mode="replicate") if any(pad) else z)
+    return out
+
+
 def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptContext], rand: StepRandomness,
                cfg: ObjectiveConfig = ObjectiveConfig(),
                latents: Sequence[Sequence[torch.Tensor]] | None = None) -> tuple[torch.Tensor, dict[str, float]]:

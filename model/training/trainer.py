@@ -60,6 +60,10 @@ class TrainConfig:
     lr: float = 3e-4
     refiner_lr_scale: float = 1.0  # the refiner's learning rate over `lr`
     freeze_dit: bool = False  # train the refiner alone on what the frozen DiT produces (`dit_latents`)
+    # with freeze_dit: the share of a step's clips whose refiner input is the oracle's own latent
+    # instead of the frozen DiT's (drawn per clip and step from the run's seed), so that the refiner
+    # learns to use a good latent as well as to correct the DiT's
+    exact_latents: float = 0.0
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -96,6 +100,9 @@ class TrainConfig:
             raise ConfigError("distill is the share of steps in few-step mode: from 0 to 1")
         if not self.sampler_steps or any(not MIN_STEPS <= k <= MAX_STEPS for k in self.sampler_steps):
             raise ConfigError(f"sampler_steps must name step counts from {MIN_STEPS} to {MAX_STEPS}")
+        if not 0.0 <= self.exact_latents <= 1.0 or (self.exact_latents and not self.freeze_dit):
+            raise ConfigError("exact_latents is the share (0 to 1) of clips given the oracle's latent instead of "
+                              "the frozen DiT's: it needs freeze_dit")
         if self.freeze_dit and not self.pool:
             raise ConfigError("freeze_dit trains the refiner on the frozen DiT's latents, computed once per clip of "
                               "a fixed pool: give pool > 0 (a number of clips)")
@@ -303,6 +310,18 @@ class Trainer:
             self._pool[index] = self.source.clip(index)
         return self._pool[index]
 
+    def _mix_exact_latents(self, step: int, draws: list[int], clips: list, latents: list) -> list:
+        """`latents` with each clip's replaced by its oracle latents (`oracle_latents`) with
+        probability `exact_latents`, drawn from the run's seed, the step and the clip's global index
+        (a resumed run, and any number of ranks, draw the same)."""
+        from .objective import _generator, oracle_latents
+
+        out = []
+        for d, clip, lat in zip(draws, clips, latents):
+            exact = float(torch.rand(1, generator=_generator(self.cfg.seed, -2, step, d))) < self.cfg.exact_latents
+            out.append(oracle_latents(clip, lat, self.model.config.latent_stride) if exact else lat)
+        return out
+
     def _dit_latents(self, indices: list[int], clips: list, prompts: list) -> list[list[torch.Tensor]]:
         """The pool clips' latents from the frozen DiT (`indices` their pool indices), each computed
         on first use with the clip's own draws (seeded by the run's seed and the index: a resumed
@@ -401,6 +420,8 @@ class Trainer:
                 latents = None
                 if cfg.freeze_dit:
                     latents = self._dit_latents([d % cfg.pool for d in draws], clips, prompts)
+                    if cfg.exact_latents:
+                        latents = self._mix_exact_latents(step, draws, clips, latents)
                 with self.autocast:
                     loss, parts = self._loss(clips, prompts, StepRandomness.seeded(cfg.seed, step, draws), objective,
                                              latents)
