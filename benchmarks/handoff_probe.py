@@ -268,45 +268,48 @@ PARTS = [("submit call", "submit0", "submit1"), ("to I/O thread send", "submit1"
          ("  (rung to client)", "s_pushed", "received"), ("recv to seen", "received", "seen"), ("overhead", None, None)]
 
 
+def frame_parts(r: dict, s: dict) -> dict[str, float]:
+    """One frame's parts (PARTS' names, microseconds): `r` the client's row, `s` the service's
+    record of the same frame; a part whose stamps are missing is left out."""
+    r = {**r, "s_poll": s["poll"], "s_recv": s["recv"], "s_queued": s["queued"], "s_send": s["send_start"],
+         "s_pushed": s.get("pushed")}
+    out = {name: (r[b] - r[a]) / 1e3 for name, a, b in PARTS if a and r.get(a) is not None and r.get(b) is not None}
+    out["service total_ms"] = r["total_ms"] * 1e3
+    out["done to send"] = (s["send_start"] - s["recv"]) / 1e3 - r["total_ms"] * 1e3
+    out["overhead"] = (r["seen"] - r["submit1"]) / 1e3 - r["total_ms"] * 1e3
+    return out
+
+
+def _done_frames(rows: list[dict], service: dict):
+    for r in rows:
+        s = service.get(r["seq"])
+        if s is not None and s.get("answer") == "done":
+            yield r, frame_parts(r, s)
+
+
 def split(rows: list[dict], service: dict, client: str) -> dict[str, list[float]]:
     """Each part's microseconds per frame; "to I/O thread send" only for the C client (the Python
     client sends inside its submit call)."""
     out: dict[str, list[float]] = {name: [] for name, _, _ in PARTS}
-    for r in rows:
-        s = service.get(r["seq"])
-        if s is None or s.get("answer") != "done":
-            continue
-        r = {**r, "s_poll": s["poll"], "s_recv": s["recv"], "s_queued": s["queued"], "s_send": s["send_start"],
-             "s_pushed": s.get("pushed")}
-        for name, a, b in PARTS:
-            if a and r.get(a) is not None and r.get(b) is not None:
-                out[name].append((r[b] - r[a]) / 1e3)
-        out["service total_ms"].append(r["total_ms"] * 1e3)
-        out["done to send"].append((s["send_start"] - s["recv"]) / 1e3 - r["total_ms"] * 1e3)
-        out["overhead"].append((r["seen"] - r["submit1"]) / 1e3 - r["total_ms"] * 1e3)
+    for _, parts in _done_frames(rows, service):
+        for name, us in parts.items():
+            out[name].append(us)
     if client != "c":
         out.pop("to I/O thread send")
     return {k: v for k, v in out.items() if v}
 
 
+WORST_PARTS = ("to I/O thread send", "to service poll", "poll to recv", "done to send", "  (send to rung)",
+               "  (rung to client)", "recv to seen")  # the hops outside total_ms
+
+
 def _print_worst(rows: list[dict], service: dict, n: int = 6) -> None:
     """The n frames with the largest overhead, each split into its hops (what a p99 is made of)."""
-    worst = []
-    for r in rows:
-        s = service.get(r["seq"])
-        if s is None or s.get("answer") != "done" or r.get("sent") is None and r.get("received") is None:
-            continue
-        us = lambda a, b: (b - a) / 1e3 if a is not None and b is not None else float("nan")  # noqa: E731
-        over = (r["seen"] - r["submit1"]) / 1e3 - r["total_ms"] * 1e3
-        hops = {"to send": us(r["submit1"], r.get("sent")), "to take": us(r.get("sent"), s["recv"]),
-                "done to send": us(s["recv"], s["send_start"]) - r["total_ms"] * 1e3,
-                "to rung": us(s["send_start"], s.get("pushed")), "to client": us(s.get("pushed"), r.get("received")),
-                "to seen": us(r.get("received"), r["seen"])}
-        worst.append((over, r["seq"], r.get("woke"), hops))
-    worst.sort(key=lambda w: -w[0])
-    for over, seq, woke, hops in worst[:n]:
-        print(f"  worst: seq {seq} overhead {over:.1f} us" + ("" if woke is None else f" woke={woke}") + ": "
-              + ", ".join(f"{k} {v:.1f}" for k, v in hops.items()))
+    worst = sorted(_done_frames(rows, service), key=lambda rp: -rp[1]["overhead"])
+    for r, parts in worst[:n]:
+        print(f"  worst: seq {r['seq']} overhead {parts['overhead']:.1f} us"
+              + ("" if r.get("woke") is None else f" woke={r['woke']}") + ": "
+              + ", ".join(f"{k.strip()} {parts[k]:.1f}" for k in WORST_PARTS if k in parts))
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -39,14 +39,13 @@ from streamstyle.model.training.objective import FrameDraw, ObjectiveConfig, fro
 from streamstyle.model.weights import load_weights, shipped_weights
 
 
-def _up(latent: torch.Tensor, w: int, h: int) -> torch.Tensor:
+def _up(latent: torch.Tensor, stride: int, w: int, h: int) -> torch.Tensor:
     """A latent [1, 3, h', w'] in [-1, 1], bilinearly to [H, W, 3] in [0, 1] (the cropped frame)."""
-    img = F.interpolate(latent.float(), scale_factor=latent_stride, mode="bilinear", align_corners=False)
+    img = F.interpolate(latent.float(), scale_factor=stride, mode="bilinear", align_corners=False)
     return ((img[0, :, :h, :w] + 1) / 2).clamp(0, 1).permute(1, 2, 0)
 
 
 def main() -> None:
-    global latent_stride
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", default=None, help="a checkpoint (default: the shipped model)")
     ap.add_argument("--size", type=int, default=256)
@@ -57,7 +56,6 @@ def main() -> None:
     dev = torch.device(args.device)
     model = load_weights(args.weights or shipped_weights(), dev).eval()
     mc = model.config
-    latent_stride = mc.latent_stride
     w = h = args.size
     layout = reference_layout(w, h, surface=True)
     scene = Scene.generate(args.seed)
@@ -85,7 +83,7 @@ def main() -> None:
                 rgb, state_m = stylize_frame(model, layout, p, w, h, ctx, state_m, noise,
                                              FrameParams(steps=2, strength=0.5, reset=cut))
                 ours.append(rgb[0].permute(1, 2, 0).float().cpu())
-                up_ours.append(_up(state_m.latent[:, :, : z.shape[2], : z.shape[3]], w, h).cpu())
+                up_ours.append(_up(state_m.latent[:, :, : z.shape[2], : z.shape[3]], mc.latent_stride, w, h).cpu())
                 lat.append(psnr((state_m.latent[:, :, : z.shape[2], : z.shape[3]].float() + 1) / 2, (z + 1) / 2))
                 state_m = dataclasses.replace(state_m, image=state_m.image.to(StateSpec.dtype("image")))
                 draw = FrameDraw(strength=torch.full((1, 1), 0.5, device=dev), noise=torch.zeros_like(noise),
@@ -94,7 +92,7 @@ def main() -> None:
                            mode="replicate")
                 out = frozen_frame_loss(model, layout, p, w, h, target, ctx, state_e, cut, draw, zp, None, cfg)
                 exact.append(out.rgb[0].permute(1, 2, 0).float().cpu())
-                up_exact.append(_up(z, w, h).cpu())
+                up_exact.append(_up(z, mc.latent_stride, w, h).cpu())
                 state_e = dataclasses.replace(out.state, image=out.state.image.to(StateSpec.dtype("image")))
         score = {name: score_sequence(outs, targets, style)
                  for name, outs in (("model", ours), ("exact", exact), ("up_model", up_ours), ("up_exact", up_exact))}
@@ -112,8 +110,6 @@ def main() -> None:
         print(f"| {style} | {r_['model_fid']:.2f} ({r_['model_adh']:.0%}) | {r_['exact_fid']:.2f} ({r_['exact_adh']:.0%}) "
               f"| {r_['up_model_fid']:.2f} | {r_['up_exact_fid']:.2f} | {r_['latent_psnr']:.2f} |")
 
-
-latent_stride = 4
 
 if __name__ == "__main__":
     main()

@@ -103,11 +103,10 @@ class Lane:
 
     def push(self, data: bytes) -> bool:
         """Put one message in the lane; False (and nothing written) if it is full or too long."""
-        if not self.stage(data):
+        staged = self._write(data)
+        if staged is None:
             return False
-        rec, n, published = self._staged
-        self._staged = None
-        self._pub[0] = published + 1
+        self._pub[0] = staged[2] + 1
         return True
 
     def stage(self, data: bytes) -> bool:
@@ -117,16 +116,21 @@ class Lane:
         `done` before it waits for the device: protocol.DoneAnswer). False (and nothing written)
         if the lane is full or `data` too long. The lane's one writer pushes nothing between the
         two; a later `stage` or `push` replaces a staged record that was never published."""
+        self._staged = self._write(data)
+        return self._staged is not None
+
+    def _write(self, data: bytes):
+        """`data` into the next record, unpublished: (record, length, published), or None (and
+        nothing written) if the lane is full or `data` too long. Forgets any staged record."""
+        self._staged = None
         published, consumed = self._pub[0], self._con[0]
         if published - consumed >= self.records or len(data) > self.record_bytes - 4:
             self.skipped += 1
-            self._staged = None
-            return False
+            return None
         rec = self._records[published % self.records]
         rec[4: 4 + len(data)] = data
         rec[:4] = struct.pack("<I", len(data))
-        self._staged = (rec, len(data), published)
-        return True
+        return rec, len(data), published
 
     def publish(self, data: bytes) -> None:
         """The staged record's final bytes, published (ValueError if none is staged or `data`'s

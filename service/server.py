@@ -388,13 +388,8 @@ class Service(MessageGuard):
                 wait_s = min(wait_s, until)
             if spin:  # a lane is a memory read away (~0.2 us), the socket a system call: lanes for
                 # BELL_LOOK_S at a time, then the socket once
-                until = now + BELL_LOOK_S
-                while time.perf_counter() < until:
-                    for pending in looks:
-                        if pending():  # tick takes them, and reads the socket too
-                            # the frame arrived now: its total_ms starts here, not after the poll
-                            self._bell_seen_at = time.perf_counter()
-                            return bool(self.sock.poll(0, zmq.POLLIN))
+                if self._watch_bells(BELL_LOOK_S, looks):  # tick takes them, and reads the socket too
+                    return bool(self.sock.poll(0, zmq.POLLIN))
                 if self.sock.poll(0, zmq.POLLIN):
                     return True
                 continue
@@ -403,16 +398,19 @@ class Service(MessageGuard):
             if any(lane.pending() for lane in lanes):
                 return bool(self.sock.poll(0, zmq.POLLIN))
 
-    def _watch_bells(self, seconds: float) -> None:
-        """Look at every session's doorbell for up to `seconds`; a frame seen there is stamped
-        (`_bell_seen_at`: its total_ms starts then) and taken by the next tick."""
-        looks = [s.bell.to_service.pending for s in self.sessions.values() if s.bell is not None]
+    def _watch_bells(self, seconds: float, looks: list | None = None) -> bool:
+        """Look at the doorbells (`looks`: their lanes' `pending`; default every session's) for up
+        to `seconds`; whether a frame is waiting. A frame seen is stamped (`_bell_seen_at`: its
+        total_ms starts when it arrived, not after what the loop does next) and taken by the tick."""
+        if looks is None:
+            looks = [s.bell.to_service.pending for s in self.sessions.values() if s.bell is not None]
         until = time.perf_counter() + seconds
         while time.perf_counter() < until:
             for pending in looks:
                 if pending():
                     self._bell_seen_at = time.perf_counter()
-                    return
+                    return True
+        return False
 
     def _take_bells(self, belled: list) -> int:
         """Handle the frames waiting in these sessions' doorbells, as messages of their owners

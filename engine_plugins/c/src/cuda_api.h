@@ -29,6 +29,7 @@ typedef struct { char reserved[64]; } ss_CUipcEventHandle;
 
 #define SS_CU_EVENT_DISABLE_TIMING 0x2
 #define SS_CU_EVENT_INTERPROCESS 0x4
+#define SS_CUDA_ERROR_NOT_READY 600 /* cuEventQuery: the event has not completed */
 
 /* name in libcuda, return type, parameter list */
 #define SS_CUDA_FUNCTIONS(X) \

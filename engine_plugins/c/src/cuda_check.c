@@ -1,6 +1,6 @@
 /* cuda_check.c: compiled only when CUDA headers are found; fails the build if cuda_api.h's
  * declarations differ from the real driver API (every function's type, the handle sizes, the event
- * flags). Defines nothing the library uses. */
+ * flags, the not-ready result). Defines nothing the library uses. */
 #include <cuda.h>
 
 #define SS_CUDA_REAL_TYPES
@@ -14,5 +14,6 @@ _Static_assert(sizeof(CUdeviceptr) == sizeof(unsigned long long), "CUdeviceptr")
 _Static_assert(sizeof(CUdevice) == sizeof(int) && sizeof(CUresult) == sizeof(int), "CUdevice, CUresult");
 _Static_assert(SS_CU_EVENT_DISABLE_TIMING == CU_EVENT_DISABLE_TIMING, "CU_EVENT_DISABLE_TIMING");
 _Static_assert(SS_CU_EVENT_INTERPROCESS == CU_EVENT_INTERPROCESS, "CU_EVENT_INTERPROCESS");
+_Static_assert(SS_CUDA_ERROR_NOT_READY == CUDA_ERROR_NOT_READY, "CUDA_ERROR_NOT_READY");
 
 typedef int ss_cuda_check_unit; /* ISO C wants a translation unit to declare something */

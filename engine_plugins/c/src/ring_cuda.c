@@ -51,8 +51,6 @@ static ss_status failed(ss_CUresult rc, const char *what) {
 /* The frame path's two calls, in the ring's context. When the caller's thread already has it
  * current (an engine's render thread usually does) the push and pop are skipped: two driver calls
  * fewer on every ss_acquire, ss_submit and ss_output. */
-#define SS_CUDA_ERROR_NOT_READY 600
-
 static ss_status in_ctx(cuda_impl *c, int record, ss_CUevent ev, void *stream) {
     ss_CUcontext cur = NULL, prev;
     ss_CUresult rc;
