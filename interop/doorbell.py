@@ -59,14 +59,18 @@ RECORDS_OFFSET = 320
 DEDUP_WINDOW = 64  # seqs a receiver remembers having taken from either path
 SEGMENT_BYTES = RECORDS_OFFSET + 2 * RECORDS * RECORD_BYTES
 # A reader that knows the writer's rhythm spins (instead of sleeping) from SPIN_LEAD_US before an
-# expected message to SPIN_TAIL_US after it, each widened by twice the rhythm's mean deviation up
+# expected message to SPIN_TAIL_US after it, each widened by twice the rhythm's deviation up
 # to SPIN_SLACK_US; only for a steady rhythm (a period of MIN..MAX_BEAT_MS, deviating by less than
-# a quarter of it, the last message under a second ago).
+# a quarter of it, the last message under a second ago). The period is the median of the last
+# BEAT_SAMPLES intervals and the deviation their median distance from it, so one long interval (a
+# session's first frame, a level load, a hitch) changes neither; a new rhythm takes over after
+# about half of BEAT_SAMPLES frames.
 SPIN_LEAD_US = 1000  # the service's frames: on the H200 a 300 us lead missed 1-2% of 60 fps frames (p99 +280 us)
 SPIN_TAIL_US = 1500
 SPIN_SLACK_US = 1000
 MIN_BEAT_MS = 2
 MAX_BEAT_MS = 100
+BEAT_SAMPLES = 8
 
 
 def layout_table() -> str:
@@ -272,15 +276,15 @@ class Beat:
         self.last = 0.0
         self.period = 0.0
         self.dev = 0.0
+        self._intervals: list[float] = []
 
     def arrived(self, t: float) -> None:
         if self.last and 0 < t - self.last < 1.0:
-            x = t - self.last
-            if self.period == 0:
-                self.period = x
-            else:
-                self.dev += (abs(x - self.period) - self.dev) / 8
-                self.period += (x - self.period) / 8
+            xs = self._intervals
+            xs.append(t - self.last)
+            del xs[:-BEAT_SAMPLES]
+            self.period = _median(xs)
+            self.dev = _median([abs(x - self.period) for x in xs])
         self.last = t
 
     def plan(self, now: float) -> tuple[bool, float]:
@@ -296,6 +300,12 @@ class Beat:
         if now >= expect - lead:
             return True, 0.0
         return False, expect - lead - now
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
 class Seen:

@@ -311,7 +311,8 @@ def _rhythm(out: str) -> dict[str, float]:
 
 @needs_build
 def test_the_io_thread_learns_the_frame_rhythm(build, tmp_path):
-    """A render loop on a fixed 25 ms beat (a service of its own, one CPU thread, keeps up with it). The I/O thread learns the beat and stays awake around each
+    """A render loop on a fixed 25 ms beat (a service of its own, one CPU thread, keeps up with it),
+    with one 300 ms hitch halfway that must not unsettle the beat. The I/O thread learns the beat and stays awake around each
     expected submit, so a submit that falls in that window finds it awake and makes no system call;
     with SS_CLIENT_NO_ANTICIPATION it sleeps between frames and every submit wakes it. The CPU it
     spends awake stays a small part of the run. The session's doorbell (off in the second run, with
@@ -327,6 +328,9 @@ def test_the_io_thread_learns_the_frame_rhythm(build, tmp_path):
             print(res.stdout)
             assert res.returncode == 0 and res.stdout.rstrip().endswith("RESULT ok"), res.stdout + res.stderr
             runs[mode] = (_rhythm(res.stdout), _timings(res.stdout))
+            # a 300 ms frame halfway (a hitch) leaves the learned beat as it was three frames later
+            hitch = float(re.search(r"^HITCH period_ms=(\S+)$", res.stdout, re.M).group(1))
+            assert abs(hitch - 25) < 2.5, (mode, hitch)
             bells[mode] = {k: int(v) for k, v in (kv.split("=") for kv in
                                                  re.search(r"^DOORBELL (.*)$", res.stdout, re.M).group(1).split())}
     finally:

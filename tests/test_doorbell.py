@@ -146,6 +146,17 @@ def test_the_beat_spins_only_around_a_steady_rhythm():
     assert beat.plan(last + 0.016 - DB.SPIN_LEAD_US / 1e6 / 2)[0]  # just before it
     assert beat.plan(last + 2 * 0.016)[0]  # a frame skipped: the next one's window
     assert beat.plan(last + 1.5)[1] == float("inf")  # silent for a second: no rhythm
+    hitched = DB.Beat()  # a session's slow first frame, then a hitch: neither moves the beat
+    for t in (0.0, 0.4, 0.416, 0.432, 0.448, 0.8, 0.816, 0.832):
+        hitched.arrived(t)
+    assert hitched.period == pytest.approx(0.016) and hitched.dev < 0.016 / 4
+    assert hitched.plan(0.832 + 0.016)[0]
+    faster = DB.Beat()  # a new frame rate takes over within BEAT_SAMPLES / 2 + 1 intervals
+    for i in range(DB.BEAT_SAMPLES):
+        faster.arrived(i * 0.033)
+    for i in range(1, DB.BEAT_SAMPLES // 2 + 2):
+        faster.arrived((DB.BEAT_SAMPLES - 1) * 0.033 + i * 0.016)
+    assert faster.period == pytest.approx(0.016)
     ragged = DB.Beat()
     for t in (0.0, 0.005, 0.030, 0.032, 0.070, 0.071, 0.120):
         ragged.arrived(t)

@@ -153,6 +153,7 @@
 #define SS_BELL_SPIN_SLACK_US              1000
 #define SS_BELL_MIN_BEAT_MS                2
 #define SS_BELL_MAX_BEAT_MS                100
+#define SS_BELL_BEAT_SAMPLES               8
 /* streamstyle.interop.layout */
 #define SS_REFERENCE_CHANNEL_COUNT         8
 #define SS_REFERENCE_PLANE_ALIGN           256

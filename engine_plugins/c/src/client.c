@@ -44,7 +44,7 @@
 #define SPIN_LEAD_NS (SS_BELL_SPIN_LEAD_US * 1000ull)        /* awake this long before an expected submit */
 #define ANSWER_LEAD_NS (SS_BELL_SPIN_LEAD_US * 1000ull)      /* and before an expected answer */
 #define SPIN_TAIL_NS (SS_BELL_SPIN_TAIL_US * 1000ull)        /* and at most this long after it */
-#define SPIN_DEV_NS (SS_BELL_SPIN_SLACK_US * 1000ull)        /* plus twice the rhythm's mean deviation, up to this */
+#define SPIN_DEV_NS (SS_BELL_SPIN_SLACK_US * 1000ull)        /* plus twice the rhythm's deviation, up to this */
 #define BELL_LOOK_NS 20000u    /* while spinning, look at the doorbells this long between socket polls */
 
 /* ---- errors ---------------------------------------------------------------------------------- */
@@ -164,6 +164,12 @@ struct ss_session {
 
 enum { DOWN, HELLO, UP };
 
+typedef struct beat {           /* a rhythm as learn() keeps it, in ns */
+    double x[SS_BELL_BEAT_SAMPLES];
+    uint64_t n;                 /* samples seen */
+    double mid, dev;            /* their median and median distance from it (0 before the first) */
+} beat;
+
 struct ss_client {
     char *address, *name;
     uint32_t timeout_ms;
@@ -187,7 +193,7 @@ struct ss_client {
     uint64_t last_submit_ns;    /* atomic */
     uint64_t submits, wakes;    /* atomic: ss_client_info's */
     uint64_t seen_submit_ns, answer_due_ns, due_seq, spun_ns;
-    double period_ns, period_dev_ns, rtt_ns, rtt_dev_ns; /* means and mean deviations, 1/8 per sample */
+    beat period, rtt;           /* the submit interval and the send-to-answer time (I/O thread) */
     /* the connection (I/O thread; the info fields under client->lock) */
     int state, ever_up, connected, lost;
     uint64_t reconnects;
@@ -248,13 +254,27 @@ static int wake(ss_client *c) {
     return 0;
 }
 
-static void learn(double *mean, double *dev, double x) {
-    if (*mean == 0) {
-        *mean = x;
-        return;
-    }
-    *dev += ((x > *mean ? x - *mean : *mean - x) - *dev) / 8;
-    *mean += (x - *mean) / 8;
+static double median(double *x, unsigned n) { /* sorts x */
+    for (unsigned i = 1; i < n; i++)
+        for (unsigned j = i; j > 0 && x[j - 1] > x[j]; j--) {
+            double t = x[j];
+            x[j] = x[j - 1];
+            x[j - 1] = t;
+        }
+    return n % 2 ? x[n / 2] : (x[n / 2 - 1] + x[n / 2]) / 2;
+}
+
+/* The contract's rule (interop/doorbell.py, Beat): the median of the last SS_BELL_BEAT_SAMPLES
+ * samples and their median distance from it, so one long interval (a session's first frame, a level
+ * load) moves neither. */
+static void learn(beat *b, double x) {
+    double s[SS_BELL_BEAT_SAMPLES];
+    unsigned n = b->n < SS_BELL_BEAT_SAMPLES ? (unsigned)b->n + 1 : SS_BELL_BEAT_SAMPLES;
+    b->x[b->n++ % SS_BELL_BEAT_SAMPLES] = x;
+    memcpy(s, b->x, sizeof s);
+    b->mid = median(s, n);
+    for (unsigned i = 0; i < n; i++) s[i] = b->x[i] > b->mid ? b->x[i] - b->mid : b->mid - b->x[i];
+    b->dev = median(s, n);
 }
 
 /* The I/O thread: whether `now` lies in a window around an expected submit or answer (*spin), else
@@ -272,21 +292,21 @@ static void anticipate(ss_client *c, uint64_t now, uint64_t *wake_at, int *spin)
     *spin = 0;
     if (t != c->seen_submit_ns) {
         if (c->seen_submit_ns && t - c->seen_submit_ns < 1000000000u)
-            learn(&c->period_ns, &c->period_dev_ns, (double)(t - c->seen_submit_ns));
+            learn(&c->period, (double)(t - c->seen_submit_ns));
         c->seen_submit_ns = t;
     }
     if (!c->anticipate || c->state != UP) return;
     /* a steady rhythm (2-100 ms, deviations under a quarter of it), submits in the last second */
-    if (c->period_ns >= SS_BELL_MIN_BEAT_MS * 1e6 && c->period_ns <= SS_BELL_MAX_BEAT_MS * 1e6 &&
-        c->period_dev_ns < c->period_ns / 4 &&
+    if (c->period.mid >= SS_BELL_MIN_BEAT_MS * 1e6 && c->period.mid <= SS_BELL_MAX_BEAT_MS * 1e6 &&
+        c->period.dev < c->period.mid / 4 &&
         now - c->seen_submit_ns < 1000000000u) {
-        uint64_t next = c->seen_submit_ns + (uint64_t)c->period_ns;
-        while (next + SPIN_TAIL_NS + SPIN_DEV_NS < now) next += (uint64_t)c->period_ns; /* skipped frames */
-        window(now, next, c->period_dev_ns, SPIN_LEAD_NS, wake_at, spin);
+        uint64_t next = c->seen_submit_ns + (uint64_t)c->period.mid;
+        while (next + SPIN_TAIL_NS + SPIN_DEV_NS < now) next += (uint64_t)c->period.mid; /* skipped frames */
+        window(now, next, c->period.dev, SPIN_LEAD_NS, wake_at, spin);
     }
     if (c->answer_due_ns) {
         if (now > c->answer_due_ns + SPIN_TAIL_NS + SPIN_DEV_NS) c->answer_due_ns = 0; /* late: sleep */
-        else window(now, c->answer_due_ns, c->rtt_dev_ns, ANSWER_LEAD_NS, wake_at, spin);
+        else window(now, c->answer_due_ns, c->rtt.dev, ANSWER_LEAD_NS, wake_at, spin);
     }
 }
 
@@ -535,8 +555,8 @@ static void send_frames(ss_client *c) {
             if (sent) {
                 s->io_sent_seq[batch[i].slot] = batch[i].seq;
                 s->io_sent_ns[batch[i].slot] = now_ns();
-                if (c->rtt_ns > 0) { /* the answer is expected about then: be awake for it */
-                    c->answer_due_ns = s->io_sent_ns[batch[i].slot] + (uint64_t)c->rtt_ns;
+                if (c->rtt.mid > 0) { /* the answer is expected about then: be awake for it */
+                    c->answer_due_ns = s->io_sent_ns[batch[i].slot] + (uint64_t)c->rtt.mid;
                     c->due_seq = batch[i].seq;
                 }
             } else {
@@ -596,7 +616,7 @@ static void frame_answer(ss_client *c, const ss_reply *m, uint64_t received_ns) 
     if (slot >= 0 && s->io_sent_seq[slot] == m->seq) ev.sent_ns = s->io_sent_ns[slot];
     ev.received_ns = received_ns;
     if (m->type == SS_REPLY_DONE && ev.sent_ns && received_ns > ev.sent_ns)
-        learn(&c->rtt_ns, &c->rtt_dev_ns, (double)(received_ns - ev.sent_ns));
+        learn(&c->rtt, (double)(received_ns - ev.sent_ns));
     if (m->seq == c->due_seq) c->answer_due_ns = 0;
     push_event(s, &ev);
     pthread_mutex_unlock(&s->lock);
@@ -1097,7 +1117,7 @@ ss_status ss_client_get_info(ss_client *c, ss_client_info *out) {
     out->max_sessions = c->max_sessions;
     snprintf(out->service, sizeof out->service, "%s", c->service);
     out->spun_us = c->spun_ns / 1000u;
-    out->period_ms = c->period_dev_ns < c->period_ns / 4 ? c->period_ns / 1e6 : 0;
+    out->period_ms = c->period.dev < c->period.mid / 4 ? c->period.mid / 1e6 : 0;
     out->submits = __atomic_load_n(&c->submits, __ATOMIC_RELAXED);
     out->wakes = __atomic_load_n(&c->wakes, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->lock);

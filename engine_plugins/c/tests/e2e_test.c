@@ -6,7 +6,8 @@
  *   ss_e2e_test gone ADDR      the service killed for good: reported as an event, every call answers at
  *                              once (busy, unavailable), close and destroy need no service
  *   ss_e2e_test rhythm ADDR MS [off] [nobell]  a render loop submitting every MS milliseconds on a
- *                              fixed beat (a frame skipped when no slot is free); prints "RHYTHM
+ *                              fixed beat (a frame skipped when no slot is free) with one 300 ms
+ *                              hitch halfway, "HITCH period_ms=" printed three frames after it; "RHYTHM
  *                              period_ms= submits= wakes= spun_us=" (the I/O thread's anticipation,
  *                              or with "off" none: SS_CLIENT_NO_ANTICIPATION), "DOORBELL on= answers="
  *                              (the session's doorbell; "nobell": SS_CLIENT_NO_DOORBELL) and the
@@ -665,6 +666,13 @@ static int scenario_rhythm(const char *addr, double ms, uint32_t flags) {
         ss_slot slot;
         ss_event ev;
         beat += ms * 1000;
+        if (f == frames / 2) beat += 300000; /* a hitch (a level load's 300 ms frame) mid-run */
+        if (f == frames / 2 + 3) { /* three frames after it: the beat learned before it still holds */
+            memset(&ci, 0, sizeof ci);
+            ci.size = sizeof ci;
+            CHECK(ss_client_get_info(c, &ci) == SS_OK);
+            printf("HITCH period_ms=%.3f\n", ci.period_ms);
+        }
         while (now_us() < beat) { /* the rest of the frame: its events, then idle */
             while (timed_poll(s, &ev) == SS_OK) done += ev.kind == SS_EVENT_DONE;
             sleep_ms(0.25);
