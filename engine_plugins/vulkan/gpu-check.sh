@@ -99,7 +99,7 @@ done
 
 # 2, 3. the clients' overhead, split; the render-thread calls
 if [ "$have_client" = 1 ]; then
-    "$probe_build/ss_probe" wake 300 2000 | tee "$build/wake.log"
+    timeout 60 "$probe_build/ss_probe" wake 300 2000 | tee "$build/wake.log"
     while read -r l; do row "wake ${l#WAKE }"; done < <(grep "^WAKE" "$build/wake.log")
     run_probe() { # name, then handoff_probe.py's arguments
         local name=$1; shift

@@ -96,6 +96,7 @@ static void sleep_until(uint64_t t) {
 typedef struct waker {
     int rd, wr, is_eventfd, n;
     volatile uint64_t sent;
+    volatile int taken; /* wakes the waiter has read: the next is sent only after it (two would merge) */
     double *lat;
 } waker;
 
@@ -107,6 +108,7 @@ static void *wake_waiter(void *arg) {
         while (poll(&p, 1, -1) != 1) {}
         w->lat[i] = (double)(now_ns() - __atomic_load_n(&w->sent, __ATOMIC_ACQUIRE)) / 1e3;
         while (read(w->rd, buf, sizeof buf) > 0) {}
+        __atomic_store_n(&w->taken, i + 1, __ATOMIC_RELEASE);
     }
     return NULL;
 }
@@ -135,6 +137,7 @@ static void wake_run(const char *name, int use_eventfd, int keep_running, int n,
     for (int i = 0; i < n; i++) {
         uint64_t one = 1;
         ssize_t k;
+        while (__atomic_load_n(&w.taken, __ATOMIC_ACQUIRE) < i) sched_yield();
         sleep_until(now_ns() + (uint64_t)(idle_us * 1e3));
         __atomic_store_n(&w.sent, now_ns(), __ATOMIC_RELEASE);
         k = write(w.wr, &one, use_eventfd ? sizeof one : 1);
