@@ -268,22 +268,28 @@ def _timings(out: str) -> dict[str, dict[str, float]]:
     return got
 
 
-def _check_timings(out: str, what: str, calls=("acquire", "submit", "poll", "output"), min_n: int = 1) -> None:
+def _check_timings(out: str, what: str, calls=("acquire", "submit", "poll", "output"), min_n: int = 1,
+                   strict: bool | None = None) -> None:
     """No frame-path call waits: none of them blocked its thread even once (`waits`, the voluntary
     context switches counted inside the calls), whatever the machine's load. The microsecond
-    figures are printed; a shared 2-core machine preempts a thread now and then (`preempted`), so
-    the 20 us p99 is asserted where SS_STRICT_TIMING=1 (the GPU machine's gpu-check.sh) and the
-    figures stay a measurement elsewhere."""
+    figures are printed; a shared 2-core machine preempts a thread now and then (`preempted`, the
+    involuntary switches: the scheduler took the core, which says nothing about the library), so
+    the 20 us p99 is asserted where SS_STRICT_TIMING=1 (the GPU machine's gpu-check.sh) or `strict`,
+    over the calls that kept their core, with at most 1% of them preempted, and the figures stay a
+    measurement elsewhere."""
     t = _timings(out)
     assert set(t) == {"acquire", "submit", "poll", "output"}, out
+    strict = os.environ.get("SS_STRICT_TIMING") == "1" if strict is None else strict
     print(f"\nframe-path calls, {what}:")
     for name, v in t.items():
         print(f"  {name:8s} n={v['n']:.0f} p50={v.get('p50_us', 0):.2f} us p99={v.get('p99_us', 0):.2f} us "
-              f"max={v.get('max_us', 0):.2f} us waits={v['waits']:.0f} preempted={v['preempted']:.0f}")
+              f"max={v.get('max_us', 0):.2f} us waits={v['waits']:.0f} preempted={v['preempted']:.0f} "
+              f"p99 unpreempted={v.get('p99_unpreempted_us', 0):.2f} us")
     for name in calls:
         assert t[name]["n"] >= min_n and t[name]["waits"] == 0, (name, t[name])
-        if os.environ.get("SS_STRICT_TIMING") == "1":
-            assert t[name]["p99_us"] <= P99_LIMIT_US, (name, t[name])
+        if strict:
+            assert t[name]["p99_unpreempted_us"] <= P99_LIMIT_US, (name, t[name])
+            assert t[name]["preempted"] <= 0.01 * t[name]["n"], (name, t[name])
 
 
 @needs_build
@@ -348,7 +354,7 @@ def test_the_io_thread_learns_the_frame_rhythm(build, tmp_path):
     print(f"submit p50/p99: {t_on['submit']['p50_us']:.1f} / {t_on['submit']['p99_us']:.1f} us anticipating, "
           f"{t_off['submit']['p50_us']:.1f} / {t_off['submit']['p99_us']:.1f} us not")
     if os.environ.get("SS_STRICT_TIMING") == "1":  # an idle machine (the GPU machine): the window catches them
-        assert on["wakes"] <= 0.2 * on["submits"] and t_on["submit"]["p99_us"] <= P99_LIMIT_US, (on, t_on["submit"])
+        assert on["wakes"] <= 0.2 * on["submits"] and t_on["submit"]["p99_unpreempted_us"] <= P99_LIMIT_US, (on, t_on["submit"])
 
 
 class _Lines:
@@ -466,9 +472,7 @@ def test_the_cuda_ipc_backend_end_to_end_on_the_gpu(build, tmp_path):
         svc.stop()
     print(res.stdout)
     assert res.returncode == 0 and res.stdout.rstrip().endswith("RESULT ok"), res.stdout + res.stderr
-    t = _timings(res.stdout)
-    for name in ("acquire", "submit", "poll", "output"):
-        assert t[name]["p99_us"] <= P99_LIMIT_US, (name, t[name])
+    _check_timings(res.stdout, "cuda-ipc on the GPU, back to back", min_n=300, strict=True)
     over = dict(f.split("=") for f in re.search(r"^OVERHEAD (.*)$", res.stdout, re.M).group(1).split())
     assert float(over["p50_us"]) <= 50 and float(over["p99_us"]) <= 100, over  # issue 14's targets
 

@@ -12,7 +12,7 @@
  * call timings and the client's overhead: from ss_submit to the done event seen by ss_poll, minus
  * the service's total_ms ("OVERHEAD p50_us= p99_us="). The G-buffers are the reference layout's
  * planes with plausible values (the library dlopens the driver; so does this test). */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* getrusage(RUSAGE_THREAD), timing.h */
 #include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,9 +21,10 @@
 #include <time.h>
 
 #include "streamstyle.h"
+#include "timing.h"
 
 /* Frames left out of the overhead: the I/O thread and the service learn the frame rhythm over the
- * first dozen or so (an eighth of each interval at a time), and until then a submit or a frame may
+ * first few frames (the median of the last 8 intervals), and until then a submit or a frame may
  * find them asleep. benchmarks/handoff_probe.py leaves out 20 too. */
 #define WARMUP 20
 
@@ -37,20 +38,9 @@ typedef int (*cu_copy_dtod_t)(unsigned long long, unsigned long long, size_t);
 typedef int (*cu_alloc_t)(unsigned long long *, size_t);
 typedef int (*cu_ctx_sync_t)(void);
 
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void report(const char *name, double *v, int n) {
+static void report_us(const char *name, double *v, int n) {
     if (n == 0) return;
-    qsort(v, (size_t)n, sizeof *v, cmp);
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
     printf("%s n=%d p50_us=%.2f p99_us=%.2f max_us=%.2f\n", name, n, v[n / 2], v[(int)(n * 0.99)], v[n - 1]);
 }
 
@@ -82,9 +72,9 @@ int main(int argc, char **argv) {
     ss_client *c = NULL;
     ss_session *s = NULL;
     int w, h, frames, done = 0, failures = 0;
-    double *t_acq, *t_sub, *t_poll, *t_out, *overhead;
+    double *overhead;
     int *over_frame;
-    int n_acq = 0, n_sub = 0, n_poll = 0, n_out = 0, n_over = 0;
+    int n_over = 0;
     void *lib, *ctx;
     int dev;
     cu_copy_htod_t htod;
@@ -171,22 +161,16 @@ int main(int argc, char **argv) {
         ss_client_destroy(c);
         return 1;
     }
-    t_acq = calloc((size_t)frames * 64 + 64, sizeof(double));
-    t_sub = calloc((size_t)frames + 1, sizeof(double));
-    t_poll = calloc((size_t)frames * 4096 + 64, sizeof(double));
-    t_out = calloc((size_t)frames + 1, sizeof(double));
     overhead = calloc((size_t)frames + 1, sizeof(double));
     over_frame = calloc((size_t)frames + 1, sizeof(int));
     for (int f = 0; f < frames; f++) {
         ss_slot slot;
         ss_event ev;
         uint64_t seq = 0;
-        double t0, submitted, end = now_us() + 30e6;
+        double submitted, end = now_us() + 30e6;
         ss_status st;
         for (;;) {
-            t0 = now_us();
-            st = ss_acquire(s, NULL, &slot);
-            if (n_acq < frames * 64) t_acq[n_acq++] = now_us() - t0;
+            st = timed_acquire(s, &slot);
             if (st != SS_BUSY || now_us() > end) break;
         }
         if (st != SS_OK) { printf("FAIL acquire %s\n", ss_status_name(st)); failures++; break; }
@@ -202,15 +186,11 @@ int main(int argc, char **argv) {
             }
         }
         if (dtod((unsigned long long)(uintptr_t)slot.input, dframe, offset) != 0) { printf("FAIL copy\n"); failures++; break; }
-        t0 = now_us();
-        st = ss_submit(s, slot.index, NULL, NULL, &seq);
+        st = timed_submit(s, slot.index, NULL, &seq);
         submitted = now_us();
-        t_sub[n_sub++] = submitted - t0;
         if (st != SS_OK) { printf("FAIL submit %s\n", ss_status_name(st)); failures++; break; }
         for (;;) {
-            t0 = now_us();
-            st = ss_poll(s, &ev);
-            if (n_poll < frames * 4096) t_poll[n_poll++] = now_us() - t0;
+            st = timed_poll(s, &ev);
             if (st == SS_OK && ev.seq == seq) break;
             if (now_us() > end) { printf("FAIL no answer\n"); failures++; goto out; }
         }
@@ -226,9 +206,7 @@ int main(int argc, char **argv) {
             const void *p;
             uint64_t n;
             int opaque = 1;
-            t0 = now_us();
-            st = ss_output(s, (uint32_t)ev.slot, NULL, &p, &n);
-            t_out[n_out++] = now_us() - t0;
+            st = timed_output(s, (uint32_t)ev.slot, &p, &n);
             if (st != SS_OK || dtoh(out, (unsigned long long)(uintptr_t)p, (size_t)w * h * 4) != 0) {
                 printf("FAIL output\n");
                 failures++;
@@ -250,14 +228,22 @@ int main(int argc, char **argv) {
     }
 out:
     printf("cuda-ipc %dx%d: %d of %d frames done\n", w, h, done, frames);
-    report("TIMING acquire", t_acq, n_acq);
-    report("TIMING submit", t_sub, n_sub);
-    report("TIMING poll", t_poll, n_poll);
-    report("TIMING output", t_out, n_out);
+    report(&T_ACQUIRE);
+    report(&T_SUBMIT);
+    report(&T_POLL);
+    report(&T_OUTPUT);
+    {
+        ss_client_info ci;
+        memset(&ci, 0, sizeof ci);
+        ci.size = sizeof ci;
+        if (ss_client_get_info(c, &ci) == SS_OK)
+            printf("CLIENT period_ms=%.3f submits=%llu wakes=%llu spun_us=%llu\n", ci.period_ms,
+                   (unsigned long long)ci.submits, (unsigned long long)ci.wakes, (unsigned long long)ci.spun_us);
+    }
     {   /* the slowest frames, by index: a p99 of a few hundred frames is its few worst */
         double *copy = malloc(sizeof(double) * (size_t)(n_over + 1));
         memcpy(copy, overhead, sizeof(double) * (size_t)n_over);
-        report("OVERHEAD", copy, n_over);
+        report_us("OVERHEAD", copy, n_over);
         free(copy);
         for (int k = 0; k < 5 && k < n_over; k++) {
             int worst = 0;
@@ -268,7 +254,7 @@ out:
     }
     ss_session_close(s);
     ss_client_destroy(c);
-    free(frame); free(out); free(t_acq); free(t_sub); free(t_poll); free(t_out); free(overhead); free(over_frame);
+    free(frame); free(out); free(overhead); free(over_frame);
     if (done != frames) failures++;
     printf(failures ? "RESULT failed %d\n" : "RESULT ok\n", failures);
     return failures ? 1 : 0;

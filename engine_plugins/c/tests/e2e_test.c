@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "streamstyle.h"
+#include "timing.h"
 
 #define W 64
 #define H 48
@@ -46,105 +47,9 @@ static int failures;
         }                                                                                    \
     } while (0)
 
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
-}
-
 static void sleep_ms(double ms) {
     struct timespec ts = {(time_t)(ms / 1000), (long)(fmod(ms, 1000.0) * 1e6)};
     nanosleep(&ts, NULL);
-}
-
-/* ---- timing of the frame-path calls ---------------------------------------------------------- */
-
-typedef struct timing {
-    const char *name;
-    double *us;
-    size_t n, cap;
-    long waits, preempted; /* the calls' voluntary and involuntary context switches */
-} timing;
-
-static timing T_ACQUIRE = {"acquire", 0, 0, 0, 0, 0}, T_SUBMIT = {"submit", 0, 0, 0, 0, 0},
-              T_POLL = {"poll", 0, 0, 0, 0, 0}, T_OUTPUT = {"output", 0, 0, 0, 0, 0};
-
-/* A call's start: its thread's context switches so far, then the clock (so the getrusage
- * system call stays outside the timed span). */
-typedef struct mark {
-    struct rusage ru;
-    double t0;
-} mark;
-
-static mark begin(void) {
-    mark m;
-    getrusage(RUSAGE_THREAD, &m.ru);
-    m.t0 = now_us();
-    return m;
-}
-
-static void record(timing *t, const mark *m) {
-    double us = now_us() - m->t0;
-    struct rusage ru;
-    getrusage(RUSAGE_THREAD, &ru);
-    t->waits += ru.ru_nvcsw - m->ru.ru_nvcsw;
-    t->preempted += ru.ru_nivcsw - m->ru.ru_nivcsw;
-    if (t->n == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 1024;
-        t->us = realloc(t->us, t->cap * sizeof *t->us);
-    }
-    t->us[t->n++] = us;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void report(timing *t) {
-    double p50, p99, max;
-    if (!t->n) {
-        printf("TIMING %s n=0 waits=0 preempted=0\n", t->name);
-        return;
-    }
-    qsort(t->us, t->n, sizeof *t->us, cmp_double);
-    p50 = t->us[t->n / 2];
-    p99 = t->us[(size_t)(t->n * 0.99)];
-    max = t->us[t->n - 1];
-    printf("TIMING %s n=%zu p50_us=%.2f p99_us=%.2f max_us=%.2f waits=%ld preempted=%ld\n", t->name, t->n, p50,
-           p99, max, t->waits, t->preempted);
-    free(t->us);
-    t->us = NULL;
-    t->n = t->cap = 0;
-    t->waits = t->preempted = 0;
-}
-
-static ss_status timed_acquire(ss_session *s, ss_slot *slot) {
-    mark m = begin();
-    ss_status st = ss_acquire(s, NULL, slot);
-    record(&T_ACQUIRE, &m);
-    return st;
-}
-
-static ss_status timed_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, uint64_t *seq) {
-    mark m = begin();
-    ss_status st = ss_submit(s, slot, info, NULL, seq);
-    record(&T_SUBMIT, &m);
-    return st;
-}
-
-static ss_status timed_poll(ss_session *s, ss_event *ev) {
-    mark m = begin();
-    ss_status st = ss_poll(s, ev);
-    record(&T_POLL, &m);
-    return st;
-}
-
-static ss_status timed_output(ss_session *s, uint32_t slot, const void **p, uint64_t *n) {
-    mark m = begin();
-    ss_status st = ss_output(s, slot, NULL, p, n);
-    record(&T_OUTPUT, &m);
-    return st;
 }
 
 /* ---- the reference engine's layout and some plausible G-buffers ------------------------------ */
@@ -755,11 +660,12 @@ static int scenario_dump(const char *addr, const char *dir, int n) {
 /* The wait counter itself: a call that sleeps must count as a wait, or "waits=0" would prove
  * nothing (a kernel without per-thread rusage would report zeros). */
 static int the_wait_counter_sees_a_sleep(void) {
-    timing probe = {"probe", 0, 0, 0, 0, 0};
+    timing probe = {"probe", 0, 0, 0, 0, 0, 0, 0};
     mark m = begin();
     sleep_ms(2);
     record(&probe, &m);
     free(probe.us);
+    free(probe.kept);
     if (probe.waits < 1) printf("FAIL a 2 ms sleep counted %ld voluntary context switches\n", probe.waits);
     return probe.waits >= 1;
 }
