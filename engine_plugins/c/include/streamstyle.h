@@ -171,6 +171,7 @@ typedef struct ss_session_info {
     /* set only when size covers them (a caller built before them still works): */
     int doorbell;               /* 1 while the service uses the session's doorbell */
     uint64_t doorbell_answers;  /* answers that came through the doorbell before their ZeroMQ copy */
+    uint64_t doorbell_polled;   /* of those, the ones ss_poll took on its caller's thread */
 } ss_session_info;
 SS_API ss_status ss_session_get_info(ss_session *session, ss_session_info *out);
 

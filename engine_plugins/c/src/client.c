@@ -158,8 +158,18 @@ struct ss_session {
     uint64_t io_sent_seq[SS_MAX_SLOTS], io_sent_ns[SS_MAX_SLOTS];
     /* the doorbell (interop/doorbell.py): made at create, used while the service says it attached it */
     ss_bell *bell;
-    int bell_on;                /* session->lock (the I/O thread writes, ss_session_get_info reads) */
+    int bell_on;                /* the I/O thread writes (atomic), the others read */
     uint64_t bell_answers;      /* session->lock: answers taken from the doorbell before their ZeroMQ copy */
+    uint64_t bell_polled;       /* session->lock: those ss_poll took itself */
+    /* The lane to the engine has two takers, the I/O thread and ss_poll: one at a time (bell_taker,
+     * atomic, taken with an exchange; whoever holds it pops, decodes and answers). An answer ss_poll
+     * popped but could not hand over (the session lock busy) waits in `stash` for the I/O thread. */
+    int bell_taker;
+    int stashed;
+    ss_reply stash;
+    uint64_t stash_ns;
+    /* session->lock: the last answer ss_poll took, for the I/O thread's learning (0: none) */
+    uint64_t polled_seq, polled_rtt_ns;
 };
 
 enum { DOWN, HELLO, UP };
@@ -189,7 +199,6 @@ struct ss_client {
      * learns from it and from the answers */
     int anticipate;
     int doorbell;               /* give sessions a doorbell (not SS_CLIENT_NO_DOORBELL) */
-    int bell_taking;            /* I/O thread: frame_answer is handling a doorbell's copy */
     uint64_t last_submit_ns;    /* atomic */
     uint64_t submits, wakes;    /* atomic: ss_client_info's */
     uint64_t seen_submit_ns, answer_due_ns, due_seq, spun_ns;
@@ -553,8 +562,8 @@ static void send_frames(ss_client *c) {
             }
             msgpack_sbuffer_clear(&buf);
             if (sent) {
-                s->io_sent_seq[batch[i].slot] = batch[i].seq;
-                s->io_sent_ns[batch[i].slot] = now_ns();
+                __atomic_store_n(&s->io_sent_seq[batch[i].slot], batch[i].seq, __ATOMIC_RELAXED); /* ss_poll reads them */
+                __atomic_store_n(&s->io_sent_ns[batch[i].slot], now_ns(), __ATOMIC_RELAXED);
                 if (c->rtt.mid > 0) { /* the answer is expected about then: be awake for it */
                     c->answer_due_ns = s->io_sent_ns[batch[i].slot] + (uint64_t)c->rtt.mid;
                     c->due_seq = batch[i].seq;
@@ -579,27 +588,22 @@ static ss_session *session_by_id(ss_client *c, uint64_t id) {
     return NULL;
 }
 
-/* client->lock held: a done, late or error about one frame, received at `received_ns` */
-static void frame_answer(ss_client *c, const ss_reply *m, uint64_t received_ns) {
-    ss_session *s = session_by_id(c, m->session);
+/* session->lock held: a done, late or error about one frame of `s`, received at `received_ns`
+ * (`from_bell`: its doorbell copy). 0 for an answer already had (its other copy); else 1, with
+ * *rtt its send-to-answer time (0: not known) for the I/O thread to learn. */
+static int answer_locked(ss_session *s, const ss_reply *m, uint64_t received_ns, int from_bell, uint64_t *rtt) {
     ss_event ev;
     int32_t slot = -1;
-    if (!s) return;
-    lock_waiting(s);
-    if (!s->live) {
-        pthread_mutex_unlock(&s->lock);
-        return;
-    }
+    *rtt = 0;
+    if (!s->live) return 0;
     for (uint32_t i = 0; i < s->ring->desc.slots; i++)
         if (s->slot_seq[i] == m->seq) slot = (int32_t)i;
     if (slot < 0 && m->slot >= 0 && m->slot < (int64_t)s->ring->desc.slots) slot = (int32_t)m->slot;
-    if (s->bell_on && (m->type == SS_REPLY_DONE || m->type == SS_REPLY_LATE) && slot >= 0 &&
-        s->slot_answered[slot] >= m->seq) {
-        pthread_mutex_unlock(&s->lock); /* the second copy of an answer (doorbell and ZeroMQ) */
-        return;
-    }
+    if (__atomic_load_n(&s->bell_on, __ATOMIC_ACQUIRE) && (m->type == SS_REPLY_DONE || m->type == SS_REPLY_LATE) &&
+        slot >= 0 && s->slot_answered[slot] >= m->seq)
+        return 0; /* the second copy of an answer (doorbell and ZeroMQ) */
     if (slot >= 0 && s->slot_answered[slot] < m->seq) s->slot_answered[slot] = m->seq;
-    s->bell_answers += (uint64_t)c->bell_taking;
+    s->bell_answers += (uint64_t)from_bell;
     if (m->type == SS_REPLY_DONE) {
         event_of(&ev, SS_EVENT_DONE, m->seq, slot, NULL, NULL);
         ev.late = m->late;
@@ -613,13 +617,70 @@ static void frame_answer(ss_client *c, const ss_reply *m, uint64_t received_ns) 
     } else {
         event_of(&ev, SS_EVENT_ERROR, m->seq, slot, m->code, m->message);
     }
-    if (slot >= 0 && s->io_sent_seq[slot] == m->seq) ev.sent_ns = s->io_sent_ns[slot];
+    if (slot >= 0 && __atomic_load_n(&s->io_sent_seq[slot], __ATOMIC_RELAXED) == m->seq)
+        ev.sent_ns = __atomic_load_n(&s->io_sent_ns[slot], __ATOMIC_RELAXED);
     ev.received_ns = received_ns;
-    if (m->type == SS_REPLY_DONE && ev.sent_ns && received_ns > ev.sent_ns)
-        learn(&c->rtt, (double)(received_ns - ev.sent_ns));
-    if (m->seq == c->due_seq) c->answer_due_ns = 0;
+    if (m->type == SS_REPLY_DONE && ev.sent_ns && received_ns > ev.sent_ns) *rtt = received_ns - ev.sent_ns;
     push_event(s, &ev);
+    return 1;
+}
+
+/* I/O thread: what an answer teaches the rhythm */
+static void answered(ss_client *c, uint64_t seq, uint64_t rtt) {
+    if (rtt) learn(&c->rtt, (double)rtt);
+    if (seq == c->due_seq) c->answer_due_ns = 0;
+}
+
+/* client->lock held: a done, late or error about one frame from the socket, received at `received_ns` */
+static void frame_answer(ss_client *c, const ss_reply *m, uint64_t received_ns) {
+    ss_session *s = session_by_id(c, m->session);
+    uint64_t rtt;
+    if (!s) return;
+    lock_waiting(s);
+    if (answer_locked(s, m, received_ns, 0, &rtt)) answered(c, m->seq, rtt);
     pthread_mutex_unlock(&s->lock);
+}
+
+/* The taker of `s`'s doorbell lane to the engine (bell_taker held): the next record popped and
+ * decoded into *m (1), or 0 when the lane is empty. Records that are not this session's done or
+ * late are consumed and skipped. */
+static int bell_next(ss_session *s, ss_reply *m, uint64_t *received_ns) {
+    char data[SS_BELL_RECORD_BYTES];
+    long n;
+    for (int k = 0; k < SS_BELL_RECORDS && (n = ss_bell_pop(s->bell, SS_BELL_TO_ENGINE, data, sizeof data)) != 0; k++) {
+        *received_ns = now_ns();
+        if (n > 0 && ss_decode_reply(data, (size_t)n, m) == 0 && (m->type == SS_REPLY_DONE || m->type == SS_REPLY_LATE) &&
+            m->has_session && m->session == s->id)
+            return 1;
+    }
+    return 0;
+}
+
+static int bell_take(ss_session *s) { return !__atomic_exchange_n(&s->bell_taker, 1, __ATOMIC_ACQUIRE); }
+static void bell_give(ss_session *s) { __atomic_store_n(&s->bell_taker, 0, __ATOMIC_RELEASE); }
+
+/* ss_poll, when no event waits: the session's doorbell answer taken on the caller's thread, so that
+ * its hand-off does not wait for the I/O thread to be scheduled. Never waits: the lane busy (the I/O
+ * thread taking it) or the session lock busy leave the answer to the I/O thread. */
+static void poll_bell(ss_session *s) {
+    ss_reply m;
+    uint64_t t, rtt;
+    if (!bell_take(s)) return;
+    if (!s->stashed && bell_next(s, &m, &t)) {
+        if (frame_lock(s)) {
+            if (answer_locked(s, &m, t, 1, &rtt)) {
+                s->bell_polled++;
+                s->polled_seq = m.seq;
+                s->polled_rtt_ns = rtt;
+            }
+            pthread_mutex_unlock(&s->lock);
+        } else { /* the I/O thread answers it on its next pass */
+            s->stash = m;
+            s->stash_ns = t;
+            __atomic_store_n(&s->stashed, 1, __ATOMIC_RELAXED);
+        }
+    }
+    bell_give(s);
 }
 
 /* client->lock held */
@@ -687,7 +748,7 @@ static void handle(ss_client *c, const char *data, size_t size, uint64_t receive
         if (m.type == SS_REPLY_OPENED) {
             ss_event ev;
             s->id = m.session;
-            s->bell_on = s->bell && m.doorbell;
+            __atomic_store_n(&s->bell_on, s->bell && m.doorbell, __ATOMIC_RELEASE);
             __atomic_store_n(&s->live, 1, __ATOMIC_RELEASE);
             event_of(&ev, SS_EVENT_REOPENED, 0, -1, NULL, "the service is back; the session was reopened");
             push_event(s, &ev);
@@ -717,7 +778,7 @@ static void handle(ss_client *c, const char *data, size_t size, uint64_t receive
             if (r->kind == REQ_OPEN && r->session) {
                 lock_waiting(r->session);
                 r->session->id = m.session;
-                r->session->bell_on = r->session->bell && m.doorbell;
+                __atomic_store_n(&r->session->bell_on, r->session->bell && m.doorbell, __ATOMIC_RELEASE);
                 __atomic_store_n(&r->session->live, 1, __ATOMIC_RELEASE);
                 pthread_mutex_unlock(&r->session->lock);
             }
@@ -751,23 +812,32 @@ static void read_monitor(ss_client *c) {
     }
 }
 
-/* client->lock held: the answers waiting in the sessions' doorbells (done and late only) */
+/* client->lock held: the answers waiting in the sessions' doorbells (done and late only), the one
+ * ss_poll left in the stash, and what ss_poll's own takes teach the rhythm */
 static void take_bells(ss_client *c) {
-    static char data[SS_BELL_RECORD_BYTES];
     for (ss_session *s = c->sessions; s; s = s->next) {
-        long n;
-        if (!s->bell_on) continue;
-        for (int k = 0; k < SS_BELL_RECORDS && (n = ss_bell_pop(s->bell, SS_BELL_TO_ENGINE, data, sizeof data)) != 0;
-             k++) { /* at most a lane's worth a pass */
-            ss_reply m;
-            uint64_t t = now_ns();
-            if (n < 0 || ss_decode_reply(data, (size_t)n, &m) != 0) continue;
-            if ((m.type == SS_REPLY_DONE || m.type == SS_REPLY_LATE) && m.has_session && m.session == s->id) {
-                c->bell_taking = 1;
-                frame_answer(c, &m, t);
-                c->bell_taking = 0;
-            }
+        ss_reply m;
+        uint64_t t, rtt;
+        if (!__atomic_load_n(&s->bell_on, __ATOMIC_ACQUIRE)) continue;
+        if (!bell_take(s)) continue; /* ss_poll is taking this lane's answer: the next pass looks again */
+        if (s->stashed) {
+            lock_waiting(s);
+            if (answer_locked(s, &s->stash, s->stash_ns, 1, &rtt)) answered(c, s->stash.seq, rtt);
+            pthread_mutex_unlock(&s->lock);
+            __atomic_store_n(&s->stashed, 0, __ATOMIC_RELAXED);
         }
+        for (int k = 0; k < SS_BELL_RECORDS && bell_next(s, &m, &t); k++) { /* at most a lane's worth a pass */
+            lock_waiting(s);
+            if (answer_locked(s, &m, t, 1, &rtt)) answered(c, m.seq, rtt);
+            pthread_mutex_unlock(&s->lock);
+        }
+        bell_give(s);
+        lock_waiting(s);
+        if (s->polled_seq) {
+            answered(c, s->polled_seq, s->polled_rtt_ns);
+            s->polled_seq = s->polled_rtt_ns = 0;
+        }
+        pthread_mutex_unlock(&s->lock);
     }
 }
 
@@ -781,13 +851,15 @@ static int frames_waiting(ss_client *c) {
 /* client->lock held: whether a session uses a doorbell, whether an answer waits in one */
 static int bells_on(ss_client *c) {
     for (ss_session *s = c->sessions; s; s = s->next)
-        if (s->bell_on) return 1;
+        if (__atomic_load_n(&s->bell_on, __ATOMIC_RELAXED)) return 1;
     return 0;
 }
 
 static int bells_pending(ss_client *c) {
     for (ss_session *s = c->sessions; s; s = s->next)
-        if (s->bell_on && ss_bell_pending(s->bell, SS_BELL_TO_ENGINE)) return 1;
+        if ((__atomic_load_n(&s->bell_on, __ATOMIC_RELAXED) && ss_bell_pending(s->bell, SS_BELL_TO_ENGINE)) ||
+            __atomic_load_n(&s->stashed, __ATOMIC_RELAXED))
+            return 1;
     return 0;
 }
 
@@ -1360,10 +1432,11 @@ ss_status ss_session_get_info(ss_session *s, ss_session_info *out) {
     out->session_id = s->id;
     out->live = s->live;
     out->events_lost = s->events_lost;
-    if (out->size >= sizeof *out) {
+    if (out->size >= offsetof(ss_session_info, doorbell_answers) + sizeof out->doorbell_answers) {
         out->doorbell = s->bell_on;
         out->doorbell_answers = s->bell_answers;
     }
+    if (out->size >= sizeof *out) out->doorbell_polled = s->bell_polled;
     pthread_mutex_unlock(&s->lock);
     out->slots = s->ring->desc.slots;
     out->width = s->width;
@@ -1447,6 +1520,9 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
 
 ss_status ss_poll(ss_session *s, ss_event *out) {
     if (!s || !out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL session or event");
+    if (__atomic_load_n(&s->bell_on, __ATOMIC_ACQUIRE) && __atomic_load_n(&s->ev_count, __ATOMIC_RELAXED) == 0 &&
+        ss_bell_pending(s->bell, SS_BELL_TO_ENGINE))
+        poll_bell(s);
     if (!frame_lock(s)) return SS_NO_EVENT;
     if (s->ev_count == 0) {
         pthread_mutex_unlock(&s->lock);

@@ -29,7 +29,7 @@ int main(void) {
     F(ss_session_stats, latency_p50_ms); F(ss_session_stats, latency_p99_ms); F(ss_session_stats, model_p50_ms);
     S(ss_session_info); F(ss_session_info, session_id); F(ss_session_info, slots); F(ss_session_info, width);
     F(ss_session_info, height); F(ss_session_info, input_slot_bytes); F(ss_session_info, output_slot_bytes);
-    F(ss_session_info, live); F(ss_session_info, events_lost); F(ss_session_info, doorbell); F(ss_session_info, doorbell_answers);
+    F(ss_session_info, live); F(ss_session_info, events_lost); F(ss_session_info, doorbell); F(ss_session_info, doorbell_answers); F(ss_session_info, doorbell_polled);
     S(ss_slot); F(ss_slot, index); F(ss_slot, input); F(ss_slot, input_bytes);
     S(ss_frame_info); F(ss_frame_info, fields); F(ss_frame_info, view); F(ss_frame_info, proj);
     F(ss_frame_info, jitter); F(ss_frame_info, dt); F(ss_frame_info, params);

@@ -134,6 +134,7 @@ namespace StreamStyle
         public ulong events_lost;
         public int doorbell; // 1 while the service uses the session's doorbell
         public ulong doorbell_answers; // answers that came through it before their ZeroMQ copy
+        public ulong doorbell_polled; // of those, the ones ss_poll took on its caller's thread
     }
 
     [StructLayout(LayoutKind.Sequential)]

@@ -32,7 +32,7 @@ static class MonoSmoke
         Offsets<SessionStats>("ss_session_stats", "session_id", "frames_in", "done", "late", "dropped", "cache_pages",
                               "latency_p50_ms", "latency_p99_ms", "model_p50_ms");
         Offsets<SessionInfo>("ss_session_info", "session_id", "slots", "width", "height", "input_slot_bytes",
-                             "output_slot_bytes", "live", "events_lost", "doorbell", "doorbell_answers");
+                             "output_slot_bytes", "live", "events_lost", "doorbell", "doorbell_answers", "doorbell_polled");
         Offsets<Slot>("ss_slot", "index", "input", "input_bytes");
         Offsets<FrameInfo>("ss_frame_info", "fields", "view", "proj", "jitter", "dt", "params");
         Offsets<Event>("ss_event", "kind", "seq", "slot", "late", "code", "message", "queue_ms", "model_ms", "write_ms",
