@@ -228,10 +228,7 @@ int main(int argc, char **argv) {
     }
 out:
     printf("cuda-ipc %dx%d: %d of %d frames done\n", w, h, done, frames);
-    report(&T_ACQUIRE);
-    report(&T_SUBMIT);
-    report(&T_POLL);
-    report(&T_OUTPUT);
+    report_calls();
     {
         ss_client_info ci;
         memset(&ci, 0, sizeof ci);

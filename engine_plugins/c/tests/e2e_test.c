@@ -213,6 +213,14 @@ static ss_client *connect_with(const char *addr, uint32_t timeout_ms, uint32_t f
 
 static ss_client *connect_to(const char *addr, uint32_t timeout_ms) { return connect_with(addr, timeout_ms, 0); }
 
+/* a scenario's end: the frame-path timings, then the session closed and the client destroyed */
+static int finish(ss_client *c, ss_session *s) {
+    report_calls();
+    CHECK(ss_session_close(s) == SS_OK);
+    CHECK(ss_client_destroy(c) == SS_OK);
+    return 0;
+}
+
 static void bad_arguments(ss_client *c) {
     ss_client_config cc;
     ss_client *none = (ss_client *)1;
@@ -390,10 +398,7 @@ static int scenario_full(const char *addr) {
     cfg = session_config();
     CHECK(ss_session_open(c, &cfg, &left_open) == SS_OK); /* ss_client_destroy closes it */
     if (left_open) run_done(left_open, 1, NULL);
-    report(&T_ACQUIRE);
-    report(&T_SUBMIT);
-    report(&T_POLL);
-    report(&T_OUTPUT);
+    report_calls();
     CHECK(ss_client_destroy(c) == SS_OK);
     return 0;
 }
@@ -481,13 +486,7 @@ static int scenario_restart(const char *addr) {
     /* a fresh service-side session: only frames since the reopen (a few may have gone out between the
      * reopen and this loop seeing its event) */
     CHECK(st.done >= 5 && st.done <= 5 + 3 && st.frames_in < 20);
-    report(&T_ACQUIRE);
-    report(&T_SUBMIT);
-    report(&T_POLL);
-    report(&T_OUTPUT);
-    CHECK(ss_session_close(s) == SS_OK);
-    CHECK(ss_client_destroy(c) == SS_OK);
-    return 0;
+    return finish(c, s);
 }
 
 static int scenario_gone(const char *addr) {
@@ -543,10 +542,7 @@ static int scenario_gone(const char *addr) {
     CHECK(ss_session_get_info(s, &si) == SS_OK && si.live == 0);
     CHECK(ss_client_get_info(c, &ci) == SS_OK && ci.connected == 0);
     printf("gone: %d iterations, %d busy\n", iterations, busy);
-    report(&T_ACQUIRE);
-    report(&T_SUBMIT);
-    report(&T_POLL);
-    report(&T_OUTPUT);
+    report_calls();
     t0 = now_us();
     CHECK(ss_session_close(s) == SS_OK);
     CHECK(ss_client_destroy(c) == SS_OK);
@@ -608,13 +604,7 @@ static int scenario_rhythm(const char *addr, double ms, uint32_t flags) {
         printf("DOORBELL on=%d answers=%llu done=%d polled=%llu\n", si.doorbell, (unsigned long long)si.doorbell_answers,
                done, (unsigned long long)si.doorbell_polled);
     }
-    report(&T_ACQUIRE);
-    report(&T_SUBMIT);
-    report(&T_POLL);
-    report(&T_OUTPUT);
-    CHECK(ss_session_close(s) == SS_OK);
-    CHECK(ss_client_destroy(c) == SS_OK);
-    return 0;
+    return finish(c, s);
 }
 
 /* N frames one at a time, the render thread spinning on ss_poll after each submit and the I/O thread
@@ -666,13 +656,7 @@ static int scenario_polled(const char *addr, int n) {
     printf("POLLED done=%d answers=%llu polled=%llu doorbell=%d\n", done, (unsigned long long)si.doorbell_answers,
            (unsigned long long)si.doorbell_polled, si.doorbell);
     CHECK(done == n && si.doorbell_polled <= si.doorbell_answers && si.doorbell_answers <= (uint64_t)n);
-    report(&T_ACQUIRE);
-    report(&T_SUBMIT);
-    report(&T_POLL);
-    report(&T_OUTPUT);
-    CHECK(ss_session_close(s) == SS_OK);
-    CHECK(ss_client_destroy(c) == SS_OK);
-    return 0;
+    return finish(c, s);
 }
 
 static void write_file(const char *dir, const char *kind, int i, const void *data, size_t n) {

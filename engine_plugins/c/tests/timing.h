@@ -112,4 +112,12 @@ static ss_status timed_output(ss_session *s, uint32_t slot, const void **p, uint
     return st;
 }
 
+/* every frame-path call's report, in one go */
+static void report_calls(void) {
+    report(&T_ACQUIRE);
+    report(&T_SUBMIT);
+    report(&T_POLL);
+    report(&T_OUTPUT);
+}
+
 #endif
