@@ -305,14 +305,16 @@ def dit_latents(model: StreamStyleModel, clips: Sequence[Clip], prompts: Sequenc
     return out
 
 
-def oracle_latents(clip: Clip, like: Sequence[torch.Tensor], stride: int) -> list[torch.Tensor]:
+def oracle_latents(clip: Clip, config, device: torch.device) -> list[torch.Tensor]:
     """The clip's per-frame oracle latents (`latent_target` of its targets), padded (edge-replicated)
-    to the shape of `like`, the DiT's latents for the same clip, on their device: what a perfect DiT
-    would hand the refiner (`TrainConfig.exact_latents`)."""
+    to the network's padded latent size (what the DiT's latents for the clip have), on `device`:
+    what a perfect DiT would hand the refiner (`TrainConfig.exact_latents`)."""
+    pw, ph = padded_size(config, clip.width, clip.height)
+    s = config.latent_stride
     out = []
-    for target, ref in zip(clip.targets, like):
-        z = latent_target(target.permute(2, 0, 1)[None].float().to(ref.device), stride)
-        pad = (0, ref.shape[3] - z.shape[3], 0, ref.shape[2] - z.shape[2])
+    for target in clip.targets:
+        z = latent_target(target.permute(2, 0, 1)[None].float().to(device), s)
+        pad = (0, pw // s - z.shape[3], 0, ph // s - z.shape[2])
         out.append(F.pad(z, pad, mode="replicate") if any(pad) else z)
     return out
 

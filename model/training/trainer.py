@@ -319,7 +319,7 @@ class Trainer:
         out = []
         for d, clip, lat in zip(draws, clips, latents):
             exact = float(torch.rand(1, generator=_generator(self.cfg.seed, -2, step, d))) < self.cfg.exact_latents
-            out.append(oracle_latents(clip, lat, self.model.config.latent_stride) if exact else lat)
+            out.append(oracle_latents(clip, self.model.config, lat[0].device) if exact else lat)
         return out
 
     def _dit_latents(self, indices: list[int], clips: list, prompts: list) -> list[list[torch.Tensor]]:
@@ -418,7 +418,10 @@ class Trainer:
                 if step >= cfg.distill_from:
                     objective = dataclasses.replace(objective, sampler_steps=tuple(cfg.sampler_steps))
                 latents = None
-                if cfg.freeze_dit:
+                if cfg.freeze_dit and cfg.exact_latents >= 1.0:  # every clip exact: the DiT never runs
+                    from .objective import oracle_latents
+                    latents = [oracle_latents(c, self.model.config, self.device) for c in clips]
+                elif cfg.freeze_dit:
                     latents = self._dit_latents([d % cfg.pool for d in draws], clips, prompts)
                     if cfg.exact_latents:
                         latents = self._mix_exact_latents(step, draws, clips, latents)
