@@ -310,17 +310,33 @@ class Trainer:
             self._pool[index] = self.source.clip(index)
         return self._pool[index]
 
-    def _mix_exact_latents(self, step: int, draws: list[int], clips: list, latents: list) -> list:
-        """`latents` with each clip's replaced by its oracle latents (`oracle_latents`) with
+    def _exact_draws(self, step: int, draws: list[int]) -> list[bool]:
+        """Which clips get their oracle latents (`oracle_latents`) instead of the DiT's: each with
         probability `exact_latents`, drawn from the run's seed, the step and the clip's global index
         (a resumed run, and any number of ranks, draw the same)."""
-        from .objective import _generator, oracle_latents
+        from .objective import _generator
 
-        out = []
-        for d, clip, lat in zip(draws, clips, latents):
-            exact = float(torch.rand(1, generator=_generator(self.cfg.seed, -2, step, d))) < self.cfg.exact_latents
-            out.append(oracle_latents(clip, self.model.config, lat[0].device) if exact else lat)
-        return out
+        p = self.cfg.exact_latents
+        return [bool(p) and float(torch.rand(1, generator=_generator(self.cfg.seed, -2, step, d))) < p for d in draws]
+
+    def _mix_exact_latents(self, step: int, draws: list[int], clips: list, latents: list) -> list:
+        """`latents` with each clip drawn by `_exact_draws` given its oracle latents instead."""
+        from .objective import oracle_latents
+
+        return [oracle_latents(clip, self.model.config, lat[0].device) if exact else lat
+                for exact, clip, lat in zip(self._exact_draws(step, draws), clips, latents)]
+
+    def _frozen_latents(self, step: int, draws: list[int], clips: list, prompts: list) -> list:
+        """A frozen-DiT step's latents: the oracle's for the clips `_exact_draws` picks, the DiT's
+        (`_dit_latents`) for the others, the DiT run only for those."""
+        from .objective import oracle_latents
+
+        exact = self._exact_draws(step, draws)
+        keep = [i for i, e in enumerate(exact) if not e]
+        dit = iter(self._dit_latents([draws[i] % self.cfg.pool for i in keep], [clips[i] for i in keep],
+                                     [prompts[i] for i in keep]))
+        return [oracle_latents(clip, self.model.config, self.device) if e else next(dit)
+                for e, clip in zip(exact, clips)]
 
     def _dit_latents(self, indices: list[int], clips: list, prompts: list) -> list[list[torch.Tensor]]:
         """The pool clips' latents from the frozen DiT (`indices` their pool indices), each computed
@@ -418,13 +434,8 @@ class Trainer:
                 if step >= cfg.distill_from:
                     objective = dataclasses.replace(objective, sampler_steps=tuple(cfg.sampler_steps))
                 latents = None
-                if cfg.freeze_dit and cfg.exact_latents >= 1.0:  # every clip exact: the DiT never runs
-                    from .objective import oracle_latents
-                    latents = [oracle_latents(c, self.model.config, self.device) for c in clips]
-                elif cfg.freeze_dit:
-                    latents = self._dit_latents([d % cfg.pool for d in draws], clips, prompts)
-                    if cfg.exact_latents:
-                        latents = self._mix_exact_latents(step, draws, clips, latents)
+                if cfg.freeze_dit:
+                    latents = self._frozen_latents(step, draws, clips, prompts)
                 with self.autocast:
                     loss, parts = self._loss(clips, prompts, StepRandomness.seeded(cfg.seed, step, draws), objective,
                                              latents)

@@ -670,8 +670,8 @@ static void poll_bell(ss_session *s) {
         if (frame_lock(s)) {
             if (answer_locked(s, &m, t, 1, &rtt)) {
                 s->bell_polled++;
-                s->polled_seq = m.seq;
                 s->polled_rtt_ns = rtt;
+                __atomic_store_n(&s->polled_seq, m.seq, __ATOMIC_RELAXED);
             }
             pthread_mutex_unlock(&s->lock);
         } else { /* the I/O thread answers it on its next pass */
@@ -812,13 +812,21 @@ static void read_monitor(ss_client *c) {
     }
 }
 
-/* client->lock held: the answers waiting in the sessions' doorbells (done and late only), the one
- * ss_poll left in the stash, and what ss_poll's own takes teach the rhythm */
+/* client->lock held: what ss_poll's own takes teach the rhythm, then the answers waiting in the
+ * sessions' doorbells (done and late only) and the one ss_poll left in the stash */
 static void take_bells(ss_client *c) {
     for (ss_session *s = c->sessions; s; s = s->next) {
         ss_reply m;
         uint64_t t, rtt;
         if (!__atomic_load_n(&s->bell_on, __ATOMIC_ACQUIRE)) continue;
+        if (__atomic_load_n(&s->polled_seq, __ATOMIC_RELAXED)) { /* (a hint: set under the lock) */
+            lock_waiting(s);
+            if (s->polled_seq) answered(c, s->polled_seq, s->polled_rtt_ns);
+            s->polled_seq = s->polled_rtt_ns = 0;
+            pthread_mutex_unlock(&s->lock);
+        }
+        /* the lane only when something is there: this runs on every pass of a spinning I/O thread */
+        if (!ss_bell_pending(s->bell, SS_BELL_TO_ENGINE) && !__atomic_load_n(&s->stashed, __ATOMIC_RELAXED)) continue;
         if (!bell_take(s)) continue; /* ss_poll is taking this lane's answer: the next pass looks again */
         if (s->stashed) {
             lock_waiting(s);
@@ -832,12 +840,6 @@ static void take_bells(ss_client *c) {
             pthread_mutex_unlock(&s->lock);
         }
         bell_give(s);
-        lock_waiting(s);
-        if (s->polled_seq) {
-            answered(c, s->polled_seq, s->polled_rtt_ns);
-            s->polled_seq = s->polled_rtt_ns = 0;
-        }
-        pthread_mutex_unlock(&s->lock);
     }
 }
 
