@@ -9,10 +9,15 @@ costs ~280-310 us when the receiver sleeps, which put the C client's overhead at
 The engine creates the segment and names it in `open.doorbell`; the service attaches it if it can
 (`opened.doorbell` says whether it did). **ZeroMQ stays the source of truth**: every message that
 goes through the doorbell is also sent over ZeroMQ, so a reader that sleeps, a full lane or a
-service that declined the doorbell lose nothing. The engine sends a frame over ZeroMQ first and
-rings it only once that send succeeded (a frame ZeroMQ refused is reported to the game as not sent,
-and must not run); the service rings an answer first, so that it is in the lane when the ZeroMQ
-copy wakes the engine's reader, and a reader takes its lane before its socket. A receiver takes each frame (`seq`) from whichever
+service that declined the doorbell lose nothing. An engine may ring a frame before or after its
+ZeroMQ copy. The C client rings it in `ss_submit`, on the render thread, so that a spinning service
+has it without waiting for the client's I/O thread to be scheduled, and then sends the copy from
+that thread. A rung frame is in flight from then on: if its ZeroMQ copy is refused, the frame may
+still run, and only the loss of the connection (every unanswered frame late, `service_restarted`)
+gives up on it. The Python client sends first and rings only once that send succeeded (a frame
+ZeroMQ refused is reported as not sent, and never rung). The service rings an answer first, so that
+it is in the lane when the ZeroMQ copy wakes the engine's reader, and a reader takes its lane before
+its socket. A receiver takes each frame (`seq`) from whichever
 path it sees first and drops the other copy silently; it remembers the last `DEDUP_WINDOW` seqs it
 took. Hence the one rule for engines: on a session with a doorbell each `seq` is sent once (a frame
 refused as `not_ready` is sent again with a new seq; the clients do that anyway).

@@ -362,7 +362,8 @@ def test_the_render_thread_takes_its_answers_from_the_doorbell(build, tmp_path):
     """With the render thread spinning on ss_poll and the I/O thread asleep between frames
     (SS_CLIENT_NO_ANTICIPATION), ss_poll takes each answer from the doorbell on the caller's thread,
     not waiting for the I/O thread to be scheduled; every frame is answered once (the ZeroMQ copies
-    that follow become no event) and no call waits."""
+    that follow become no event) and no call waits. Each frame is also rung by ss_submit itself
+    (its sent_ns no later than ss_submit's return), not by the sleeping I/O thread."""
     address = f"ipc://{tmp_path}/svc.sock"
     svc = Service(tmp_path, address, "--no-prompts", "--cpu-threads", "1")
     try:
@@ -374,6 +375,7 @@ def test_the_render_thread_takes_its_answers_from_the_doorbell(build, tmp_path):
     assert res.returncode == 0 and res.stdout.rstrip().endswith("RESULT ok"), res.stdout + res.stderr
     got = {k: int(v) for k, v in (kv.split("=") for kv in re.search(r"^POLLED (.*)$", res.stdout, re.M).group(1).split())}
     assert got["doorbell"] == 1 and got["done"] == 60, got
+    assert got["rung"] == got["done"], got
     # the I/O thread wakes on the ZeroMQ copy, sent just before the doorbell is rung: the spinning
     # render thread is there first nearly always (a loaded 2-core machine may deschedule it now and then)
     assert got["polled"] >= 0.5 * got["done"], got

@@ -13,7 +13,8 @@
 #     this machine (a frame's round trip has seven);
 #  4. optional, SS_SERVICE_ADDRESS set: the whole chain through the Vulkan bridge (ssvk_host session);
 #  5. optional, SS_PYTEST=1: the gpu-marked C client and bridge tests and the frame-rhythm test with
-#     SS_STRICT_TIMING=1 (every render-thread call <= 20 us p99 asserted, the overhead targets too).
+#     SS_STRICT_TIMING=1 (every render-thread call <= 20 us p99 asserted, the overhead targets too);
+#     SS_PYTEST_K (a pytest -k expression) runs only some of them.
 # Exit 0 only if every run passed its checks (the targets are printed, not enforced here).
 #
 # Needs there: cmake, a C compiler, python3 with this package's dependencies (torch), the NVIDIA driver
@@ -142,7 +143,7 @@ fi
 if [ "${SS_PYTEST:-0}" = 1 ]; then
     log="$build/pytest.log"
     if (cd "$repo" && SS_STRICT_TIMING=1 python3 -m pytest -q -s tests/test_c_client.py tests/test_vulkan_bridge.py \
-            -k "on_the_gpu or rhythm") >"$log" 2>&1; then ok=ok; else ok=FAIL; status=1; fi
+            -k "${SS_PYTEST_K:-on_the_gpu or rhythm}") >"$log" 2>&1; then ok=ok; else ok=FAIL; status=1; fi
     echo "---- pytest, SS_STRICT_TIMING=1 ($ok)"; tail -60 "$log"
     row "pytest gpu + rhythm, strict | $(tail -1 "$log") | | | | $ok"
 fi

@@ -127,6 +127,7 @@ typedef struct pending_frame {
     uint32_t slot;
     int has_info;
     ss_frame_info info;
+    uint64_t rung_ns;           /* when ss_submit rang it in the doorbell (0: not rung, ZeroMQ alone carries it) */
 } pending_frame;
 
 struct ss_session {
@@ -159,6 +160,7 @@ struct ss_session {
     /* the doorbell (interop/doorbell.py): made at create, used while the service says it attached it */
     ss_bell *bell;
     int bell_on;                /* the I/O thread writes (atomic), the others read */
+    msgpack_sbuffer bell_buf;   /* session->lock: ss_submit's encoding of the frame it rings (kept allocated) */
     uint64_t bell_answers;      /* session->lock: answers taken from the doorbell before their ZeroMQ copy */
     uint64_t bell_polled;       /* session->lock: those ss_poll took itself */
     /* The lane to the engine has two takers, the I/O thread and ss_poll: one at a time (bell_taker,
@@ -553,19 +555,18 @@ static void send_frames(ss_client *c) {
             int sent;
             ss_enc_frame(&buf, id, batch[i].seq, batch[i].slot, batch[i].has_info ? &batch[i].info : NULL);
             sent = c->sock && zmq_send(c->sock, buf.data, buf.size, ZMQ_DONTWAIT) >= 0;
-            if (sent) {
-                c->last_sent = now_s();
-                /* after the ZeroMQ copy (interop/doorbell.py). Rung here, not in ss_submit: measured
-                 * on the H200, an encode and copy there put the render thread's submit at 12 / 30 us
-                 * p50 / p99 (from 5.5 / 12) and gained nothing end to end */
-                if (s->bell_on) ss_bell_push(s->bell, SS_BELL_TO_SERVICE, buf.data, buf.size);
-            }
+            if (sent) c->last_sent = now_s();
             msgpack_sbuffer_clear(&buf);
-            if (sent) {
-                __atomic_store_n(&s->io_sent_seq[batch[i].slot], batch[i].seq, __ATOMIC_RELAXED); /* ss_poll reads them */
-                __atomic_store_n(&s->io_sent_ns[batch[i].slot], now_ns(), __ATOMIC_RELAXED);
+            if (sent || batch[i].rung_ns) {
+                /* a frame ss_submit rang is in flight from then, whether or not its ZeroMQ copy went
+                 * (interop/doorbell.py): only the connection's loss (frames_lost) gives up on it */
+                uint64_t went = batch[i].rung_ns ? batch[i].rung_ns : now_ns();
+                if (!batch[i].rung_ns) { /* ss_poll reads them; ss_submit stored a rung frame's */
+                    __atomic_store_n(&s->io_sent_seq[batch[i].slot], batch[i].seq, __ATOMIC_RELAXED);
+                    __atomic_store_n(&s->io_sent_ns[batch[i].slot], went, __ATOMIC_RELAXED);
+                }
                 if (c->rtt.mid > 0) { /* the answer is expected about then: be awake for it */
-                    c->answer_due_ns = s->io_sent_ns[batch[i].slot] + (uint64_t)c->rtt.mid;
+                    c->answer_due_ns = went + (uint64_t)c->rtt.mid;
                     c->due_seq = batch[i].seq;
                 }
             } else {
@@ -1203,6 +1204,7 @@ ss_status ss_client_get_info(ss_client *c, ss_client_info *out) {
 static void session_free(ss_session *s) {
     if (s->ring) s->ring->ops->close(s->ring);
     ss_bell_destroy(s->bell);
+    msgpack_sbuffer_destroy(&s->bell_buf);
     for (uint32_t i = 0; i < s->channel_count && s->channels; i++) {
         free((char *)s->channels[i].name);
         free((char *)s->channels[i].format);
@@ -1310,6 +1312,9 @@ ss_status ss_session_open(ss_client *c, const ss_session_config *cfg, ss_session
     }
     s->ring->desc.output_format = strcmp(fmt, SS_FORMAT_RGBA16F) == 0 ? SS_FORMAT_RGBA16F : SS_FORMAT_RGBA8;
     if (c->doorbell) s->bell = ss_bell_create(); /* none (NULL) is only slower: ZeroMQ carries everything */
+    msgpack_sbuffer_init(&s->bell_buf);
+    if (s->bell && (s->bell_buf.data = malloc(SS_BELL_RECORD_BYTES)) != NULL) /* no allocation in ss_submit */
+        s->bell_buf.alloc = SS_BELL_RECORD_BYTES;
     r = new_request(REQ_OPEN, s);
     if (!r) {
         session_free(s);
@@ -1511,6 +1516,19 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
     f->slot = slot;
     f->has_info = info != NULL;
     if (info) f->info = *info;
+    f->rung_ns = 0;
+    /* Rung here, on the render thread: the frame reaches a spinning service without waiting for the
+     * I/O thread to be scheduled (on the H200 hosts that wait was the 1.4-3.5 ms tail, benchmarks/
+     * NOTES.md v0.13); the I/O thread sends the ZeroMQ copy, which wakes a sleeping service. */
+    if (__atomic_load_n(&s->bell_on, __ATOMIC_ACQUIRE)) {
+        msgpack_sbuffer_clear(&s->bell_buf);
+        ss_enc_frame(&s->bell_buf, s->id, seq, slot, info);
+        if (ss_bell_push(s->bell, SS_BELL_TO_SERVICE, s->bell_buf.data, s->bell_buf.size)) {
+            f->rung_ns = now_ns();
+            __atomic_store_n(&s->io_sent_seq[slot], seq, __ATOMIC_RELAXED);
+            __atomic_store_n(&s->io_sent_ns[slot], f->rung_ns, __ATOMIC_RELAXED);
+        }
+    }
     __atomic_store_n(&s->fr_count, s->fr_count + 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&s->lock);
     __atomic_store_n(&s->client->last_submit_ns, now_ns(), __ATOMIC_RELAXED); /* the rhythm (vDSO clock) */

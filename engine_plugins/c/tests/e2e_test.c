@@ -610,13 +610,15 @@ static int scenario_rhythm(const char *addr, double ms, uint32_t flags) {
 /* N frames one at a time, the render thread spinning on ss_poll after each submit and the I/O thread
  * not anticipating (asleep until the answer's ZeroMQ copy wakes it): ss_poll takes the answers from
  * the doorbell itself. Every frame is answered exactly once (a second copy would be an event for a
- * frame already done). Prints "POLLED done= answers= polled=" and the frame-path timings. */
+ * frame already done). Each frame is rung in the doorbell by ss_submit itself: its sent_ns is no later
+ * than ss_submit's return (`rung`; the I/O thread, asleep, sends the ZeroMQ copy later). Prints
+ * "POLLED done= answers= polled= doorbell= rung=" and the frame-path timings. */
 static int scenario_polled(const char *addr, int n) {
     ss_client *c = connect_with(addr, 20000, SS_CLIENT_NO_ANTICIPATION);
     ss_session_config cfg = session_config();
     ss_session *s = NULL;
     ss_session_info si;
-    int done = 0;
+    int done = 0, rung = 0;
     if (!c) return 1;
     cfg.params.deadline_ms = 30000;
     CHECK(ss_session_open(c, &cfg, &s) == SS_OK);
@@ -632,6 +634,12 @@ static int scenario_polled(const char *addr, int n) {
         if (st != SS_OK) break;
         fill(slot.input);
         CHECK(timed_submit(s, slot.index, NULL, &seq) == SS_OK);
+        uint64_t returned_ns;
+        {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            returned_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        }
         for (;;) {
             st = timed_poll(s, &ev);
             if (st == SS_OK) {
@@ -644,6 +652,7 @@ static int scenario_polled(const char *addr, int n) {
             }
         }
         done += st == SS_OK && ev.kind == SS_EVENT_DONE;
+        rung += st == SS_OK && ev.sent_ns && ev.sent_ns <= returned_ns;
     }
     sleep_ms(200); /* the last answers' ZeroMQ copies arrive: they must not become events */
     {
@@ -653,8 +662,8 @@ static int scenario_polled(const char *addr, int n) {
     memset(&si, 0, sizeof si);
     si.size = sizeof si;
     CHECK(ss_session_get_info(s, &si) == SS_OK);
-    printf("POLLED done=%d answers=%llu polled=%llu doorbell=%d\n", done, (unsigned long long)si.doorbell_answers,
-           (unsigned long long)si.doorbell_polled, si.doorbell);
+    printf("POLLED done=%d answers=%llu polled=%llu doorbell=%d rung=%d\n", done, (unsigned long long)si.doorbell_answers,
+           (unsigned long long)si.doorbell_polled, si.doorbell, rung);
     CHECK(done == n && si.doorbell_polled <= si.doorbell_answers && si.doorbell_answers <= (uint64_t)n);
     return finish(c, s);
 }
