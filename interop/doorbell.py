@@ -60,6 +60,14 @@ TO_SERVICE = 0
 TO_ENGINE = 1
 LANE_OFFSET = (64, 192)  # each lane's `published` counter; its `consumed` counter is 64 bytes after it
 CONSUMED_OFFSET = 64
+# 8 bytes after a lane's `consumed` counter (its line): the CLOCK_MONOTONIC ns until which its reader
+# watches the lane (0: not known). A reader that stores T promises to look at the lane at least once
+# at or after T before it sleeps, so a message published before T is seen without a wake-up. The
+# writer may then skip waking anything of its own for that message, when T is at least
+# WATCH_MARGIN_US ahead of its clock (a store's way to the other core is far shorter). The C client
+# skips waking its I/O thread (for the ZeroMQ copy) for a frame it rang while the service watches.
+WATCH_OFFSET = 8
+WATCH_MARGIN_US = 20
 RECORDS_OFFSET = 320
 DEDUP_WINDOW = 64  # seqs a receiver remembers having taken from either path
 SEGMENT_BYTES = RECORDS_OFFSET + 2 * RECORDS * RECORD_BYTES
@@ -84,7 +92,8 @@ def layout_table() -> str:
             f"| 0 | magic `0x{MAGIC:08X}` (\"BELL\"), version {VERSION}, record bytes {RECORD_BYTES}, "
             f"records per lane {RECORDS}, the creator's pid (five u32) |",
             f"| {LANE_OFFSET[TO_SERVICE]} / {LANE_OFFSET[TO_ENGINE]} | lane to the service / to the engine: `published` "
-            f"u64; its `consumed` u64 {CONSUMED_OFFSET} bytes after it |",
+            f"u64; its `consumed` u64 {CONSUMED_OFFSET} bytes after it, and {WATCH_OFFSET} bytes after that the "
+            f"reader's `watched until` u64 (CLOCK_MONOTONIC ns) |",
             f"| {RECORDS_OFFSET} | lane to the service's {RECORDS} records, then lane to the engine's; each a u32 length "
             f"and the message's msgpack bytes ({SEGMENT_BYTES} bytes in all) |"]
     return "\n".join(rows) + "\n"
@@ -104,6 +113,8 @@ class Lane:
         # names); a read or write of one is one aligned 8-byte access
         self._pub = memoryview(buf)[o: o + 8].cast("Q")
         self._con = memoryview(buf)[o + CONSUMED_OFFSET: o + CONSUMED_OFFSET + 8].cast("Q")
+        w = o + CONSUMED_OFFSET + WATCH_OFFSET
+        self._watch = memoryview(buf)[w: w + 8].cast("Q")
         base = RECORDS_OFFSET + lane * records * record_bytes
         self._records = [memoryview(buf)[base + i * record_bytes: base + (i + 1) * record_bytes] for i in range(records)]
         self.record_bytes, self.records = record_bytes, records
@@ -154,6 +165,15 @@ class Lane:
     def pending(self) -> bool:
         return self._pub[0] != self._con[0]
 
+    def watch(self, until_ns: int) -> None:
+        """The reader: it will look at the lane at least once at or after `until_ns` (CLOCK_MONOTONIC,
+        time.monotonic_ns) before it sleeps (see WATCH_OFFSET)."""
+        self._watch[0] = until_ns
+
+    def watched_until(self) -> int:
+        """What the reader last stored with `watch` (0: nothing)."""
+        return self._watch[0]
+
     def overrun(self) -> bool:
         """Whether the counters say something no writer keeping the format says: more waiting than the
         lane holds, or fewer published than consumed. The reader then skips to the end
@@ -177,7 +197,7 @@ class Lane:
     def release(self) -> None:
         """Drop the views of the segment (it cannot be unmapped while they exist)."""
         self._staged = None
-        for view in (*self._records, self._pub, self._con):
+        for view in (*self._records, self._pub, self._con, self._watch):
             view.release()
         self._records = []
 

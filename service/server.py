@@ -201,6 +201,7 @@ class Service(MessageGuard):
         self._drained_at = time.monotonic()
         self._received_at: float | None = None  # the message being handled came off the socket then
         self._bell_of: SessionState | None = None  # the session whose doorbell the message came from
+        self._watched_until_ns = 0  # the latest time a lane was told it is watched until (Lane.watch)
         self._bell_seen_at: float | None = None  # when the spin last saw a frame waiting in a doorbell
         self._gc_thresholds: tuple[int, int, int] | None = None  # while `run` manages the collector
         self._gone: set[bytes] = set()
@@ -375,7 +376,6 @@ class Service(MessageGuard):
         if timeout_ms == 0 or self._take_bells(belled):
             return bool(self.sock.poll(0, zmq.POLLIN))
         lanes = [s.bell.to_service for s in belled]
-        looks = [lane.pending for lane in lanes]
         end = time.perf_counter() + timeout_ms / 1000
         while True:
             now = time.perf_counter()
@@ -386,9 +386,13 @@ class Service(MessageGuard):
                 on, until = s.beat.plan(now)
                 spin = spin or on
                 wait_s = min(wait_s, until)
+            # never asleep while a lane is told it is watched (Lane.watch's promise); such looks promise
+            # nothing more
+            promise = spin
+            spin = spin or time.monotonic_ns() < self._watched_until_ns
             if spin:  # a lane is a memory read away (~0.2 us), the socket a system call: lanes for
                 # BELL_LOOK_S at a time, then the socket once
-                if self._watch_bells(BELL_LOOK_S, looks):  # tick takes them, and reads the socket too
+                if self._watch_bells(BELL_LOOK_S, lanes, promise=promise):  # tick takes them, and reads the socket too
                     return bool(self.sock.poll(0, zmq.POLLIN))
                 if self.sock.poll(0, zmq.POLLIN):
                     return True
@@ -398,19 +402,27 @@ class Service(MessageGuard):
             if any(lane.pending() for lane in lanes):
                 return bool(self.sock.poll(0, zmq.POLLIN))
 
-    def _watch_bells(self, seconds: float, looks: list | None = None) -> bool:
-        """Look at the doorbells (`looks`: their lanes' `pending`; default every session's) for up
-        to `seconds`; whether a frame is waiting. A frame seen is stamped (`_bell_seen_at`: its
-        total_ms starts when it arrived, not after what the loop does next) and taken by the tick."""
-        if looks is None:
-            looks = [s.bell.to_service.pending for s in self.sessions.values() if s.bell is not None]
-        until = time.perf_counter() + seconds
-        while time.perf_counter() < until:
-            for pending in looks:
-                if pending():
+    def _watch_bells(self, seconds: float, lanes: list | None = None, promise: bool = True) -> bool:
+        """Look at the doorbells (`lanes`: their lanes to the service; default every session's) for
+        up to `seconds`; whether a frame is waiting. Each lane is told it is watched until then
+        (`Lane.watch`: an engine may skip waking its own sender for a frame rung before that; not
+        with `promise` False), and is looked at once more after it. A frame seen is stamped (`_bell_seen_at`: its total_ms
+        starts when it arrived, not after what the loop does next) and taken by the tick."""
+        if lanes is None:
+            lanes = [s.bell.to_service for s in self.sessions.values() if s.bell is not None]
+        until_ns = time.monotonic_ns() + int(seconds * 1e9)
+        if promise:
+            self._watched_until_ns = max(self._watched_until_ns, until_ns)
+            for lane in lanes:
+                lane.watch(until_ns)
+        while True:
+            past = time.monotonic_ns() >= until_ns  # read before the look: the last look is after `until`
+            for lane in lanes:
+                if lane.pending():
                     self._bell_seen_at = time.perf_counter()
                     return True
-        return False
+            if past:
+                return False
 
     def _take_bells(self, belled: list) -> int:
         """Handle the frames waiting in these sessions' doorbells, as messages of their owners

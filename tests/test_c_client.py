@@ -346,6 +346,9 @@ def test_the_io_thread_learns_the_frame_rhythm(build, tmp_path):
         assert abs(r["period_ms"] - 25) < 2.5 and r["submits"] == r["sent"] > 100, r
     assert off["spun_us"] == 0 and off["wakes"] >= 0.9 * off["submits"], off
     assert 0 < on["spun_us"] <= 0.25 * 6e6 and on["wakes"] < on["submits"], on
+    # a frame ss_submit rang while the service watched its doorbell (it spins on the same beat) leaves
+    # the I/O thread asleep; with no doorbell, nothing is rung and no submit is let off
+    assert on["unwoken"] > 0 and off["unwoken"] == 0, (on, off)
     # the doorbell (on unless SS_CLIENT_NO_DOORBELL): answers come through it before their ZeroMQ copy
     assert bells["on"]["on"] == 1 and bells["on"]["answers"] >= 0.9 * bells["on"]["done"] > 0, bells
     assert bells["off"] == {"on": 0, "answers": 0, "done": bells["off"]["done"], "polled": 0}, bells

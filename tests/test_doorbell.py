@@ -43,6 +43,11 @@ def test_a_lane_carries_messages_in_order_and_refuses_when_full_or_too_long():
         assert lane_w.push(b"y" * (DB.RECORD_BYTES - 4)) and lane_r.pop() == b"y" * (DB.RECORD_BYTES - 4)
         # the other lane is independent
         assert side.to_engine.push(b"answer") and bell.to_engine.pop() == b"answer" and bell.to_service.pop() is None
+        # the reader's `watched until`, seen by the writer, and only on its own lane
+        lane_r.watch(123_456_789)
+        assert lane_w.watched_until() == 123_456_789 and bell.to_engine.watched_until() == 0
+        raw = bytes(bell.shm.buf[DB.LANE_OFFSET[DB.TO_SERVICE] + DB.CONSUMED_OFFSET + DB.WATCH_OFFSET:][:8])
+        assert struct.unpack("<Q", raw)[0] == 123_456_789
     finally:
         side.close()
         bell.close()
@@ -121,8 +126,10 @@ def test_the_protocol_doc_shows_the_segment_layout_of_the_contract():
     doc = (Path(DB.__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
     assert DB.layout_table() in doc
     assert DB.SEGMENT_BYTES == DB.RECORDS_OFFSET + 2 * DB.RECORDS * DB.RECORD_BYTES
-    assert DB.LANE_OFFSET[0] + DB.CONSUMED_OFFSET + 8 <= DB.LANE_OFFSET[1]
-    assert DB.LANE_OFFSET[1] + DB.CONSUMED_OFFSET + 8 <= DB.RECORDS_OFFSET
+    # each lane's `watched until` on its `consumed` counter's line (the writer reads that line anyway)
+    assert DB.CONSUMED_OFFSET % 64 == 0 and DB.WATCH_OFFSET + 8 <= 64
+    assert DB.LANE_OFFSET[0] + DB.CONSUMED_OFFSET + DB.WATCH_OFFSET + 8 <= DB.LANE_OFFSET[1]
+    assert DB.LANE_OFFSET[1] + DB.CONSUMED_OFFSET + DB.WATCH_OFFSET + 8 <= DB.RECORDS_OFFSET
 
 
 def test_seen_takes_each_seq_once_within_its_window():
@@ -235,6 +242,8 @@ def test_the_service_takes_a_frame_from_the_doorbell_alone_and_drops_second_copi
         assert opened["type"] == "opened" and opened["doorbell"] is True
         sid = opened["session"]
         frames = frames_of(1, w, h, 3)
+        assert bell.to_service.watched_until() == 0
+        before = time.monotonic_ns()
         # frame 1 only through the doorbell: the service's loop finds it without a ZeroMQ message
         to_slot(frames[0], layout, ring.input(0))
         ring.mark_ready(0, 1)
@@ -242,6 +251,8 @@ def test_the_service_takes_a_frame_from_the_doorbell_alone_and_drops_second_copi
         zm, bm = answers(sock, bell, 1)
         assert [(m["type"], m["seq"]) for m in zm] == [("done", 1)] and [(m["type"], m["seq"]) for m in bm] == [("done", 1)]
         assert zm[0]["timings"] == bm[0]["timings"]
+        # after an answer the service watches the lane for the next frame, and says until when
+        assert before < bell.to_service.watched_until() <= time.monotonic_ns() + 10**9
         # frame 2 both ways, the ZeroMQ copy first: answered once
         to_slot(frames[1], layout, ring.input(1))
         ring.mark_ready(1, 2)

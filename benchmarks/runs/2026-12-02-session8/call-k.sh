@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 8, GPU call K: ss_submit rings the doorbell itself. The back-to-back and 60 fps probes
+# Session 8, GPU calls K and L: ss_submit rings the doorbell itself (K), and leaves the I/O thread asleep
+# while the service watches the lane (L). The back-to-back and 60 fps probes
 # (spinning and yielding), then the gpu-marked C tests and the rhythm test with SS_STRICT_TIMING=1,
 # in gpu-check.sh's own environment (call J ran pytest outside it, so its test skipped: no libzmq).
 # Run from the repository root, carrying .whl and .debs.

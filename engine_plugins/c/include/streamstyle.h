@@ -99,6 +99,8 @@ typedef struct ss_client_info {
     uint64_t spun_us;       /* time the I/O thread spent awake anticipating submits and answers */
     double period_ms;       /* the submit interval it learned (0: none steady) */
     uint64_t submits, wakes;/* ss_submit calls, and those that had to wake the I/O thread (a system call) */
+    uint64_t unwoken;       /* submits that left it asleep because the service watched the doorbell they
+                             * rang (docs/protocol.md, The doorbell); filled when `size` covers it */
 } ss_client_info;
 SS_API ss_status ss_client_get_info(ss_client *client, ss_client_info *out);
 

@@ -145,6 +145,8 @@
 #define SS_BELL_LANE_OFFSET_COUNT          2
 #define SS_BELL_LANE_OFFSET_LIST           64, 192
 #define SS_BELL_CONSUMED_OFFSET            64
+#define SS_BELL_WATCH_OFFSET               8
+#define SS_BELL_WATCH_MARGIN_US            20
 #define SS_BELL_RECORDS_OFFSET             320
 #define SS_BELL_DEDUP_WINDOW               64
 #define SS_BELL_SEGMENT_BYTES              33088

@@ -202,7 +202,7 @@ struct ss_client {
     int anticipate;
     int doorbell;               /* give sessions a doorbell (not SS_CLIENT_NO_DOORBELL) */
     uint64_t last_submit_ns;    /* atomic */
-    uint64_t submits, wakes;    /* atomic: ss_client_info's */
+    uint64_t submits, wakes, unwoken; /* atomic: ss_client_info's */
     uint64_t seen_submit_ns, answer_due_ns, due_seq, spun_ns;
     beat period, rtt;           /* the submit interval and the send-to-answer time (I/O thread) */
     /* the connection (I/O thread; the info fields under client->lock) */
@@ -1183,7 +1183,8 @@ ss_status ss_client_destroy(ss_client *c) {
 }
 
 ss_status ss_client_get_info(ss_client *c, ss_client_info *out) {
-    if (!c || !out || out->size < sizeof *out) return fail(SS_INVALID_ARGUMENT, "argument", "NULL or short info");
+    if (!c || !out || out->size < offsetof(ss_client_info, unwoken))
+        return fail(SS_INVALID_ARGUMENT, "argument", "NULL or short info");
     pthread_mutex_lock(&c->lock);
     out->connected = c->connected;
     out->reconnects = c->reconnects;
@@ -1195,6 +1196,7 @@ ss_status ss_client_get_info(ss_client *c, ss_client_info *out) {
     out->period_ms = c->period.dev < c->period.mid / 4 ? c->period.mid / 1e6 : 0;
     out->submits = __atomic_load_n(&c->submits, __ATOMIC_RELAXED);
     out->wakes = __atomic_load_n(&c->wakes, __ATOMIC_RELAXED);
+    if (out->size >= sizeof *out) out->unwoken = __atomic_load_n(&c->unwoken, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->lock);
     return SS_OK;
 }
@@ -1520,6 +1522,7 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
     /* Rung here, on the render thread: the frame reaches a spinning service without waiting for the
      * I/O thread to be scheduled (on the H200 hosts that wait was the 1.4-3.5 ms tail, benchmarks/
      * NOTES.md v0.13); the I/O thread sends the ZeroMQ copy, which wakes a sleeping service. */
+    int watched = 0;
     if (__atomic_load_n(&s->bell_on, __ATOMIC_ACQUIRE)) {
         msgpack_sbuffer_clear(&s->bell_buf);
         ss_enc_frame(&s->bell_buf, s->id, seq, slot, info);
@@ -1527,13 +1530,17 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
             f->rung_ns = now_ns();
             __atomic_store_n(&s->io_sent_seq[slot], seq, __ATOMIC_RELAXED);
             __atomic_store_n(&s->io_sent_ns[slot], f->rung_ns, __ATOMIC_RELAXED);
+            /* the service promised to look at the lane after this (interop/doorbell.py WATCH_OFFSET):
+             * the ZeroMQ copy need not wake the I/O thread, which sends it when it next runs */
+            watched = ss_bell_watched_until(s->bell, SS_BELL_TO_SERVICE) >= f->rung_ns + SS_BELL_WATCH_MARGIN_US * 1000ull;
         }
     }
     __atomic_store_n(&s->fr_count, s->fr_count + 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&s->lock);
     __atomic_store_n(&s->client->last_submit_ns, now_ns(), __ATOMIC_RELAXED); /* the rhythm (vDSO clock) */
     __atomic_add_fetch(&s->client->submits, 1, __ATOMIC_RELAXED);
-    if (wake(s->client)) __atomic_add_fetch(&s->client->wakes, 1, __ATOMIC_RELAXED);
+    if (watched) __atomic_add_fetch(&s->client->unwoken, 1, __ATOMIC_RELAXED);
+    else if (wake(s->client)) __atomic_add_fetch(&s->client->wakes, 1, __ATOMIC_RELAXED);
     if (seq_out) *seq_out = seq;
     return SS_OK;
 }

@@ -90,6 +90,11 @@ int ss_bell_push(ss_bell *b, int lane, const void *data, size_t size) {
     return 1;
 }
 
+uint64_t ss_bell_watched_until(const ss_bell *b, int lane) {
+    const uint64_t *w = (const uint64_t *)(const void *)((const unsigned char *)counter(b, lane, 1) + SS_BELL_WATCH_OFFSET);
+    return __atomic_load_n(w, __ATOMIC_ACQUIRE);
+}
+
 int ss_bell_pending(const ss_bell *b, int lane) {
     return __atomic_load_n(counter(b, lane, 0), __ATOMIC_ACQUIRE) != __atomic_load_n(counter(b, lane, 1), __ATOMIC_RELAXED);
 }

@@ -21,6 +21,8 @@ int ss_bell_push(ss_bell *bell, int lane, const void *data, size_t size);
 /* Take the next message of `lane` into `out` (`cap` bytes): its length, 0 when the lane is empty,
  * -1 for a record whose length is out of range (consumed). */
 long ss_bell_pop(ss_bell *bell, int lane, char *out, size_t cap);
+/* The CLOCK_MONOTONIC ns until which `lane`'s reader said it watches the lane (0: never said). */
+uint64_t ss_bell_watched_until(const ss_bell *bell, int lane);
 /* Whether `lane` has a message waiting (a cheap look: two loads). */
 int ss_bell_pending(const ss_bell *bell, int lane);
 

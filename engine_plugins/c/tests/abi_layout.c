@@ -14,7 +14,7 @@ int main(void) {
     F(ss_client_config, flags);
     S(ss_client_info); F(ss_client_info, connected); F(ss_client_info, reconnects); F(ss_client_info, heartbeat_ms);
     F(ss_client_info, reap_after_ms); F(ss_client_info, max_sessions); F(ss_client_info, service);
-    F(ss_client_info, spun_us); F(ss_client_info, period_ms); F(ss_client_info, submits); F(ss_client_info, wakes);
+    F(ss_client_info, spun_us); F(ss_client_info, period_ms); F(ss_client_info, submits); F(ss_client_info, wakes); F(ss_client_info, unwoken);
     S(ss_channel); F(ss_channel, name); F(ss_channel, format); F(ss_channel, encoding); F(ss_channel, offset);
     F(ss_channel, row_pitch); F(ss_channel, first); F(ss_channel, depth_near); F(ss_channel, depth_far);
     F(ss_channel, exposure);

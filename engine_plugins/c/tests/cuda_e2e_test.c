@@ -234,8 +234,9 @@ out:
         memset(&ci, 0, sizeof ci);
         ci.size = sizeof ci;
         if (ss_client_get_info(c, &ci) == SS_OK)
-            printf("CLIENT period_ms=%.3f submits=%llu wakes=%llu spun_us=%llu\n", ci.period_ms,
-                   (unsigned long long)ci.submits, (unsigned long long)ci.wakes, (unsigned long long)ci.spun_us);
+            printf("CLIENT period_ms=%.3f submits=%llu wakes=%llu unwoken=%llu spun_us=%llu\n", ci.period_ms,
+                   (unsigned long long)ci.submits, (unsigned long long)ci.wakes, (unsigned long long)ci.unwoken,
+                   (unsigned long long)ci.spun_us);
     }
     {   /* the slowest frames, by index: a p99 of a few hundred frames is its few worst */
         double *copy = malloc(sizeof(double) * (size_t)(n_over + 1));

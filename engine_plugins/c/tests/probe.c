@@ -363,8 +363,9 @@ out:
         memset(&ci, 0, sizeof ci);
         ci.size = sizeof ci;
         ss_client_get_info(c, &ci);
-        printf("CLIENT spun_us=%llu period_ms=%.3f submits=%llu wakes=%llu cpu_ms=%.1f wall_ms=%.1f anticipation=%d\n",
+        printf("CLIENT spun_us=%llu period_ms=%.3f submits=%llu wakes=%llu unwoken=%llu cpu_ms=%.1f wall_ms=%.1f anticipation=%d\n",
                (unsigned long long)ci.spun_us, ci.period_ms, (unsigned long long)ci.submits, (unsigned long long)ci.wakes,
+               (unsigned long long)ci.unwoken,
                (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3,
                (now_ns() - run_start) / 1e6, getenv("SS_PROBE_NO_ANTICIPATION") == NULL);
     }

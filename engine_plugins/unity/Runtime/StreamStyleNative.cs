@@ -75,6 +75,7 @@ namespace StreamStyle
         public ulong spun_us;    // time the I/O thread spent awake anticipating submits and answers
         public double period_ms; // the submit interval it learned (0: none steady)
         public ulong submits, wakes; // submits, and those that had to wake the I/O thread (a system call)
+        public ulong unwoken; // submits that left it asleep: the service watched the doorbell they rang
     }
 
     [StructLayout(LayoutKind.Sequential)]

@@ -23,7 +23,7 @@ static class MonoSmoke
     {
         Offsets<ClientConfig>("ss_client_config", "address", "name", "timeout_ms", "flags");
         Offsets<ClientInfo>("ss_client_info", "connected", "reconnects", "heartbeat_ms", "reap_after_ms", "max_sessions",
-                            "service", "spun_us", "period_ms", "submits", "wakes");
+                            "service", "spun_us", "period_ms", "submits", "wakes", "unwoken");
         Offsets<Channel>("ss_channel", "name", "format", "encoding", "offset", "row_pitch", "first", "depth_near",
                          "depth_far", "exposure");
         Offsets<Params>("ss_params", "steps", "strength", "reset", "seed", "deadline_ms");
