@@ -8,7 +8,9 @@
 # Environment: DEVICE (cuda), BATCH (32), POOL (768), BANK (384), WORKERS (8), SIZE (256),
 # SHIFTS ("0 1 2 3"), SELECT_SIZE (256x256), HELD_SIZES (512x512,1280x720), STEPS (1900: the
 # cosine's length; the time limit usually stops the run first), EXACT (0: the share of clips given the
-# oracle's latent instead of the DiT's, `train --exact-latents`).
+# oracle's latent instead of the DiT's, `train --exact-latents`), DIT (0; 1: the DiT learns too, at LR
+# (1e-4) with the refiner at REFINER_LR_SCALE (20) times that, every step a few-step rollout of the
+# pool's clips: no --freeze-dit, no exact latents).
 # Output in OUT (6 files, as the GPU machine returns at most 8): ship-s<K>/ for the chosen shift K
 # (config.json and the bf16 weights in 15 MB parts), choice.txt, and reports.tar: choice.txt,
 # metrics.jsonl, sel-s<K>.json/.log (train split) and held-s<K>.json/.md/.log (held out) for every
@@ -21,10 +23,15 @@ device=${DEVICE:-cuda}
 . "$(dirname "$0")/device-env.sh"
 mkdir -p "$out"
 start=$(date +%s)
+if [ "${DIT:-0}" = 1 ]; then
+  what=(--lr "${LR:-1e-4}" --refiner-lr-scale "${REFINER_LR_SCALE:-20}" --distill 1.0)
+else
+  what=(--lr 2e-3 --freeze-dit --exact-latents "${EXACT:-0}")
+fi
 python3 -m streamstyle train --out "$out/run" --init "$init" --device "$device" --size "${SIZE:-256}" --frames 8 \
-  --batch "${BATCH:-32}" --steps "${STEPS:-1900}" --lr 2e-3 --warmup 20 --ema 0.995 --pool "${POOL:-768}" \
-  --bank "${BANK:-384}" --refresh 1000000 --workers "${WORKERS:-8}" --freeze-dit --sampler-steps 1,2,2,4 \
-  --exact-latents "${EXACT:-0}" --time-limit "$minutes" --checkpoint-every 1000000 --quiet 2>&1 | tail -3
+  --batch "${BATCH:-32}" --steps "${STEPS:-1900}" --warmup 20 --ema 0.995 --pool "${POOL:-768}" \
+  --bank "${BANK:-384}" --refresh 1000000 --workers "${WORKERS:-8}" --sampler-steps 1,2,2,4 "${what[@]}" \
+  --time-limit "$minutes" --checkpoint-every 1000000 --quiet 2>&1 | tail -3
 echo "train wall: $(( $(date +%s) - start )) s"
 cp "$out/run/metrics.jsonl" "$out/metrics.jsonl"
 shifts=${SHIFTS:-0 1 2 3}
