@@ -1477,6 +1477,10 @@ ss_status ss_acquire(ss_session *s, void *stream, ss_slot *out) {
     s->next_slot = (slot + 1) % s->ring->desc.slots;
     s->acquired[slot] = 1;
     pthread_mutex_unlock(&s->lock);
+    /* the frame's ring in ss_submit writes lines the spinning service last read: fetched now, while
+     * the engine renders, instead of in the submit (a frame message with view, proj and params is
+     * ~400 bytes) */
+    if (__atomic_load_n(&s->bell_on, __ATOMIC_ACQUIRE)) ss_bell_prefetch(s->bell, SS_BELL_TO_SERVICE, 448);
     if (answered) { /* cuda-ipc: the engine's later writes queue behind the service's reads */
         ss_status st = s->ring->ops->wait_released(s->ring, slot, stream);
         if (st != SS_OK) return st;

@@ -90,6 +90,18 @@ int ss_bell_push(ss_bell *b, int lane, const void *data, size_t size) {
     return 1;
 }
 
+void ss_bell_prefetch(const ss_bell *b, int lane, size_t bytes) {
+    const unsigned char *r = record(b, lane, __atomic_load_n(counter(b, lane, 0), __ATOMIC_RELAXED));
+    if (bytes > SS_BELL_RECORD_BYTES) bytes = SS_BELL_RECORD_BYTES;
+#if defined(__x86_64__)
+    __asm__ volatile("prefetchw (%0)" ::"r"(counter(b, lane, 0)));
+    for (size_t o = 0; o < bytes; o += 64) __asm__ volatile("prefetchw (%0)" ::"r"(r + o));
+#else
+    __builtin_prefetch(counter(b, lane, 0), 1);
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o, 1);
+#endif
+}
+
 uint64_t ss_bell_watched_until(const ss_bell *b, int lane) {
     const uint64_t *w = (const uint64_t *)(const void *)((const unsigned char *)counter(b, lane, 1) + SS_BELL_WATCH_OFFSET);
     return __atomic_load_n(w, __ATOMIC_ACQUIRE);

@@ -23,6 +23,10 @@ int ss_bell_push(ss_bell *bell, int lane, const void *data, size_t size);
 long ss_bell_pop(ss_bell *bell, int lane, char *out, size_t cap);
 /* The CLOCK_MONOTONIC ns until which `lane`'s reader said it watches the lane (0: never said). */
 uint64_t ss_bell_watched_until(const ss_bell *bell, int lane);
+/* Ask the CPU to fetch, for writing, the lines the next push to `lane` writes (its counter and the
+ * first `bytes` of its next record), so that the push later finds them in this core's cache. A hint:
+ * it neither blocks nor changes anything. */
+void ss_bell_prefetch(const ss_bell *bell, int lane, size_t bytes);
 /* Whether `lane` has a message waiting (a cheap look: two loads). */
 int ss_bell_pending(const ss_bell *bell, int lane);
 
