@@ -1535,8 +1535,10 @@ ss_status ss_submit(ss_session *s, uint32_t slot, const ss_frame_info *info, voi
             __atomic_store_n(&s->io_sent_seq[slot], seq, __ATOMIC_RELAXED);
             __atomic_store_n(&s->io_sent_ns[slot], f->rung_ns, __ATOMIC_RELAXED);
             /* the service promised to look at the lane after this (interop/doorbell.py WATCH_OFFSET):
-             * the ZeroMQ copy need not wake the I/O thread, which sends it when it next runs */
-            watched = ss_bell_watched_until(s->bell, SS_BELL_TO_SERVICE) >= f->rung_ns + SS_BELL_WATCH_MARGIN_US * 1000ull;
+             * the ZeroMQ copy need not wake the I/O thread, which sends it when it next runs. Read
+             * only when the I/O thread sleeps (its line is the service's: a read misses) */
+            watched = __atomic_load_n(&s->client->sleeping, __ATOMIC_SEQ_CST) &&
+                      ss_bell_watched_until(s->bell, SS_BELL_TO_SERVICE) >= f->rung_ns + SS_BELL_WATCH_MARGIN_US * 1000ull;
         }
     }
     __atomic_store_n(&s->fr_count, s->fr_count + 1, __ATOMIC_SEQ_CST);

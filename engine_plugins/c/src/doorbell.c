@@ -17,6 +17,7 @@ static const size_t LANE_OFFSET[SS_BELL_LANE_OFFSET_COUNT] = {SS_BELL_LANE_OFFSE
 struct ss_bell {
     char name[64];
     unsigned char *base;
+    uint64_t known_consumed[2]; /* per lane, the writer's: its reader's `consumed` when last read */
 };
 
 static uint64_t *counter(const ss_bell *b, int lane, int consumed) {
@@ -79,9 +80,12 @@ const char *ss_bell_name(const ss_bell *b) { return b->name; }
 
 int ss_bell_push(ss_bell *b, int lane, const void *data, size_t size) {
     uint64_t *pub = counter(b, lane, 0), *con = counter(b, lane, 1);
-    uint64_t p = __atomic_load_n(pub, __ATOMIC_RELAXED), c = __atomic_load_n(con, __ATOMIC_ACQUIRE);
+    uint64_t p = __atomic_load_n(pub, __ATOMIC_RELAXED), c = b->known_consumed[lane];
     unsigned char *r;
     uint32_t n = (uint32_t)size;
+    /* `consumed` is read only when what was last read of it leaves the lane looking full: its line
+     * is the reader's, rewritten while it spins, and a read of it costs a miss to the other core */
+    if (p - c >= SS_BELL_RECORDS) c = b->known_consumed[lane] = __atomic_load_n(con, __ATOMIC_ACQUIRE);
     if (p - c >= SS_BELL_RECORDS || size > SS_BELL_RECORD_BYTES - 4) return 0;
     r = record(b, lane, p);
     memcpy(r + 4, data, size);

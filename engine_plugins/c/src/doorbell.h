@@ -16,7 +16,8 @@ void ss_bell_destroy(ss_bell *bell);
 /* Its name without the leading "/" (what `open.doorbell` carries). */
 const char *ss_bell_name(const ss_bell *bell);
 /* Put one message in `lane` (SS_BELL_TO_SERVICE or _TO_ENGINE): 1, or 0 when the lane is full or
- * the message too long (nothing written; ZeroMQ carries it anyway). */
+ * the message too long (nothing written; ZeroMQ carries it anyway). One writer per lane (it keeps
+ * the reader's last `consumed` it read). */
 int ss_bell_push(ss_bell *bell, int lane, const void *data, size_t size);
 /* Take the next message of `lane` into `out` (`cap` bytes): its length, 0 when the lane is empty,
  * -1 for a record whose length is out of range (consumed). */
