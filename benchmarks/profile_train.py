@@ -2,6 +2,11 @@
 the model's forward + backward in each phase, at a given size and batch.
 
     python benchmarks/profile_train.py [--size 256] [--batch 16,32] [--frames 4] [--preset default]
+        [--phases flow,few] [--skip-render] [--profile N]
+
+`--profile N` lists the N kernels (and host-side ops) that took the most device time in one
+few-step step of the last batch (torch.profiler), the device's busy time against the step's wall
+time, and the step's peak memory.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from streamstyle.model.config import preset
 from streamstyle.model.network import StreamStyleModel
 from streamstyle.model.stylizer import null_context
 from streamstyle.model.training.data import ClipBank, ReferenceClips
+from streamstyle.model.training.trainer import compile_for_training
 from streamstyle.model.training.objective import ObjectiveConfig, StepRandomness, batch_loss
 
 
@@ -40,41 +46,87 @@ def main() -> None:
     ap.add_argument("--batch", default="16")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--phases", default="flow,few", help="comma list of flow and few (the few-step phase)")
+    ap.add_argument("--sampler-steps", default="1,2,4", help="the few-step phase's step counts")
+    ap.add_argument("--skip-render", action="store_true", help="leave out the rendering rows")
+    ap.add_argument("--compile", action="store_true",
+                    help="time each batch again with the model compiled for training (`compile_for_training`)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="list the N largest ops of a step")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     src = ReferenceClips(args.size, args.size, args.frames, device=dev)
     rng = random.Random(0)
     rows = []
-    frames = src._shot(rng)
-    rows.append(("render a shot (render_many)", timed(lambda: src._shot(random.Random(rng.random())), args.reps, sync)[0]))
-    rows.append(("all 9 oracles of a shot", timed(lambda: [fn(f) for fn in STYLES.values() for f in frames],
-                                                  args.reps, sync)[0]))
-    rows.append(("G-buffer planes of a shot", timed(lambda: [to_planes(f, src.layout) for f in frames],
-                                                    args.reps, sync)[0]))
-    rows.append(("ClipBank shot (all of the above)", timed(lambda: src.shot(rng.randrange(10**6)), args.reps, sync)[0]))
+    if not args.skip_render:
+        frames = src._shot(rng)
+        rows.append(("render a shot (render_many)",
+                     timed(lambda: src._shot(random.Random(rng.random())), args.reps, sync)[0]))
+        rows.append(("all 9 oracles of a shot", timed(lambda: [fn(f) for fn in STYLES.values() for f in frames],
+                                                      args.reps, sync)[0]))
+        rows.append(("G-buffer planes of a shot", timed(lambda: [to_planes(f, src.layout) for f in frames],
+                                                        args.reps, sync)[0]))
+        rows.append(("ClipBank shot (all of the above)",
+                     timed(lambda: src.shot(rng.randrange(10**6)), args.reps, sync)[0]))
     model = StreamStyleModel(preset(args.preset)).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     bank = ClipBank(src, 16, refresh=10**9)
     auto = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    for b in (int(x) for x in args.batch.split(",")):
+    variants = [("eager", False)] + ([("compiled", True)] if args.compile else [])
+    for (variant, comp), b in ((v, int(x)) for v in variants for x in args.batch.split(",")):
+        if comp and not getattr(model, "_compiled", False):
+            compile_for_training(model)
+            model._compiled = True
         clips = [bank.clip(i) for i in range(b)]
         ctx = [null_context(model, dev)] * b
-        for name, obj in (("flow", ObjectiveConfig()), ("few-step (1,2,4)", ObjectiveConfig(sampler_steps=(1, 2, 4)))):
+        k = tuple(int(x) for x in args.sampler_steps.split(","))
+        phases = {"flow": ("flow", ObjectiveConfig()),
+                  "few": (f"few-step {k}", ObjectiveConfig(sampler_steps=k))}
+        for name, obj in (phases[p] for p in args.phases.split(",")):
             def step():
                 with auto:
                     loss, _ = batch_loss(model, clips, ctx, StepRandomness.seeded(1, 0, range(b)), obj)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            timed(step, 2, sync)  # warm up
+            warm, _ = timed(step, 1, sync)  # warm up (a compiled model compiles here)
+            timed(step, 1, sync)
             ms = timed(step, args.reps, sync)[0]
-            rows.append((f"train step, {name}, batch {b} x {args.frames} frames", ms))
+            rows.append((f"train step, {name}, {variant}, batch {b} x {args.frames} frames", ms))
+            rows.append(("  -> its first step (compilation included)", warm))
             rows.append(("  -> model frames/s", b * args.frames / ms * 1e3))
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                step()
+                rows.append(("  -> peak memory, MiB", torch.cuda.max_memory_allocated() / 2**20))
+        if args.profile:
+            profile(step, args.profile, sync, dev)
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "CPU"
     print(f"\n{args.preset} preset, {args.size}x{args.size}, {name}")
     for label, value in rows:
-        print(f"{label:<48} {value:10.1f}{'' if 'frames/s' in label else ' ms'}")
+        unit = "" if "frames/s" in label else " MiB" if "MiB" in label else " ms"
+        print(f"{label:<60} {value:10.1f}{unit}")
+
+
+def profile(step, top: int, sync, dev) -> None:
+    """One step under torch.profiler: its wall time, the device's busy time (the sum of its kernels'
+    times, which do not overlap on one stream) and the `top` ops by device (or host) time."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    sync()
+    with torch_profile(activities=acts) as prof:
+        t = time.perf_counter()
+        step()
+        sync()
+        wall = (time.perf_counter() - t) * 1e3
+    events = prof.key_averages()
+    key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    busy = sum(getattr(e, key, 0) for e in events) / 1e3
+    launches = sum(e.count for e in events if e.key.startswith(("cudaLaunchKernel", "cuLaunchKernel")))
+    print(f"\nprofiled step: wall {wall:.1f} ms, device busy {busy:.1f} ms ({busy / wall:.0%}), "
+          f"{launches} kernel launches")
+    print(events.table(sort_by=key, row_limit=top, max_name_column_width=60))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@
 # cosine's length; the time limit usually stops the run first), EXACT (0: the share of clips given the
 # oracle's latent instead of the DiT's, `train --exact-latents`), DIT (0; 1: the DiT learns too, at LR
 # (1e-4) with the refiner at REFINER_LR_SCALE (20) times that, every step a few-step rollout of the
-# pool's clips: no --freeze-dit, no exact latents).
+# pool's clips: no --freeze-dit, no exact latents), COMPILE (0; 1: `train --compile`, the fused
+# training kernels).
 # Output in OUT (6 files, as the GPU machine returns at most 8): ship-s<K>/ for the chosen shift K
 # (config.json and the bf16 weights in 15 MB parts), choice.txt, and reports.tar: choice.txt,
 # metrics.jsonl, sel-s<K>.json/.log (train split) and held-s<K>.json/.md/.log (held out) for every
@@ -28,6 +29,7 @@ if [ "${DIT:-0}" = 1 ]; then
 else
   what=(--lr 2e-3 --freeze-dit --exact-latents "${EXACT:-0}")
 fi
+[ "${COMPILE:-0}" = 1 ] && what+=(--compile)
 python3 -m streamstyle train --out "$out/run" --init "$init" --device "$device" --size "${SIZE:-256}" --frames 8 \
   --batch "${BATCH:-32}" --steps "${STEPS:-1900}" --warmup 20 --ema 0.995 --pool "${POOL:-768}" \
   --bank "${BANK:-384}" --refresh 1000000 --workers "${WORKERS:-8}" --sampler-steps 1,2,2,4 "${what[@]}" \

@@ -273,7 +273,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after,
                       sampler_steps=_step_list(args.sampler_steps), refiner_lr_scale=args.refiner_lr_scale,
-                      freeze_dit=args.freeze_dit, exact_latents=args.exact_latents)
+                      freeze_dit=args.freeze_dit, exact_latents=args.exact_latents, compile=args.compile)
     if args.resume:  # the saved run's settings, with what this command line changes (checked)
         given = {"prompts" if d == "no_prompts" else d for d in _given_options(args.train_parser, args.argv)}
         cfg = resumed_config(cfg, given)
@@ -631,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cycle through this many distinct clips, each rendered once (tests, benchmarks)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="auto: bf16 autocast on a GPU, fp32 on the CPU")
+    p.add_argument("--compile", action="store_true",
+                   help="run the DiT's blocks and the refiner through torch.compile: fused kernels, faster steps "
+                        "on a GPU once the first step has compiled them (about a minute)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train, train_parser=p)
 

@@ -83,6 +83,9 @@ class TrainConfig:
     time_limit: float = 0.0  # > 0: checkpoint and stop after this many seconds (resume continues)
     stop_after: int = 0  # > 0: checkpoint and stop after this many steps of the schedule (resume continues)
     prompts: bool = True  # False: every clip uses the empty prompt (no text encoder needed)
+    # True: the DiT's blocks (when it learns) and the refiner run through torch.compile
+    # (`compile_for_training`): the same arithmetic in fewer, fused kernels
+    compile: bool = False
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def validate(self, world: int = 1) -> "TrainConfig":
@@ -139,7 +142,7 @@ def saved_batch(folder: str | Path) -> int | None:
 
 # What a resumed run takes from its command line rather than from its saved settings: where and how
 # long this invocation runs. Everything else (what the run learns from and how) is the saved run's.
-RESUME_PER_INVOCATION = frozenset({"resume", "device", "time_limit", "stop_after"})
+RESUME_PER_INVOCATION = frozenset({"resume", "device", "time_limit", "stop_after", "compile"})
 # Saved settings a resume may change when the command line names them: how far the schedule goes,
 # how often it checkpoints, where it writes, how many processes render its shots.
 RESUME_MAY_CHANGE = frozenset({"out", "steps", "checkpoint_every", "workers"})
@@ -189,6 +192,20 @@ def resumed_config(cfg: TrainConfig, given: "set[str] | frozenset[str]" = frozen
         else:
             values[f.name] = mine
     return TrainConfig(**values)
+
+
+def compile_for_training(model: StreamStyleModel, dit: bool = True) -> None:
+    """Run the parts of `model` that training differentiates through torch.compile, in place: each
+    DiT block (with `dit`; the twelve share one compiled graph, their weights its inputs) and the
+    refiner. With gradients the kernels' reference paths run (kernels/backend.py), and a training
+    step is some 60,000 small kernel launches, most of them elementwise (benchmarks/NOTES.md v0.14):
+    the host, not the GPU, sets the pace. Compiling fuses them; the arithmetic is the same up to
+    the fused kernels' rounding (tested). The first step pays the compilation (about a minute on
+    a GPU). A frozen DiT is left as it is: it runs without gradients, through the Triton kernels."""
+    if dit:
+        for block in model.dit.blocks:
+            block.compile()
+    model.refiner.compile()
 
 
 class _BatchLoss(torch.nn.Module):
@@ -245,6 +262,8 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.model = StreamStyleModel(preset(cfg.preset)).to(self.device)
         self.model.train()
+        if cfg.compile:
+            compile_for_training(self.model, dit=not cfg.freeze_dit)
         self.ema = None  # only rank 0 keeps the EMA
         if ranks.is_main:
             self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
