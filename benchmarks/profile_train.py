@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--skip-render", action="store_true", help="leave out the rendering rows")
     ap.add_argument("--compile", action="store_true",
                     help="time each batch again with the model compiled for training (`compile_for_training`)")
+    ap.add_argument("--no-eager", action="store_true", help="with --compile: time the compiled model only")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="list the N largest ops of a step")
     args = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,7 +73,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     bank = ClipBank(src, 16, refresh=10**9)
     auto = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    variants = [("eager", False)] + ([("compiled", True)] if args.compile else [])
+    variants = ([] if args.compile and args.no_eager else [("eager", False)]) + ([("compiled", True)] if args.compile else [])
     for (variant, comp), b in ((v, int(x)) for v in variants for x in args.batch.split(",")):
         if comp and not getattr(model, "_compiled", False):
             compile_for_training(model)

@@ -425,3 +425,24 @@ def test_resume_alone_continues_a_frozen_dit_run_with_its_own_settings(tmp_path,
     cfg = resumed_config(TrainConfig(resume=str(out), steps=9, lr=1.0), {"steps"})
     assert cfg.steps == 9 and cfg.lr == 2e-3 and cfg.sampler_steps == (1, 2) and cfg.out == str(out)
     assert isinstance(cfg.objective, ObjectiveConfig) and cfg.objective == TrainConfig().objective
+
+
+def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
+    """`compile=True` runs the DiT's blocks and the refiner through torch.compile: three steps of
+    the few-step phase give the eager run's losses (each after the updates before it, so the
+    gradients agree too, up to the fused kernels' rounding), and a frozen DiT is left uncompiled (it
+    runs without gradients, through the Triton kernels)."""
+    cfg = dict(BASE, steps=3, checkpoint_every=3, distill=1.0, sampler_steps=(1, 2))
+    runs = {}
+    for compiled in (False, True):
+        trainer = Trainer(TrainConfig(out=str(tmp_path / f"run-{compiled}"), compile=compiled, **cfg))
+        assert (trainer.model.dit.blocks[0]._compiled_call_impl is not None) == compiled
+        assert (trainer.model.refiner._compiled_call_impl is not None) == compiled
+        trainer.run(progress=False)
+        runs[compiled] = losses(tmp_path / f"run-{compiled}")
+    assert len(runs[True]) == 3
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4)
+    assert runs[True][0] != runs[True][2]  # the weights moved between them
+    frozen = Trainer(TrainConfig(out=str(tmp_path / "frozen"), compile=True, freeze_dit=True, **dict(cfg, distill=0.0)))
+    assert frozen.model.dit.blocks[0]._compiled_call_impl is None
+    assert frozen.model.refiner._compiled_call_impl is not None
