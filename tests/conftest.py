@@ -49,7 +49,13 @@ def perturb(model: torch.nn.Module, gen: torch.Generator, scale: float = 0.2) ->
 
 @pytest.fixture
 def tiny_model(gen) -> StreamStyleModel:
-    return perturb(StreamStyleModel(preset("tiny")), gen).eval()
+    """`tiny` with weights drawn from the test's own generator: its initialisation draws from the
+    global generator, which nothing seeds, so each run had other weights and the rounding-level
+    comparisons of tests/test_frame_function.py failed on some of them (2 of 5 runs)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+        model = StreamStyleModel(preset("tiny"))
+    return perturb(model, gen).eval()
 
 
 def make_frame(layout: GBufferLayout, width: int, height: int, gen: torch.Generator,

@@ -84,7 +84,7 @@ class FrameDraw:
     noise: torch.Tensor  # [B, C, h, w] standard normal
     steps: int | None  # few-step phase: the sampler's K this frame; None in the flow phase
     u: torch.Tensor | None  # flow phase: how far along the path from the oracle's latent, [B, 1]
-    corrupt: torch.Tensor | None = None  # [B] bool: corrupt this clip's history before the frame
+    corrupt: tuple[bool, ...] | None = None  # per clip: corrupt its history before the frame (on the host)
     shift: tuple[int, int] = (0, 0)  # the corruption's shift in pixels (x, y)
 
 
@@ -105,6 +105,17 @@ def stack_planes(clips: list[Clip], f: int) -> dict[str, torch.Tensor]:
 def latent_target(target: torch.Tensor, stride: int) -> torch.Tensor:
     """The oracle frame [B, 3, H, W] in [0, 1] as a latent: averaged down by `stride`, in [-1, 1]."""
     return F.avg_pool2d(target * 2 - 1, stride)
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device` without stalling it: a copy from pageable host memory to a GPU
+    first waits for every kernel already queued there, and a training step makes a few of them a
+    frame (its draws, its cuts); from pinned memory with `non_blocking` the copy just joins the
+    queue (the caching host allocator keeps the pinned block until the copy is done)."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _generator(*key: int) -> torch.Generator:
@@ -142,31 +153,32 @@ def draw_frame(rand: StepRandomness, cfg: ObjectiveConfig, shape: tuple[int, ...
         corrupt.append(bool(torch.rand(1, generator=gen) < cfg.corrupt_history))
         if not cfg.sampler_steps:
             u.append(torch.rand(1, generator=gen))
-    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * torch.stack(strength).to(device)  # [B, 1]
-    noise = torch.stack(noise).to(device)
-    corrupt = torch.tensor(corrupt, device=device)
+    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * to_device(torch.stack(strength), device)
+    noise = to_device(torch.stack(noise), device)
+    corrupt = tuple(corrupt)
     sx, sy = (int(v) for v in torch.randint(-4, 5, (2,), generator=rand.shared))
     shift = (sx, sy or 1)
     if cfg.sampler_steps:
         k = cfg.sampler_steps[int(torch.randint(len(cfg.sampler_steps), (1,), generator=rand.shared))]
         return FrameDraw(strength, noise, k, None, corrupt, shift)
-    return FrameDraw(strength, noise, None, torch.stack(u).to(device).clamp_min(1e-3), corrupt, shift)
+    return FrameDraw(strength, noise, None, to_device(torch.stack(u), device).clamp_min(1e-3), corrupt, shift)
 
 
 def corrupt_history(state: TemporalState, draw: FrameDraw, rand: StepRandomness) -> TemporalState:
     """The state with the drawn clips' full-resolution history shifted by `draw.shift` and noised
     (its mask still says valid): what a wrong motion vector or a missed disocclusion hands the
-    refiner. The noise of clip i comes from its own generator (drawn only for corrupted clips)."""
-    if draw.corrupt is None or not bool(draw.corrupt.any()):
+    refiner. The noise of clip i comes from its own generator (drawn only for corrupted clips). The
+    choice of clips is the host's (`draw.corrupt`): nothing here waits for the device."""
+    if draw.corrupt is None or not any(draw.corrupt):
         return state
     img = state.image
     bad = torch.roll(img, shifts=(draw.shift[1], draw.shift[0]), dims=(2, 3))
+    picked = [i for i, c in enumerate(draw.corrupt) if c]
+    drawn = torch.stack([torch.randn(img.shape[1:], generator=rand.clips[i]) for i in picked])
     noise = torch.zeros_like(bad)
-    for i, gen in enumerate(rand.clips):
-        if bool(draw.corrupt[i]):
-            noise[i] = torch.randn(img.shape[1:], generator=gen).to(img.device)
+    noise[to_device(torch.tensor(picked), img.device)] = to_device(drawn, img.device).to(noise.dtype)
     bad = (bad + 0.1 * noise).clamp(0, 1).to(img.dtype)  # (the history's stored dtype)
-    pick = draw.corrupt.view(-1, 1, 1, 1)
+    pick = to_device(torch.tensor(draw.corrupt), img.device).view(-1, 1, 1, 1)
     return dataclasses.replace(state, image=torch.where(pick, bad, img))
 
 
@@ -233,7 +245,7 @@ def refined_losses(mc, cfg: ObjectiveConfig, inputs, kept: TemporalState, rgb: t
         warped_t, _ = warp_previous(prev_t, kept.image_depth, inputs.motion_full, inputs.depth_full,
                                     mc.disocclusion_tolerance)
         if draw.corrupt is not None:
-            mask = mask * (~draw.corrupt).float().view(-1, 1, 1, 1)
+            mask = mask * to_device(~torch.tensor(draw.corrupt), mask.device).float().view(-1, 1, 1, 1)
         crop = (slice(None), slice(None), slice(0, height), slice(0, width))
         temporal = temporal_loss(rgb, history[crop].detach(), target, warped_t[crop], mask[crop])
     return dec, parts, temporal
@@ -289,15 +301,15 @@ def dit_latents(model: StreamStyleModel, clips: Sequence[Clip], prompts: Sequenc
         group = [clips[i] for i in members]
         state = StateSpec(mc, *padded_size(mc, width, height), batch=len(members)).zeros(dev)
         per_clip = (1,) + tuple(state.latent.shape[1:])
-        strength = torch.tensor([[draws[i][1]] for i in members], device=dev)
+        strength = to_device(torch.tensor([[draws[i][1]] for i in members]), dev)
         ctx = PromptContext(torch.cat([prompts[i].tokens for i in members]),
                             torch.cat([prompts[i].bias for i in members]),
                             torch.cat([prompts[i].pooled for i in members]))
         with torch.no_grad():
             for f in range(frames):
-                noise = torch.cat([torch.randn(per_clip, generator=gens[i]) for i in members]).to(dev)
+                noise = to_device(torch.cat([torch.randn(per_clip, generator=gens[i]) for i in members]), dev)
                 planes = {name: v.to(dev) for name, v in stack_planes(group, f).items()}
-                reset = torch.tensor([bool(c.cut[f]) for c in group], device=dev)
+                reset = to_device(torch.tensor([bool(c.cut[f]) for c in group]), dev)
                 _, state = stylize_frame(model, layout, planes, width, height, ctx, state, noise,
                                          FrameParams(steps=k, strength=strength, reset=reset))
                 for j, i in enumerate(members):
@@ -342,7 +354,7 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
         planes = {k: v.to(dev) for k, v in stack_planes(clips, f).items()
                   if not (k == "ids" and drop_ids) and not (k == "surface" and drop_surface)}
         target = torch.stack([c.targets[f] for c in clips]).to(dev).permute(0, 3, 1, 2)  # [B, 3, H, W]
-        cut = torch.tensor([c.cut[f] for c in clips], device=dev)
+        cut = to_device(torch.tensor([bool(c.cut[f]) for c in clips]), dev)
         draw = draw_frame(rand, cfg, tuple(state.latent.shape), dev)
         if f:
             state = corrupt_history(state, draw, rand)
