@@ -2,7 +2,7 @@
 the model's forward + backward in each phase, at a given size and batch.
 
     python benchmarks/profile_train.py [--size 256] [--batch 16,32] [--frames 4] [--preset default]
-        [--phases flow,few] [--skip-render] [--profile N]
+        [--phases flow,few] [--skip-render] [--compile [--no-eager]] [--split] [--profile N]
 
 `--profile N` lists the N kernels (and host-side ops) that took the most device time in one
 few-step step of the last batch (torch.profiler), the device's busy time against the step's wall
@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--skip-render", action="store_true", help="leave out the rendering rows")
     ap.add_argument("--compile", action="store_true",
                     help="time each batch again with the model compiled for training (`compile_for_training`)")
+    ap.add_argument("--split", action="store_true",
+                    help="time the step's forward, backward and optimizer apart: when each call returns to the "
+                         "host and when the device is done with it (host-bound where the two are close)")
     ap.add_argument("--no-eager", action="store_true", help="with --compile: time the compiled model only")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="list the N largest ops of a step")
     args = ap.parse_args()
@@ -96,6 +99,10 @@ def main() -> None:
             rows.append((f"train step, {name}, {variant}, batch {b} x {args.frames} frames", ms))
             rows.append(("  -> its first step (compilation included)", warm))
             rows.append(("  -> model frames/s", b * args.frames / ms * 1e3))
+            if args.split:
+                for part, (host, whole) in split_step(model, clips, ctx, b, obj, opt, auto, sync, args.reps).items():
+                    rows.append((f"  -> {part}: host returns after", host))
+                    rows.append((f"  -> {part}: done after", whole))
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
                 step()
@@ -107,6 +114,34 @@ def main() -> None:
     for label, value in rows:
         unit = "" if "frames/s" in label else " MiB" if "MiB" in label else " ms"
         print(f"{label:<60} {value:10.1f}{unit}")
+
+
+def split_step(model, clips, ctx, b, obj, opt, auto, sync, reps) -> dict[str, tuple[float, float]]:
+    """Median over `reps` steps of each part's (host ms, done ms): the time until the part's call
+    returns, and until the device has finished it (a sync after each part, so parts do not overlap)."""
+    times: dict[str, list[tuple[float, float]]] = {"forward": [], "backward": [], "optimizer": []}
+    for _ in range(reps):
+        sync()
+        t = time.perf_counter()
+        with auto:
+            loss, _ = batch_loss(model, clips, ctx, StepRandomness.seeded(1, 0, range(b)), obj)
+        parts = [("forward", t, time.perf_counter())]
+        sync()
+        t = time.perf_counter()
+        parts[0] = parts[0] + (t,)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        h = time.perf_counter()
+        sync()
+        parts.append(("backward", t, h, time.perf_counter()))
+        t = time.perf_counter()
+        opt.step()
+        h = time.perf_counter()
+        sync()
+        parts.append(("optimizer", t, h, time.perf_counter()))
+        for name, t0, host, done in parts:
+            times[name].append(((host - t0) * 1e3, (done - t0) * 1e3))
+    return {k: (statistics.median(h for h, _ in v), statistics.median(d for _, d in v)) for k, v in times.items()}
 
 
 def profile(step, top: int, sync, dev) -> None:
