@@ -48,6 +48,11 @@ class ModelConfig:
     # A pixel whose depth differs from the warped previous depth by more than this fraction of
     # its own depth is disoccluded: its history is not trusted.
     disocclusion_tolerance: float = 0.05
+    # The sampler's fresh noise on tokens that keep their history, as a share of the standard
+    # normal draw (tokens without history always start from full noise): 1 re-noises the warped
+    # latent as training always did; 0 starts it deterministically, (1 - strength) * warped, so a
+    # frame's output moves only with its inputs (docs/model.md, benchmarks/NOTES.md v0.14).
+    history_noise: float = 1.0
 
     @property
     def head_dim(self) -> int:
@@ -93,6 +98,8 @@ class ModelConfig:
             problems.append(f"state_decay must lie in (0, 1), got {self.state_decay}")
         if not self.disocclusion_tolerance > 0:
             problems.append("disocclusion_tolerance must be positive")
+        if not (isinstance(self.history_noise, (int, float)) and 0.0 <= self.history_noise <= 1.0):
+            problems.append(f"history_noise must lie in [0, 1], got {self.history_noise!r}")
         for group in ("cond_channels", "guide_channels"):
             names = getattr(self, group)
             if len(set(names)) != len(names):

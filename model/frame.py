@@ -177,7 +177,8 @@ def start_frame(config: ModelConfig, inputs: FrameInputs, state: TemporalState, 
     _, _, h, w = noise.shape
     warped, valid = warp_previous(kept.latent, kept.depth, inputs.motion, inputs.depth, config.disocclusion_tolerance)
     t0 = start_levels(valid, kept.valid, strength, lp)  # [B, T]
-    return FrameStart(x=initial_latent(warped, t0, noise, (h // lp, w // lp), lp), t0=t0, state=kept)
+    x = initial_latent(warped, t0, noise, (h // lp, w // lp), lp, config.history_noise)
+    return FrameStart(x=x, t0=t0, state=kept)
 
 
 def stylize_frame(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str, torch.Tensor], width: int,

@@ -43,10 +43,14 @@ def start_levels(valid: torch.Tensor, has_history: torch.Tensor, strength: float
 
 
 def initial_latent(warped: torch.Tensor, t0: torch.Tensor, noise: torch.Tensor, grid: tuple[int, int],
-                   latent_patch: int) -> torch.Tensor:
+                   latent_patch: int, history_noise: float = 1.0) -> torch.Tensor:
     """Re-noise the warped previous latent to each token's level. warped, noise [B, C, h, w];
-    t0 [B, T]. Returns x [B, C, h, w]."""
+    t0 [B, T]. Tokens below level 1 (they keep their history) take `history_noise` times the
+    noise; tokens at 1 (no history) all of it. Returns x [B, C, h, w]."""
     t = tokens_to_latent(t0, grid, latent_patch)
+    if history_noise != 1.0:  # (a Python number: the default path is the arithmetic it always was)
+        scale = torch.where(t0 < 1.0, history_noise, 1.0)
+        noise = noise * tokens_to_latent(scale, grid, latent_patch).to(noise.dtype)
     return (1.0 - t) * warped + t * noise
 
 

@@ -173,3 +173,26 @@ def test_shifting_the_history_confidence_keeps_more_history_only_where_it_is_val
         with pytest.raises(ValueError, match="finite number"):
             shifted.shift_history_confidence(bad)
     assert shifted.out.bias[3] == 0.0  # refused shifts leave the weights as they were
+
+
+def test_export_sets_the_history_noise_in_the_config_and_refuses_a_bad_share(tiny_model, tmp_path, capsys):
+    """`export --history-noise 0` writes it into config.json and the weights' own metadata (the
+    weights unchanged); a share outside [0, 1] is refused with exit 2 and writes nothing."""
+    from safetensors import safe_open
+
+    from streamstyle.model.weights import load_weights, save_weights
+    from streamstyle.tools.cli import main
+
+    src = save_weights(tiny_model, tmp_path / "src")
+    assert main(["export", "--weights", str(src), "--out", str(tmp_path / "out"), "--dtype", "fp32",
+                 "--history-noise", "0"]) == 0
+    assert "history noise 0" in capsys.readouterr().out
+    out = load_weights(tmp_path / "out")
+    assert out.config.history_noise == 0.0 and load_weights(src).config.history_noise == 1.0
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        assert '"history_noise": 0.0' in f.metadata()["streamstyle_config"]
+    for name, value in tiny_model.state_dict().items():
+        assert torch.equal(out.state_dict()[name], value), name
+    assert main(["export", "--weights", str(src), "--out", str(tmp_path / "bad"), "--history-noise", "1.5"]) == 2
+    assert "history_noise must lie in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

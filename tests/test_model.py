@@ -1,9 +1,13 @@
 """The Hybrid DiT and the per-frame function."""
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 
 from streamstyle.model.config import preset
+from streamstyle.model.errors import ConfigError
 from streamstyle.model.dit import cond_channel_count
 from streamstyle.model.frame import FrameParams, prepare_frame, stylize_frame
 from streamstyle.model.layout import reference_layout
@@ -152,3 +156,51 @@ def test_the_graphs_tensor_params_and_a_cut_compute_the_python_form(tiny_model, 
         c, sc = stylize_frame(tiny_model, layout, planes, w, h, ctx, fresh, noise, FrameParams(steps=2, strength=0.4))
     assert torch.equal(results[True][0], c) and torch.equal(results[True][1].kv, sc.kv)
     assert rel_err(results[False][0], c) > 1e-2  # the history the cut drops mattered
+
+
+def test_history_noise_scales_the_fresh_noise_only_where_history_is_kept(tiny_model, frame_factory, gen):
+    """`history_noise` 0: a token that keeps its history starts at (1 - strength) * warped whatever
+    the noise, so on a static scene two noise draws give the same frame; a token without history
+    (here: all of them after a cut) still starts from the full draw. 1 is the old arithmetic."""
+    from streamstyle.model.sampler import initial_latent
+
+    cfg = tiny_model.config
+    lp = cfg.latent_patch
+    warped = torch.rand(1, 3, 2 * lp, 2 * lp, generator=gen) * 2 - 1
+    noise = torch.randn(1, 3, 2 * lp, 2 * lp, generator=gen)
+    t0 = torch.tensor([[0.5, 1.0, 0.3, 1.0]])  # 2 x 2 tokens of lp x lp latent pixels
+    t = t0.view(1, 1, 2, 2).repeat_interleave(lp, 2).repeat_interleave(lp, 3)
+    assert torch.equal(initial_latent(warped, t0, noise, (2, 2), lp), (1 - t) * warped + t * noise)
+    x0 = initial_latent(warped, t0, noise, (2, 2), lp, history_noise=0.0)
+    half = initial_latent(warped, t0, noise, (2, 2), lp, history_noise=0.5)
+    kept = (t < 1).expand_as(warped)
+    assert torch.equal(x0[kept], ((1 - t) * warped).expand_as(warped)[kept])
+    assert torch.equal(x0[~kept], noise[~kept]) and torch.equal(half[~kept], noise[~kept])
+    assert torch.allclose(half[kept], ((1 - t) * warped + 0.5 * t * noise)[kept])
+
+    model = copy.deepcopy(tiny_model)
+    w, h = 32, 32
+    layout, planes, inputs, ctx = frame_inputs(model, frame_factory, w, h)
+    spec = StateSpec(cfg, w, h)
+    state = spec.zeros()
+    state.valid.fill_(1.0)
+    state.depth.copy_(inputs.depth)
+    state.latent.uniform_(-1, 1, generator=gen)
+    draws = [torch.randn(state.latent.shape, generator=gen) for _ in range(2)]
+    outs = {}
+    with torch.no_grad():
+        for hn in (1.0, 0.0):
+            model.config = dataclasses.replace(cfg, history_noise=hn)
+            for reset in (False, True):
+                outs[hn, reset] = [stylize_frame(model, layout, planes, w, h, ctx, state, n,
+                                                 FrameParams(steps=2, strength=0.5, reset=reset))[0] for n in draws]
+    assert torch.equal(outs[0.0, False][0], outs[0.0, False][1])  # kept everywhere: no noise reaches it
+    assert rel_err(outs[1.0, False][0], outs[1.0, False][1]) > 1e-3  # as it was: the draw moves the frame
+    assert rel_err(outs[0.0, True][0], outs[0.0, True][1]) > 1e-3  # after a cut: no history, full noise
+    assert torch.equal(outs[0.0, True][0], outs[1.0, True][0])
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
+def test_history_noise_outside_0_1_is_refused(value):
+    with pytest.raises(ConfigError, match="history_noise must lie in"):
+        dataclasses.replace(preset("tiny"), history_noise=value).validate()

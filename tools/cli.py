@@ -474,6 +474,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..model.weights import load_weights, save_weights
 
     model = load_weights(args.weights)
+    if args.history_noise is not None:
+        import dataclasses
+
+        from ..model.errors import ConfigError
+
+        try:
+            model.config = dataclasses.replace(model.config, history_noise=args.history_noise).validate()
+        except ConfigError as exc:
+            print(f"streamstyle: error: --history-noise: {exc}", file=sys.stderr)
+            return 2
     if args.history_shift:
         try:
             model.refiner.shift_history_confidence(args.history_shift)
@@ -484,7 +494,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     folder = save_weights(model, args.out, dtype=dtype)
     size = (folder / "model.safetensors").stat().st_size
     print(f"{folder / 'model.safetensors'}: {model.config.name}, {args.dtype}, {size / 1e6:.1f} MB"
-          + (f", history confidence shifted by {args.history_shift:+g}" if args.history_shift else ""))
+          + (f", history confidence shifted by {args.history_shift:+g}" if args.history_shift else "")
+          + (f", history noise {args.history_noise:g}" if args.history_noise is not None else ""))
     return 0
 
 
@@ -644,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-shift", type=float, default=0.0, metavar="LOGIT",
                    help="add this to the refiner's history-confidence logit (keep more history where it is valid; "
                         "the shipped model: +2, measured on the train split)")
+    p.add_argument("--history-noise", type=float, metavar="SHARE",
+                   help="set the sampler's fresh noise on tokens that keep their history, 0 to 1 (the config's "
+                        "history_noise; 0: a deterministic start from the warped latent; default: keep the checkpoint's)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("prompt-table", help="encode prompts once into a file, for machines without the text model")
