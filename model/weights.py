@@ -43,8 +43,13 @@ def save_weights(model: StreamStyleModel, path: str | Path, dtype: torch.dtype |
 
 
 def _refuse_pickle(file: Path) -> None:
-    head = file.open("rb").read(8) if file.is_file() else b""
-    if file.suffix.lower() in PICKLE_SUFFIXES or head[:1] == b"\x80" or head[:2] == b"PK":
+    head = file.open("rb").read(9) if file.is_file() else b""
+    # A safetensors file opens with its header's length (u64, little-endian) and then the header's
+    # "{": that length's first byte may be 0x80 (a pickle's first byte) or its first two "PK" (a
+    # zip's), so those bytes alone do not make a pickle.
+    length = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    safetensors = head[8:9] == b"{" and 0 < length <= file.stat().st_size - 8
+    if file.suffix.lower() in PICKLE_SUFFIXES or (not safetensors and (head[:1] == b"\x80" or head[:2] == b"PK")):
         raise CheckpointError(f"{file} is a pickle-based checkpoint (torch.save); StreamStyle loads "
                               "safetensors only, since unpickling can run arbitrary code. Convert it "
                               "with safetensors.torch.save_file in a trusted environment.")

@@ -103,3 +103,26 @@ def test_an_older_checkpoint_starts_a_run_with_a_fresh_refiner(tmp_path):
     assert all(k.startswith("refiner.") for k in loaded.partial_load["missing"]) and loaded.partial_load["missing"]
     dit = {k: v for k, v in model.state_dict().items() if k.startswith("dit.")}
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in dit.items())
+
+
+def test_a_safetensors_header_whose_length_looks_like_a_pickle_still_loads(tmp_path, tiny_model):
+    """The file opens with the header's length: when its first byte is 0x80 (a pickle's first
+    byte) or its first two spell "PK" (a zip's), the file is still safetensors and loads."""
+    import json
+    import struct
+
+    folder = save_weights(tiny_model, tmp_path / "ckpt")
+    data = (folder / "model.safetensors").read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header, body = json.loads(data[8:8 + n]), data[8 + n:]
+    for low in (0x80, 0x4B50):
+        text = json.dumps(header).encode()
+        width = 256 if low < 256 else 65536
+        pad = (low - len(text)) % width
+        text = text[:-1] + b" " * pad + text[-1:]  # spaces before the closing brace
+        assert len(text) % width == low
+        path = tmp_path / f"odd-{low:x}.safetensors"
+        path.write_bytes(struct.pack("<Q", len(text)) + text + body)
+        loaded = load_weights(path)
+        for k, v in tiny_model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[k], v), k
