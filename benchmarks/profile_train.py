@@ -4,9 +4,9 @@ the model's forward + backward in each phase, at a given size and batch.
     python benchmarks/profile_train.py [--size 256] [--batch 16,32] [--frames 4] [--preset default]
         [--phases flow,few] [--skip-render] [--compile [--no-eager]] [--split] [--profile N]
 
-`--profile N` lists the N kernels (and host-side ops) that took the most device time in one
-few-step step of the last batch (torch.profiler), the device's busy time against the step's wall
-time, and the step's peak memory.
+`--profile N` lists, for each batch, the N kernels (and host-side ops) that took the most device
+time in one step of its last phase (torch.profiler), with the device's busy time against the
+step's wall time and its kernel launches.
 """
 
 from __future__ import annotations

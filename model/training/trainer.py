@@ -197,11 +197,12 @@ def resumed_config(cfg: TrainConfig, given: "set[str] | frozenset[str]" = frozen
 def compile_for_training(model: StreamStyleModel, dit: bool = True) -> None:
     """Run the parts of `model` that training differentiates through torch.compile, in place: each
     DiT block (with `dit`; the twelve share one compiled graph, their weights its inputs) and the
-    refiner. With gradients the kernels' reference paths run (kernels/backend.py), and a training
-    step is some 60,000 small kernel launches, most of them elementwise (benchmarks/NOTES.md v0.14):
-    the host, not the GPU, sets the pace. Compiling fuses them; the arithmetic is the same up to
-    the fused kernels' rounding (tested). The first step pays the compilation (about a minute on
-    a GPU). A frozen DiT is left as it is: it runs without gradients, through the Triton kernels."""
+    refiner. With gradients the kernels' reference paths run (kernels/backend.py), some 60,000
+    small kernel launches a few-step training step; compiling fuses the blocks' and the refiner's,
+    with the same arithmetic up to the fused kernels' rounding (tested). Measured on an H200
+    (benchmarks/NOTES.md v0.14): 3% off the step and 22% off its peak memory, so what it buys is
+    room for a larger batch; the first step pays the compilation (about a minute). A frozen DiT is
+    left as it is: it runs without gradients, through the Triton kernels."""
     if dit:
         for block in model.dit.blocks:
             block.compile()
