@@ -37,7 +37,8 @@ class ModelConfig:
     cond_channels: tuple[str, ...] = ("color", "depth", "normals", "albedo", "roughness", "metallic")
     guide_channels: tuple[str, ...] = ("color", "depth", "normals", "albedo")
     decoder_width: int = 16  # version 1's guided decoder (kept so its configs read; unused)
-    refiner_width: int = 32  # channels of the full-resolution refiner's two passes
+    refiner_width: int = 32  # channels of the full-resolution refiner's passes
+    refiner_depth: int = 0  # residual 3x3 passes between the refiner's first and last (0: two passes)
     id_features: int = 3  # object-id embedding width fed to the refiner (0: ids unused)
     surface_features: int = 4  # Fourier features of the surface position (sin and cos of each)
     text_dim: int = 384  # all-MiniLM-L6-v2 hidden size
@@ -84,7 +85,7 @@ class ModelConfig:
                 problems.append(f"{field_name} must be a positive integer, got {value!r}")
         if problems:
             raise ConfigError(f"model config {self.name!r}: " + "; ".join(problems))
-        for field_name in ("id_features", "surface_features"):
+        for field_name in ("id_features", "surface_features", "refiner_depth"):
             value = getattr(self, field_name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 problems.append(f"{field_name} must be a non-negative integer, got {value!r}")
@@ -148,9 +149,11 @@ def _tiny() -> ModelConfig:
 
 
 def _default() -> ModelConfig:
-    # 24.0 M parameters: 48 MB in bf16, within the 50 MB the shipped weights may take.
+    # 24.0 M parameters: 48 MB in bf16, within the 50 MB the shipped weights may take. The
+    # deterministic start (history_noise 0): the shipped model's since v0.15 (benchmarks/NOTES.md),
+    # better held out on fidelity and steadiness both than re-noising the history.
     return ModelConfig(name="default", width=384, depth=12, heads=12, mlp_ratio=1.5, patch=16,
-                       latent_stride=4, decoder_width=16)
+                       latent_stride=4, decoder_width=16, history_noise=0.0)
 
 
 def _large() -> ModelConfig:

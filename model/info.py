@@ -60,7 +60,8 @@ def frame_once_flops(config: ModelConfig, width: int, height: int) -> int:
     guide = sum(SEMANTIC_CHANNELS[x] for x in c.guide_channels)
     c_in = 3 + guide + 3 + 1 + 2 + 2 + c.id_features + 2 * c.surface_features  # model/refiner.py
     k = c.refiner_width
-    ref = 2 * n * k * c_in * 9 + 2 * n * k * k + 2 * n * k * k * 9 + 2 * n * 4 * k  # two 3x3 + 1x1 passes
+    passes = 2 * n * k * k * 9 + 2 * n * k * k  # one residual 3x3 + 1x1 pass
+    ref = 2 * n * k * c_in * 9 + 2 * n * k * k + c.refiner_depth * passes + 2 * n * k * k * 9 + 2 * n * 4 * k
     return g + ref
 
 
@@ -81,8 +82,10 @@ def model_info(config: ModelConfig, width: int, height: int, steps: int = 2,
     latent_bytes = 2 * (width // c.latent_stride) * (height // c.latent_stride) * c.latent_channels * BF16
     step_bytes = params["dit"] * BF16 + c.depth * block_bytes + latent_bytes
     frame_io = reference_layout(width, height).slot_bytes(width, height) + 4 * width * height
-    once_bytes = frame_io + params["refiner"] * BF16 + 2 * spec.nbytes \
-        + 4 * width * height * c.refiner_width * BF16  # the refiner's inputs and middle layer, written and read once
+    # The refiner's inputs and middle layer, written and read once; each residual pass writes its
+    # output and the sum, and reads its input twice (the conv and the sum).
+    middle = (4 + 4 * c.refiner_depth) * width * height * c.refiner_width * BF16
+    once_bytes = frame_io + params["refiner"] * BF16 + 2 * spec.nbytes + middle
     return {
         "preset": c.name,
         "width": width, "height": height, "steps": steps,

@@ -17,7 +17,10 @@ TAA and DLSS finish theirs with a history buffer:
   drops them at random so the model works either way).
 - **Two fused passes** (`kernels/refiner`): a 3x3 conv with a per-frame style bias (from the pooled
   prompt embedding), SiLU, a 1x1 layer; then a 3x3 conv with its own style bias, SiLU, and a 1x1 to
-  four outputs: an RGB correction of the upsampled latent and a history-confidence logit. The frame
+  four outputs: an RGB correction of the upsampled latent and a history-confidence logit. With
+  `refiner_depth` > 0, that many residual passes sit between them (y + 1x1(SiLU(3x3(y) + style))),
+  each the first pass's kernel; their last layer starts at zero, so a deeper refiner starts as the
+  function of the shallower one it is initialised from (`train --init` leaves them fresh). The frame
   is `fresh + sigmoid(logit) * mask * (history - fresh)`: history is kept where it is valid and
   trusted, never where it is disoccluded.
 
@@ -56,6 +59,7 @@ class Refiner(nn.Module):
         self.out = nn.Linear(c, 4)
         self.style1 = nn.Linear(config.text_dim, c)
         self.style2 = nn.Linear(config.text_dim, c)
+        self.middle = nn.ModuleList(ResidualPass(c, config.text_dim) for _ in range(config.refiner_depth))
         self._kernel_cache: dict = {}  # the fused kernels' packed weights (kernels/refiner)
         with torch.no_grad():
             if self.surface is not None:
@@ -110,7 +114,30 @@ class Refiner(nn.Module):
         c2 = self.style2(pooled).to(dt).expand(x.shape[0], -1)
         y = conv3x3_mlp(x, self.conv1.weight, self.conv1.bias, c1, self.mix1.weight, self.mix1.bias, True,
                         cache=self._kernel_cache)
+        for layer in self.middle:
+            y = layer(y, pooled)
         slot, fmt = out if out is not None else (None, None)
         return refine_composite(y, x, self.conv2.weight, self.conv2.bias, c2, self.out.weight, self.out.bias,
                                 self.base_ch, self.hist_ch, self.mask_ch, width, height, slot, fmt,
                                 cache=self._kernel_cache)
+
+
+class ResidualPass(nn.Module):
+    """One of the refiner's middle passes: y + 1x1(SiLU(3x3(y) + b + style(pooled))), channels-last
+    [B, H, W, C] in and out, the first pass's fused kernel (`conv3x3_mlp` without the output SiLU).
+    The 1x1 starts at zero: the pass starts as the identity."""
+
+    def __init__(self, width: int, text_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+        self.mix = nn.Linear(width, width)
+        self.style = nn.Linear(text_dim, width)
+        self._kernel_cache: dict = {}
+        with torch.no_grad():
+            for t in (self.mix.weight, self.mix.bias, self.style.weight, self.style.bias):
+                t.zero_()
+
+    def forward(self, y: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        cond = self.style(pooled.to(self.style.weight.dtype)).to(y.dtype).expand(y.shape[0], -1)
+        return y + conv3x3_mlp(y, self.conv.weight, self.conv.bias, cond, self.mix.weight, self.mix.bias, False,
+                               cache=self._kernel_cache)

@@ -7,6 +7,8 @@ tensors against the config and names every missing, unexpected or mis-shaped ten
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import torch
@@ -71,11 +73,13 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
     return path, sibling if sibling.exists() else None
 
 
-def load_weights(path: str | Path, device: str | torch.device = "cpu", partial: bool = False) -> StreamStyleModel:
+def load_weights(path: str | Path, device: str | torch.device = "cpu", partial: bool = False,
+                 changes: dict | None = None) -> StreamStyleModel:
     """Load a checkpoint folder or `.safetensors` file onto `device`, in eval mode. `partial`
     (fine-tuning from an older model, e.g. a version-1 checkpoint without the refiner): tensors
     the config's model lacks are ignored, missing ones keep their fresh initialisation (listed in
-    `model.partial_load`), and shape mismatches still fail."""
+    `model.partial_load`), and shape mismatches still fail. `changes`: config fields replaced before
+    the model is built (`train --refiner-depth`: with `partial`, the passes it adds start fresh)."""
     weights, config_file = _locate(Path(path))
     try:
         tensors = load_file(str(weights))
@@ -90,6 +94,11 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu", partial: 
         config = ModelConfig.from_json(text)
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"checkpoint config is invalid: {exc}") from None
+    if changes:
+        try:
+            config = dataclasses.replace(config, **changes).validate()
+        except (ConfigError, TypeError) as exc:
+            raise CheckpointError(f"the changed config is invalid: {exc}") from None
     model = StreamStyleModel(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))

@@ -101,6 +101,32 @@ def test_sessions_of_two_sizes_share_graphs_and_match_eager(tiny_model, frame_fa
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_the_deterministic_start_and_a_deeper_refiner_go_through_the_graph(tiny_model, frame_factory, gen, device):
+    """`history_noise` 0 (a `torch.where` in the sampler's start) and `refiner_depth` 1 (a residual
+    pass, trained away from the identity) inside the captured frame: every frame equals the eager
+    step's, and differs from the same model's without them (so the comparison sees them)."""
+    import dataclasses
+
+    config = dataclasses.replace(preset("tiny"), history_noise=0.0, refiner_depth=1).validate()
+    model = StreamStyleModel(config).eval()
+    model.load_state_dict(tiny_model.state_dict(), strict=False)  # all but the new pass
+    with torch.no_grad():
+        for p in model.refiner.middle.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    model = model.to(device)
+    plain = model_on(tiny_model, device)
+    w, h = 64, 48
+    layout, frames = moving_frames(frame_factory, gen, w, h, 3, device)
+    g, e, p = graphed(model, device), Stylizer(model, device=device), Stylizer(plain, device=device)
+    sg, se, sp = (s.open_session(w, h, layout, seed=3) for s in (g, e, p))
+    for f in range(3):
+        params = FrameParams(steps=2, strength=0.5)
+        a, b, c = g.step(sg, frames[f], params), e.step(se, frames[f], params), p.step(sp, frames[f], params)
+        same_frame(a, b, device)
+        assert (a.float() - c.float()).abs().max() > 0.01
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_a_closed_sessions_pages_are_reused_by_the_next_through_the_same_graph(tiny_model, frame_factory, gen, device):
     """A cache with room for two sessions: the first closes, the next takes its freed pages and
     the shared graph. The newcomer's first frame is a first frame (its pages were zeroed at open,

@@ -446,3 +446,59 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
     frozen = Trainer(TrainConfig(out=str(tmp_path / "frozen"), compile=True, freeze_dit=True, **dict(cfg, distill=0.0)))
     assert frozen.model.dit.blocks[0]._compiled_call_impl is None
     assert frozen.model.refiner._compiled_call_impl is not None
+
+
+def test_a_deeper_refiner_grown_from_init_starts_as_it_and_learns(tiny_model, frame_factory, gen, tmp_path):
+    """`train --refiner-depth 1` from a two-pass checkpoint: the new residual pass starts as the
+    identity (the grown model's frame equals the checkpoint's), a few steps move it, and the run's
+    weights load with the depth in their config. Fewer passes than the checkpoint has, or a
+    negative count, are refused before any work."""
+    from streamstyle.model.errors import ConfigError
+    from streamstyle.model.frame import FrameParams
+    from streamstyle.model.layout import reference_layout
+    from streamstyle.model.weights import save_weights
+
+    src = tmp_path / "src"
+    save_weights(tiny_model, src)
+    cfg = TrainConfig(out=str(tmp_path / "run"), init=str(src), refiner_depth=1, steps=6, checkpoint_every=6,
+                      **{k: v for k, v in BASE.items() if k != "preset"})
+    trainer = Trainer(cfg)
+    grown = trainer.model
+    assert len(grown.refiner.middle) == 1 and grown.config.refiner_depth == 1
+    w, h = 32, 32
+    layout = reference_layout(w, h)
+    slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8)
+    for name, view in layout.view(slot, w, h).items():
+        view.copy_(frame_factory(w, h, layout)[name])
+    outs = []
+    for model in (tiny_model, grown.eval()):
+        sty = Stylizer(model)
+        s = sty.open_session(w, h, layout, seed=5)
+        outs.append(sty.step(s, slot, FrameParams(steps=2, strength=0.5)))
+    assert torch.equal(outs[0], outs[1])
+    before = {k: v.clone() for k, v in grown.refiner.middle.state_dict().items()}
+    grown.train()
+    trainer.run(progress=False)
+    run = load_weights(tmp_path / "run")
+    assert run.config.refiner_depth == 1
+    moved = run.refiner.middle.state_dict()
+    assert any(not torch.allclose(moved[k], before[k]) for k in before)
+    deep = tmp_path / "deep"
+    save_weights(run, deep)
+    with pytest.raises(ConfigError, match="would drop trained ones"):
+        TrainConfig(out=str(tmp_path / "x"), init=str(deep), refiner_depth=0, **BASE).validate()
+    with pytest.raises(ConfigError, match="refiner_depth must be a non-negative integer"):
+        TrainConfig(out=str(tmp_path / "x"), refiner_depth=-1, **BASE).validate()
+
+
+def test_a_deeper_refiner_costs_its_pass_in_model_info():
+    from streamstyle.model.config import preset
+    from streamstyle.model.info import model_info
+
+    base = preset("default")
+    a = model_info(base, 1920, 1080)
+    b = model_info(dataclasses.replace(base, refiner_depth=1).validate(), 1920, 1080)
+    n, k = 1920 * 1088, base.refiner_width
+    assert b["flops_per_frame"] - a["flops_per_frame"] == 2 * n * k * k * 9 + 2 * n * k * k
+    assert b["parameters_refiner"] - a["parameters_refiner"] == k * k * 9 + k + k * k + k + base.text_dim * k + k
+    assert b["bytes_per_frame"] > a["bytes_per_frame"]

@@ -126,3 +126,20 @@ def test_a_safetensors_header_whose_length_looks_like_a_pickle_still_loads(tmp_p
         loaded = load_weights(path)
         for k, v in tiny_model.state_dict().items():
             assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_config_changes_at_load_build_the_changed_model_or_say_why_not(tiny_model, tmp_path):
+    """`load_weights(changes=...)`: with `partial`, a deeper refiner than the checkpoint's takes its
+    tensors and leaves the new pass fresh; without `partial` the new pass's tensors are missing and
+    the load is refused; a change the config refuses is a CheckpointError naming it."""
+    save_weights(tiny_model, tmp_path / "w")
+    grown = load_weights(tmp_path / "w", partial=True, changes={"refiner_depth": 2})
+    assert len(grown.refiner.middle) == 2
+    assert sorted({k.split(".")[2] for k in grown.partial_load["missing"]}) == ["0", "1"]
+    assert torch.equal(grown.refiner.conv1.weight, tiny_model.refiner.conv1.weight)
+    with pytest.raises(CheckpointError, match="missing tensors: refiner.middle"):
+        load_weights(tmp_path / "w", changes={"refiner_depth": 1})
+    with pytest.raises(CheckpointError, match="the changed config is invalid: .*refiner_depth"):
+        load_weights(tmp_path / "w", partial=True, changes={"refiner_depth": -1})
+    with pytest.raises(CheckpointError, match="the changed config is invalid"):
+        load_weights(tmp_path / "w", partial=True, changes={"no_such_field": 1})

@@ -273,7 +273,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after,
                       sampler_steps=_step_list(args.sampler_steps), refiner_lr_scale=args.refiner_lr_scale,
-                      freeze_dit=args.freeze_dit, exact_latents=args.exact_latents, compile=args.compile)
+                      freeze_dit=args.freeze_dit, exact_latents=args.exact_latents, compile=args.compile,
+                      refiner_depth=args.refiner_depth)
     if args.resume:  # the saved run's settings, with what this command line changes (checked)
         given = {"prompts" if d == "no_prompts" else d for d in _given_options(args.train_parser, args.argv)}
         cfg = resumed_config(cfg, given)
@@ -611,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-dit", action="store_true",
                    help="train the refiner alone, on the latents the frozen DiT produces for each clip of --pool "
                         "(its rollout with --sampler-steps, computed once per clip: about 3x faster a step)")
+    p.add_argument("--refiner-depth", type=int, default=None, metavar="N",
+                   help="the refiner's residual middle passes (default: the model's own; with --init, more "
+                        "than the checkpoint's adds passes that start as the identity)")
     p.add_argument("--exact-latents", type=float, default=0.0,
                    help="with --freeze-dit: the share (0 to 1) of clips whose refiner input is the oracle's own "
                         "latent instead of the frozen DiT's, drawn per clip and step")

@@ -86,6 +86,9 @@ class TrainConfig:
     # True: the DiT's blocks (when it learns) and the refiner run through torch.compile
     # (`compile_for_training`): the same arithmetic in fewer, fused kernels
     compile: bool = False
+    # None: the model's own; a number: the refiner's residual middle passes (ModelConfig.refiner_depth),
+    # for a fresh model or one grown from `init` (the passes it adds start as the identity)
+    refiner_depth: int | None = None
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def validate(self, world: int = 1) -> "TrainConfig":
@@ -106,6 +109,16 @@ class TrainConfig:
         if not 0.0 <= self.exact_latents <= 1.0 or (self.exact_latents and not self.freeze_dit):
             raise ConfigError("exact_latents is the share (0 to 1) of clips given the oracle's latent instead of "
                               "the frozen DiT's: it needs freeze_dit")
+        if self.refiner_depth is not None and (isinstance(self.refiner_depth, bool)
+                                               or not isinstance(self.refiner_depth, int) or self.refiner_depth < 0):
+            raise ConfigError(f"refiner_depth must be a non-negative integer, got {self.refiner_depth!r}")
+        if self.init and self.refiner_depth is not None:
+            from ..weights import read_config
+
+            had = read_config(self.init).refiner_depth
+            if self.refiner_depth < had:
+                raise ConfigError(f"{self.init} has {had} residual refiner passes: a refiner_depth of "
+                                  f"{self.refiner_depth} would drop trained ones (give {had} or more)")
         if self.freeze_dit and not self.pool:
             raise ConfigError("freeze_dit trains the refiner on the frozen DiT's latents, computed once per clip of "
                               "a fixed pool: give pool > 0 (a number of clips)")
@@ -253,7 +266,8 @@ class Trainer:
             if raw.exists():
                 self.model.load_state_dict(load_file(str(raw), device=str(self.device)))
         elif cfg.init:
-            self.model = load_weights(cfg.init, device=self.device, partial=True)
+            grow = {"refiner_depth": cfg.refiner_depth} if cfg.refiner_depth is not None else None
+            self.model = load_weights(cfg.init, device=self.device, partial=True, changes=grow)
             info = getattr(self.model, "partial_load", None)
             if info and (info["missing"] or info["ignored"]):
                 fresh = sorted({k.split(".")[0] for k in info["missing"]})
@@ -261,7 +275,10 @@ class Trainer:
                          f"({', '.join(fresh)}), {len(info['ignored'])} of the checkpoint unused")
         else:
             torch.manual_seed(cfg.seed)
-            self.model = StreamStyleModel(preset(cfg.preset)).to(self.device)
+            config = preset(cfg.preset)
+            if cfg.refiner_depth is not None:
+                config = dataclasses.replace(config, refiner_depth=cfg.refiner_depth).validate()
+            self.model = StreamStyleModel(config).to(self.device)
         self.model.train()
         if cfg.compile:
             compile_for_training(self.model, dit=not cfg.freeze_dit)
