@@ -107,17 +107,6 @@ def latent_target(target: torch.Tensor, stride: int) -> torch.Tensor:
     return F.avg_pool2d(target * 2 - 1, stride)
 
 
-def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """A host tensor on `device` without stalling it: a copy from pageable host memory to a GPU
-    first waits for every kernel already queued there, and a training step makes a few of them a
-    frame (its draws, its cuts); from pinned memory with `non_blocking` the copy just joins the
-    queue (the caching host allocator keeps the pinned block until the copy is done)."""
-    device = torch.device(device)
-    if device.type != "cuda" or t.device.type != "cpu":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
-
-
 def _generator(*key: int) -> torch.Generator:
     """A CPU generator seeded by a tuple of integers (a hash of them, so nearby keys do not give
     nearby seeds)."""
@@ -153,15 +142,15 @@ def draw_frame(rand: StepRandomness, cfg: ObjectiveConfig, shape: tuple[int, ...
         corrupt.append(bool(torch.rand(1, generator=gen) < cfg.corrupt_history))
         if not cfg.sampler_steps:
             u.append(torch.rand(1, generator=gen))
-    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * to_device(torch.stack(strength), device)
-    noise = to_device(torch.stack(noise), device)
+    strength = cfg.strength_min + (cfg.strength_max - cfg.strength_min) * torch.stack(strength).to(device)
+    noise = torch.stack(noise).to(device)
     corrupt = tuple(corrupt)
     sx, sy = (int(v) for v in torch.randint(-4, 5, (2,), generator=rand.shared))
     shift = (sx, sy or 1)
     if cfg.sampler_steps:
         k = cfg.sampler_steps[int(torch.randint(len(cfg.sampler_steps), (1,), generator=rand.shared))]
         return FrameDraw(strength, noise, k, None, corrupt, shift)
-    return FrameDraw(strength, noise, None, to_device(torch.stack(u), device).clamp_min(1e-3), corrupt, shift)
+    return FrameDraw(strength, noise, None, torch.stack(u).to(device).clamp_min(1e-3), corrupt, shift)
 
 
 def corrupt_history(state: TemporalState, draw: FrameDraw, rand: StepRandomness) -> TemporalState:
@@ -176,9 +165,9 @@ def corrupt_history(state: TemporalState, draw: FrameDraw, rand: StepRandomness)
     picked = [i for i, c in enumerate(draw.corrupt) if c]
     drawn = torch.stack([torch.randn(img.shape[1:], generator=rand.clips[i]) for i in picked])
     noise = torch.zeros_like(bad)
-    noise[to_device(torch.tensor(picked), img.device)] = to_device(drawn, img.device).to(noise.dtype)
+    noise[torch.tensor(picked).to(img.device)] = drawn.to(img.device).to(noise.dtype)
     bad = (bad + 0.1 * noise).clamp(0, 1).to(img.dtype)  # (the history's stored dtype)
-    pick = to_device(torch.tensor(draw.corrupt), img.device).view(-1, 1, 1, 1)
+    pick = torch.tensor(draw.corrupt).to(img.device).view(-1, 1, 1, 1)
     return dataclasses.replace(state, image=torch.where(pick, bad, img))
 
 
@@ -245,7 +234,7 @@ def refined_losses(mc, cfg: ObjectiveConfig, inputs, kept: TemporalState, rgb: t
         warped_t, _ = warp_previous(prev_t, kept.image_depth, inputs.motion_full, inputs.depth_full,
                                     mc.disocclusion_tolerance)
         if draw.corrupt is not None:
-            mask = mask * to_device(~torch.tensor(draw.corrupt), mask.device).float().view(-1, 1, 1, 1)
+            mask = mask * (~torch.tensor(draw.corrupt)).to(mask.device).float().view(-1, 1, 1, 1)
         crop = (slice(None), slice(None), slice(0, height), slice(0, width))
         temporal = temporal_loss(rgb, history[crop].detach(), target, warped_t[crop], mask[crop])
     return dec, parts, temporal
@@ -301,15 +290,15 @@ def dit_latents(model: StreamStyleModel, clips: Sequence[Clip], prompts: Sequenc
         group = [clips[i] for i in members]
         state = StateSpec(mc, *padded_size(mc, width, height), batch=len(members)).zeros(dev)
         per_clip = (1,) + tuple(state.latent.shape[1:])
-        strength = to_device(torch.tensor([[draws[i][1]] for i in members]), dev)
+        strength = torch.tensor([[draws[i][1]] for i in members]).to(dev)
         ctx = PromptContext(torch.cat([prompts[i].tokens for i in members]),
                             torch.cat([prompts[i].bias for i in members]),
                             torch.cat([prompts[i].pooled for i in members]))
         with torch.no_grad():
             for f in range(frames):
-                noise = to_device(torch.cat([torch.randn(per_clip, generator=gens[i]) for i in members]), dev)
+                noise = torch.cat([torch.randn(per_clip, generator=gens[i]) for i in members]).to(dev)
                 planes = {name: v.to(dev) for name, v in stack_planes(group, f).items()}
-                reset = to_device(torch.tensor([bool(c.cut[f]) for c in group]), dev)
+                reset = torch.tensor([bool(c.cut[f]) for c in group]).to(dev)
                 _, state = stylize_frame(model, layout, planes, width, height, ctx, state, noise,
                                          FrameParams(steps=k, strength=strength, reset=reset))
                 for j, i in enumerate(members):
@@ -354,7 +343,7 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
         planes = {k: v.to(dev) for k, v in stack_planes(clips, f).items()
                   if not (k == "ids" and drop_ids) and not (k == "surface" and drop_surface)}
         target = torch.stack([c.targets[f] for c in clips]).to(dev).permute(0, 3, 1, 2)  # [B, 3, H, W]
-        cut = to_device(torch.tensor([bool(c.cut[f]) for c in clips]), dev)
+        cut = torch.tensor([bool(c.cut[f]) for c in clips]).to(dev)
         draw = draw_frame(rand, cfg, tuple(state.latent.shape), dev)
         if f:
             state = corrupt_history(state, draw, rand)
