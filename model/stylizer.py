@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import torch
@@ -31,7 +31,7 @@ from .graph import on_device
 from .layout import FORMATS, REQUIRED_FOR_WARP, GBufferLayout
 from .network import StreamStyleModel
 from .state import StateSpec
-from .text import PromptEncoder, PromptLike
+from .text import PromptEncoder, PromptLike, normalize_blend
 
 from ..interop.limits import MAX_HEIGHT, MAX_WIDTH, check_resolution  # noqa: F401  (the contract's range)
 
@@ -53,6 +53,8 @@ class _Record:
     prompt: PromptContext
     generator: torch.Generator
     frames: int = 0
+    reset_next: bool = False  # a hard prompt switch: the next frame starts afresh (set_prompt)
+    prompt_parts: tuple | None = None  # the prompt's normalised (text, weight) parts; None: no prompt
 
 
 def null_context(model: StreamStyleModel, device: torch.device) -> PromptContext:
@@ -134,16 +136,25 @@ class Stylizer:
             # The last session of this shape: its graphs (and their memory pools) go with it.
             self._graphs = {k: g for k, g in self._graphs.items() if k[:3] != (s.layout, s.width, s.height)}
 
-    def set_prompt(self, session: Session, prompt: PromptLike | None) -> None:
+    def set_prompt(self, session: Session, prompt: PromptLike | None, reset: bool = False) -> None:
         """Switch the session's prompt from its next frame on. None means no prompt. A string, or
-        [(text, weight), ...] for a blend (weights are normalised)."""
+        [(text, weight), ...] for a blend (weights are normalised). With `reset`, a switch to a
+        different prompt also makes the next frame start afresh, as `FrameParams.reset` does: the
+        shipped model keeps nearly all of its valid history, and without a reset the old look
+        lingers in it for tens of frames (1-4 dB below a session started in the new style on the
+        frames after the switch: benchmarks/NOTES.md, v0.16). A hard switch wants it; the steps of
+        a gradual blend do not. Stays pending until a frame is accepted."""
         rec = self._record(session)
         if prompt is None:
-            rec.prompt = self._null
-            return
-        if self.prompts is None:
+            context, parts = self._null, None
+        elif self.prompts is None:
             raise PromptError("this stylizer has no prompt encoder")
-        rec.prompt = self.prompts.context(prompt, self.config.max_prompts, self.config.max_prompt_tokens)
+        else:
+            context = self.prompts.context(prompt, self.config.max_prompts, self.config.max_prompt_tokens)
+            parts = tuple(normalize_blend(prompt, self.config.max_prompts))
+        if reset and parts != rec.prompt_parts:
+            rec.reset_next = True
+        rec.prompt, rec.prompt_parts = context, parts
 
     def prompts_ready(self, prompt: PromptLike) -> None:
         """Encode (and cache) a prompt or blend now, so that a later switch costs nothing and a bad
@@ -265,6 +276,8 @@ class Stylizer:
         if not isinstance(params, FrameParams):
             raise InputError("params must be a FrameParams")
         params.validate()
+        if rec.reset_next and not params.reset:
+            params = replace(params, reset=True)
         graphed = self.cuda_graphs and isinstance(frame, torch.Tensor)
         s = rec.session
         if graphed:
@@ -295,6 +308,7 @@ class Stylizer:
             if finite is not None and not bool(finite):  # the one wait, after everything is queued
                 self._refuse_nonfinite(self._planes(rec, slot, check_finite=False))
             rec.frames += 1
+            rec.reset_next = False
             return rgb
         planes = self._planes(rec, frame)
         flat = self.cache.read(s.id)
@@ -303,4 +317,5 @@ class Stylizer:
                                  noise, params, out=None if out is None else (out, fmt))
         self.cache.write(s.id, rec.spec.flatten(nxt))
         rec.frames += 1
+        rec.reset_next = False
         return None if rgb is None else rgb[0]  # (already cropped to the session's size)

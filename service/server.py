@@ -681,7 +681,9 @@ class Service(MessageGuard):
             self.stylizer.prompts_ready(new_parts)  # encode now: a bad prompt fails here, not mid-blend
             state.blend = (old_parts, new_parts, blend_frames, 0)
         else:
-            self.stylizer.set_prompt(state.handle, new)
+            # A hard switch starts the next frame afresh (Stylizer.set_prompt's `reset`): the old
+            # look would otherwise linger in the history.
+            self.stylizer.set_prompt(state.handle, new, reset=True)
             state.blend = None
         state.prompt = prompt
 

@@ -211,6 +211,16 @@ def test_prompts_switch_and_blend_over_the_protocol(tmp_path, weights):
             a, _ = run_frames(client, session, [f])
             b, _ = run_frames(client, twin, [f])
             assert not torch.equal(a[0], b[0])
+            # A hard switch starts the next frame afresh: the twin's frame is that of a session in
+            # the new prompt whose second frame is a cut, and no trace of pencil is left in it.
+            fresh = client.open_session(64, 48, reference_layout(64, 48), prompt="neon glow", seed=4)
+            run_frames(client, fresh, [f])
+            slot = fresh.acquire_slot(timeout_s=10)
+            to_slot(f, fresh.layout, fresh.ring.input(slot))
+            ev = client.wait(fresh, fresh.submit(slot, params={"reset": True}))
+            assert ev.status == "done"
+            assert torch.equal(b[0], torch.from_numpy(fresh.output(ev.slot)[..., :3].copy()))
+            fresh.close()
             twin.set_prompt([["watercolor", 0.7], ["noir", 0.3]], blend_frames=3)
             for _ in range(4):
                 run_frames(client, twin, [f])

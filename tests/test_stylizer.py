@@ -240,3 +240,42 @@ def test_step_into_writes_what_step_returns_in_the_engines_format(tiny_model, fr
         sty.step_into(b, frame, got, "bgra8")
     with pytest.raises(InputError, match="at least"):
         sty.step_into(b, frame, got[:10], fmt)
+
+
+def test_a_hard_prompt_switch_resets_the_next_frame_and_a_blend_step_does_not(tiny_model, frame_factory, gen):
+    """set_prompt(reset=True) to another prompt: the next frame is the frame a cut would give (the
+    history dropped), once; to the same prompt, or without `reset`, nothing is reset. A refused
+    frame leaves the reset pending."""
+    from streamstyle.model.text import PromptEncoder
+
+    enc = PromptEncoder(max_tokens=16)  # the tiny preset's tokens per prompt
+    frames = pan_sequence(frame_factory, 32, 24, 4, gen)
+    layout = reference_layout(32, 24)
+    sty = Stylizer(tiny_model, enc)
+
+    def run(switch: dict, params_at: dict | None = None, bad_at: int | None = None):
+        s = sty.open_session(32, 24, layout, seed=5)
+        sty.set_prompt(s, "pencil hatching")
+        outs = []
+        for i, f in enumerate(frames):
+            if i in switch:
+                sty.set_prompt(s, *switch[i])
+            if i == bad_at:
+                bad = dict(f)
+                bad["depth"] = torch.full_like(f["depth"], float("nan"))
+                with pytest.raises(InputError):
+                    sty.step(s, bad)
+            outs.append(sty.step(s, f, (params_at or {}).get(i, FrameParams())))
+        sty.close_session(s)
+        return outs
+
+    cut = run({2: ("neon glow",)}, {2: FrameParams(reset=True)})
+    hard = run({2: ("neon glow", True)})
+    soft = run({2: ("neon glow",)})
+    same = run({2: ("pencil hatching", True)})
+    plain = run({})
+    refused = run({2: ("neon glow", True)}, bad_at=2)
+    assert all(torch.equal(a, b) for a, b in zip(hard, cut))  # the switch's frame is a cut's, and only it
+    assert not torch.equal(soft[2], cut[2])  # without reset the history stays (and differs here)
+    assert all(torch.equal(a, b) for a, b in zip(same, plain))  # the same prompt again: no reset
+    assert all(torch.equal(a, b) for a, b in zip(refused, cut))  # pending through a refused frame

@@ -2,6 +2,7 @@
 Held-out scene(s) through the service's per-frame path (the Stylizer, as `streamstyle eval` runs it):
 per frame, the fidelity PSNR against the asked style's averaged oracle over a long handheld path; then
 a session that runs style A and switches to style B without a reset, scored against B per frame.
+With a reset at the switch too (`reset` rows).
 Usage: long_probe.py WEIGHTS... [--size 128x128] [--frames 48] [--switch 8]"""
 import argparse, json
 from pathlib import Path
@@ -33,7 +34,7 @@ phr = cfg.prompts
 layout = reference_layout(w, h, surface=True)
 
 
-def run(sty, prompts_at):
+def run(sty, prompts_at, cut=False):
     s = sty.open_session(w, h, layout, seed=seq.seed)
     outs, slot = [], None
     try:
@@ -41,7 +42,7 @@ def run(sty, prompts_at):
             if i in prompts_at:
                 sty.set_prompt(s, prompts_at[i])
             slot = to_slot(f, layout, slot)
-            outs.append(sty.step(s, slot, FrameParams(steps=2, strength=0.5, reset=f.cut)).permute(1, 2, 0).float())
+            outs.append(sty.step(s, slot, FrameParams(steps=2, strength=0.5, reset=f.cut or (cut and i in prompts_at))).permute(1, 2, 0).float())
     finally:
         sty.close_session(s)
     return outs
@@ -57,6 +58,8 @@ for wp in a.weights:
     for x, y in zip(styles, styles[1:] + styles[:1]):
         outs = run(sty, {0: phr[x][0], a.switch: phr[y][0]})
         r[f"{x}->{y}"] = [round(psnr(o, t), 2) for o, t in zip(outs, targets.averaged[y])]
+        outs = run(sty, {0: phr[x][0], a.switch: phr[y][0]}, cut=True)
+        r[f"{x}->{y} reset"] = [round(psnr(o, t), 2) for o, t in zip(outs, targets.averaged[y])]
     for k, v in r.items():
         q = len(v) // 4
         print(f"{wp:28s} {k:22s} " + " ".join(f"{x:5.1f}" for x in v[: a.switch + 8]) +
