@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The shipped model's last stage in one device call (docs/model-card.md, stage 4): the refiner
-# alone on the frozen DiT (`train --freeze-dit`) from the given weights, then the history shift
+# One training call of the shipped model's recipe (docs/model-card.md): the refiner alone on the
+# frozen DiT (`train --freeze-dit`, stage 4) or, with DIT=1, the DiT and the refiner together
+# (stages 5 and 6; set STEPS to what the minutes hold so that the rate anneals) from the given
+# weights, then the history shift
 # chosen on the train split and the held-out tables at the chosen and the other shifts, the
 # evaluations run side by side (they are host-bound; the GPU machine has 16 cores).
 # Usage: scripts/gpu-train-refiner.sh OUT [MINUTES] [INIT]
