@@ -127,6 +127,38 @@ def test_the_deterministic_start_and_a_deeper_refiner_go_through_the_graph(tiny_
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_a_hard_prompt_switch_resets_through_the_graph(tiny_model, frame_factory, gen, device):
+    """`set_prompt(reset=True)` on a graphed session: the switch's frame is the graph's frame with
+    `reset`, and the eager step's with the same switch; without `reset` the history stays."""
+    from streamstyle.model.text import PromptEncoder
+
+    model = model_on(tiny_model, device)
+    enc = PromptEncoder(device=device, max_tokens=16)  # the tiny preset's tokens per prompt
+    w, h = 64, 48
+    layout, frames = moving_frames(frame_factory, gen, w, h, 4, device)
+
+    def run(sty, reset_switch: bool, cut: bool):
+        s = sty.open_session(w, h, layout, seed=9)
+        sty.set_prompt(s, "pencil hatching")
+        outs = []
+        for f in range(4):
+            if f == 2:
+                sty.set_prompt(s, "neon glow", reset=reset_switch)
+            outs.append(sty.step(s, frames[f], FrameParams(steps=2, strength=0.5, reset=cut and f == 2)))
+        sty.close_session(s)
+        return outs
+
+    hard = run(graphed(model, device, prompts=enc), True, False)
+    cut = run(graphed(model, device, prompts=enc), False, True)
+    eager = run(Stylizer(model, enc, device=device), True, False)
+    soft = run(graphed(model, device, prompts=enc), False, False)
+    for a, b, c in zip(hard, cut, eager):
+        same_frame(a, b, device)
+        same_frame(a, c, device)
+    assert (hard[2].float() - soft[2].float()).abs().max() > 0.01
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_a_closed_sessions_pages_are_reused_by_the_next_through_the_same_graph(tiny_model, frame_factory, gen, device):
     """A cache with room for two sessions: the first closes, the next takes its freed pages and
     the shared graph. The newcomer's first frame is a first frame (its pages were zeroed at open,
