@@ -279,3 +279,29 @@ def test_a_hard_prompt_switch_resets_the_next_frame_and_a_blend_step_does_not(ti
     assert not torch.equal(soft[2], cut[2])  # without reset the history stays (and differs here)
     assert all(torch.equal(a, b) for a, b in zip(same, plain))  # the same prompt again: no reset
     assert all(torch.equal(a, b) for a, b in zip(refused, cut))  # pending through a refused frame
+
+
+def test_a_refused_prompt_with_reset_changes_nothing(tiny_model, frame_factory, gen):
+    """A prompt the encoder refuses (too many blend parts, a zero weight) with `reset`: PromptError,
+    and the session keeps its prompt and its history, as if nothing had been sent."""
+    from streamstyle.model.errors import PromptError
+    from streamstyle.model.text import PromptEncoder
+
+    sty = Stylizer(tiny_model, PromptEncoder(max_tokens=16))
+    frames = pan_sequence(frame_factory, 32, 24, 3, gen)
+    layout = reference_layout(32, 24)
+
+    def run(bad):
+        s = sty.open_session(32, 24, layout, seed=5)
+        sty.set_prompt(s, "pencil hatching")
+        outs = [sty.step(s, frames[0])]
+        for prompt in bad:
+            with pytest.raises(PromptError):
+                sty.set_prompt(s, prompt, reset=True)
+        outs += [sty.step(s, f) for f in frames[1:]]
+        sty.close_session(s)
+        return outs
+
+    plain = run([])
+    refused = run([[("neon glow", 1.0)] * (tiny_model.config.max_prompts + 1), [("neon glow", 0.0)]])
+    assert all(torch.equal(a, b) for a, b in zip(plain, refused))
