@@ -7,8 +7,10 @@ without a CUDA device.
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,7 @@ if not torch.cuda.is_available():
 from streamstyle.model.config import preset  # noqa: E402
 from streamstyle.model.layout import GBufferLayout, reference_layout  # noqa: E402
 from streamstyle.model.network import StreamStyleModel  # noqa: E402
+from streamstyle.model.text import TABLE_FORMAT, PromptEncoder  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -90,3 +93,18 @@ def frame_factory(gen):
         layout = layout or reference_layout(width, height)
         return make_frame(layout, width, height, gen, **kw)
     return factory
+
+
+def random_prompt_table(cfg, folder: Path, gen: torch.Generator, device: str = "cpu") -> PromptEncoder:
+    """An encoder over a table of three prompts, "a", "b" and "c", of random tokens at the model's
+    tokens per prompt (lengths 5, all, 9): prompts that need no text model, so that a test runs the
+    same wherever it runs (the GPU machine carries a table of the shipped model's length instead)."""
+    n, t = 3, cfg.max_prompt_tokens
+    path = Path(folder) / "prompts.safetensors"
+    pooled = torch.nn.functional.normalize(torch.randn(n, cfg.text_dim, generator=gen), dim=1)
+    from safetensors.torch import save_file
+
+    save_file({"tokens": (torch.randn(n, t, cfg.text_dim, generator=gen) * 3).half(),
+               "lengths": torch.tensor([5, t, 9], dtype=torch.int32), "pooled": pooled},
+              str(path), metadata={"format": TABLE_FORMAT, "prompts": json.dumps(["a", "b", "c"]), "max_tokens": str(t)})
+    return PromptEncoder(device=device, max_tokens=t, table=path)

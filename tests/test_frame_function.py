@@ -5,18 +5,17 @@ step, gradients on) equals the service's step; the bench's stage breakdown equal
 
 import copy
 import dataclasses
-import json
 
 import torch
-from safetensors.torch import save_file
 
 from streamstyle.model.frame import FrameParams
 from streamstyle.model.layout import reference_layout
 from streamstyle.model.state import StateSpec
 from streamstyle.model.stylizer import Stylizer
-from streamstyle.model.text import TABLE_FORMAT, PromptEncoder
 from streamstyle.model.training.objective import FrameDraw, frame_loss
 from streamstyle.tools.bench import random_slot, stage_times
+
+from .conftest import random_prompt_table
 
 
 def rel_err(a, b):
@@ -34,16 +33,6 @@ def pan(frame_factory, w, h, n, speed):
         f["motion"] = motion
         frames.append(f)
     return frames
-
-
-def prompt_table(cfg, folder, gen):
-    n, t = 3, cfg.max_prompt_tokens
-    path = folder / "prompts.safetensors"
-    pooled = torch.nn.functional.normalize(torch.randn(n, cfg.text_dim, generator=gen), dim=1)
-    save_file({"tokens": (torch.randn(n, t, cfg.text_dim, generator=gen) * 3).half(),
-               "lengths": torch.tensor([5, t, 9], dtype=torch.int32), "pooled": pooled},
-              str(path), metadata={"format": TABLE_FORMAT, "prompts": json.dumps(["a", "b", "c"]), "max_tokens": str(t)})
-    return PromptEncoder(max_tokens=t, table=path)
 
 
 def agree(a, b, atol, frame):
@@ -71,7 +60,7 @@ def test_a_training_unroll_equals_the_services_steps(tiny_model, frame_factory, 
     steps = [2, 1, 4, 3, 2]
     strength = [[0.4, 0.6], [0.3, 0.5], [0.5, 0.5], [0.7, 0.2], [0.45, 0.35]]  # [frame][clip]
     cuts = [[False, False], [False, False], [True, False], [False, False], [False, False]]
-    enc = prompt_table(cfg, tmp_path, gen)
+    enc = random_prompt_table(cfg, tmp_path, gen)
 
     sty = Stylizer(tiny_model, enc)
     sessions = [sty.open_session(w, h, layout, seed=s) for s in seeds]

@@ -13,6 +13,8 @@ from streamstyle.model.network import StreamStyleModel
 from streamstyle.model.state import StateSpec
 from streamstyle.model.stylizer import Stylizer, null_context
 
+from .conftest import random_prompt_table
+
 pytestmark = pytest.mark.gpu
 
 
@@ -184,23 +186,10 @@ def test_a_graph_follows_prompt_switches_and_blends_like_eager(frame_factory, ti
     """The graph copies a prompt's token block, bias and pooled vector only when they change (a
     blend's frames share the token block): frame by frame it must match the eager path, and the
     prompt must visibly change the frame (or the comparison proves nothing)."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from streamstyle.model.text import TABLE_FORMAT, PromptEncoder
-
     cfg = preset("tiny")
     model = StreamStyleModel(cfg).cuda().eval()
     model.load_state_dict(tiny_model.state_dict())
-    g = torch.Generator().manual_seed(4)
-    n, t = 3, cfg.max_prompt_tokens
-    table = tmp_path / "prompts.safetensors"
-    pooled = torch.nn.functional.normalize(torch.randn(n, cfg.text_dim, generator=g), dim=1)
-    save_file({"tokens": (torch.randn(n, t, cfg.text_dim, generator=g) * 3).half(),
-               "lengths": torch.tensor([5, t, 9], dtype=torch.int32), "pooled": pooled},
-              str(table), metadata={"format": TABLE_FORMAT, "prompts": json.dumps(["a", "b", "c"]), "max_tokens": str(t)})
-    enc = PromptEncoder(device="cuda", max_tokens=t, table=table)
+    enc = random_prompt_table(cfg, tmp_path, torch.Generator().manual_seed(4), device="cuda")
     w, h = 64, 48
     layout = reference_layout(w, h)
     slot = cuda_slot(layout, w, h, frame_factory)

@@ -18,6 +18,8 @@ from streamstyle.model.network import StreamStyleModel
 from streamstyle.model.state import StateSpec
 from streamstyle.model.stylizer import Stylizer
 
+from .conftest import random_prompt_table
+
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
@@ -127,23 +129,21 @@ def test_the_deterministic_start_and_a_deeper_refiner_go_through_the_graph(tiny_
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_a_hard_prompt_switch_resets_through_the_graph(tiny_model, frame_factory, gen, device):
+def test_a_hard_prompt_switch_resets_through_the_graph(tiny_model, frame_factory, gen, device, tmp_path):
     """`set_prompt(reset=True)` on a graphed session: the switch's frame is the graph's frame with
     `reset`, and the eager step's with the same switch; without `reset` the history stays."""
-    from streamstyle.model.text import PromptEncoder
-
     model = model_on(tiny_model, device)
-    enc = PromptEncoder(device=device, max_tokens=16)  # the tiny preset's tokens per prompt
+    enc = random_prompt_table(preset("tiny"), tmp_path, gen, device=device)
     w, h = 64, 48
     layout, frames = moving_frames(frame_factory, gen, w, h, 4, device)
 
     def run(sty, reset_switch: bool, cut: bool):
         s = sty.open_session(w, h, layout, seed=9)
-        sty.set_prompt(s, "pencil hatching")
+        sty.set_prompt(s, "a")
         outs = []
         for f in range(4):
             if f == 2:
-                sty.set_prompt(s, "neon glow", reset=reset_switch)
+                sty.set_prompt(s, "b", reset=reset_switch)
             outs.append(sty.step(s, frames[f], FrameParams(steps=2, strength=0.5, reset=cut and f == 2)))
         sty.close_session(s)
         return outs
