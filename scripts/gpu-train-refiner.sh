@@ -16,7 +16,9 @@
 # training kernels), KEEP (a folder outside OUT: the chosen weights are also copied there, whole, so a
 # later call on the same warm machine can continue from them with INIT=KEEP), TIE_DB (0.05: see the
 # choice of shift below), DEPTH (the refiner's residual passes, `train --refiner-depth`; default: the
-# checkpoint's).
+# checkpoint's), FIT (0; 1: `train --fit-steps`: after 10 steps the cosine's length becomes what the
+# minutes hold at their pace, so the rate anneals on a host of any speed; STEPS is then only the
+# first guess).
 # Output in OUT (6 files, as the GPU machine returns at most 8): ship-s<K>/ for the chosen shift K
 # (config.json and the bf16 weights in 15 MB parts), choice.txt, and reports.tar: choice.txt,
 # metrics.jsonl, sel-s<K>.json/.log (train split) and held-s<K>.json/.md/.log (held out) for every
@@ -35,6 +37,7 @@ else
   what=(--lr 2e-3 --freeze-dit --exact-latents "${EXACT:-0}")
 fi
 [ "${COMPILE:-0}" = 1 ] && what+=(--compile)
+[ "${FIT:-0}" = 1 ] && what+=(--fit-steps)
 [ -n "${DEPTH:-}" ] && what+=(--refiner-depth "$DEPTH")
 python3 -m streamstyle train --out "$out/run" --init "$init" --device "$device" --size "${SIZE:-256}" --frames 8 \
   --batch "${BATCH:-32}" --steps "${STEPS:-1900}" --warmup 20 --ema 0.995 --pool "${POOL:-768}" \

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from streamstyle.engine_plugins.reference_engine.oracles import STYLES
 from streamstyle.model.training.evaluate import EvalConfig, Targets, evaluate, reference_sequences, score_sequence
+from streamstyle.model.errors import ConfigError
 from streamstyle.model.training.objective import ObjectiveConfig
 from streamstyle.model.training.trainer import TrainConfig, Trainer
 from streamstyle.tools.cli import main
@@ -73,6 +74,32 @@ def test_a_run_split_across_invocations_equals_one_run(tmp_path):
     assert [r["phase"] for r in rows] == ["flow"] * 3 + ["few-step"] * 3
     assert "latent" in rows[-1] and "flow" in rows[0]
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_the_schedule_fits_the_time_limit(tmp_path):
+    """`fit_steps`: after FIT_AFTER steps the cosine's length becomes what the rest of the time limit
+    holds at their pace; the rows after the fit follow the fitted schedule, which the checkpoint keeps."""
+    from streamstyle.model.training.trainer import FIT_AFTER, _lr, fitted_steps
+
+    assert fitted_steps(10, 0.5, 20.0) == 50 and fitted_steps(10, 0.5, 0.2) == 11 and fitted_steps(10, 2.0, -1) == 11
+    with pytest.raises(ValueError):
+        fitted_steps(10, 0.0, 5.0)
+    with pytest.raises(ConfigError, match="time_limit"):
+        TrainConfig(out=str(tmp_path / "x"), fit_steps=True, **BASE).validate()
+    cfg = TrainConfig(out=str(tmp_path / "run"), steps=100_000, checkpoint_every=100_000, time_limit=6.0,
+                      fit_steps=True, **BASE)
+    notes = []
+    Trainer(cfg, log=notes.append).run(progress=False)
+    fit = [n for n in notes if n.startswith("schedule fitted")]
+    assert len(fit) == 1 and "(was 100000)" in fit[0], notes
+    steps = int(fit[0].split(": ")[1].split()[0])
+    assert FIT_AFTER < steps < 100_000
+    saved = json.loads((tmp_path / "run" / "train_state.json").read_text())
+    assert saved["config"]["steps"] == steps
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    fitted = dataclasses.replace(cfg, steps=steps)
+    assert len(rows) > FIT_AFTER and all(r["lr"] == _lr(fitted, r["step"] - 1) for r in rows[FIT_AFTER:])
+    assert rows[FIT_AFTER - 1]["lr"] == _lr(cfg, FIT_AFTER - 1) != _lr(fitted, FIT_AFTER - 1)
 
 
 def test_the_few_step_phase_reduces_its_loss(tmp_path):

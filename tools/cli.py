@@ -271,7 +271,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       reference_weight=args.reference_weight, allow_eval_scenes=args.allow_eval_scenes,
                       checkpoint_every=args.checkpoint_every, pool=args.pool, precision=args.precision,
                       prompts=not args.no_prompts, bank=args.bank, refresh=args.refresh, workers=args.workers, distill=args.distill,
-                      ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after,
+                      ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after, fit_steps=args.fit_steps,
                       sampler_steps=_step_list(args.sampler_steps), refiner_lr_scale=args.refiner_lr_scale,
                       freeze_dit=args.freeze_dit, exact_latents=args.exact_latents, compile=args.compile,
                       refiner_depth=args.refiner_depth)
@@ -636,6 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the few-step phase draws each frame's step count from this comma list (repeats weight it)")
     p.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES",
                    help="checkpoint and stop after this long; --resume continues the same run")
+    p.add_argument("--fit-steps", action="store_true",
+                   help="with --time-limit: after this run's first 10 steps, set the schedule's length (--steps) "
+                        "to what the rest of the time limit holds at their pace, so the learning rate anneals "
+                        "to its floor as the time runs out on any host")
     p.add_argument("--stop-after", type=int, default=0, metavar="STEPS",
                    help="checkpoint and stop after this many steps; --resume continues the same run")
     p.add_argument("--no-prompts", action="store_true", help="train without the text encoder (empty prompt)")

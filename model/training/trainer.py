@@ -82,6 +82,11 @@ class TrainConfig:
     sampler_steps: tuple[int, ...] = (1, 2, 4)
     time_limit: float = 0.0  # > 0: checkpoint and stop after this many seconds (resume continues)
     stop_after: int = 0  # > 0: checkpoint and stop after this many steps of the schedule (resume continues)
+    # with time_limit: once this invocation has run FIT_AFTER steps, `steps` (the cosine's length)
+    # becomes the step it is at plus as many as the rest of the time limit holds at the pace of
+    # those steps, so that the rate reaches its floor as the time runs out on a host of any speed
+    # (the fitted length is saved with the run; a resume keeps it unless --steps is given)
+    fit_steps: bool = False
     prompts: bool = True  # False: every clip uses the empty prompt (no text encoder needed)
     # True: the DiT's blocks (when it learns) and the refiner run through torch.compile
     # (`compile_for_training`): the same arithmetic in fewer, fused kernels
@@ -119,6 +124,8 @@ class TrainConfig:
             if self.refiner_depth < had:
                 raise ConfigError(f"{self.init} has {had} residual refiner passes: a refiner_depth of "
                                   f"{self.refiner_depth} would drop trained ones (give {had} or more)")
+        if self.fit_steps and self.time_limit <= 0:
+            raise ConfigError("fit_steps fits the schedule's length to the time limit: give time_limit too")
         if self.freeze_dit and not self.pool:
             raise ConfigError("freeze_dit trains the refiner on the frozen DiT's latents, computed once per clip of "
                               "a fixed pool: give pool > 0 (a number of clips)")
@@ -143,6 +150,19 @@ def _lr(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+# The schedule's fit (TrainConfig.fit_steps): the pace is measured over this invocation's steps
+# FIT_SKIP to FIT_AFTER (its first steps fill the clip bank and warm the kernels up).
+FIT_SKIP, FIT_AFTER = 2, 10
+
+
+def fitted_steps(step: int, seconds_per_step: float, seconds_left: float) -> int:
+    """The schedule's length that ends as the time runs out: `step`, where the run is, plus the
+    whole steps `seconds_left` holds at `seconds_per_step` (at least one more)."""
+    if not seconds_per_step > 0:
+        raise ValueError(f"the pace must be a positive number of seconds a step, got {seconds_per_step}")
+    return step + max(1, int(max(0.0, seconds_left) / seconds_per_step))
+
+
 def saved_batch(folder: str | Path) -> int | None:
     """The global batch of the run checkpointed in `folder` (None: no training state there)."""
     state_file = Path(folder) / "train_state.json"
@@ -155,7 +175,7 @@ def saved_batch(folder: str | Path) -> int | None:
 
 # What a resumed run takes from its command line rather than from its saved settings: where and how
 # long this invocation runs. Everything else (what the run learns from and how) is the saved run's.
-RESUME_PER_INVOCATION = frozenset({"resume", "device", "time_limit", "stop_after", "compile"})
+RESUME_PER_INVOCATION = frozenset({"resume", "device", "time_limit", "stop_after", "compile", "fit_steps"})
 # Saved settings a resume may change when the command line names them: how far the schedule goes,
 # how often it checkpoints, where it writes, how many processes render its shots.
 RESUME_MAY_CHANGE = frozenset({"out", "steps", "checkpoint_every", "workers"})
@@ -439,6 +459,7 @@ class Trainer:
             bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train", dynamic_ncols=True)
         t_last, frames_since = time.perf_counter(), 0
         t_start, first_step = t_last, self.step
+        t_pace = t_start  # when this invocation's step FIT_SKIP ended (the schedule's fit)
         share = self.ranks.share(cfg.batch)
         bank = self.source if isinstance(self.source, ClipBank) else getattr(self.source, "sources", [None])[0]
         if cfg.workers and isinstance(bank, ClipBank):
@@ -500,6 +521,17 @@ class Trainer:
                 row = {"step": self.step, "phase": phase, **parts,
                        "grad_norm": grad_norm, "lr": _lr(cfg, step), "frames_per_s": frames_since / (now - t_last)}
                 t_last, frames_since = now, 0
+                ran = self.step - first_step
+                if cfg.fit_steps and ran == FIT_SKIP:
+                    t_pace = now
+                if cfg.fit_steps and ran == FIT_AFTER and self.step < cfg.steps:
+                    pace, = agree(self.ranks, [(now - t_pace) / (FIT_AFTER - FIT_SKIP)], self.device)
+                    was = cfg.steps
+                    cfg = self.cfg = dataclasses.replace(cfg, steps=fitted_steps(
+                        self.step, pace, cfg.time_limit - (now - t_start)))
+                    self.log(f"schedule fitted to the time limit: {cfg.steps} steps (was {was}) at {pace:.2f} s a step")
+                    if bar is not None:
+                        bar.total = cfg.steps
                 if metrics is not None:
                     metrics.write(json.dumps(row) + "\n")
                 if bar is not None:
