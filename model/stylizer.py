@@ -139,9 +139,8 @@ class Stylizer:
     def set_prompt(self, session: Session, prompt: PromptLike | None, reset: bool = False) -> None:
         """Switch the session's prompt from its next frame on. None means no prompt. A string, or
         [(text, weight), ...] for a blend (weights are normalised). With `reset`, a switch to a
-        different prompt also makes the next frame start afresh, as `FrameParams.reset` does: the
-        shipped model keeps nearly all of its valid history, and without a reset the old look
-        lingers in it for tens of frames (1-4 dB below a session started in the new style on the
+        different prompt also makes the next frame start afresh, as `FrameParams.reset` does: without
+        a reset the shipped model's old look lingers in its history for tens of frames (1-4 dB below a session started in the new style on the
         frames after the switch: benchmarks/NOTES.md, v0.16). A hard switch wants it; the steps of
         a gradual blend do not. Stays pending until a frame is accepted."""
         rec = self._record(session)

@@ -62,9 +62,8 @@ def test_they_stylize_held_out_frames_on_the_cpu_in_the_style_asked_for():
 
 
 def test_a_hard_prompt_switch_shows_the_new_style_at_once():
-    """The shipped model keeps nearly all of its valid history (a blend near 0.996 on a steady pan:
-    docs/model-card.md, stage 6), so without a reset the old look lingers in it after a prompt
-    switch; the service's hard switch resets the next frame (Stylizer.set_prompt's `reset`). On a
+    """The shipped model keeps history (docs/model-card.md, stages 6 and 7), so without a reset the
+    old look lingers in it after a prompt switch; the service's hard switch resets the next frame (Stylizer.set_prompt's `reset`). On a
     held-out scene, a session run in one style that switches to another is nearer the new style's
     oracle than the old one's from the first frame after the switch; with the reset, that frame is
     nearer the new oracle than without it, and by the third the session is as near as one started
