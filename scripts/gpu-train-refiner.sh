@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One training call of the shipped model's recipe (docs/model-card.md): the refiner alone on the
 # frozen DiT (`train --freeze-dit`, stage 4) or, with DIT=1, the DiT and the refiner together
-# (stages 5 and 6; set STEPS to what the minutes hold so that the rate anneals) from the given
+# (stages 5-7; set STEPS to what the minutes hold, or FIT=1, so that the rate anneals) from the given
 # weights, then the history shift
 # chosen on the train split and the held-out tables at the chosen and the other shifts, the
 # evaluations run side by side (they are host-bound; the GPU machine has 16 cores).
