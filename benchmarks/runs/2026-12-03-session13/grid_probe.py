@@ -4,7 +4,9 @@ refined frame, and in the style's oracle, on the sky of held-out scene 1,000,000
 The period-16 pattern is each pixel's mean over the 16x16 phase it sits at, minus the region's mean
 (its RMS, RGB in [0, 1]); an image with no grid gives about its noise over the phases' counts. The
 last column is the frame's pattern at the latent's own stride (4 px), a part of the 16-px one.
-Usage (repository root): python benchmarks/runs/2026-12-03-session13/grid_probe.py [WEIGHTS]
+Usage (repository root): python benchmarks/runs/2026-12-03-session13/grid_probe.py [WEIGHTS [SEED...]]
+With several held-out seeds, also how alike one style's pattern is from scene to scene (the sky
+rows of each).
 """
 
 import sys
@@ -46,7 +48,8 @@ def grid(img: torch.Tensor, rows: int, period: int = P) -> float:
 
 refiner_module.refine_composite = probe
 weights = sys.argv[1] if len(sys.argv) > 1 else "model/weights/default"
-cfg = EvalConfig(seeds=[1000000], size=(W, H), frames=4)
+seeds = [int(a) for a in sys.argv[2:]] or [1000000]
+cfg = EvalConfig(seeds=seeds[:1], size=(W, H), frames=4)
 seq = next(iter(reference_sequences(cfg, torch.device("cpu"))))
 styles = ["cel", "watercolor", "noir", "neon"]
 targets = Targets.of(seq.frames, styles)
@@ -74,3 +77,25 @@ print("correlation of the frames' 16-px patterns between styles (1: the same pat
 for i, a in enumerate(names):
     print(f"{a:12} " + " ".join(f"{float(torch.nn.functional.cosine_similarity(patterns[a], patterns[b], dim=0)):6.2f}"
                                for b in names))
+
+
+def frame_pattern(seed: int, style: str) -> torch.Tensor:
+    c = EvalConfig(seeds=[seed], size=(W, H), frames=4)
+    q = next(iter(reference_sequences(c, torch.device("cpu"))))
+    s = sty.open_session(W, H, layout, seed=q.seed)
+    sty.set_prompt(s, c.prompts[style][0])
+    slot = None
+    for f in q.frames:
+        slot = to_slot(f, layout, slot)
+        out = sty.step(s, slot, FrameParams(steps=2, strength=0.5, reset=f.cut)).permute(1, 2, 0)
+    sty.close_session(s)
+    return pattern(out, sky).flatten()
+
+
+if len(seeds) > 1:
+    print("cosine similarity of one style's 16-px pattern between scenes " + ", ".join(map(str, seeds)) + ":")
+    for style in styles:
+        ps = [patterns[style]] + [frame_pattern(seed, style) for seed in seeds[1:]]
+        sims = [float(torch.nn.functional.cosine_similarity(ps[i], ps[j], dim=0))
+                for i in range(len(ps)) for j in range(i + 1, len(ps))]
+        print(f"{style:12} " + " ".join(f"{x:6.2f}" for x in sims))
