@@ -149,8 +149,8 @@ class Stylizer:
         elif self.prompts is None:
             raise PromptError("this stylizer has no prompt encoder")
         else:
-            context = self.prompts.context(prompt, self.config.max_prompts, self.config.max_prompt_tokens)
             parts = tuple(normalize_blend(prompt, self.config.max_prompts))
+            context = self.prompts.parts_context(parts, self.config.max_prompts, self.config.max_prompt_tokens)
         if reset and parts != rec.prompt_parts:
             rec.reset_next = True
         rec.prompt, rec.prompt_parts = context, parts

@@ -175,7 +175,12 @@ class PromptEncoder:
     def context(self, prompt: PromptLike, max_parts: int, max_tokens: int | None = None) -> PromptContext:
         """The fixed-size cross-attention context of a prompt or blend (batch 1): tokens
         [1, max_parts * max_tokens, Dt], bias [1, same], pooled [1, Dt]."""
-        parts = normalize_blend(prompt, max_parts)
+        return self.parts_context(normalize_blend(prompt, max_parts), max_parts, max_tokens)
+
+    def parts_context(self, parts: list[tuple[str, float]] | tuple[tuple[str, float], ...], max_parts: int,
+                      max_tokens: int | None = None) -> PromptContext:
+        """`context` of a blend `normalize_blend` has already checked and normalised (for a caller
+        that keeps the parts too: `Stylizer.set_prompt`)."""
         max_tokens = max_tokens or self.max_tokens
         if max_tokens > self.max_tokens:
             raise PromptError(f"the model wants {max_tokens} tokens per prompt; this encoder "

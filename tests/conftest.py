@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -102,8 +103,6 @@ def random_prompt_table(cfg, folder: Path, gen: torch.Generator, device: str = "
     n, t = 3, cfg.max_prompt_tokens
     path = Path(folder) / "prompts.safetensors"
     pooled = torch.nn.functional.normalize(torch.randn(n, cfg.text_dim, generator=gen), dim=1)
-    from safetensors.torch import save_file
-
     save_file({"tokens": (torch.randn(n, t, cfg.text_dim, generator=gen) * 3).half(),
                "lengths": torch.tensor([5, t, 9], dtype=torch.int32), "pooled": pooled},
               str(path), metadata={"format": TABLE_FORMAT, "prompts": json.dumps(["a", "b", "c"]), "max_tokens": str(t)})

@@ -39,11 +39,21 @@ def pattern(img: torch.Tensor, rows: int, period: int = P) -> torch.Tensor:
 
 
 def grid(img: torch.Tensor, rows: int, period: int = P) -> float:
-    """RMS of the pattern of `period` px over the top `rows` rows (whole periods) of img [H, W, 3]."""
-    r = img[:rows - rows % period, :W - W % period].float()
-    h, w = r.shape[0] // period, r.shape[1] // period
-    phases = r.reshape(h, period, w, period, 3).mean(dim=(0, 2))  # [period, period, 3]
-    return float((phases - phases.mean(dim=(0, 1))).pow(2).mean().sqrt())
+    """The RMS of that pattern."""
+    return float(pattern(img, rows, period).pow(2).mean().sqrt())
+
+
+def last_frame(seq, prompt: str) -> torch.Tensor:
+    """The last refined frame [H, W, 3] of a session run over `seq` with `prompt` (the DiT's
+    upsampled latent of that frame is left in seen["base"])."""
+    s = sty.open_session(W, H, layout, seed=seq.seed)
+    sty.set_prompt(s, prompt)
+    slot = None
+    for f in seq.frames:
+        slot = to_slot(f, layout, slot)
+        out = sty.step(s, slot, FrameParams(steps=2, strength=0.5, reset=f.cut)).permute(1, 2, 0)
+    sty.close_session(s)
+    return out
 
 
 refiner_module.refine_composite = probe
@@ -60,16 +70,10 @@ print(f"{weights}: RMS of the 16-px pattern over the top {sky} rows (last of {cf
 print(f"{'style':12} {'latent up':>10} {'frame':>10} {'oracle':>10} {'input':>10} {'frame, 4 px':>12}")
 patterns = {}
 for style in styles:
-    s = sty.open_session(W, H, layout, seed=seq.seed)
-    sty.set_prompt(s, cfg.prompts[style][0])
-    slot = None
-    for f in seq.frames:
-        slot = to_slot(f, layout, slot)
-        out = sty.step(s, slot, FrameParams(steps=2, strength=0.5, reset=f.cut)).permute(1, 2, 0)
-    sty.close_session(s)
+    out = last_frame(seq, cfg.prompts[style][0])
     base = seen["base"][:H, :W]
     oracle = targets.averaged[style][-1]
-    color = seq.frames[-1].color[..., :3] if hasattr(seq.frames[-1], "color") else oracle * 0
+    color = seq.frames[-1].color[..., :3]
     patterns[style] = pattern(out, sky).flatten()
     print(f"{style:12} {grid(base, sky):10.5f} {grid(out, sky):10.5f} {grid(oracle, sky):10.5f} {grid(color, sky):10.5f} {grid(out, sky, 4):12.5f}")
 names = list(patterns)
@@ -81,15 +85,7 @@ for i, a in enumerate(names):
 
 def frame_pattern(seed: int, style: str) -> torch.Tensor:
     c = EvalConfig(seeds=[seed], size=(W, H), frames=4)
-    q = next(iter(reference_sequences(c, torch.device("cpu"))))
-    s = sty.open_session(W, H, layout, seed=q.seed)
-    sty.set_prompt(s, c.prompts[style][0])
-    slot = None
-    for f in q.frames:
-        slot = to_slot(f, layout, slot)
-        out = sty.step(s, slot, FrameParams(steps=2, strength=0.5, reset=f.cut)).permute(1, 2, 0)
-    sty.close_session(s)
-    return pattern(out, sky).flatten()
+    return pattern(last_frame(next(iter(reference_sequences(c, torch.device("cpu")))), c.prompts[style][0]), sky).flatten()
 
 
 if len(seeds) > 1:
