@@ -40,6 +40,10 @@ class ModelConfig:
     refiner_width: int = 32  # channels of the full-resolution refiner's passes
     refiner_depth: int = 0  # residual 3x3 passes between the refiner's first and last (0: two passes)
     id_features: int = 3  # object-id embedding width fed to the refiner (0: ids unused)
+    # Rank of the refiner's per-style object colours: a second id table (256 x K) times a K x 3
+    # matrix made from the prompt, added to the upsampled latent where ids are given (thermal's
+    # heat and neon's hue are per-object looks; 0: none, as models before stage 9)
+    id_colours: int = 0
     surface_features: int = 4  # Fourier features of the surface position (sin and cos of each)
     text_dim: int = 384  # all-MiniLM-L6-v2 hidden size
     max_prompt_tokens: int = 32  # per prompt, after tokenization
@@ -85,7 +89,7 @@ class ModelConfig:
                 problems.append(f"{field_name} must be a positive integer, got {value!r}")
         if problems:
             raise ConfigError(f"model config {self.name!r}: " + "; ".join(problems))
-        for field_name in ("id_features", "surface_features", "refiner_depth"):
+        for field_name in ("id_features", "id_colours", "surface_features", "refiner_depth"):
             value = getattr(self, field_name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 problems.append(f"{field_name} must be a non-negative integer, got {value!r}")

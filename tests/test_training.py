@@ -518,6 +518,61 @@ def test_a_deeper_refiner_grown_from_init_starts_as_it_and_learns(tiny_model, fr
         TrainConfig(out=str(tmp_path / "x"), refiner_depth=-1, **BASE).validate()
 
 
+def test_object_colours_grown_from_init_start_as_its_function_and_learn(tiny_model, frame_factory, tmp_path):
+    """`train --id-colours 4` from a checkpoint without them: the grown model's frame equals the
+    checkpoint's (the style's matrix starts at zero), a few steps move that matrix, and then the
+    table gives the prompts different colours; a frame without ids is the same as before. A rank
+    other than the checkpoint's own, or a negative one, is refused before any work."""
+    from streamstyle.model.errors import ConfigError
+    from streamstyle.model.frame import FrameParams
+    from streamstyle.model.layout import GBufferLayout, reference_layout
+    from streamstyle.model.network import StreamStyleModel
+    from streamstyle.model.weights import save_weights
+
+    src = tmp_path / "src"
+    save_weights(tiny_model, src)
+    cfg = TrainConfig(out=str(tmp_path / "run"), init=str(src), id_colours=4, steps=6, checkpoint_every=6,
+                      **{k: v for k, v in BASE.items() if k not in ("preset", "lr")}, lr=3e-2)
+    trainer = Trainer(cfg)
+    grown = trainer.model
+    assert grown.config.id_colours == 4 and tuple(grown.refiner.id_colours.weight.shape) == (256, 4)
+    w, h = 32, 32
+    layout = reference_layout(w, h)
+    slot = torch.zeros(layout.slot_bytes(w, h), dtype=torch.uint8)
+    for name, view in layout.view(slot, w, h).items():
+        view.copy_(frame_factory(w, h, layout)[name])
+
+    def frame(model, prompt=None, lay=layout, data=slot):
+        sty = Stylizer(model)
+        s = sty.open_session(w, h, lay, seed=5)
+        if prompt is not None:
+            sty.set_prompt(s, prompt)
+        return sty.step(s, data, FrameParams(steps=2, strength=0.5))
+
+    assert torch.equal(frame(tiny_model), frame(grown.eval()))
+    grown.train()
+    trainer.run(progress=False)
+    run = load_weights(tmp_path / "run")
+    assert run.config.id_colours == 4
+    assert run.refiner.style_colours.bias.abs().max() > 0  # learned (the empty prompt's: prompts=False)
+    with torch.no_grad():
+        run.refiner.style_colours.weight.normal_(0.0, 0.1)
+        tables = run.refiner.colour_table(torch.randn(2, run.config.text_dim), 2)
+    assert tables.shape == (2, 256, 3) and (tables[0] - tables[1]).abs().max() > 0  # per prompt
+    no_ids = GBufferLayout(tuple(c for c in layout.channels if c.name != "ids")).validate(width=w, height=h)
+    without = dataclasses.replace(run.config, id_colours=0)
+    plain = StreamStyleModel(without).eval()
+    plain.load_state_dict({k: v for k, v in run.state_dict().items() if "colours" not in k})
+    assert torch.equal(frame(run, lay=no_ids), frame(plain, lay=no_ids))
+    assert not torch.equal(frame(run), frame(plain))  # with ids, the colours are drawn
+    coloured = tmp_path / "coloured"
+    save_weights(run, coloured)
+    with pytest.raises(ConfigError, match="would drop them"):
+        TrainConfig(out=str(tmp_path / "x"), init=str(coloured), id_colours=2, **BASE).validate()
+    with pytest.raises(ConfigError, match="id_colours must be a non-negative integer"):
+        TrainConfig(out=str(tmp_path / "x"), id_colours=-1, **BASE).validate()
+
+
 def test_a_deeper_refiner_costs_its_pass_in_model_info():
     from streamstyle.model.config import preset
     from streamstyle.model.info import model_info

@@ -94,6 +94,9 @@ class TrainConfig:
     # None: the model's own; a number: the refiner's residual middle passes (ModelConfig.refiner_depth),
     # for a fresh model or one grown from `init` (the passes it adds start as the identity)
     refiner_depth: int | None = None
+    # None: the model's own; a number: the rank of the refiner's per-style object colours
+    # (ModelConfig.id_colours), for a fresh model or one grown from `init` (they start at zero)
+    id_colours: int | None = None
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def validate(self, world: int = 1) -> "TrainConfig":
@@ -117,13 +120,19 @@ class TrainConfig:
         if self.refiner_depth is not None and (isinstance(self.refiner_depth, bool)
                                                or not isinstance(self.refiner_depth, int) or self.refiner_depth < 0):
             raise ConfigError(f"refiner_depth must be a non-negative integer, got {self.refiner_depth!r}")
-        if self.init and self.refiner_depth is not None:
+        if self.id_colours is not None and (isinstance(self.id_colours, bool)
+                                            or not isinstance(self.id_colours, int) or self.id_colours < 0):
+            raise ConfigError(f"id_colours must be a non-negative integer, got {self.id_colours!r}")
+        if self.init and (self.refiner_depth is not None or self.id_colours is not None):
             from ..weights import read_config
 
-            had = read_config(self.init).refiner_depth
-            if self.refiner_depth < had:
-                raise ConfigError(f"{self.init} has {had} residual refiner passes: a refiner_depth of "
-                                  f"{self.refiner_depth} would drop trained ones (give {had} or more)")
+            had = read_config(self.init)
+            if self.refiner_depth is not None and self.refiner_depth < had.refiner_depth:
+                raise ConfigError(f"{self.init} has {had.refiner_depth} residual refiner passes: a refiner_depth of "
+                                  f"{self.refiner_depth} would drop trained ones (give {had.refiner_depth} or more)")
+            if self.id_colours is not None and had.id_colours and self.id_colours != had.id_colours:
+                raise ConfigError(f"{self.init} has object colours of rank {had.id_colours}: an id_colours of "
+                                  f"{self.id_colours} would drop them (give {had.id_colours})")
         if self.fit_steps and self.time_limit <= 0:
             raise ConfigError("fit_steps fits the schedule's length to the time limit: give time_limit too")
         if self.freeze_dit and not self.pool:
@@ -136,6 +145,12 @@ class TrainConfig:
                               f"{self.batch}: resume with --batch {batch} (any number of processes), or "
                               f"start a new run from its weights with --init")
         return self
+
+    @property
+    def model_changes(self) -> dict:
+        """The model config's fields this run sets (`refiner_depth`, `id_colours`): a fresh
+        model's, or those a model grown from `init` gets (what they add starts fresh)."""
+        return {k: getattr(self, k) for k in ("refiner_depth", "id_colours") if getattr(self, k) is not None}
 
     @property
     def distill_from(self) -> int:
@@ -286,7 +301,7 @@ class Trainer:
             if raw.exists():
                 self.model.load_state_dict(load_file(str(raw), device=str(self.device)))
         elif cfg.init:
-            grow = {"refiner_depth": cfg.refiner_depth} if cfg.refiner_depth is not None else None
+            grow = cfg.model_changes or None
             self.model = load_weights(cfg.init, device=self.device, partial=True, changes=grow)
             info = getattr(self.model, "partial_load", None)
             if info and (info["missing"] or info["ignored"]):
@@ -296,8 +311,8 @@ class Trainer:
         else:
             torch.manual_seed(cfg.seed)
             config = preset(cfg.preset)
-            if cfg.refiner_depth is not None:
-                config = dataclasses.replace(config, refiner_depth=cfg.refiner_depth).validate()
+            if cfg.model_changes:
+                config = dataclasses.replace(config, **cfg.model_changes).validate()
             self.model = StreamStyleModel(config).to(self.device)
         self.model.train()
         if cfg.compile:
