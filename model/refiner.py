@@ -15,16 +15,18 @@ TAA and DLSS finish theirs with a history buffer:
   Fourier features of the object-space surface position (2 x `surface_features`: strokes, grain and
   grids attached to surfaces). A layout without ids or a surface channel gets zeros there (training
   drops them at random so the model works either way).
-- **Per-style object colours** (`id_colours` K > 0): where ids are given, the upsampled latent
-  gets an RGB offset per object and style, `colour_table(pooled)[id]`: a second id table
-  [256, K] times a K x 3 matrix made from the prompt embedding by a Linear that starts at zero (so
-  a model grown from one without them starts as that model's function). Thermal's heat and neon's
-  hue are per-object colours that the convolutions, conditioned on the style only through biases,
-  learn slowly (benchmarks/NOTES.md v0.18); the table gives each object its colour per style in
-  one look-up, in the features pass.
+- **Per-style object colours** (`id_colours` K > 0): where ids are given, the fresh colour gets
+  an RGB offset per object and style, `colour_table(pooled)[id]`: a second id table [256, K]
+  times a K x 3 matrix made from the prompt embedding by a Linear that starts at zero (so a model
+  grown from one without them starts as that model's function). Thermal's heat and neon's hue are
+  per-object colours that the convolutions, conditioned on the style only through biases, learn
+  slowly (benchmarks/NOTES.md v0.18); the table gives each object its colour per style in one
+  look-up, in the second pass. (Added to the latent instead, the colour is undone by the passes,
+  which have learned to correct thermal's and neon's latents: v0.19.)
 - **Two fused passes** (`kernels/refiner`): a 3x3 conv with a per-frame style bias (from the pooled
   prompt embedding), SiLU, a 1x1 layer; then a 3x3 conv with its own style bias, SiLU, and a 1x1 to
-  four outputs: an RGB correction of the upsampled latent and a history-confidence logit. With
+  four outputs: an RGB correction of the upsampled latent (plus the object's colour) and a
+  history-confidence logit. With
   `refiner_depth` > 0, that many residual passes sit between them (y + 1x1(SiLU(3x3(y) + style))),
   each the first pass's kernel; their last layer starts at zero, so a deeper refiner starts as the
   function of the shallower one it is initialised from (`train --init` leaves them fresh). The frame
@@ -102,7 +104,7 @@ class Refiner(nn.Module):
             self.out.bias[3] += float(shift)  # (the kernels' packed copy is keyed by the weight's version)
 
     def colour_table(self, pooled: torch.Tensor, batch: int) -> torch.Tensor | None:
-        """The per-style object colours [batch, 256, 3] (latent units, float32) for `pooled`
+        """The per-style object colours [batch, 256, 3] (RGB offsets, float32) for `pooled`
         [B or 1, text_dim], or None without `id_colours`: id_colours [256, K] @ M, M [K, 3] the
         style Linear's output."""
         if self.style_colours is None:
@@ -113,19 +115,17 @@ class Refiner(nn.Module):
         return table.expand(batch, -1, -1)
 
     def features(self, latent: torch.Tensor, guide: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
-                 ids: torch.Tensor | None, surface: torch.Tensor | None, width: int, height: int,
-                 colours: torch.Tensor | None = None) -> torch.Tensor:
+                 ids: torch.Tensor | None, surface: torch.Tensor | None, width: int, height: int) -> torch.Tensor:
         """latent [B, 3, h, w] in [-1, 1]; guide [B, Cg, H, W] normalised (any float dtype); history
         [B, 3, H, W] in [0, 1]; mask [B, 1, H, W] in {0, 1}; ids [B, H, W] integer or None; surface
-        [B, H, W, 3] or None; width x height the frame's real size (H x W may be padded past it);
-        colours [B, 256, 3] (`colour_table`) or None. Returns the per-pixel inputs [B, H, W, Cin]
-        channels-last, in the refiner's dtype (its weights'), assembled by `kernels.refiner_features`
-        (one fused pass on a GPU at inference)."""
+        [B, H, W, 3] or None; width x height the frame's real size (H x W may be padded past it).
+        Returns the per-pixel inputs [B, H, W, Cin] channels-last, in the refiner's dtype (its
+        weights'), assembled by `kernels.refiner_features` (one fused pass on a GPU at inference)."""
         return refiner_features(latent, guide, history, mask, ids, surface,
                                 self.ids.weight if self.ids is not None else None,
                                 self.surface.weight if self.surface is not None else None,
                                 self.surface.bias if self.surface is not None else None,
-                                self.stride, width, height, self.conv1.weight.dtype, colours=colours)
+                                self.stride, width, height, self.conv1.weight.dtype)
 
     def forward(self, latent: torch.Tensor, guide: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
                 ids: torch.Tensor | None, surface: torch.Tensor | None, pooled: torch.Tensor, width: int,
@@ -134,8 +134,8 @@ class Refiner(nn.Module):
         [B or 1, text_dim] the prompt's sentence embedding (the style's bias in both passes).
         With `out` = (slot bytes, "rgba8" | "rgba16f") the top-left width x height pixels are also
         written into an engine output slot (B = 1), in the second pass itself on a GPU."""
-        colours = self.colour_table(pooled, latent.shape[0]) if ids is not None else None
-        x = self.features(latent, guide, history, mask, ids, surface, width, height, colours)
+        x = self.features(latent, guide, history, mask, ids, surface, width, height)
+        colours = self.colour_table(pooled, x.shape[0]) if ids is not None else None
         dt = x.dtype
         pooled = pooled.to(self.style1.weight.dtype)
         c1 = self.style1(pooled).to(dt).expand(x.shape[0], -1)
@@ -147,6 +147,7 @@ class Refiner(nn.Module):
         slot, fmt = out if out is not None else (None, None)
         return refine_composite(y, x, self.conv2.weight, self.conv2.bias, c2, self.out.weight, self.out.bias,
                                 self.base_ch, self.hist_ch, self.mask_ch, width, height, slot, fmt,
+                                ids=ids if colours is not None else None, colours=colours,
                                 cache=self._kernel_cache)
 
 

@@ -30,11 +30,10 @@ GROUPS = ("base", "guide", "hist", "mask", "position", "ids", "surface")
 
 
 def case(b, hh, ww, stride, cg, e, f, gen, *, ids=True, surface=True, wdtype=torch.float32, binary_mask=False,
-         contiguous_surface=False, device="cpu", colours=False):
+         contiguous_surface=False, device="cpu"):
     """The op's arguments as the frame hands them over: the guide a channel range of the packed
     planes, ids one component of an int32 plane (full 32-bit range: the low 8 bits pick the row),
-    the surface three of an RGBA16F plane's four components; with `colours`, a per-image colour
-    table expanded from one image's, as `Refiner.colour_table` gives it (a stride-0 batch)."""
+    the surface three of an RGBA16F plane's four components."""
     def dev(t):
         return t.to(device)
 
@@ -52,15 +51,12 @@ def case(b, hh, ww, stride, cg, e, f, gen, *, ids=True, surface=True, wdtype=tor
     srf = rgba[..., :3]  # the views are taken on the device: `.to()` of a view would make it contiguous
     if contiguous_surface:
         srf = srf.contiguous()
-    tints = dev(torch.rand(1, ID_BUCKETS, 3, generator=gen) * 2 - 1).expand(b, -1, -1) if colours else None
     return dict(latent=latent, guide=packed[:, 2:2 + cg], history=history, mask=mask,
                 ids=plane[..., 1] if ids else None, surface=srf if surface else None,
-                id_table=table, surface_weight=weight, surface_bias=bias, colours=tints)
+                id_table=table, surface_weight=weight, surface_bias=bias)
 
 
 def call(fn, a, stride, width, height, dtype, **kw):
-    if a.get("colours") is not None:
-        kw["colours"] = a["colours"]
     return fn(a["latent"], a["guide"], a["history"], a["mask"], a["ids"], a["surface"], a["id_table"],
               a["surface_weight"], a["surface_bias"], stride, width, height, dtype, **kw)
 
@@ -72,14 +68,12 @@ def ulps(got, want, dtype):
     return (got.float() - want.float()).abs() / unit
 
 
-def assert_matches(got, want, dtype, lay, surface_share=0.999, colours=False):
+def assert_matches(got, want, dtype, lay, surface_share=0.999):
     """The kernel reproduces the reference's roundings: guide, history, mask, positions and ids
     bit for bit; the upsample within 1 unit in the last place (float32: 2 units of 1, where ATen's
     CPU kernel sums in another order); the surface features within 1 unit (float32: 1e-4, a phase of
     a few hundred radians has ulps of 3e-5) except at a rare bf16 step of the Linear's rounded
-    output, where the reference's summation order is not ours. With object colours added to the
-    upsample (`colours`), a unit of the upsample may become more of the sum's where they cancel:
-    bfloat16's bound is then one unit at magnitude 2 (2^-6)."""
+    output, where the reference's summation order is not ours."""
     assert got.shape == want.shape and got.dtype == want.dtype == dtype and not torch.isnan(got).any()
     bounds = dict(zip(GROUPS, zip(lay[:7], list(lay[1:7]) + [lay.total])))
     for name in ("guide", "hist", "mask", "position", "ids"):
@@ -88,8 +82,6 @@ def assert_matches(got, want, dtype, lay, surface_share=0.999, colours=False):
     a, b = bounds["base"]
     if dtype == torch.float32:  # latents in [-1, 1]: 2 float32 ulps of 1, whatever the cancellation
         assert (got[..., a:b] - want[..., a:b]).abs().max() <= 2 ** -22
-    elif colours:
-        assert (got[..., a:b].float() - want[..., a:b].float()).abs().max() <= 2 ** -6
     else:
         assert ulps(got[..., a:b], want[..., a:b], dtype).max() <= 1
     a, b = bounds["surface"]
@@ -109,21 +101,16 @@ SIZES = [(1, 4, 4, 4, 4, 4, 10, 3, 4), (2, 12, 20, 4, 17, 9, 10, 3, 4), (1, 6, 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("with_ids, with_surface, with_colours",
-                         [(True, True, False), (False, False, False), (True, False, False), (True, True, True)])
+@pytest.mark.parametrize("with_ids, with_surface", [(True, True), (False, False), (True, False)])
 @pytest.mark.parametrize("b, hh, ww, stride, width, height, cg, e, f", SIZES)
-def test_kernel_matches_reference(gen, b, hh, ww, stride, width, height, cg, e, f, dtype, with_ids, with_surface,
-                                  with_colours):
-    a = case(b, hh, ww, stride, cg, e, f, gen, ids=with_ids, surface=with_surface, wdtype=dtype, colours=with_colours)
+def test_kernel_matches_reference(gen, b, hh, ww, stride, width, height, cg, e, f, dtype, with_ids, with_surface):
+    a = case(b, hh, ww, stride, cg, e, f, gen, ids=with_ids, surface=with_surface, wdtype=dtype)
     lay = feature_channels(cg, e, f)
     out = torch.full((b, hh, ww, lay.total), NAN, dtype=dtype)
     got = call(refiner_features_triton, a, stride, width, height, dtype, out=out)
     want = call(refiner_features_reference, a, stride, width, height, dtype)
     assert got is out
-    assert_matches(got, want, dtype, lay, colours=with_colours)
-    if with_colours:  # the colours moved the upsample (and nothing else: assert_matches checked the rest)
-        plain = call(refiner_features_reference, {**a, "colours": None}, stride, width, height, dtype)
-        assert (got[..., :3].float() - plain[..., :3].float()).abs().max() > 0.1
+    assert_matches(got, want, dtype, lay)
     if e and not with_ids:
         assert not got[..., lay.ids:lay.surface].any()  # written, as zeros
     if f and with_surface:
@@ -183,11 +170,6 @@ def test_the_reference_means_what_its_docstring_says(gen):
     phase = 2 * math.pi * (a["surface"][0].float() @ a["surface_weight"].t() + a["surface_bias"])
     assert torch.allclose(x[..., lay.surface:lay.surface + 2], torch.sin(phase), atol=1e-4)
     assert torch.allclose(x[..., lay.surface + 2:], torch.cos(phase), atol=1e-4)
-    a["colours"] = torch.rand(1, ID_BUCKETS, 3, generator=gen)  # the object's colour, added to the latent
-    x = call(refiner_features_reference, a, s, width, height, torch.float32)[0]
-    assert torch.allclose(x[..., 0:3], 0.375 + a["colours"][0][a["ids"][0].long() & 255])
-    assert torch.equal(x[..., 3:], call(refiner_features_reference, {**a, "colours": None}, s, width, height,
-                                        torch.float32)[0][..., 3:])
 
 
 def test_the_surface_phase_is_float32_whatever_the_dtype(gen):
@@ -282,9 +264,6 @@ def test_bad_inputs_are_refused_before_any_work(gen):
         ({"surface_bias": None}, {}, "both surface_weight and surface_bias"),
         ({"surface_weight": a["surface_weight"][:, :2]}, {}, r"surface_weight must be \[F, 3\]"),
         ({"surface_bias": a["surface_bias"].half()}, {}, "one Linear has one dtype"),
-        ({"colours": torch.zeros(1, ID_BUCKETS, 3), "ids": None}, {}, "colours needs ids"),
-        ({"colours": torch.zeros(1, ID_BUCKETS, 4)}, {}, r"colours must be \[1, 256, 3\]"),
-        ({"colours": torch.zeros(1, ID_BUCKETS, 3, dtype=torch.int32)}, {}, "colours must be a float"),
         ({}, {"stride": 3}, "not a multiple of the latent stride 3"),
         ({}, {"stride": 0}, "stride must be a positive int"),
         ({}, {"width": 13}, "does not fit the 12x8 guide"),
@@ -391,7 +370,7 @@ def test_the_frame_is_the_same_with_the_kernel_on_and_off(gen, monkeypatch):
 
 
 # Compiles the kernel as the service launches it (bf16 activations and weights, the default
-# model's 10 / 3 / 4 channels, ids, object colours and surface, the slot's unit strides specialised as Triton
+# model's 10 / 3 / 4 channels, ids and surface, the slot's unit strides specialised as Triton
 # does at a launch) for an H100/H200 (sm_90) with the installed Triton, without the interpreter.
 AOT = r"""
 import inspect, json, os, re, subprocess, tempfile
@@ -403,11 +382,11 @@ from streamstyle.kernels.refiner_features import triton_kernel as tk, feature_ch
 cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 lay = feature_channels(10, 3, 4)
 const = dict(STRIDE=4, G0=lay.guide, H0=lay.hist, M0=lay.mask, P0=lay.position, I0=lay.ids, S0=lay.surface,
-             E=3, NF=4, NFP=4, CIN=lay.total, CP=32, ID_MASK=255, HAS_IDS=True, HAS_TABLE=True, HAS_COLOURS=True,
-             HAS_SURFACE=True, OUT=1, BLOCK=tk.BLOCK)
-const.update(dict.fromkeys(("sl_w", "sg_w", "sh_w", "sm_w", "si_w", "st_c", "sc_c", "ss_c", "sw_c", "sb_s"), 1))
+             E=3, NF=4, NFP=4, CIN=lay.total, CP=32, ID_MASK=255, HAS_IDS=True, HAS_SURFACE=True, OUT=1,
+             BLOCK=tk.BLOCK)
+const.update(dict.fromkeys(("sl_w", "sg_w", "sh_w", "sm_w", "si_w", "st_c", "ss_c", "sw_c", "sb_s"), 1))
 ptrs = {"lat_ptr": "*fp32", "guide_ptr": "*fp32", "hist_ptr": "*fp32", "mask_ptr": "*fp32", "ids_ptr": "*i32",
-        "table_ptr": "*bf16", "col_ptr": "*fp32", "surf_ptr": "*fp16", "sw_ptr": "*bf16", "sb_ptr": "*bf16", "x_ptr": "*bf16"}
+        "table_ptr": "*bf16", "surf_ptr": "*fp16", "sw_ptr": "*bf16", "sb_ptr": "*bf16", "x_ptr": "*bf16"}
 floats = ("inv_stride", "phase_scale", "screen_x", "screen_y")
 names = list(inspect.signature(tk._features_kernel.fn).parameters)
 sig = {n: "constexpr" if n in const else ptrs.get(n, "fp32" if n in floats else "i32") for n in names}
@@ -449,14 +428,14 @@ def test_kernel_matches_reference_on_the_gpu(gen, with_ids, with_surface):
     runs on the GPU too (cuBLAS's Linear, ATen's CUDA upsample), so the comparison is against
     exactly what the model computed before the kernel."""
     a = case(1, 720, 1280, 4, 10, 3, 4, gen, ids=with_ids, surface=with_surface, wdtype=torch.bfloat16,
-             binary_mask=True, device="cuda", colours=with_ids)
+             binary_mask=True, device="cuda")
     lay = feature_channels(10, 3, 4)
     with torch.no_grad():
         out = torch.full((1, 720, 1280, lay.total), NAN, dtype=torch.bfloat16, device="cuda")
         got = call(refiner_features, a, 4, 1277, 719, torch.bfloat16, out=out)
         want = call(refiner_features_reference, a, 4, 1277, 719, torch.bfloat16)
     assert got is out
-    assert_matches(got, want, torch.bfloat16, lay, surface_share=0.9999, colours=with_ids)
+    assert_matches(got, want, torch.bfloat16, lay, surface_share=0.9999)
 
 
 @pytest.mark.gpu

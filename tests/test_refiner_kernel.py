@@ -168,6 +168,33 @@ def test_the_model_sized_chain_through_the_switch_with_its_weight_cache(gen):
     assert (slot_fast.int() - slot_ref.int()).abs().max() <= 1
 
 
+def colour_case(b, h, w, gen, device="cpu"):
+    """Object colours as the model hands them over: the ids one component of an int32 plane (full
+    32-bit range: the low 8 bits pick the row), one table expanded over the batch (stride 0)."""
+    plane = torch.randint(-2 ** 31, 2 ** 31 - 1, (b, h, w, 2), generator=gen, dtype=torch.int64).to(torch.int32)
+    table = (torch.rand(1, 256, 3, generator=gen) * 0.6 - 0.3).expand(b, -1, -1)
+    return plane.to(device)[..., 1], table.to(device)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("b, h, w, cin, c1, cy", SIZES[1:3])
+def test_stage2_with_object_colours_matches_reference(gen, b, h, w, cin, c1, cy, dtype):
+    """Each pixel's fresh colour gets its object's row of the image's table, as the reference
+    adds it; the colours move the frame (so an unread table would show)."""
+    x = inputs(b, h, w, cin, gen)
+    y = (torch.randn(b, h, w, cy, generator=gen)).to(dtype)
+    w3, b3, cond, w1, b1 = layer(cy, c1, 4, gen, b)
+    ids, colours = colour_case(b, h, w, gen)
+    packed = pack_refine(w3, b3, w1, b1, dtype)
+    got = refine_composite_triton(y, x.to(dtype), packed, cond, 0, 3, 6, out_rgb=torch.full((b, 3, h, w), NAN),
+                                  ids=ids, colours=colours)
+    want = refine_composite_reference(y.float(), x.to(dtype).float(), w3, b3, cond, w1, b1, 0, 3, 6,
+                                      ids=ids, colours=colours)
+    plain = refine_composite_reference(y.float(), x.to(dtype).float(), w3, b3, cond, w1, b1, 0, 3, 6)
+    assert not torch.isnan(got).any() and (got - want).abs().max() < 2e-5
+    assert (want - plain).abs().max() > 0.1
+
+
 def test_the_reference_composite_means_what_the_spec_says(gen):
     """With the refiner's residual and logit known (zero conv weights, chosen biases): a zero mask
     keeps base + residual, a mask of one with a large logit takes the history, and a half logit
@@ -187,19 +214,27 @@ def test_the_reference_composite_means_what_the_spec_says(gen):
     assert torch.allclose(run(0.05, 30.0, 1.0), hist, atol=1e-6)
     assert torch.allclose(run(0.0, 0.0, 1.0), (base + hist) / 2, atol=1e-6)
     assert torch.equal(run(5.0, -30.0, 1.0), torch.ones(h, w, 3))
+    ids, colours = colour_case(1, h, w, gen)  # an object's colour adds to the fresh colour
+    x[..., 6] = 0.0
+    got = refine_composite_reference(y, x, w3, b3, None, w1, torch.zeros(4), 0, 3, 6, ids=ids, colours=colours)
+    assert torch.allclose(got[0].permute(1, 2, 0), (base + colours[0][ids[0].long() & 255]).clamp(0, 1))
 
 
 def test_the_reference_is_differentiable(gen):
-    """Training runs the reference under autograd: gradients of both stages match finite differences."""
+    """Training runs the reference under autograd: gradients of both stages (and of the object
+    colours) match finite differences."""
     x = inputs(1, 3, 4, 8, gen).double().requires_grad_()
     s1 = [t.double().requires_grad_() for t in layer(8, 8, 8, gen, 1)]
     s2 = [t.double().requires_grad_() for t in layer(8, 8, 4, gen, 1)]
 
-    def chain(x, *p):
-        y = conv3x3_mlp_reference(x, *p[:5])
-        return refine_composite_reference(y, x, *p[5:], 0, 3, 6)
+    ids, colours = colour_case(1, 3, 4, gen)
+    colours = colours.double().contiguous().requires_grad_()
 
-    assert torch.autograd.gradcheck(chain, (x, *s1, *s2), fast_mode=True)
+    def chain(x, colours, *p):
+        y = conv3x3_mlp_reference(x, *p[:5])
+        return refine_composite_reference(y, x, *p[5:], 0, 3, 6, ids=ids, colours=colours)
+
+    assert torch.autograd.gradcheck(chain, (x, colours, *s1, *s2), fast_mode=True)
 
 
 def test_bad_inputs_are_refused_before_any_work(gen):
@@ -211,6 +246,7 @@ def test_bad_inputs_are_refused_before_any_work(gen):
     slot = torch.full((w * h * 8,), 0xAB, dtype=torch.uint8)
     out_rgb = torch.full((1, 3, h, w), 7.0)
     w3, b3, cond, w1, b1 = s2
+    ids, colours = colour_case(1, h, w, gen)
     cases = [
         (lambda: conv3x3_mlp(x[0], *s1), "channels-last"),
         (lambda: conv3x3_mlp(x.double(), *s1), "float32, bfloat16 or float16"),
@@ -230,6 +266,11 @@ def test_bad_inputs_are_refused_before_any_work(gen):
         (lambda: refine_composite(y.expand(2, -1, -1, -1), x.expand(2, -1, -1, -1), w3, b3, None, w1, b1,
                                   0, 3, 6, w, h, slot, "rgba8"), "one frame"),
         (lambda: refine_composite(y, x, *s2, 0, 3, 6, out_rgb=torch.empty(1, h, w, 3)), "out_rgb must be"),
+        (lambda: refine_composite(y, x, *s2, 0, 3, 6, ids=ids), "both `ids` and `colours`"),
+        (lambda: refine_composite(y, x, *s2, 0, 3, 6, ids=ids[:, :2], colours=colours), "ids must be"),
+        (lambda: refine_composite(y, x, *s2, 0, 3, 6, ids=ids.float(), colours=colours), "ids must be an integer"),
+        (lambda: refine_composite(y, x, *s2, 0, 3, 6, ids=ids, colours=colours[:, :100]), r"colours must be \[1, 256, 3\]"),
+        (lambda: refine_composite(y, x, *s2, 0, 3, 6, ids=ids, colours=colours.int()), "colours must be a float"),
     ]
     for name in ("auto", "triton"):
         backend.set_backend(name)
@@ -285,9 +326,11 @@ cases = {
                     {"CINP": 32, "C1": 32, "C1P": 32, "C2P": 32, "HAS_COND": True, "ACT_OUT": True}),
     "refine_composite": (tk._refine_kernel,
                          {"y_ptr": "*bf16", "x_ptr": "*bf16", **ptr, "w3_ptr": "*bf16", "cond_ptr": "*bf16",
-                          "rgb_ptr": "*fp32", "slot_ptr": "*u8",
-                          **i32("H", "W", "CY", "CIN", "base_ch", "hist_ch", "mask_ch", "OH", "OW")},
-                         {"CYP": 32, "C1": 32, "C1P": 32, "HAS_COND": True, "SLOT": tk.SLOT_RGBA8}),
+                          "rgb_ptr": "*fp32", "slot_ptr": "*u8", "ids_ptr": "*i32", "col_ptr": "*fp32",
+                          **i32("H", "W", "CY", "CIN", "base_ch", "hist_ch", "mask_ch", "OH", "OW",
+                                "si_b", "si_h", "si_w", "sc_b", "sc_r", "sc_c")},
+                         {"CYP": 32, "C1": 32, "C1P": 32, "HAS_COND": True, "HAS_COLOURS": True,
+                          "SLOT": tk.SLOT_RGBA8}),
 }
 out = {}
 for name, (fn, sig, const) in cases.items():
@@ -344,9 +387,12 @@ def test_kernels_match_reference_on_the_gpu(gen):
         ok, err = close(y, y_want, torch.bfloat16)
         assert ok, err
         slot = torch.full((1280 * 720 * 8 + 64,), 0xFF, dtype=torch.uint8, device="cuda")
+        ids, colours = colour_case(1, 720, 1280, gen, device="cuda")
         rgb = refine_composite(y, x, *s2, 0, 3, 6, 1277, 719, slot, "rgba16f",
-                               out_rgb=torch.full((1, 3, 720, 1280), NAN, device="cuda"), cache=c2)
-        rgb_want = refine_composite_reference(y.float(), x.float(), *[t.float() for t in s2], 0, 3, 6)
+                               out_rgb=torch.full((1, 3, 720, 1280), NAN, device="cuda"), cache=c2,
+                               ids=ids, colours=colours)
+        rgb_want = refine_composite_reference(y.float(), x.float(), *[t.float() for t in s2], 0, 3, 6,
+                                              ids=ids, colours=colours)
     assert "refine_composite" in c2 and not torch.isnan(rgb).any()
     assert (rgb - rgb_want).abs().max() < 1e-2 and (rgb - rgb_want).abs().mean() < 1e-3
     want = torch.full_like(slot, 0xFF)

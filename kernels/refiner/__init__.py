@@ -65,9 +65,11 @@ def refine_composite(y: torch.Tensor, x: torch.Tensor, w3: torch.Tensor, b3: tor
                      cond: torch.Tensor | None, w1: torch.Tensor, b1: torch.Tensor,
                      base_ch: int, hist_ch: int, mask_ch: int, width: int | None = None, height: int | None = None,
                      out: torch.Tensor | None = None, fmt: str | None = None, *,
-                     out_rgb: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
+                     out_rgb: torch.Tensor | None = None, cache: dict | None = None,
+                     ids: torch.Tensor | None = None, colours: torch.Tensor | None = None) -> torch.Tensor:
     """Stage 2: the last conv layer (four outputs: residual RGB, history logit) and the composite
-    rgb = clamp(fresh + sigmoid(a) * m * (hist - fresh), 0, 1), fresh = (x[base] + 1) / 2 + res,
+    rgb = clamp(fresh + sigmoid(a) * m * (hist - fresh), 0, 1), fresh = (x[base] + 1) / 2 + res
+    (+ colours[b, ids & 255] with object colours: ids [B, H, W] integer, colours [B, 256, 3]),
     hist = (x[hist] + 1) / 2, m = x[mask].
 
     y [B, H, W, Cy]; x [B, H, W, Cin] (base_ch, hist_ch: first of three channels; mask_ch: one);
@@ -76,19 +78,25 @@ def refine_composite(y: torch.Tensor, x: torch.Tensor, w3: torch.Tensor, b3: tor
     output slot's uint8 bytes) and `fmt` ("rgba8" / "rgba16f"), B == 1: the top-left `width` x
     `height` pixels are also written there as interleaved RGBA, alpha 1 (on a GPU in the same
     pass). Raises ValueError for inputs that do not fit together, before any work."""
-    check_refine_composite(y, x, w3, b3, cond, w1, b1, base_ch, hist_ch, mask_ch, width, height, out, fmt, out_rgb)
+    check_refine_composite(y, x, w3, b3, cond, w1, b1, base_ch, hist_ch, mask_ch, width, height, out, fmt, out_rgb,
+                           ids, colours)
     params = (w3, b3, w1, b1)
-    tensors = (y, x) + params + tuple(t for t in (cond, out) if t is not None)
+    tensors = (y, x) + params + tuple(t for t in (cond, out, ids, colours) if t is not None)
 
     def unsupported():
+        from .triton_kernel import ID_DTYPES
         from .triton_kernel import unsupported as why_not
 
-        return why_not(y, w3, w3, x)
+        why = why_not(y, w3, w3, x)
+        if why is None and ids is not None and ids.dtype not in ID_DTYPES:
+            why = f"ids of {ids.dtype}"
+        return why
 
     if use_triton("refiner", tensors, unsupported):
         from .triton_kernel import refine_composite_triton
 
         return refine_composite_triton(y, x, _packed("refine_composite", params, y.dtype, cache), cond,
-                                       base_ch, hist_ch, mask_ch, width, height, out, fmt, out_rgb)
+                                       base_ch, hist_ch, mask_ch, width, height, out, fmt, out_rgb,
+                                       ids=ids, colours=colours)
     return refine_composite_reference(y, x, w3, b3, cond, w1, b1, base_ch, hist_ch, mask_ch, width, height,
-                                      out, fmt, out_rgb=out_rgb)
+                                      out, fmt, out_rgb=out_rgb, ids=ids, colours=colours)

@@ -13,8 +13,11 @@ Stage 2, `refine_composite(y, x, w3, b3, cond, w1, b1, base_ch, hist_ch, mask_ch
     z = SiLU(conv3x3(y; w3 [C1, Cy, 3, 3], b3) + cond[b]);  o = z @ w1^T + b1, w1 [4, C1]
     res = o[..., 0:3], a = o[..., 3]
     base = (x[..., base_ch:base_ch+3] + 1) / 2;  hist = (x[..., hist_ch:hist_ch+3] + 1) / 2
-    m = x[..., mask_ch];  fresh = base + res;  alpha = sigmoid(a) * m
+    m = x[..., mask_ch];  fresh = base + res (+ colours[b, ids & 255]);  alpha = sigmoid(a) * m
     rgb = clamp(fresh + alpha * (hist - fresh), 0, 1)       float32 [B, 3, H, W], planar
+With a per-image colour table (`colours` [B, 256, 3] float, the refiner's per-style object
+colours) and the object ids (`ids` [B, H, W] integer, any strides), each pixel's fresh colour gets
+its object's row, looked up by the id's low 8 bits.
 `rgb` covers the whole (padded) H x W: the model keeps it as the next frame's history. With an
 engine output slot (`out`, uint8 bytes, and `fmt`, "rgba8" or "rgba16f"; one frame, B == 1) the
 top-left `width` x `height` pixels are also written into it as interleaved RGBA, alpha 1, row pitch
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 from ..writeback.reference import slot_values, write_rgba
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the refiner's activations may be
+COLOUR_ROWS = 256  # object colours are looked up by the id's low 8 bits (as the id embedding)
 
 
 def _nchw(t: torch.Tensor) -> torch.Tensor:
@@ -67,9 +71,11 @@ def refine_composite(y: torch.Tensor, x: torch.Tensor, w3: torch.Tensor, b3: tor
                      cond: torch.Tensor | None, w1: torch.Tensor, b1: torch.Tensor,
                      base_ch: int, hist_ch: int, mask_ch: int, width: int | None = None, height: int | None = None,
                      out: torch.Tensor | None = None, fmt: str | None = None, *,
-                     out_rgb: torch.Tensor | None = None) -> torch.Tensor:
+                     out_rgb: torch.Tensor | None = None, ids: torch.Tensor | None = None,
+                     colours: torch.Tensor | None = None) -> torch.Tensor:
     """y [B, H, W, Cy]; x [B, H, W, Cin]; w3 [C1, Cy, 3, 3]; b3 [C1]; cond [B, C1] or None;
-    w1 [4, C1]; b1 [4]. Returns rgb [B, 3, H, W] float32 in [0, 1] (into `out_rgb` when given);
+    w1 [4, C1]; b1 [4]; ids [B, H, W] and colours [B, 256, 3], both or neither. Returns rgb
+    [B, 3, H, W] float32 in [0, 1] (into `out_rgb` when given);
     with `out` and `fmt`, also writes the slot (see the module docstring). (float64 inputs, which
     only gradient checks use, give float64.)"""
     z = _conv3x3_silu(y, w3, b3, cond)
@@ -80,6 +86,9 @@ def refine_composite(y: torch.Tensor, x: torch.Tensor, w3: torch.Tensor, b3: tor
     hist = (xf[..., hist_ch:hist_ch + 3] + 1.0) * 0.5
     m = xf[..., mask_ch:mask_ch + 1]
     fresh = base + o[..., 0:3]
+    if colours is not None:
+        rows = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1)
+        fresh = fresh + colours[rows, ids.long() & (COLOUR_ROWS - 1)].to(ct)
     alpha = torch.sigmoid(o[..., 3:4]) * m
     rgb = (fresh + alpha * (hist - fresh)).clamp(0.0, 1.0).permute(0, 3, 1, 2)  # [B, 3, H, W]
     rgb = out_rgb.copy_(rgb) if out_rgb is not None else rgb.contiguous()
@@ -170,8 +179,26 @@ def check_conv3x3_mlp(x, w3, b3, cond, w1, b1, out_y=None) -> None:
     check_out_buffer("out_y", out_y, (*x.shape[:3], w1.shape[0]), x.dtype, x.device)
 
 
+def check_colours(x: torch.Tensor, ids: torch.Tensor | None, colours: torch.Tensor | None) -> None:
+    """Object colours: a [B, 256, 3] float table and the [B, H, W] integer ids it is looked up by,
+    both on x's device, or neither."""
+    if (ids is None) != (colours is None):
+        raise ValueError("refiner: object colours need both `ids` and `colours`")
+    if ids is None:
+        return
+    _shape("ids", ids, tuple(x.shape[:3]))
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"refiner: ids must be an integer tensor, not {ids.dtype}")
+    _shape("colours", colours, (x.shape[0], COLOUR_ROWS, 3))
+    if not colours.is_floating_point():
+        raise ValueError(f"refiner: colours must be a float tensor, not {colours.dtype}")
+    for name, t in (("ids", ids), ("colours", colours)):
+        if t.device != x.device:
+            raise ValueError(f"refiner: {name} is on {t.device}, the activations on {x.device}")
+
+
 def check_refine_composite(y, x, w3, b3, cond, w1, b1, base_ch, hist_ch, mask_ch, width=None, height=None,
-                           out=None, fmt=None, out_rgb=None) -> None:
+                           out=None, fmt=None, out_rgb=None, ids=None, colours=None) -> None:
     """Raises ValueError unless the stage-2 inputs fit together: y and x cover the same pixels,
     the channel picks lie inside x, the slot (if any) fits."""
     check_activation("y", y)
@@ -181,5 +208,6 @@ def check_refine_composite(y, x, w3, b3, cond, w1, b1, base_ch, hist_ch, mask_ch
                          "must cover the same pixels on one device")
     _layer(y, w3, b3, cond, w1, b1, 4)
     check_channels(x, base_ch, hist_ch, mask_ch)
+    check_colours(x, ids, colours)
     check_out_buffer("out_rgb", out_rgb, (x.shape[0], 3, *x.shape[1:3]), torch.float32, x.device)
     check_slot(x, out, fmt, width, height)

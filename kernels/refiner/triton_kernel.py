@@ -31,13 +31,14 @@ import triton.language as tl
 
 from ..writeback.reference import slot_values
 from ..writeback.triton_kernel import unorm8
-from .reference import check_activation, check_channels, check_cond, check_out_buffer, check_slot
+from .reference import check_activation, check_channels, check_colours, check_cond, check_out_buffer, check_slot
 
 # Tile (rows x columns of pixels) and warps per program; `benchmarks/bench_refiner.py` sweeps them.
 TILE_H, TILE_W, NUM_WARPS = 8, 16, 4
 MAX_CHANNELS = 64  # the widest layer the kernels take (registers: a [pixels, 64] float32 tile)
 
 SLOT_NONE, SLOT_RGBA8, SLOT_RGBA16F = 0, 1, 2
+ID_DTYPES = (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)  # the object ids it reads
 SLOT_CODES = {"rgba8": SLOT_RGBA8, "rgba16f": SLOT_RGBA16F}
 
 
@@ -138,10 +139,10 @@ def _row_dot(z, w_ptr, c1):
 
 
 @triton.jit
-def _refine_kernel(y_ptr, x_ptr, w3_ptr, b3_ptr, cond_ptr, w1_ptr, b1_ptr, rgb_ptr, slot_ptr,
-                   H, W, CY, CIN, base_ch, hist_ch, mask_ch, OH, OW,
+def _refine_kernel(y_ptr, x_ptr, w3_ptr, b3_ptr, cond_ptr, w1_ptr, b1_ptr, rgb_ptr, slot_ptr, ids_ptr, col_ptr,
+                   H, W, CY, CIN, base_ch, hist_ch, mask_ch, OH, OW, si_b, si_h, si_w, sc_b, sc_r, sc_c,
                    CYP: tl.constexpr, C1: tl.constexpr, C1P: tl.constexpr, HAS_COND: tl.constexpr,
-                   SLOT: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+                   HAS_COLOURS: tl.constexpr, SLOT: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
     n = tl.program_id(1)
     r0, c0, lr, lc = _tile(TILE_H, TILE_W, W)
     z = _conv3x3_silu(y_ptr, w3_ptr, b3_ptr, cond_ptr, n, r0, c0, lr, lc, H, W, CY,
@@ -158,9 +159,15 @@ def _refine_kernel(y_ptr, x_ptr, w3_ptr, b3_ptr, cond_ptr, w1_ptr, b1_ptr, rgb_p
     rgb_offs = lr * W + lc
     slot_px = (row * OW + col).to(tl.int64) * 4  # one frame, row pitch = the frame's width
     keep = inside & (row < OH) & (col < OW)
+    if HAS_COLOURS:  # the object's row of this image's colour table (the id's low 8 bits)
+        nn = n.to(tl.int64)
+        idx = tl.load(ids_ptr + nn * si_b + row * si_h + col * si_w, mask=inside, other=0) & 255
+        tint = col_ptr + nn * sc_b + idx.to(tl.int32) * sc_r
     for c in tl.static_range(3):
         res = _row_dot(z, w1_ptr + c * C1P, c1) + tl.load(b1_ptr + c)
         fresh = (_channel(x_tile, x_offs, base_ch + c, inside) + 1.0) * 0.5 + res
+        if HAS_COLOURS:
+            fresh = fresh + tl.load(tint + c * sc_c, mask=inside, other=0.0).to(tl.float32)
         hist = (_channel(x_tile, x_offs, hist_ch + c, inside) + 1.0) * 0.5
         v = tl.minimum(tl.maximum(fresh + alpha * (hist - fresh), 0.0), 1.0)
         tl.store(rgb_tile + c * H * W + rgb_offs, v, mask=inside)
@@ -268,10 +275,12 @@ def refine_composite_triton(y: torch.Tensor, x: torch.Tensor, packed: Packed, co
                             base_ch: int, hist_ch: int, mask_ch: int, width: int | None = None,
                             height: int | None = None, out: torch.Tensor | None = None, fmt: str | None = None,
                             out_rgb: torch.Tensor | None = None, tile: tuple[int, int] | None = None,
-                            num_warps: int = NUM_WARPS) -> torch.Tensor:
+                            num_warps: int = NUM_WARPS, ids: torch.Tensor | None = None,
+                            colours: torch.Tensor | None = None) -> torch.Tensor:
     """Stage 2 (`reference.refine_composite`). y [B, H, W, Cy] and x [B, H, W, Cin] contiguous;
-    `packed` from `pack_refine` for y's dtype. Returns rgb [B, 3, H, W] float32 (into `out_rgb`
-    when given); with `out` and `fmt`, writes the slot in the same pass."""
+    `packed` from `pack_refine` for y's dtype; ids [B, H, W] (any strides) and colours
+    [B, 256, 3], or neither. Returns rgb [B, 3, H, W] float32 (into `out_rgb` when given); with
+    `out` and `fmt`, writes the slot in the same pass."""
     th, tw = _launch_shape(y, packed, tile, "y")
     check_activation("x", x)
     if x.shape[:3] != y.shape[:3] or x.device != y.device or not x.is_contiguous():
@@ -281,13 +290,19 @@ def refine_composite_triton(y: torch.Tensor, x: torch.Tensor, packed: Packed, co
     check_channels(x, base_ch, hist_ch, mask_ch)
     check_out_buffer("out_rgb", out_rgb, (b, 3, h, w), torch.float32, x.device)
     check_slot(x, out, fmt, width, height)
+    check_colours(x, ids, colours)
+    if ids is not None and ids.dtype not in ID_DTYPES:
+        raise ValueError(f"refiner kernel: ids of {ids.dtype} (it reads {', '.join(str(d) for d in ID_DTYPES)})")
     if out_rgb is None:
         out_rgb = torch.empty(b, 3, h, w, device=x.device, dtype=torch.float32)
     slot = slot_values(out, width, height, fmt) if out is not None else out_rgb
     grid = (triton.cdiv(h, th) * triton.cdiv(w, tw), b)
     _refine_kernel[grid](
         y, x, packed.w3, packed.b3, cond if cond is not None else packed.b3, packed.w1, packed.b1, out_rgb, slot,
+        ids if ids is not None else out_rgb, colours if colours is not None else out_rgb,
         h, w, cy, x.shape[3], base_ch, hist_ch, mask_ch, height or 0, width or 0,
+        *(ids.stride() if ids is not None else (0, 0, 0)), *(colours.stride() if colours is not None else (0, 0, 0)),
         CYP=packed.w3.shape[1], C1=packed.c1, C1P=packed.w3.shape[2], HAS_COND=cond is not None,
+        HAS_COLOURS=colours is not None,
         SLOT=SLOT_CODES[fmt] if out is not None else SLOT_NONE, TILE_H=th, TILE_W=tw, num_warps=num_warps)
     return out_rgb

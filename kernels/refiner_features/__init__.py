@@ -21,19 +21,17 @@ __all__ = ["ID_BUCKETS", "FeatureChannels", "feature_channels", "refiner_feature
 def refiner_features(latent: torch.Tensor, guide: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
                      ids: torch.Tensor | None, surface: torch.Tensor | None, id_table: torch.Tensor | None,
                      surface_weight: torch.Tensor | None, surface_bias: torch.Tensor | None, stride: int,
-                     width: int, height: int, dtype: torch.dtype, *, out: torch.Tensor | None = None,
-                     colours: torch.Tensor | None = None) -> torch.Tensor:
+                     width: int, height: int, dtype: torch.dtype, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """x [B, H, W, Cin] contiguous in `dtype` (into `out`, a contiguous tensor of that shape and
     dtype, when given). latent [B, 3, h, w]; guide [B, Cg, H, W] (any float dtype and strides);
     history [B, 3, H, W] in [0, 1]; mask [B, 1, H, W]; ids [B, H, W] integer or None; surface
     [B, H, W, 3] or None; id_table [256, E] or None; surface_weight [F, 3] and surface_bias [F], or
-    None; H x W = stride x the latent's size; width x height the frame's real size (<= W x H);
-    colours [B, 256, 3] (per-image object colours added to the latent's channels) or None, only
-    with ids. Raises ValueError for inputs that do not fit together, before any work."""
+    None; H x W = stride x the latent's size; width x height the frame's real size (<= W x H).
+    Raises ValueError for inputs that do not fit together, before any work."""
     check_features(latent, guide, history, mask, ids, surface, id_table, surface_weight, surface_bias, stride,
-                   width, height, dtype, out, colours)
-    tensors = tuple(t for t in (latent, guide, history, mask, ids, surface, id_table, surface_weight, surface_bias,
-                                colours) if t is not None)
+                   width, height, dtype, out)
+    tensors = tuple(t for t in (latent, guide, history, mask, ids, surface, id_table, surface_weight, surface_bias)
+                    if t is not None)
 
     def unsupported():
         from .triton_kernel import unsupported as why_not
@@ -44,8 +42,8 @@ def refiner_features(latent: torch.Tensor, guide: torch.Tensor, history: torch.T
         from .triton_kernel import refiner_features_triton
 
         return refiner_features_triton(latent, guide, history, mask, ids, surface, id_table, surface_weight,
-                                       surface_bias, stride, width, height, dtype, out=out, colours=colours)
+                                       surface_bias, stride, width, height, dtype, out=out)
     x = refiner_features_reference(latent, guide, history, mask, ids, surface, id_table, surface_weight,
-                                   surface_bias, stride, width, height, dtype, colours)
+                                   surface_bias, stride, width, height, dtype)
     return out.copy_(x) if out is not None else x
 

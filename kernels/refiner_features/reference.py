@@ -2,12 +2,10 @@
 assembled channels-last in plain PyTorch ops (the spec; what training runs, with gradients).
 
 `refiner_features(latent, guide, history, mask, ids, surface, id_table, surface_weight,
-surface_bias, stride, width, height, dtype, colours=None)` -> x [B, H, W, Cin] in `dtype`, its
-channels in the order `feature_channels` gives:
+surface_bias, stride, width, height, dtype)` -> x [B, H, W, Cin] in `dtype`, its channels in the
+order `feature_channels` gives:
 
-    base     3   F.interpolate(latent.to(dtype), scale_factor=stride, bilinear, align_corners=False),
-                 plus colours[b, ids & (ID_BUCKETS - 1)].to(dtype) with a per-image colour table
-                 (colours [B, ID_BUCKETS, 3], the refiner's per-style object colours; needs ids)
+    base     3   F.interpolate(latent.to(dtype), scale_factor=stride, bilinear, align_corners=False)
     guide    Cg  guide.to(dtype)
     hist     3   (history.to(dtype) * 2 - 1) * mask.to(dtype)
     mask     1   mask.to(dtype)
@@ -64,19 +62,15 @@ def feature_channels(guide: int, id_features: int, surface_features: int) -> Fea
 def refiner_features(latent: torch.Tensor, guide: torch.Tensor, history: torch.Tensor, mask: torch.Tensor,
                      ids: torch.Tensor | None, surface: torch.Tensor | None, id_table: torch.Tensor | None,
                      surface_weight: torch.Tensor | None, surface_bias: torch.Tensor | None, stride: int,
-                     width: int, height: int, dtype: torch.dtype, colours: torch.Tensor | None = None) -> torch.Tensor:
+                     width: int, height: int, dtype: torch.dtype) -> torch.Tensor:
     """latent [B, 3, h, w]; guide [B, Cg, H, W]; history [B, 3, H, W] in [0, 1]; mask [B, 1, H, W];
     ids [B, H, W] integer or None; surface [B, H, W, 3] or None; id_table [ID_BUCKETS, E] or None;
-    surface_weight [F, 3] and surface_bias [F], or both None; H = h * stride, W = w * stride;
-    colours [B, ID_BUCKETS, 3] or None (only with ids). Returns x [B, H, W, Cin] contiguous in
-    `dtype` (see the module docstring)."""
+    surface_weight [F, 3] and surface_bias [F], or both None; H = h * stride, W = w * stride.
+    Returns x [B, H, W, Cin] contiguous in `dtype` (see the module docstring)."""
     b, _, hh, ww = guide.shape
     dev = guide.device
     s = stride
     base = F.interpolate(latent.to(dtype), scale_factor=s, mode="bilinear", align_corners=False)
-    if colours is not None:
-        rows = torch.arange(b, device=dev).view(b, 1, 1)
-        base = base + colours[rows, ids.long() & (ID_BUCKETS - 1)].to(dtype).permute(0, 3, 1, 2)
     hist = (history.to(dtype) * 2 - 1) * mask.to(dtype)
     xs = torch.arange(ww, device=dev, dtype=torch.float32)
     ys = torch.arange(hh, device=dev, dtype=torch.float32)
@@ -118,7 +112,7 @@ def _int(name: str, v) -> None:
 
 
 def check_features(latent, guide, history, mask, ids, surface, id_table, surface_weight, surface_bias, stride,
-                   width, height, dtype, out=None, colours=None) -> None:
+                   width, height, dtype, out=None) -> None:
     """Raises ValueError unless the inputs fit together: shapes, dtypes, one device, the latent
     `stride` times smaller than the guide, the frame's real size inside the (padded) guide, and
     `out` (if given) exactly what the op would allocate."""
@@ -149,11 +143,6 @@ def check_features(latent, guide, history, mask, ids, surface, id_table, surface
         if id_table.dim() != 2 or id_table.shape[0] != ID_BUCKETS:
             _fail(f"id_table must be [{ID_BUCKETS}, E], got {list(id_table.shape)}")
         floats.append(("id_table", id_table))
-    if colours is not None:
-        if ids is None:
-            _fail("a colour table is looked up by object id: colours needs ids")
-        _shape("colours", colours, (b, ID_BUCKETS, 3))
-        floats.append(("colours", colours))
     if (surface_weight is None) != (surface_bias is None):
         _fail("the surface Linear needs both surface_weight and surface_bias")
     if surface_weight is not None:

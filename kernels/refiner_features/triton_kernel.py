@@ -15,8 +15,7 @@ allocated but x). Every input is taken through its strides, so the engine slot's
 What it writes, per pixel (i, j) of image n, channel blocks in `feature_channels` order, `r()`
 rounding to the activations' dtype:
 
-    base[c]  = r(bilinear(r(latent[n, c]), src = max((1/stride) * (i + 0.5) - 0.5, 0), likewise j)),
-               then r(base[c] + r(colours[n, ids[n, i, j] & 255, c])) with a colour table
+    base[c]  = r(bilinear(r(latent[n, c]), src = max((1/stride) * (i + 0.5) - 0.5, 0), likewise j))
     guide[c] = r(guide[n, c, i, j])
     hist[c]  = r(r(r(history[n, c, i, j]) * 2 - 1) * m),   m = r(mask[n, 0, i, j]);  mask = m
     position = r(((j % stride) + 0.5) * (2 / stride) - 1), the same for i, r((j + 0.5) * (2 / width) - 1),
@@ -81,15 +80,15 @@ def _source(i, scale, size):
 
 
 @triton.jit
-def _features_kernel(lat_ptr, guide_ptr, hist_ptr, mask_ptr, ids_ptr, table_ptr, col_ptr, surf_ptr, sw_ptr, sb_ptr,
-                     x_ptr, H, W, h, w,
+def _features_kernel(lat_ptr, guide_ptr, hist_ptr, mask_ptr, ids_ptr, table_ptr, surf_ptr, sw_ptr, sb_ptr, x_ptr,
+                     H, W, h, w,
                      sl_b, sl_c, sl_h, sl_w, sg_b, sg_c, sg_h, sg_w, sh_b, sh_c, sh_h, sh_w, sm_b, sm_h, sm_w,
-                     si_b, si_h, si_w, st_r, st_c, sc_b, sc_r, sc_c, ss_b, ss_h, ss_w, ss_c, sw_r, sw_c, sb_s,
+                     si_b, si_h, si_w, st_r, st_c, ss_b, ss_h, ss_w, ss_c, sw_r, sw_c, sb_s,
                      inv_stride, phase_scale, screen_x, screen_y,
                      STRIDE: tl.constexpr, G0: tl.constexpr, H0: tl.constexpr, M0: tl.constexpr,
                      P0: tl.constexpr, I0: tl.constexpr, S0: tl.constexpr, E: tl.constexpr, NF: tl.constexpr,
                      NFP: tl.constexpr, CIN: tl.constexpr, CP: tl.constexpr, ID_MASK: tl.constexpr, HAS_IDS: tl.constexpr,
-                     HAS_TABLE: tl.constexpr, HAS_COLOURS: tl.constexpr, HAS_SURFACE: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr):
+                     HAS_SURFACE: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr):
     # G0, H0, M0, P0, I0, S0: where the guide, history, mask, positions, ids and surface start
     # in x (`feature_channels`); the latent's channels are [0, G0)
     n = tl.program_id(1).to(tl.int64)
@@ -119,13 +118,8 @@ def _features_kernel(lat_ptr, guide_ptr, hist_ptr, mask_ptr, ids_ptr, table_ptr,
     wx0 = 1.0 - wx1
     wy1 = ly[:, None]
     wy0 = 1.0 - wy1
-    base = _round(wy0 * (wx0 * v00 + wx1 * v01) + wy1 * (wx0 * v10 + wx1 * v11), OUT)
-    if HAS_IDS:
-        idx = (tl.load(ids_ptr + n * si_b + row * si_h + col * si_w, mask=ok, other=0) & ID_MASK).to(tl.int32)
-    if HAS_COLOURS:  # the per-style object colour, added to the upsampled latent
-        tint = tl.load(col_ptr + n * sc_b + idx[:, None] * sc_r + ch * sc_c, mask=is_base, other=0.0)
-        base = _round(base + _round(tint.to(tl.float32), OUT), OUT)
-    x = tl.where(ch < G0, base, 0.0)  # [BLOCK, CP]: x's channels before the surface's; absent ids stay 0
+    base = wy0 * (wx0 * v00 + wx1 * v01) + wy1 * (wx0 * v10 + wx1 * v11)
+    x = tl.where(ch < G0, _round(base, OUT), 0.0)  # [BLOCK, CP]: x's channels before the surface's; absent ids stay 0
 
     # guide, as it is (rounded to the activations' dtype)
     is_guide = (ch >= G0) & (ch < H0)
@@ -153,8 +147,9 @@ def _features_kernel(lat_ptr, guide_ptr, hist_ptr, mask_ptr, ids_ptr, table_ptr,
     x = tl.where(ch == P0 + 3, _round(scy, OUT)[:, None], x)
 
     # the object id's embedding row
-    if HAS_TABLE:
+    if HAS_IDS:
         is_id = (ch >= I0) & (ch < I0 + E)
+        idx = (tl.load(ids_ptr + n * si_b + row * si_h + col * si_w, mask=ok, other=0) & ID_MASK).to(tl.int32)
         t = tl.load(table_ptr + idx[:, None] * st_r + (ch - I0) * st_c, mask=okc & is_id, other=0.0).to(tl.float32)
         x = tl.where(is_id, _round(t, OUT), x)
 
@@ -202,11 +197,10 @@ def refiner_features_triton(latent: torch.Tensor, guide: torch.Tensor, history: 
                             ids: torch.Tensor | None, surface: torch.Tensor | None, id_table: torch.Tensor | None,
                             surface_weight: torch.Tensor | None, surface_bias: torch.Tensor | None, stride: int,
                             width: int, height: int, dtype: torch.dtype, out: torch.Tensor | None = None,
-                            block: int = BLOCK, num_warps: int = NUM_WARPS,
-                            colours: torch.Tensor | None = None) -> torch.Tensor:
+                            block: int = BLOCK, num_warps: int = NUM_WARPS) -> torch.Tensor:
     """Same contract as `reference.refiner_features`; x is written into `out` when given."""
     check_features(latent, guide, history, mask, ids, surface, id_table, surface_weight, surface_bias, stride,
-                   width, height, dtype, out, colours)
+                   width, height, dtype, out)
     why = unsupported(guide, ids, id_table, surface_weight)
     if why is not None:
         raise ValueError(f"refiner features kernel: {why}")
@@ -219,28 +213,25 @@ def refiner_features_triton(latent: torch.Tensor, guide: torch.Tensor, history: 
     cin = lay.total
     if out is None:
         out = torch.empty(b, hh, ww, cin, device=guide.device, dtype=dtype)
-    has_table, has_colours = ids is not None and e > 0, colours is not None
-    has_ids, has_surface = has_table or has_colours, surface is not None and nf > 0
+    has_ids, has_surface = ids is not None and e > 0, surface is not None and nf > 0
     ids_t = ids if has_ids else mask
-    table = id_table if has_table else mask
-    cols = colours if has_colours else mask
-    sc = colours.stride() if has_colours else (0, 0, 0)
+    table = id_table if has_ids else mask
     surf = surface if has_surface else mask
     sw, sb = (surface_weight, surface_bias) if has_surface else (mask, mask)
     si = ids_t.stride() if has_ids else (0, 0, 0)
-    st = table.stride() if has_table else (0, 0)
+    st = table.stride() if has_ids else (0, 0)
     ss = surf.stride() if has_surface else (0, 0, 0, 0)
     sws, sbs = (sw.stride(), sb.stride()) if has_surface else ((0, 0), (0,))
     _, _, h, w = latent.shape
     grid = (triton.cdiv(hh * ww, block), b)
     _features_kernel[grid](
-        latent, guide, history, mask, ids_t, table, cols, surf, sw, sb, out, hh, ww, h, w,
+        latent, guide, history, mask, ids_t, table, surf, sw, sb, out, hh, ww, h, w,
         *latent.stride(), *guide.stride(), *history.stride(), mask.stride(0), mask.stride(2), mask.stride(3),
-        *si, *st, *sc, *ss, *sws, *sbs,
+        *si, *st, *ss, *sws, *sbs,
         1.0 / stride, 2.0 / stride, 2.0 / width, 2.0 / height,
         STRIDE=stride, G0=lay.guide, H0=lay.hist, M0=lay.mask, P0=lay.position, I0=lay.ids, S0=lay.surface, E=e,
         NF=nf, NFP=triton.next_power_of_2(max(nf, 1)), CIN=cin, CP=triton.next_power_of_2(lay.surface), ID_MASK=ID_BUCKETS - 1, HAS_IDS=has_ids,
-        HAS_TABLE=has_table, HAS_COLOURS=has_colours, HAS_SURFACE=has_surface, OUT=KINDS[dtype], BLOCK=block,
+        HAS_SURFACE=has_surface, OUT=KINDS[dtype], BLOCK=block,
         num_warps=num_warps, enable_fp_fusion=False)
     return out
 
