@@ -104,16 +104,18 @@ def test_sessions_of_two_sizes_share_graphs_and_match_eager(tiny_model, frame_fa
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_deterministic_start_and_a_deeper_refiner_go_through_the_graph(tiny_model, frame_factory, gen, device):
-    """`history_noise` 0 (a `torch.where` in the sampler's start) and `refiner_depth` 1 (a residual
-    pass, trained away from the identity) inside the captured frame: every frame equals the eager
-    step's, and differs from the same model's without them (so the comparison sees them)."""
+    """`history_noise` 0 (a `torch.where` in the sampler's start), `refiner_depth` 1 (a residual
+    pass, trained away from the identity) and object colours (`id_colours` 4, their style matrix
+    away from zero: the per-frame table and the composite's look-up) inside the captured frame:
+    every frame equals the eager step's, and differs from the same model's without them (so the
+    comparison sees them)."""
     import dataclasses
 
-    config = dataclasses.replace(preset("tiny"), history_noise=0.0, refiner_depth=1).validate()
+    config = dataclasses.replace(preset("tiny"), history_noise=0.0, refiner_depth=1, id_colours=4).validate()
     model = StreamStyleModel(config).eval()
-    model.load_state_dict(tiny_model.state_dict(), strict=False)  # all but the new pass
+    model.load_state_dict(tiny_model.state_dict(), strict=False)  # all but the new pass and the colours
     with torch.no_grad():
-        for p in model.refiner.middle.parameters():
+        for p in [*model.refiner.middle.parameters(), *model.refiner.style_colours.parameters()]:
             p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
     model = model.to(device)
     plain = model_on(tiny_model, device)
