@@ -329,7 +329,7 @@ cases = {
                           "rgb_ptr": "*fp32", "slot_ptr": "*u8", "ids_ptr": "*i32", "col_ptr": "*fp32",
                           **i32("H", "W", "CY", "CIN", "base_ch", "hist_ch", "mask_ch", "OH", "OW",
                                 "si_b", "si_h", "si_w", "sc_b", "sc_r", "sc_c")},
-                         {"CYP": 32, "C1": 32, "C1P": 32, "HAS_COND": True, "HAS_COLOURS": True,
+                         {"CYP": 32, "C1": 32, "C1P": 32, "HAS_COND": True, "HAS_COLOURS": True, "ID_MASK": 255,
                           "SLOT": tk.SLOT_RGBA8}),
 }
 out = {}

@@ -34,10 +34,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..refiner_features.reference import ID_BUCKETS as COLOUR_ROWS  # looked up as the id embedding is
 from ..writeback.reference import slot_values, write_rgba
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the refiner's activations may be
-COLOUR_ROWS = 256  # object colours are looked up by the id's low 8 bits (as the id embedding)
 
 
 def _nchw(t: torch.Tensor) -> torch.Tensor:

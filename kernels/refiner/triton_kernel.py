@@ -29,16 +29,16 @@ import torch
 import triton
 import triton.language as tl
 
+from ..refiner_features.triton_kernel import ID_DTYPES  # the object ids it reads, as the features kernel
 from ..writeback.reference import slot_values
 from ..writeback.triton_kernel import unorm8
-from .reference import check_activation, check_channels, check_colours, check_cond, check_out_buffer, check_slot
+from .reference import COLOUR_ROWS, check_activation, check_channels, check_colours, check_cond, check_out_buffer, check_slot
 
 # Tile (rows x columns of pixels) and warps per program; `benchmarks/bench_refiner.py` sweeps them.
 TILE_H, TILE_W, NUM_WARPS = 8, 16, 4
 MAX_CHANNELS = 64  # the widest layer the kernels take (registers: a [pixels, 64] float32 tile)
 
 SLOT_NONE, SLOT_RGBA8, SLOT_RGBA16F = 0, 1, 2
-ID_DTYPES = (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)  # the object ids it reads
 SLOT_CODES = {"rgba8": SLOT_RGBA8, "rgba16f": SLOT_RGBA16F}
 
 
@@ -142,7 +142,7 @@ def _row_dot(z, w_ptr, c1):
 def _refine_kernel(y_ptr, x_ptr, w3_ptr, b3_ptr, cond_ptr, w1_ptr, b1_ptr, rgb_ptr, slot_ptr, ids_ptr, col_ptr,
                    H, W, CY, CIN, base_ch, hist_ch, mask_ch, OH, OW, si_b, si_h, si_w, sc_b, sc_r, sc_c,
                    CYP: tl.constexpr, C1: tl.constexpr, C1P: tl.constexpr, HAS_COND: tl.constexpr,
-                   HAS_COLOURS: tl.constexpr, SLOT: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+                   HAS_COLOURS: tl.constexpr, ID_MASK: tl.constexpr, SLOT: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
     n = tl.program_id(1)
     r0, c0, lr, lc = _tile(TILE_H, TILE_W, W)
     z = _conv3x3_silu(y_ptr, w3_ptr, b3_ptr, cond_ptr, n, r0, c0, lr, lc, H, W, CY,
@@ -159,9 +159,9 @@ def _refine_kernel(y_ptr, x_ptr, w3_ptr, b3_ptr, cond_ptr, w1_ptr, b1_ptr, rgb_p
     rgb_offs = lr * W + lc
     slot_px = (row * OW + col).to(tl.int64) * 4  # one frame, row pitch = the frame's width
     keep = inside & (row < OH) & (col < OW)
-    if HAS_COLOURS:  # the object's row of this image's colour table (the id's low 8 bits)
+    if HAS_COLOURS:  # the object's row of this image's colour table (the id's low bits)
         nn = n.to(tl.int64)
-        idx = tl.load(ids_ptr + nn * si_b + row * si_h + col * si_w, mask=inside, other=0) & 255
+        idx = tl.load(ids_ptr + nn * si_b + row * si_h + col * si_w, mask=inside, other=0) & ID_MASK
         tint = col_ptr + nn * sc_b + idx.to(tl.int32) * sc_r
     for c in tl.static_range(3):
         res = _row_dot(z, w1_ptr + c * C1P, c1) + tl.load(b1_ptr + c)
@@ -303,6 +303,6 @@ def refine_composite_triton(y: torch.Tensor, x: torch.Tensor, packed: Packed, co
         h, w, cy, x.shape[3], base_ch, hist_ch, mask_ch, height or 0, width or 0,
         *(ids.stride() if ids is not None else (0, 0, 0)), *(colours.stride() if colours is not None else (0, 0, 0)),
         CYP=packed.w3.shape[1], C1=packed.c1, C1P=packed.w3.shape[2], HAS_COND=cond is not None,
-        HAS_COLOURS=colours is not None,
+        HAS_COLOURS=colours is not None, ID_MASK=COLOUR_ROWS - 1,
         SLOT=SLOT_CODES[fmt] if out is not None else SLOT_NONE, TILE_H=th, TILE_W=tw, num_warps=num_warps)
     return out_rgb
