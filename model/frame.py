@@ -102,16 +102,25 @@ def padded_size(config: ModelConfig, width: int, height: int) -> tuple[int, int]
 def pad_planes(planes: dict[str, torch.Tensor], width: int, height: int, pw: int, ph: int) -> dict[str, torch.Tensor]:
     """Extend [B, H, W, C] planes to [B, ph, pw, C] by repeating the last row and column (any
     dtype; graph-safe). Depth and motion carry on smoothly into the margin, so the warp and the
-    depth test stay meaningful there, and the margin is cropped from the output."""
+    depth test stay meaningful there, and the margin is cropped from the output. Each plane is
+    written once into a new contiguous tensor (channels that share a plane share the padded one):
+    a concatenation of the slot's strided views ran at a quarter of the copy's bandwidth, 0.27 ms
+    of a 1080p frame (benchmarks/NOTES.md v0.20)."""
     if (pw, ph) == (width, height):
         return planes
-    out = {}
+    out: dict[str, torch.Tensor] = {}
+    done: dict[tuple, torch.Tensor] = {}
     for name, x in planes.items():
-        if ph > height:
-            x = torch.cat([x, x[:, height - 1:height].expand(-1, ph - height, -1, -1)], dim=1)
-        if pw > width:
-            x = torch.cat([x, x[:, :, width - 1:width].expand(-1, -1, pw - width, -1)], dim=2)
-        out[name] = x
+        key = (x.data_ptr(), x.dtype, tuple(x.shape), x.stride())
+        if key not in done:
+            y = x.new_empty((x.shape[0], ph, pw, x.shape[3]))
+            y[:, :height, :width].copy_(x)
+            if ph > height:
+                y[:, height:, :width].copy_(x[:, height - 1:height].expand(-1, ph - height, -1, -1))
+            if pw > width:
+                y[:, :, width:].copy_(y[:, :, width - 1:width].expand(-1, -1, pw - width, -1))
+            done[key] = y
+        out[name] = done[key]
     return out
 
 

@@ -218,6 +218,26 @@ def test_any_frame_size_is_served_by_padding_to_the_stride(gen):
         sty.open_session(5, 40, reference_layout(5, 40))
 
 
+def test_padding_repeats_the_last_row_and_column_once_per_plane(gen):
+    """`pad_planes` against clamped indexing, for every dtype of the reference layout, both margins
+    at once; channels that share a plane (roughness, metallic) share one padded tensor."""
+    from streamstyle.model.frame import pad_planes
+    from streamstyle.tools.bench import random_slot
+
+    w, h, pw, ph = 13, 7, 16, 16
+    layout = reference_layout(w, h)
+    slot = random_slot(layout, w, h, "cpu", gen)
+    planes = {k: v.unsqueeze(0) for k, v in layout.view(slot, w, h).items()}
+    padded = pad_planes(planes, w, h, pw, ph)
+    rows, cols = torch.arange(ph).clamp(max=h - 1), torch.arange(pw).clamp(max=w - 1)
+    for name, x in planes.items():
+        want = x[:, rows][:, :, cols]
+        assert padded[name].shape == want.shape and padded[name].dtype == x.dtype
+        assert torch.equal(padded[name], want), name
+    assert padded["roughness"] is padded["metallic"]
+    assert pad_planes(planes, w, h, w, h) is planes
+
+
 @pytest.mark.parametrize("fmt", ["rgba8", "rgba16f"])
 def test_step_into_writes_what_step_returns_in_the_engines_format(tiny_model, frame_factory, fmt):
     """Two sessions with the same seed: one stepped to RGB and written by the write-back, the other
