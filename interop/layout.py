@@ -249,9 +249,30 @@ class GBufferLayout:
                 problems.append(f"planes at offsets {a0} and {b0} overlap")
         return problems
 
+    def __reduce__(self):
+        # Pickles and copies carry the channels only: the remembered hash (of strings, salted per
+        # process) and sizes below are this object's, never another process's.
+        return (GBufferLayout, (self.channels,))
+
+    def __hash__(self) -> int:
+        # Computed once per layout (a layout keys the service's graphs, looked up every frame).
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash(self.channels)
+            object.__setattr__(self, "_hash", h)
+        return h
+
     def slot_bytes(self, width: int, height: int) -> int:
-        """Smallest slot that holds every plane at this size."""
-        return max(ch.plane_end(width, height) for ch in self.channels)
+        """Smallest slot that holds every plane at this size (remembered per size: `check_slot`
+        runs on every frame, on the host while the device waits)."""
+        memo = self.__dict__.get("_slot_bytes")
+        if memo is None or len(memo) > 64:
+            memo = {}
+            object.__setattr__(self, "_slot_bytes", memo)
+        n = memo.get((width, height))
+        if n is None:
+            n = memo[(width, height)] = max(ch.plane_end(width, height) for ch in self.channels)
+        return n
 
     def check_slot(self, slot, width: int, height: int) -> None:
         """Raise InputError unless `slot` is a contiguous 1-D uint8 buffer (a torch tensor, a numpy

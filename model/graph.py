@@ -14,9 +14,9 @@ through the same table, guarded on the device by that test (a refused frame leav
 was). One graph serves every session of its shape: `bind` copies a session's page ids into the
 graph's table (a device-to-device copy, only when the session differs from the last replay's).
 Until bound, the table points at the cache's null page (the warm-up runs there). What stays
-outside, per frame: the slot's copy in, the noise draw (each session has its own generator; a
-captured draw would read the generator registered at capture), and the output's copy into the
-engine's slot (its address changes with the ring slot).
+outside, per frame: the slot's copy in (by the driver where cuda-bindings is installed), the noise
+draw (each session has its own generator; a captured draw would read the generator registered at
+capture), and the output's copy into the engine's slot (its address changes with the ring slot).
 
 On the CPU (`capture` False) `replay` runs the same body uncaptured: how CI checks the buffers,
 the bindings and the guarded write without a GPU.
@@ -42,6 +42,18 @@ def on_device(t: torch.Tensor, device: torch.device) -> bool:
     if device.type != "cuda":
         return True
     return t.device.index == (device.index if device.index is not None else torch.cuda.current_device())
+
+
+def driver_memcpy():
+    """cuda.bindings' `cuMemcpyDtoDAsync` (dst, src, bytes, stream) -> (CUresult,), or None
+    without cuda-bindings (the `cuda` extra): a device-to-device copy issued in ~27 us of host time
+    where torch's `copy_` takes ~70 (H200 host, benchmarks/NOTES.md v0.20), with the device idle
+    meanwhile, since the service runs one frame at a time."""
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        return None
+    return driver.cuMemcpyDtoDAsync
 
 
 class FrameGraph:
@@ -75,6 +87,7 @@ class FrameGraph:
             if plane.is_floating_point():
                 plane.fill_(1.0)  # finite, positive depth for the warm-up
         self.pool = pool
+        self._memcpy = driver_memcpy() if capture else None
         self.pages = torch.zeros(-(-self.spec.numel // pool.shape[1]), dtype=torch.int64, device=device)  # null page
         self._bound = None  # the device table last copied into `pages` (held, so its id is not reused)
         self.state = torch.zeros(self.spec.numel, device=device)  # the gathered state of the last replay
@@ -127,7 +140,17 @@ class FrameGraph:
         context and the two scalars only when they differ from the last frame's (each copy is a
         launch from the host, with the device idle until the replay is queued). The session's
         pages come through `bind`, its noise goes straight into `noise` (see `Stylizer`)."""
-        self.slot.copy_(slot[: self.slot.numel()], non_blocking=True)
+        if self._memcpy is not None:  # the driver's copy: a third of copy_'s host time (v0.20)
+            if slot.dtype != torch.uint8 or slot.numel() < self.slot.numel() or not slot.is_contiguous() \
+                    or slot.device != self.slot.device:
+                raise ValueError(f"a frame graph's slot must be {self.slot.numel()} contiguous bytes or more on "
+                                 f"{self.slot.device}, got {slot.numel()} {slot.dtype} on {slot.device}")
+            err = self._memcpy(self.slot.data_ptr(), slot.data_ptr(), self.slot.numel(),
+                               torch.cuda.current_stream(self.slot.device).cuda_stream)[0]
+            if int(err) != 0:
+                raise RuntimeError(f"the slot's copy into the frame graph failed: {err}")
+        else:
+            self.slot.copy_(slot[: self.slot.numel()], non_blocking=True)
         if prompt is not self._prompt:
             last = self._prompt
             for buf, src, before in zip((self.tokens, self.bias, self.pooled), (prompt.tokens, prompt.bias, prompt.pooled),

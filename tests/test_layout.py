@@ -220,3 +220,24 @@ def test_a_frame_with_nan_in_its_surface_channel_is_refused(tiny_model, frame_fa
     with pytest.raises(InputError, match="NaN or infinite values in: surface"):
         sty.step(s, frame, FrameParams(steps=1))
     assert torch.equal(sty.cache.read(s.id), before)
+
+
+def test_a_layout_remembers_its_hash_and_sizes_but_never_another_process_s():
+    """`slot_bytes` and the hash are remembered per layout (they run on every frame); a layout
+    pickled in another process (its strings hash with another seed) arrives without them and
+    still finds its entry in a dict keyed by an equal layout built here."""
+    import pickle
+    import subprocess
+    import sys
+
+    layout = reference_layout(64, 32)
+    for w, h in [(64, 32), (1920, 1080), (64, 32), (37, 21)]:
+        assert layout.slot_bytes(w, h) == max(ch.plane_end(w, h) for ch in layout.channels)
+    graphs = {(layout, 64, 32): "graph"}
+    code = ("import pickle, sys; from streamstyle.interop.layout import reference_layout; "
+            "l = reference_layout(64, 32); hash(l); l.slot_bytes(64, 32); sys.stdout.buffer.write(pickle.dumps(l))")
+    blob = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
+                          env={**__import__("os").environ, "PYTHONHASHSEED": "12345"}).stdout
+    other = pickle.loads(blob)
+    assert "_hash" not in other.__dict__ and "_slot_bytes" not in other.__dict__
+    assert other == layout and graphs[(other, 64, 32)] == "graph"
