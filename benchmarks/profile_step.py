@@ -221,10 +221,11 @@ def sweep_mixffn(model, w, h, device) -> dict[str, float]:
     th, tw = h // cfg.patch, w // cfg.patch
     ffn = model.dit.blocks[0].ffn
     e = torch.randn(1, th * tw, 2 * cfg.hidden, device=device, dtype=dt)
-    configs = [(bw, bc, nw) for bw in (8, 16, 32) for bc in (32, 64, 128, 256) for nw in (4, 8)]
-    return sweep(mk, ("BLOCK_W", "BLOCK_C", "NUM_WARPS"), configs,
+    configs = [(bw, bc, rows, nw) for bw in (8, 16, 32) for bc in (64, 128) for rows in (4, 8, 17, 34)
+               for nw in (4, 8)]
+    return sweep(mk, ("BLOCK_W", "BLOCK_C", "ROWS", "NUM_WARPS"), configs,
                  lambda: mk.dwconv_gate_triton(e, (th, tw), ffn.dw.weight, ffn.dw.bias), device,
-                 label=lambda c: f"{c[0]}x{c[1]}/{c[2]}")
+                 label=lambda c: f"{c[0]}x{c[1]}x{c[2]}/{c[3]}")
 
 
 def main() -> None:
@@ -237,7 +238,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time the graph with the DiT under torch.compile")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--sweep-mixffn", action="store_true",
-                    help="also time the Mix-FFN conv + gate kernel at each tile and warp count")
+                    help="also time the Mix-FFN conv + gate kernel at each tile, strip height and warp count")
     ap.add_argument("--sweep-linattn", action="store_true",
                     help="also time the linear-attention kernels at each chunk size of the partial sums")
     ap.add_argument("--lockstep", action="store_true",

@@ -29,6 +29,20 @@ def test_kernel_matches_reference(gen, n, th, tw, h):
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 64])
+def test_strips_of_any_height_meet_at_their_edges(gen, monkeypatch, rows):
+    """Each program walks a strip of `rows` grid rows with a halo row above and below: the rows
+    where two strips meet, and a strip taller than the grid, give the reference's values."""
+    from streamstyle.kernels.mixffn import triton_kernel as tk
+
+    monkeypatch.setattr(tk, "ROWS", rows)
+    e, w, b = make(2, 7, 5, 9, gen)
+    out = torch.full((2, 35, 9), float("nan"))
+    got = dwconv_gate_triton(e, (7, 5), w, b, out=out)
+    assert not torch.isnan(got).any()
+    assert torch.allclose(got, dwconv_gate_reference(e, (7, 5), w, b), atol=1e-5, rtol=1e-4)
+
+
 def test_kernel_keeps_bf16(gen):
     e, w, b = make(1, 6, 10, 24, gen, dtype=torch.bfloat16)
     got = dwconv_gate_triton(e, (6, 10), w, b)
