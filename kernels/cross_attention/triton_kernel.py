@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK_T = 64
+BLOCK_T, NUM_WARPS = 64, 4  # tokens per program and its warps (benchmarks/NOTES.md: the sweep)
 MAX_CONTEXT = 256
 
 
@@ -72,5 +72,5 @@ def cross_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bi
         q, k, v, bias, out, t, length, h, 1.0 / math.sqrt(d),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), bias.stride(0), out.stride(0), out.stride(1), out.stride(2),
-        D=d, BLOCK_L=block_l, BLOCK=BLOCK_T, num_warps=4)
+        D=d, BLOCK_L=block_l, BLOCK=BLOCK_T, num_warps=NUM_WARPS)
     return out

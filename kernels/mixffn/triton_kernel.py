@@ -18,7 +18,7 @@ import triton.language as tl
 
 # Tile: tokens along a grid row x gate channels, grid rows per strip, and warps per program
 # (benchmarks/NOTES.md has the sweep that chose them).
-BLOCK_W, BLOCK_C, ROWS, NUM_WARPS = 8, 128, 8, 4
+BLOCK_W, BLOCK_C, ROWS, NUM_WARPS = 8, 64, 17, 4
 
 
 @triton.jit

@@ -54,3 +54,25 @@ for k in top:
 json.dump(res, open(os.path.join(os.environ.get("OUT", "/tmp"), "sweep.json"), "w"), indent=1)
 with open(os.path.join(os.environ.get("OUT", "/tmp"), "best.txt"), "w") as f:
     f.write(f"{bw} {bc} {rows} {nw}\n")
+
+# Cross-attention and the linear attention's partial sums: tokens per program and warps.
+from profile_step import sweep, sweep_linear_attention  # noqa: E402
+from streamstyle.kernels.cross_attention import triton_kernel as ck  # noqa: E402
+
+print(" cross-attention (us per call, 720p / 1088p / 4K); linear attention chunk blocks")
+xres = {}
+for w, h in ((1280, 720), (1920, 1088), (3840, 2160)):
+    t = (h // cfg.patch) * (w // cfg.patch)
+    q = torch.randn(1, t, cfg.heads, cfg.head_dim, device=dev, dtype=torch.bfloat16).transpose(1, 2)
+    k, v = (torch.randn(1, cfg.context_tokens, cfg.heads, cfg.head_dim, device=dev,
+                        dtype=torch.bfloat16).transpose(1, 2) for _ in range(2))
+    bias = torch.zeros(1, cfg.context_tokens, device=dev)
+    bias[:, 20:32] = float("-inf")
+    xres[f"{w}x{h}"] = {
+        "cross": sweep(ck, ("BLOCK_T", "NUM_WARPS"), [(b, nw) for b in (32, 64, 128, 256) for nw in (2, 4, 8)],
+                       lambda: ck.cross_attention_triton(q, k, v, bias), dev, label=lambda c: f"{c[0]}/{c[1]}"),
+        "linattn": sweep_linear_attention(model, w, h, dev)}
+for kind in ("cross", "linattn"):
+    for lab in xres["1920x1088"][kind]:
+        print(f"  {kind:8s} {str(lab):8s} " + " ".join(f"{xres[s][kind][lab]*1e3:7.1f}" for s in xres))
+json.dump(xres, open(os.path.join(os.environ.get("OUT", "/tmp"), "sweep-attn.json"), "w"), indent=1)
