@@ -134,6 +134,27 @@ def test_the_oracle_scores_itself_perfectly_and_the_averaged_oracle_reaches_the_
         assert ceil["ceiling_psnr"] == 100.0 and exact.fidelity_psnr == 100.0
 
 
+def test_the_token_grid_is_the_amplitude_of_a_pattern_repeated_over_every_token(targets, gen):
+    """A pattern added to every 16-pixel cell of every frame scores its own RMS in 8-bit levels;
+    the averaged oracle scores 0; noise of the same size that is not locked to the grid scores far
+    less; the period is the model's token stride, given as `patch`."""
+    style = "cel"
+    best = targets.averaged[style]
+    h, w = best[0].shape[:2]
+    pattern = torch.zeros(16, 16, 3)
+    pattern[0, :] = pattern[:, 0] = 0.02  # a seam along each token's top and left edge
+    pattern -= pattern.mean((0, 1))
+    tiled = pattern.repeat(h // 16, w // 16, 1)
+    assert score_sequence(best, targets, style).token_grid == 0.0
+    seamed = score_sequence([t + tiled for t in best], targets, style)
+    assert seamed.token_grid == pytest.approx(255 * float(pattern.square().mean().sqrt()), rel=1e-4)
+    noisy = [t + torch.randn(t.shape, generator=gen) * float(pattern.square().mean().sqrt()) for t in best]
+    assert score_sequence(noisy, targets, style).token_grid < 0.3 * seamed.token_grid
+    small = pattern[::2, ::2] - pattern[::2, ::2].mean((0, 1))  # seams every 8 px, for a model of 8 px tokens
+    eight = score_sequence([t + small.repeat(h // 8, w // 8, 1) for t in best], targets, style, patch=8)
+    assert eight.token_grid == pytest.approx(255 * float(small.square().mean().sqrt()), rel=1e-4)
+
+
 def test_a_wrong_style_scores_a_negative_margin(targets):
     wrong = score_sequence(targets.oracles["noir"], targets, "cel")
     assert wrong.adherence == 0.0 and -1.0 <= wrong.adherence_margin < 0
@@ -195,7 +216,7 @@ OLD_KEYS = {"psnr", "ssim", "warp_ratio", "adherence", "baseline_psnr", "baselin
 NEW_KEYS = {"fidelity_psnr", "fidelity_ssim", "psnr_scaled", "adherence_margin", "warp_ratio_lowpass",
             "ceiling_psnr", "ceiling_ssim", "ceiling_psnr_scaled", "baseline_fidelity_psnr",
             "baseline_fidelity_ssim", "baseline_psnr_scaled", "baseline_adherence_margin",
-            "baseline_warp_ratio_lowpass"}
+            "baseline_warp_ratio_lowpass", "token_grid", "baseline_token_grid"}
 
 
 def test_a_two_size_report_of_the_tiny_untrained_model(tiny_weights):

@@ -274,7 +274,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       ema=args.ema, warmup=args.warmup, time_limit=args.time_limit * 60, stop_after=args.stop_after, fit_steps=args.fit_steps,
                       sampler_steps=_step_list(args.sampler_steps), refiner_lr_scale=args.refiner_lr_scale,
                       freeze_dit=args.freeze_dit, exact_latents=args.exact_latents, compile=args.compile,
-                      refiner_depth=args.refiner_depth, id_colours=args.id_colours)
+                      refiner_depth=args.refiner_depth, id_colours=args.id_colours,
+                      grid_weight=args.grid_weight)
     if args.resume:  # the saved run's settings, with what this command line changes (checked)
         given = {"prompts" if d == "no_prompts" else d for d in _given_options(args.train_parser, args.argv)}
         cfg = resumed_config(cfg, given)
@@ -618,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-colours", type=int, default=None, metavar="K",
                    help="the rank of the refiner's per-style object colours (default: the model's own; with "
                         "--init, giving a model without them K adds them, starting at zero)")
+    p.add_argument("--grid-weight", type=float, default=0.0,
+                   help="weight of the token-grid loss (the error's pattern at the token stride, which shows as "
+                        "a faint grid on flat areas); 0: logged, not trained on")
     p.add_argument("--exact-latents", type=float, default=0.0,
                    help="with --freeze-dit: the share (0 to 1) of clips whose refiner input is the oracle's own "
                         "latent instead of the frozen DiT's, drawn per clip and step")

@@ -25,7 +25,11 @@ Beside them, what a target is read against:
 - `warp_ratio_lowpass`: the warp ratio with outputs and oracles low-passed (scaled sigma), the
   detail-free view; the report also gives the median over styles of both warp ratios;
 - `fullres_baseline_factor` (pencil, watercolor, oilpaint): the per-frame baseline's warp error on
-  full-resolution output over ours: how much steadier history keeps free detail.
+  full-resolution output over ours: how much steadier history keeps free detail;
+- `token_grid`: the RMS, in 8-bit levels, of the error's (output less averaged oracle) pattern at
+  the model's token stride, averaged over the sequence's frames first (losses.token_grid): the
+  faint grid of the DiT's patch seams on flat areas. Content not locked to the grid averages out,
+  so the averaged oracle scores 0 and a grid drawn over every cell scores its own amplitude.
 
 The frames come from a source of sequences (`Sequence`: a name, a seed, rendered frames). The
 held-out set's source is the reference engine at held-out seeds (`reference_sequences`); the real
@@ -55,6 +59,8 @@ from ...kernels.warp import warp_previous
 from ..frame import FrameParams
 from ..layout import reference_layout
 from ..stylizer import Stylizer
+from ..config import ModelConfig
+from .losses import token_grid
 from .trainer import TrainConfig
 
 
@@ -216,6 +222,7 @@ class SequenceScore:
     adherence_margin: float
     warp_error_lowpass: float
     oracle_warp_error_lowpass: float
+    token_grid: float
 
     @property
     def warp_ratio(self) -> float:
@@ -226,8 +233,18 @@ class SequenceScore:
         return _ratio(self.warp_error_lowpass, self.oracle_warp_error_lowpass)
 
 
-def score_sequence(outputs: list[torch.Tensor], targets: Targets, style: str) -> SequenceScore:
-    """Score outputs [H, W, 3] in [0, 1] of `targets.frames` asked to be `style`."""
+def grid_levels(outputs: list[torch.Tensor], targets: list[torch.Tensor], patch: int) -> float:
+    """`token_grid`: the RMS in 8-bit levels of the frames' mean token-grid pattern of the error
+    (outputs and targets [H, W, 3])."""
+    pattern = torch.stack([token_grid((o.float() - t.float()).permute(2, 0, 1), patch)
+                           for o, t in zip(outputs, targets)]).mean(0)
+    return 255.0 * float(pattern.square().mean().sqrt())
+
+
+def score_sequence(outputs: list[torch.Tensor], targets: Targets, style: str,
+                   patch: int = ModelConfig.patch) -> SequenceScore:
+    """Score outputs [H, W, 3] in [0, 1] of `targets.frames` asked to be `style`; `patch` is the
+    model's token stride (`token_grid`'s period)."""
     p, s, scaled = _fixed_fidelity(outputs, targets, style)
     fid_p, fid_s = _fidelity(outputs, targets.averaged[style], None)
     hits, margins = 0, []
@@ -240,7 +257,8 @@ def score_sequence(outputs: list[torch.Tensor], targets: Targets, style: str) ->
     we = warp_errors(outputs, frames)
     wl = warp_errors([lowpass(o, targets.sigma) for o in outputs], frames)
     return SequenceScore(p, s, _mean(we), targets.oracle_warp[style], hits / len(outputs), fid_p, fid_s, scaled,
-                         statistics.fmean(margins), _mean(wl), targets.oracle_warp_lowpass[style])
+                         statistics.fmean(margins), _mean(wl), targets.oracle_warp_lowpass[style],
+                         grid_levels(outputs, targets.averaged[style], patch))
 
 
 def ceiling(targets: Targets, style: str) -> dict[str, float]:
@@ -258,7 +276,7 @@ def _row(ours: SequenceScore, base: SequenceScore, ceil: dict[str, float], style
     for prefix, sc in (("", ours), ("baseline_", base)):
         row.update({f"{prefix}fidelity_psnr": sc.fidelity_psnr, f"{prefix}fidelity_ssim": sc.fidelity_ssim,
                     f"{prefix}psnr_scaled": sc.psnr_scaled, f"{prefix}adherence_margin": sc.adherence_margin,
-                    f"{prefix}warp_ratio_lowpass": sc.warp_ratio_lowpass})
+                    f"{prefix}warp_ratio_lowpass": sc.warp_ratio_lowpass, f"{prefix}token_grid": sc.token_grid})
     row.update(ceil)
     if style in FULLRES_STYLES:
         row["fullres_baseline_factor"] = _ratio(base.warp_error, ours.warp_error)
@@ -371,6 +389,7 @@ def evaluate(stylizer: Stylizer, cfg: EvalConfig, progress: bool = True, source:
     if cfg.frames < 1:
         raise ValueError(f"frames must be at least 1, got {cfg.frames}")
     count = len(cfg.seeds) if count is None else count
+    patch = stylizer.model.config.patch
     bar = None
     if progress:
         from tqdm import tqdm
@@ -392,8 +411,8 @@ def evaluate(stylizer: Stylizer, cfg: EvalConfig, progress: bool = True, source:
                     outputs = run_sequence(stylizer, frames, prompt, one, seed, False)
                     if keep is not None:
                         keep(seq, style, outputs)
-                    ours = score_sequence(outputs, targets, style)
-                    base = score_sequence(run_sequence(stylizer, frames, prompt, one, seed, True), targets, style)
+                    ours = score_sequence(outputs, targets, style, patch)
+                    base = score_sequence(run_sequence(stylizer, frames, prompt, one, seed, True), targets, style, patch)
                     acc = per_style.setdefault(style, {})
                     for name, value in _row(ours, base, ceiling(targets, style), style).items():
                         acc.setdefault(name, []).append(value)
@@ -418,15 +437,16 @@ COLUMNS = (("psnr", "psnr", 2), ("ceil", "ceiling_psnr", 2), ("psnr_sc", "psnr_s
            ("ceil_sc", "ceiling_psnr_scaled", 2), ("fid_psnr", "fidelity_psnr", 2), ("ssim", "ssim", 3),
            ("ceil_ss", "ceiling_ssim", 3), ("fid_ssim", "fidelity_ssim", 3), ("adh", "adherence", 3),
            ("margin", "adherence_margin", 3), ("warp", "warp_ratio", 2), ("warp_lp", "warp_ratio_lowpass", 2),
-           ("fr_x", "fullres_baseline_factor", 2), ("b_psnr", "baseline_psnr", 2),
+           ("fr_x", "fullres_baseline_factor", 2), ("grid", "token_grid", 2), ("b_psnr", "baseline_psnr", 2),
            ("b_fid", "baseline_fidelity_psnr", 2), ("b_adh", "baseline_adherence", 3),
            ("b_margin", "baseline_adherence_margin", 3), ("b_warp", "baseline_warp_ratio", 2),
-           ("b_warp_lp", "baseline_warp_ratio_lowpass", 2))
+           ("b_warp_lp", "baseline_warp_ratio_lowpass", 2), ("b_grid", "baseline_token_grid", 2))
 LEGEND = """\
 ceil*: the best possible prediction's (the averaged oracle's) score on that metric; 'exact': the 100 dB cap
 _sc: low-pass scaled with the frame; fid_: against the averaged oracle, no low-pass
 margin: how much nearer the asked style's oracle is than the next one (> 0: the nearest); warp_lp: low-passed
 fr_x: the baseline's full-resolution warp error over ours; b_: the per-frame baseline
+grid: the error's pattern at the token stride, RMS in 8-bit levels (0: no patch seams)
 OVERALL: mean over styles; MEDIAN: median over styles"""
 
 
@@ -462,7 +482,7 @@ def format_report(report: dict) -> str:
 
 MARKDOWN_COLUMNS = (("PSNR", "psnr", 2), ("its ceiling", "ceiling_psnr", 1), ("fidelity PSNR", "fidelity_psnr", 2),
                     ("SSIM", "ssim", 3), ("adherence", "adherence", None), ("margin", "adherence_margin", 3),
-                    ("warp ratio", "warp_ratio", 2), ("baseline PSNR", "baseline_psnr", 2),
+                    ("warp ratio", "warp_ratio", 2), ("token grid", "token_grid", 2), ("baseline PSNR", "baseline_psnr", 2),
                     ("baseline warp ratio", "baseline_warp_ratio", 2))
 
 

@@ -11,6 +11,10 @@
   output against the oracle's own change over the same warp, so that flicker beyond what the
   target does costs, but following the target's real change does not (a plain |out - warped prev|
   rewards freezing, which measured 2 dB below: issue 13).
+- `grid_loss`: the error's periodic part at the token stride (`token_grid`): the DiT decodes each
+  token's patch on its own, and its seams show as a faint grid on flat areas (sky, ground) that
+  L1 spreads over the whole frame and barely sees. The eval's `token_grid` is the same pattern,
+  in 8-bit levels.
 """
 
 from __future__ import annotations
@@ -22,6 +26,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 PERCEPTUAL_SEED = 1234
+
+
+def token_grid(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """x [..., H, W] -> [..., patch, patch]: the mean over every whole token cell (a cell starts at
+    a multiple of `patch`, as the model's tokens do) less its own mean. Content that is not locked
+    to the token grid averages out over the cells; a pattern the tokens repeat stays."""
+    if patch < 1 or x.shape[-2] < patch or x.shape[-1] < patch:
+        raise ValueError(f"a token grid of {patch} px needs a frame at least that large, got {tuple(x.shape[-2:])}")
+    h, w = x.shape[-2] // patch, x.shape[-1] // patch
+    cells = x[..., :h * patch, :w * patch].unflatten(-1, (w, patch)).unflatten(-3, (h, patch))
+    mean = cells.mean((-4, -2))
+    return mean - mean.mean((-2, -1), keepdim=True)
+
+
+def grid_loss(x: torch.Tensor, y: torch.Tensor, patch: int) -> torch.Tensor:
+    """x, y [B, C, H, W]: the mean absolute token-grid pattern of the error x - y."""
+    return token_grid(x - y.to(x.dtype), patch).abs().mean()
 
 
 def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,9 @@ Per frame f of each clip:
 - the linear-attention sums carry from frame to frame with gradients (truncated at the clip).
 
 Losses per frame (`losses.py`; none needs downloaded weights): the latent's (velocity MSE, or the
-squared error of the latent reached against z), and on the refined frame L1, `edge_loss` and
-`perceptual_loss` against the oracle, and `temporal_loss`: the frame's change from its warped
+squared error of the latent reached against z), and on the refined frame L1, `edge_loss`,
+`perceptual_loss` and `grid_loss` (the error's pattern at the token stride) against the oracle, and
+`temporal_loss`: the frame's change from its warped
 previous output against the oracle's own change, on pixels with valid history.
 
 History is deliberately corrupted on a share of frames (`corrupt_history`: shifted by a few pixels
@@ -58,7 +59,7 @@ from ..network import StreamStyleModel
 from ..sampler import tokens_to_latent
 from ..state import StateSpec, TemporalState
 from .data import Clip
-from .losses import edge_loss, perceptual_loss, temporal_loss
+from .losses import edge_loss, grid_loss, perceptual_loss, temporal_loss
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class ObjectiveConfig:
     decoder_weight: float = 1.0  # the refined frame's image losses (L1 + edge + perceptual) as a whole
     edge_weight: float = 0.5
     perceptual_weight: float = 0.1
+    grid_weight: float = 0.0  # the token-grid term (logged whatever its weight): a lead not yet trained with
     temporal_weight: float = 0.5
     corrupt_history: float = 0.15  # share of frames (after the first) whose history is corrupted
     drop_ids: float = 0.2  # share of steps trained without the ids channel
@@ -171,12 +173,15 @@ def corrupt_history(state: TemporalState, draw: FrameDraw, rand: StepRandomness)
     return dataclasses.replace(state, image=torch.where(pick, bad, img))
 
 
-def image_losses(cfg: ObjectiveConfig, rgb: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def image_losses(cfg: ObjectiveConfig, rgb: torch.Tensor, target: torch.Tensor, patch: int) -> tuple[torch.Tensor, dict]:
+    """The refined frame's weighted image losses against the oracle, and each part; `patch` is the
+    model's token stride (the grid term's period)."""
     l1 = F.l1_loss(rgb, target)
     edge = edge_loss(rgb, target)
     perc = perceptual_loss(rgb, target) if cfg.perceptual_weight else rgb.new_zeros(())
-    total = l1 + cfg.edge_weight * edge + cfg.perceptual_weight * perc
-    return total, {"l1": l1, "edge": edge, "perceptual": perc}
+    grid = grid_loss(rgb, target, patch)
+    total = l1 + cfg.edge_weight * edge + cfg.perceptual_weight * perc + cfg.grid_weight * grid
+    return total, {"l1": l1, "edge": edge, "perceptual": perc, "grid": grid}
 
 
 def frame_loss(model: StreamStyleModel, layout: GBufferLayout, planes: dict[str, torch.Tensor], width: int,
@@ -226,7 +231,7 @@ def refined_losses(mc, cfg: ObjectiveConfig, inputs, kept: TemporalState, rgb: t
     term (0 on a clip's first frame, `prev_target` None). `kept` is the state after the cut, whose
     frame the history was warped from; corrupted clips (`draw.corrupt`) are left out of the
     temporal term."""
-    dec, parts = image_losses(cfg, rgb, target)
+    dec, parts = image_losses(cfg, rgb, target, mc.patch)
     temporal = rgb.new_zeros(())
     if prev_target is not None and cfg.temporal_weight:
         history, mask = frame_history(mc, inputs, kept)
@@ -371,5 +376,5 @@ def batch_loss(model: StreamStyleModel, clips: list[Clip], prompts: list[PromptC
     first = "latent" if cfg.sampler_steps or latents is not None else "flow"
     parts = {"loss": float(loss.detach()), first: float(means["fm"].detach()),
              "decoder": float(means["decoder"].detach()), "temporal": float(torch.as_tensor(means["temporal"]).detach())}
-    parts.update({k: float(means[k].detach()) for k in ("l1", "edge", "perceptual")})
+    parts.update({k: float(means[k].detach()) for k in ("l1", "edge", "perceptual", "grid")})
     return loss, parts

@@ -97,6 +97,8 @@ class TrainConfig:
     # None: the model's own; a number: the rank of the refiner's per-style object colours
     # (ModelConfig.id_colours), for a fresh model or one grown from `init` (they start at zero)
     id_colours: int | None = None
+    # above 0: the objective's token-grid term at this weight (`losses.grid_loss`; the CLI's --grid-weight)
+    grid_weight: float = 0.0
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def validate(self, world: int = 1) -> "TrainConfig":
@@ -110,6 +112,8 @@ class TrainConfig:
             raise ConfigError("workers render shots for the clip bank: give bank > 0 with workers")
         if self.bank < 0:
             raise ConfigError("bank must be 0 (off) or a number of shots")
+        if not (self.grid_weight >= 0 and math.isfinite(self.grid_weight)):
+            raise ConfigError(f"grid_weight must be a finite number, 0 or more, got {self.grid_weight}")
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError("distill is the share of steps in few-step mode: from 0 to 1")
         if not self.sampler_steps or any(not MIN_STEPS <= k <= MAX_STEPS for k in self.sampler_steps):
@@ -504,6 +508,8 @@ class Trainer:
                 for group in self.opt.param_groups:
                     group["lr"] = _lr(cfg, step) * group.get("lr_scale", 1.0)
                 objective = cfg.objective
+                if cfg.grid_weight:
+                    objective = dataclasses.replace(objective, grid_weight=cfg.grid_weight)
                 if step >= cfg.distill_from:
                     objective = dataclasses.replace(objective, sampler_steps=tuple(cfg.sampler_steps))
                 latents = None
