@@ -339,3 +339,12 @@ def test_averaged_oracles_and_a_report_agree_between_cpu_and_gpu(tiny_weights):
     report = evaluate(Stylizer(load_weights(tiny_weights, device="cuda"), device="cuda"), cfg, progress=False)
     assert all(math.isfinite(v) for m in report["styles"].values() for v in m.values())
     assert report["styles"]["pencil"]["ceiling_psnr"] < 100.0 and report["styles"]["cel"]["ceiling_psnr"] == 100.0
+
+
+def test_a_token_grid_needs_a_whole_token_and_a_stride():
+    from streamstyle.model.training.losses import token_grid
+
+    with pytest.raises(ValueError, match="needs a frame at least that large"):
+        token_grid(torch.zeros(3, 8, 40), 16)
+    with pytest.raises(ValueError, match="needs a frame at least that large"):
+        token_grid(torch.zeros(3, 8, 8), 0)

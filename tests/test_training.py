@@ -258,6 +258,8 @@ def test_eval_refuses_a_strength_outside_0_1():
     (dict(refresh=0), "refresh must be at least 1"),
     (dict(exact_latents=0.5), "it needs freeze_dit"),
     (dict(exact_latents=1.5, freeze_dit=True, pool=2), "share \\(0 to 1\\)"),
+    (dict(grid_weight=-1.0), "grid_weight must be a finite number, 0 or more"),
+    (dict(grid_weight=float("nan")), "grid_weight must be a finite number"),
 ])
 def test_bad_training_settings_are_refused(bad, words):
     from streamstyle.model.errors import ConfigError

@@ -56,10 +56,10 @@ from ...engine_plugins.reference_engine.gbuffers import to_slot
 from ...engine_plugins.reference_engine.oracles import HIDDEN_DETAIL, STYLES, SURFACE_ATTACHED, averaged_oracle
 from ...engine_plugins.reference_engine.prompts import split
 from ...kernels.warp import warp_previous
+from ..config import ModelConfig
 from ..frame import FrameParams
 from ..layout import reference_layout
 from ..stylizer import Stylizer
-from ..config import ModelConfig
 from .losses import token_grid
 from .trainer import TrainConfig
 

@@ -66,7 +66,7 @@ from .losses import edge_loss, grid_loss, perceptual_loss, temporal_loss
 class ObjectiveConfig:
     strength_min: float = 0.3
     strength_max: float = 0.8
-    decoder_weight: float = 1.0  # the refined frame's image losses (L1 + edge + perceptual) as a whole
+    decoder_weight: float = 1.0  # the refined frame's image losses (L1 + edge + perceptual + grid) as a whole
     edge_weight: float = 0.5
     perceptual_weight: float = 0.1
     grid_weight: float = 0.0  # the token-grid term (logged whatever its weight): a lead not yet trained with
