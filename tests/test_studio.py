@@ -424,8 +424,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 # The picture in #beside: its size, mean level and mean colourfulness (|r - g| + |g - b|).
-CHROMA = """() => {
+# The page swaps the picture's source every frame: wait (in the page) until a loaded picture of the
+# channel is in place, then read it without yielding, so a load in flight cannot empty it.
+CHROMA = """async (channel) => {
   const img = document.getElementById('beside');
+  while (!(img.complete && img.naturalWidth > 0 && img.dataset.shows === channel)) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
   const c = document.createElement('canvas');
   c.width = img.naturalWidth; c.height = img.naturalHeight;
   const g = c.getContext('2d');
@@ -631,7 +636,7 @@ def test_the_preview_page_in_headless_chromium(make_service, tmp_path, gen):
                 page.select_option("#beside-channel", channel)
                 page.wait_for_function(f"document.getElementById('beside').dataset.shows === '{channel}'", timeout=60000)
                 assert page.is_visible("#beside") and page.inner_text("#beside-caption") == channel
-                looks[channel] = page.evaluate(CHROMA)
+                looks[channel] = page.evaluate(CHROMA, channel)
             # Depth is shown in grey (near bright), the random normals in colour: the picture is the channel's.
             assert looks["depth"]["size"] == looks["normals"]["size"] == [W, H]
             assert looks["depth"]["chroma"] < 4 < 20 < looks["normals"]["chroma"], looks
