@@ -112,19 +112,30 @@ class HybridBlock(nn.Module):
         self.ffn = MixFFN(config)
         self.table = nn.Parameter(torch.randn(6, d) / math.sqrt(d))  # adaLN-single per-block offsets
 
-    def forward(self, x, mod, grid, ctx, bias, kv, ks, frames):
-        """x [N, T, D]; mod [N, T, 6, D]: rows shift1, scale1, gate1, shift2, scale2, gate2 (plus this
-        block's table). Returns x and this layer's new state. The residuals, norms and modulation
-        run through `kernels.adaln.residual_norm` (one pass each on a GPU)."""
+    def entry_norm(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        """The block's first norm (adaLN rows shift1, scale1 with this block's table): what
+        `forward` takes as y. Only the first block runs it alone; each block's `forward` ends with
+        the next one's, in the same pass as its last residual."""
+        return residual_norm(x, mod=mod, norm_table=self.table, shift=0, scale=1, eps=self.norm1.eps)[1]
+
+    def forward(self, x, y, mod, grid, ctx, bias, kv, ks, frames, following: "HybridBlock | None" = None):
+        """x [N, T, D] the residual stream and y its `entry_norm`; mod [N, T, 6, D]: rows shift1,
+        scale1, gate1, shift2, scale2, gate2 (plus this block's table). Returns x, the following
+        block's y (its `entry_norm` of the new x; None without `following`) and this layer's new
+        state. The residuals, norms and modulation run through `kernels.adaln.residual_norm` (one
+        pass each on a GPU; the last residual and the following block's first norm share one)."""
         tab = self.table
-        _, y = residual_norm(x, mod=mod, norm_table=tab, shift=0, scale=1, eps=self.norm1.eps)
         a, kv, ks = self.attn(y, kv, ks, frames)
         x, y = residual_norm(x, a, mod, tab, gate=2, norm="affine", weight=self.norm2.weight,
                              bias=self.norm2.bias, eps=self.norm2.eps)
         x, y = residual_norm(x, self.cross(y, ctx, bias), mod=mod, norm_table=tab, shift=3, scale=4,
                              eps=self.norm3.eps)
-        x, _ = residual_norm(x, self.ffn(y, grid), mod, tab, gate=5, norm=None)
-        return x, kv, ks
+        if following is None:
+            x, _ = residual_norm(x, self.ffn(y, grid), mod, tab, gate=5, norm=None)
+            return x, None, kv, ks
+        x, y = residual_norm(x, self.ffn(y, grid), mod, tab, gate=5, norm_table=following.table, shift=0,
+                             scale=1, eps=following.norm1.eps)
+        return x, y, kv, ks
 
 
 class HybridDiT(nn.Module):
@@ -166,8 +177,11 @@ class HybridDiT(nn.Module):
         c = self.t_mlp(timestep_embedding(t, self.t_freq).to(tok.dtype)) + g + self.text_pool(pooled).unsqueeze(1)
         mod = self.mod(c).view(n, -1, 6, cfg.width)  # [N, T, 6, D]
         new_kv, new_ks = [], []
-        for i, block in enumerate(self.blocks):
-            tok, kv_i, ks_i = block(tok, mod, grid, ctx, bias, kv[i], ks[i], frames)
+        blocks = list(self.blocks)
+        y = blocks[0].entry_norm(tok, mod)
+        for i, block in enumerate(blocks):
+            following = blocks[i + 1] if i + 1 < len(blocks) else None
+            tok, y, kv_i, ks_i = block(tok, y, mod, grid, ctx, bias, kv[i], ks[i], frames, following)
             new_kv.append(kv_i)
             new_ks.append(ks_i)
         final_mod = self.final_mod(c).view(n, -1, 2, cfg.width)  # rows shift, scale

@@ -11,12 +11,14 @@ from streamstyle.kernels import backend  # noqa: E402
 from streamstyle.kernels.adaln import residual_norm, residual_norm_reference  # noqa: E402
 from streamstyle.kernels.adaln.triton_kernel import residual_norm_triton  # noqa: E402
 
-# (delta, gate, norm, tables): the block's four uses and the final layer's, plus the bare forms
+# (delta, gate, norm, tables): the block's uses and the final layer's, plus the bare forms
 USES = [
     dict(norm="modulate", shift=0, scale=1, norm_table=True),  # norm1 + modulate
     dict(delta=True, gate=2, gate_table=True, norm="affine", weight=True, bias=True),  # gated residual + norm2
     dict(delta=True, norm="modulate", shift=3, scale=4, norm_table=True),  # residual + norm3 + modulate
-    dict(delta=True, gate=5, gate_table=True, norm=None),  # gated residual alone
+    dict(delta=True, gate=5, gate_table=True, norm=None),  # gated residual alone (the last block)
+    # gated residual + the following block's norm1 (its own table): the blocks' shared pass
+    dict(delta=True, gate=5, gate_table=True, norm="modulate", shift=0, scale=1, norm_table=True),
     dict(norm="modulate", shift=0, scale=1),  # final layer: no table
     dict(delta=True, norm="affine"),  # plain residual + LayerNorm without affine parameters
 ]
