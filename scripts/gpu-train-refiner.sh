@@ -19,7 +19,7 @@
 # checkpoint's), FIT (0; 1: `train --fit-steps`: after 10 steps the cosine's length becomes what the
 # minutes hold at their pace, so the rate anneals on a host of any speed; STEPS is then only the
 # first guess), COLOURS (the rank of the refiner's per-style object colours, `train --id-colours`;
-# default: the checkpoint's).
+# default: the checkpoint's), GRID (the token-grid loss's weight, `train --grid-weight`; default 0).
 # Output in OUT (6 files, as the GPU machine returns at most 8): ship-s<K>/ for the chosen shift K
 # (config.json and the bf16 weights in 15 MB parts), choice.txt, and reports.tar: choice.txt,
 # metrics.jsonl, sel-s<K>.json/.log (train split) and held-s<K>.json/.md/.log (held out) for every
@@ -41,6 +41,7 @@ fi
 [ "${FIT:-0}" = 1 ] && what+=(--fit-steps)
 [ -n "${DEPTH:-}" ] && what+=(--refiner-depth "$DEPTH")
 [ -n "${COLOURS:-}" ] && what+=(--id-colours "$COLOURS")
+[ -n "${GRID:-}" ] && what+=(--grid-weight "$GRID")
 python3 -m streamstyle train --out "$out/run" --init "$init" --device "$device" --size "${SIZE:-256}" --frames 8 \
   --batch "${BATCH:-32}" --steps "${STEPS:-1900}" --warmup 20 --ema 0.995 --pool "${POOL:-768}" \
   --bank "${BANK:-384}" --refresh 1000000 --workers "${WORKERS:-8}" --sampler-steps 1,2,2,4 "${what[@]}" \
