@@ -6,7 +6,10 @@ once (three tiles, shifted by one token, which the L1 cache serves from the same
 its three kernel rows to the two outputs it still feeds, so an output row is finished, gated and
 stored one step after its last input arrives. Every input row reaches the program once, plus one
 halo row above and below the strip (the first kernel read all three rows for each output row:
-nine taps from L2 per element, which bound it at ~1 TB/s). float32 accumulation, one store.
+nine taps from L2 per element, which bound it at ~1 TB/s). The next row's loads are issued
+before the current row's arithmetic, so a program always has a row in flight (waiting out each
+row's latency in turn held it near a third of the card's bandwidth; benchmarks/NOTES.md v0.22).
+float32 accumulation, one store.
 Written for Triton 3.6 (the GPU machine) and 3.9 (the CPU interpreter in CI).
 """
 
@@ -18,7 +21,7 @@ import triton.language as tl
 
 # Tile: tokens along a grid row x gate channels, grid rows per strip, and warps per program
 # (benchmarks/NOTES.md has the sweep that chose them).
-BLOCK_W, BLOCK_C, ROWS, NUM_WARPS = 8, 64, 17, 4
+BLOCK_W, BLOCK_C, ROWS, NUM_WARPS = 4, 64, 17, 4
 
 
 @triton.jit
@@ -28,6 +31,18 @@ def _taps(w_ptr, ch, cm, DY: tl.constexpr):
     w1 = tl.load(w_ptr + ch * 9 + DY * 3 + 1, mask=cm, other=0.0).to(tl.float32)[None, :]
     w2 = tl.load(w_ptr + ch * 9 + DY * 3 + 2, mask=cm, other=0.0).to(tl.float32)[None, :]
     return w0, w1, w2
+
+
+@triton.jit
+def _masks(cols, col_ok, cm, j, TH, last, base, TW, c2, e_ptr, offs):
+    """Input row j's three masks (left, centre, right) and its tile pointers: rows outside the
+    grid or past the strip's lower halo (`last`) load nothing."""
+    jj = cols * 0 + j
+    row_ok = (jj >= 0) & (jj < TH) & (jj <= last)
+    ml = ((col_ok[0] & row_ok)[:, None]) & cm[None, :]
+    mc = ((col_ok[1] & row_ok)[:, None]) & cm[None, :]
+    mr = ((col_ok[2] & row_ok)[:, None]) & cm[None, :]
+    return ml, mc, mr, e_ptr + (base + j * TW) * c2 + offs
 
 
 @triton.jit
@@ -61,19 +76,30 @@ def _dwconv_gate(e_ptr, w_ptr, b_ptr, o_ptr, TH, TW, H, STRIPS,
     prev_b = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
     cur_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
     cur_b = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
+    ml0, mc0, mr0, t0 = _masks(cols, col_ok, cm, r0 - 1, TH, r0 + ROWS, base, TW, c2, e_ptr, offs)
+    nla = tl.load(t0 - c2, mask=ml0, other=0.0)
+    nca = tl.load(t0, mask=mc0, other=0.0)
+    nra = tl.load(t0 + c2, mask=mr0, other=0.0)
+    nlb = tl.load(t0 - c2 + H, mask=ml0, other=0.0)
+    ncb = tl.load(t0 + H, mask=mc0, other=0.0)
+    nrb = tl.load(t0 + c2 + H, mask=mr0, other=0.0)
     for j in range(r0 - 1, r0 + ROWS + 1):
-        jj = cols * 0 + j  # the row as a vector: masks stay boolean vectors
-        row_ok = (jj >= 0) & (jj < TH)
-        tile = e_ptr + (base + j * TW) * c2 + offs
-        ml = ((col_ok[0] & row_ok)[:, None]) & cm[None, :]
-        mc = ((col_ok[1] & row_ok)[:, None]) & cm[None, :]
-        mr = ((col_ok[2] & row_ok)[:, None]) & cm[None, :]
-        la = tl.load(tile - c2, mask=ml, other=0.0).to(tl.float32)
-        ca = tl.load(tile, mask=mc, other=0.0).to(tl.float32)
-        ra = tl.load(tile + c2, mask=mr, other=0.0).to(tl.float32)
-        lb = tl.load(tile - c2 + H, mask=ml, other=0.0).to(tl.float32)
-        cb = tl.load(tile + H, mask=mc, other=0.0).to(tl.float32)
-        rb = tl.load(tile + c2 + H, mask=mr, other=0.0).to(tl.float32)
+        la = nla.to(tl.float32)
+        ca = nca.to(tl.float32)
+        ra = nra.to(tl.float32)
+        lb = nlb.to(tl.float32)
+        cb = ncb.to(tl.float32)
+        rb = nrb.to(tl.float32)
+        # The next input row's loads are issued before this row's arithmetic, so they are in
+        # flight while it runs (the program would otherwise wait out each row's latency).
+        ml, mc, mr, tn = _masks(cols, col_ok, cm, j + 1, TH, r0 + ROWS, base, TW, c2, e_ptr, offs)
+        nla = tl.load(tn - c2, mask=ml, other=0.0)
+        nca = tl.load(tn, mask=mc, other=0.0)
+        nra = tl.load(tn + c2, mask=mr, other=0.0)
+        nlb = tl.load(tn - c2 + H, mask=ml, other=0.0)
+        ncb = tl.load(tn + H, mask=mc, other=0.0)
+        nrb = tl.load(tn + c2 + H, mask=mr, other=0.0)
+        jj = cols * 0 + j
         # Output row j - 1 takes its last input (kernel row 2) and is stored.
         done_a = prev_a + la * a20 + ca * a21 + ra * a22
         done_b = prev_b + lb * b20 + cb * b21 + rb * b22
