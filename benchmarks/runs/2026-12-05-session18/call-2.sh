@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 18, GPU call 2 (issue 13, the token grid): stage 8 (model/weights/default) trained on with
-# its own recipe (session 14's call 1: 5 minutes, FIT=1) and the token-grid loss on (GRID=5), the
+# its own recipe (session 14's call 1, FIT=1; 4 minutes here, what the lease had left) and the token-grid loss on (GRID=5), the
 # shipped history shift (+3) only; stage 8 itself evaluated alongside on the same held-out seeds
 # and sizes (its token_grid was never measured on a GPU), niced, while the run trains.
 . scripts/device-env.sh
@@ -10,7 +10,7 @@ nice -n 10 python3 -m streamstyle eval --weights model/weights/default --seeds 1
   --markdown $OUT/base-held.md > $OUT/base-held.log 2>&1 &
 base=$!
 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True BATCH=24 DIT=1 LR=2e-4 STEPS=190 FIT=1 SHIFTS="3" POOL=512 \
-  BANK=256 GRID=${GRID:-5} timeout 520 bash scripts/gpu-train-refiner.sh $OUT/a 5 2>&1 | tail -8
+  BANK=256 GRID=${GRID:-5} timeout 470 bash scripts/gpu-train-refiner.sh $OUT/a 4 2>&1 | tail -8
 wait $base
 echo "stage 8:"; grep -E "OVERALL" $OUT/base-held.log
 echo "with the grid loss:"; tar xOf $OUT/a/reports.tar held-s3.log | grep -E "OVERALL"
