@@ -34,15 +34,18 @@ def _taps(w_ptr, ch, cm, DY: tl.constexpr):
 
 
 @triton.jit
-def _masks(cols, col_ok, cm, j, TH, last, base, TW, c2, e_ptr, offs):
-    """Input row j's three masks (left, centre, right) and its tile pointers: rows outside the
-    grid or past the strip's lower halo (`last`) load nothing."""
+def _row(cols, col_ok, cm, j, TH, last, base, TW, c2, H, e_ptr, offs):
+    """Input row j's six tiles, as stored: each half's left, centre and right neighbours. Rows
+    outside the grid or past the strip's lower halo (`last`) load nothing (zeros)."""
     jj = cols * 0 + j
     row_ok = (jj >= 0) & (jj < TH) & (jj <= last)
     ml = ((col_ok[0] & row_ok)[:, None]) & cm[None, :]
     mc = ((col_ok[1] & row_ok)[:, None]) & cm[None, :]
     mr = ((col_ok[2] & row_ok)[:, None]) & cm[None, :]
-    return ml, mc, mr, e_ptr + (base + j * TW) * c2 + offs
+    t = e_ptr + (base + j * TW) * c2 + offs
+    return (tl.load(t - c2, mask=ml, other=0.0), tl.load(t, mask=mc, other=0.0), tl.load(t + c2, mask=mr, other=0.0),
+            tl.load(t - c2 + H, mask=ml, other=0.0), tl.load(t + H, mask=mc, other=0.0),
+            tl.load(t + c2 + H, mask=mr, other=0.0))
 
 
 @triton.jit
@@ -76,13 +79,7 @@ def _dwconv_gate(e_ptr, w_ptr, b_ptr, o_ptr, TH, TW, H, STRIPS,
     prev_b = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
     cur_a = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
     cur_b = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
-    ml0, mc0, mr0, t0 = _masks(cols, col_ok, cm, r0 - 1, TH, r0 + ROWS, base, TW, c2, e_ptr, offs)
-    nla = tl.load(t0 - c2, mask=ml0, other=0.0)
-    nca = tl.load(t0, mask=mc0, other=0.0)
-    nra = tl.load(t0 + c2, mask=mr0, other=0.0)
-    nlb = tl.load(t0 - c2 + H, mask=ml0, other=0.0)
-    ncb = tl.load(t0 + H, mask=mc0, other=0.0)
-    nrb = tl.load(t0 + c2 + H, mask=mr0, other=0.0)
+    nla, nca, nra, nlb, ncb, nrb = _row(cols, col_ok, cm, r0 - 1, TH, r0 + ROWS, base, TW, c2, H, e_ptr, offs)
     for j in range(r0 - 1, r0 + ROWS + 1):
         la = nla.to(tl.float32)
         ca = nca.to(tl.float32)
@@ -92,13 +89,8 @@ def _dwconv_gate(e_ptr, w_ptr, b_ptr, o_ptr, TH, TW, H, STRIPS,
         rb = nrb.to(tl.float32)
         # The next input row's loads are issued before this row's arithmetic, so they are in
         # flight while it runs (the program would otherwise wait out each row's latency).
-        ml, mc, mr, tn = _masks(cols, col_ok, cm, j + 1, TH, r0 + ROWS, base, TW, c2, e_ptr, offs)
-        nla = tl.load(tn - c2, mask=ml, other=0.0)
-        nca = tl.load(tn, mask=mc, other=0.0)
-        nra = tl.load(tn + c2, mask=mr, other=0.0)
-        nlb = tl.load(tn - c2 + H, mask=ml, other=0.0)
-        ncb = tl.load(tn + H, mask=mc, other=0.0)
-        nrb = tl.load(tn + c2 + H, mask=mr, other=0.0)
+        nla, nca, nra, nlb, ncb, nrb = _row(cols, col_ok, cm, j + 1, TH, r0 + ROWS, base, TW, c2, H, e_ptr,
+                                            offs)
         jj = cols * 0 + j
         # Output row j - 1 takes its last input (kernel row 2) and is stored.
         done_a = prev_a + la * a20 + ca * a21 + ra * a22
