@@ -221,7 +221,7 @@ def sweep_mixffn(model, w, h, device) -> dict[str, float]:
     th, tw = h // cfg.patch, w // cfg.patch
     ffn = model.dit.blocks[0].ffn
     e = torch.randn(1, th * tw, 2 * cfg.hidden, device=device, dtype=dt)
-    configs = [(bw, bc, rows, nw) for bw in (8, 16, 32) for bc in (64, 128) for rows in (4, 8, 17, 34)
+    configs = [(bw, bc, rows, nw) for bw in (4, 8, 16) for bc in (64, 128) for rows in (4, 8, 17, 34)
                for nw in (4, 8)]
     return sweep(mk, ("BLOCK_W", "BLOCK_C", "ROWS", "NUM_WARPS"), configs,
                  lambda: mk.dwconv_gate_triton(e, (th, tw), ffn.dw.weight, ffn.dw.bias), device,
