@@ -118,11 +118,13 @@ class HybridBlock(nn.Module):
         the next one's, in the same pass as its last residual."""
         return residual_norm(x, mod=mod, norm_table=self.table, shift=0, scale=1, eps=self.norm1.eps)[1]
 
-    def forward(self, x, y, mod, grid, ctx, bias, kv, ks, frames, following: "HybridBlock | None" = None):
+    def forward(self, x, y, mod, grid, ctx, bias, kv, ks, frames, next_table: torch.Tensor | None = None,
+                next_eps: float = 1e-6):
         """x [N, T, D] the residual stream and y its `entry_norm`; mod [N, T, 6, D]: rows shift1,
         scale1, gate1, shift2, scale2, gate2 (plus this block's table). Returns x, the following
-        block's y (its `entry_norm` of the new x; None without `following`) and this layer's new
-        state. The residuals, norms and modulation run through `kernels.adaln.residual_norm` (one
+        block's y (its `entry_norm` of the new x, from its `table` and norm1's eps given as
+        `next_table`, `next_eps`: tensors and a number, not the block, so that the blocks share one
+        compiled graph; None without `next_table`) and this layer's new state. The residuals, norms and modulation run through `kernels.adaln.residual_norm` (one
         pass each on a GPU; the last residual and the following block's first norm share one)."""
         tab = self.table
         a, kv, ks = self.attn(y, kv, ks, frames)
@@ -130,11 +132,11 @@ class HybridBlock(nn.Module):
                              bias=self.norm2.bias, eps=self.norm2.eps)
         x, y = residual_norm(x, self.cross(y, ctx, bias), mod=mod, norm_table=tab, shift=3, scale=4,
                              eps=self.norm3.eps)
-        if following is None:
+        if next_table is None:
             x, _ = residual_norm(x, self.ffn(y, grid), mod, tab, gate=5, norm=None)
             return x, None, kv, ks
-        x, y = residual_norm(x, self.ffn(y, grid), mod, tab, gate=5, norm_table=following.table, shift=0,
-                             scale=1, eps=following.norm1.eps)
+        x, y = residual_norm(x, self.ffn(y, grid), mod, tab, gate=5, norm_table=next_table, shift=0,
+                             scale=1, eps=next_eps)
         return x, y, kv, ks
 
 
@@ -180,8 +182,9 @@ class HybridDiT(nn.Module):
         blocks = list(self.blocks)
         y = blocks[0].entry_norm(tok, mod)
         for i, block in enumerate(blocks):
-            following = blocks[i + 1] if i + 1 < len(blocks) else None
-            tok, y, kv_i, ks_i = block(tok, y, mod, grid, ctx, bias, kv[i], ks[i], frames, following)
+            nxt = blocks[i + 1] if i + 1 < len(blocks) else None
+            tok, y, kv_i, ks_i = block(tok, y, mod, grid, ctx, bias, kv[i], ks[i], frames,
+                                       None if nxt is None else nxt.table, 1e-6 if nxt is None else nxt.norm1.eps)
             new_kv.append(kv_i)
             new_ks.append(ks_i)
         final_mod = self.final_mod(c).view(n, -1, 2, cfg.width)  # rows shift, scale
